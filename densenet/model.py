@@ -1,0 +1,121 @@
+"""The book's DenseNet: a d2l.Classifier built from the blocks in blocks.py."""
+from d2l import mxnet as d2l
+from mxnet import init
+from mxnet.gluon import nn
+
+from .blocks import DenseBlock, transition_block
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _out_size(layer, size):
+    """Spatial (h, w) after a Conv2D or pooling leaf layer; others keep it."""
+    kw = getattr(layer, '_kwargs', {})
+    if isinstance(layer, (nn.Conv2D, nn.MaxPool2D, nn.AvgPool2D,
+                          nn.GlobalAvgPool2D, nn.GlobalMaxPool2D)):
+        if kw.get('global_pool'):
+            return (1, 1) if min(size) >= 1 else (0, 0)
+        k, s, p = _pair(kw['kernel']), _pair(kw['stride']), _pair(kw['pad'])
+        d = _pair(kw.get('dilate', 1))
+        full = kw.get('pooling_convention') == 'full'
+        out = []
+        for n, ki, si, pi, di in zip(size, k, s, p, d):
+            span = n + 2 * pi - di * (ki - 1) - 1
+            if span < 0:
+                return (0, 0)
+            out.append((-(-span // si) if full else span // si) + 1)
+        return tuple(out)
+    return size
+
+
+def spatial_trace(net, size):
+    """[(layer, (h, w))] after every leaf layer of `net` for an input of `size`."""
+    trace, size = [], _pair(size)
+
+    def walk(block):
+        nonlocal size
+        children = list(block._children.values())
+        if not children:
+            size = _out_size(block, size)
+            trace.append((block, size))
+        for child in children:
+            walk(child)
+    walk(net)
+    return trace
+
+
+def min_input_size(net, limit=4096):
+    """Smallest square side for which no layer of `net` shrinks below 1x1."""
+    for side in range(1, limit + 1):
+        if all(min(hw) >= 1 for _, hw in spatial_trace(net, side)):
+            return side
+    raise ValueError(f'no input size up to {limit} fits this network')
+
+
+class DenseNet(d2l.Classifier):
+    """DenseNet as d2l builds it: stem, dense blocks with transitions, head.
+
+    Kept from the book on purpose: the stem always has 64 channels whatever
+    `num_channels` is (`num_channels` only seeds the running channel count that
+    sets the transition widths), and the default ``lr=0.1`` although the book
+    trains with ``DenseNet(lr=0.01)``.
+    """
+
+    def b1(self):
+        net = nn.HybridSequential()
+        net.add(nn.Conv2D(64, kernel_size=7, strides=2, padding=3),
+                nn.BatchNorm(), nn.Activation('relu'),
+                nn.MaxPool2D(pool_size=3, strides=2, padding=1))
+        return net
+
+    def __init__(self, num_channels=64, growth_rate=32, arch=(4, 4, 4, 4),
+                 lr=0.1, num_classes=10):
+        super(DenseNet, self).__init__()
+        self.save_hyperparameters()
+        self.net = nn.HybridSequential()
+        self.net.add(self.b1())
+        for i, num_convs in enumerate(arch):
+            self.net.add(DenseBlock(num_convs, growth_rate))
+            # The number of output channels in the previous dense block
+            num_channels += num_convs * growth_rate
+            # A transition layer that halves the number of channels is added
+            # between the dense blocks
+            if i != len(arch) - 1:
+                num_channels //= 2
+                self.net.add(transition_block(num_channels))
+        self.net.add(nn.BatchNorm(), nn.Activation('relu'),
+                     nn.GlobalAvgPool2D(), nn.Dense(num_classes))
+        self.net.initialize(init.Xavier())
+        self.num_features = num_channels  # width entering the final Dense
+        self._min_size = None
+
+    def min_input_size(self):
+        """Smallest square image side this network accepts (29 for the default)."""
+        if self._min_size is None:
+            self._min_size = min_input_size(self.net)
+        return self._min_size
+
+    def check_input(self, X):
+        """Raise a ValueError naming the problem and the fix for a bad batch."""
+        if X.ndim != 4:
+            raise ValueError(
+                f'DenseNet expects a 4-D batch (N, C, H, W), got shape {X.shape}; '
+                'add the missing axes, e.g. X.reshape(1, 1, H, W) for one grayscale image')
+        stem = self.net[0][0].weight
+        if stem.shape[1] > 0 and X.shape[1] != stem.shape[1]:
+            raise ValueError(
+                f'this DenseNet was built for {stem.shape[1]}-channel images, '
+                f'got {X.shape[1]} channels in shape {X.shape}; convert the images '
+                'or build a new model for this channel count')
+        side = self.min_input_size()
+        if min(X.shape[2:]) < side:
+            raise ValueError(
+                f'images of {X.shape[2]}x{X.shape[3]} are too small for this DenseNet: '
+                f'its pooling stages need at least {side}x{side} (the book resizes '
+                'Fashion-MNIST to 96x96, e.g. FashionMNIST(resize=(96, 96)))')
+
+    def forward(self, X):
+        self.check_input(X)
+        return self.net(X)

@@ -1,0 +1,64 @@
+import pytest
+from mxnet import autograd, np
+from mxnet.gluon import nn
+
+from densenet import DenseBlock, conv_block, set_concat_mode, transition_block
+
+
+def test_conv_block_layer_order():
+    blk = conv_block(7)
+    kinds = [type(layer) for layer in blk]
+    assert kinds == [nn.BatchNorm, nn.Activation, nn.Conv2D]
+    conv = blk[2]
+    assert conv._kwargs['kernel'] == (3, 3) and conv._kwargs['pad'] == (1, 1)
+    assert conv._channels == 7
+
+
+def test_dense_block_channel_growth():
+    blk = DenseBlock(2, 10)
+    blk.initialize()
+    X = np.random.uniform(size=(4, 3, 8, 8))
+    Y = blk(X)
+    assert Y.shape == (4, 23, 8, 8)
+    # The input itself is passed through unchanged as the first channels.
+    assert float(np.abs(Y[:, :3] - X).max()) == 0.0
+
+
+def test_transition_halves():
+    blk = DenseBlock(2, 10)
+    blk.initialize()
+    trans = transition_block(10)
+    trans.initialize()
+    assert trans(blk(np.random.uniform(size=(4, 3, 8, 8)))).shape == (4, 10, 4, 4)
+    assert [type(layer) for layer in trans] == [
+        nn.BatchNorm, nn.Activation, nn.Conv2D, nn.AvgPool2D]
+
+
+@pytest.mark.parametrize('side,expected', [(9, 4), (7, 3), (5, 2), (3, 1)])
+def test_transition_floors_odd_sizes(side, expected):
+    trans = transition_block(6)
+    trans.initialize()
+    assert trans(np.ones((2, 4, side, side))).shape == (2, 6, expected, expected)
+
+
+def test_legacy_concat_equals_numpy_concat():
+    blk = DenseBlock(3, 5)
+    blk.initialize()
+    X = np.random.uniform(size=(2, 4, 6, 6))
+    X.attach_grad()
+    outs, grads = [], []
+    for mode in ('numpy', 'legacy'):
+        set_concat_mode(blk, mode)
+        with autograd.record():
+            Y = blk(X)
+            (Y ** 2).sum().backward()
+        outs.append(Y.asnumpy())
+        grads.append((X.grad.asnumpy(), blk.net[0][2].weight.grad().asnumpy()))
+    assert abs(outs[0] - outs[1]).max() <= 1e-6
+    for a, b in zip(*grads):
+        assert abs(a - b).max() <= 1e-5
+
+
+def test_bad_concat_mode():
+    with pytest.raises(ValueError, match='concat mode'):
+        set_concat_mode(DenseBlock(1, 2), 'fast')
