@@ -1,0 +1,241 @@
+"""``densenet train|evaluate|predict``: the command-line face of the library."""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from . import runtime
+
+PROG = 'densenet'
+
+
+class UsageError(Exception):
+    """A bad command-line value: one line on stderr, exit status 2."""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f'must be positive, got {value}')
+    return value
+
+
+def _add_train(sub):
+    from .training import RECIPES
+    p = sub.add_parser('train', help='train the book\'s DenseNet on Fashion-MNIST')
+    p.add_argument('--recipe', choices=sorted(RECIPES), default='book',
+                   help='named defaults (book: the d2l chapter\'s recipe; fast-cpu: '
+                        'an hour on 2 CPU cores); flags below override them')
+    p.add_argument('--epochs', type=_positive_int)
+    p.add_argument('--batch-size', type=_positive_int)
+    p.add_argument('--resize', type=_positive_int, help='square image side (book: 96)')
+    p.add_argument('--lr', type=_positive_float)
+    p.add_argument('--momentum', type=float)
+    p.add_argument('--wd', type=float, help='weight decay')
+    p.add_argument('--schedule', choices=['constant', 'cosine'])
+    p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
+                   help='random flips and 2-pixel shifts of training images')
+    p.add_argument('--limit', type=_positive_int, help='use the first N training images')
+    p.add_argument('--device', default='auto', help='auto, cpu, gpu, gpu:0,1')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--data-dir', help='folder with the four Fashion-MNIST IDX files')
+    p.add_argument('--out', default='runs/densenet', help='output folder')
+    p.add_argument('--resume', action='store_true',
+                   help='continue the run in --out after its last completed epoch')
+    p.add_argument('--hybridize', action=argparse.BooleanOptionalAction, default=True,
+                   help='fast hybridized graph (default); --no-hybridize runs the '
+                        'book-literal imperative code')
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser('evaluate', help='test accuracy, per-class accuracy, confusion matrix')
+    p.add_argument('--params', required=True, help='a .params file from densenet train')
+    p.add_argument('--resize', type=_positive_int,
+                   help='image side (default: from summary.json beside the params, else 96)')
+    p.add_argument('--batch-size', type=_positive_int, default=256)
+    p.add_argument('--data-dir')
+    p.add_argument('--device', default='auto')
+    p.add_argument('--out', help='confusion-matrix PNG (default: confusion.png beside the params)')
+
+
+def _add_predict(sub):
+    p = sub.add_parser('predict', help='class and probability for image files')
+    p.add_argument('--params', required=True)
+    p.add_argument('--resize', type=_positive_int)
+    p.add_argument('--device', default='auto')
+    p.add_argument('images', nargs='+', help='PNG/JPEG files, ideally 28x28 grayscale')
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    return parser
+
+
+def train_config(args):
+    from .training import RECIPES, TrainConfig
+    values = dict(RECIPES[args.recipe], recipe=args.recipe)
+    for field in dataclasses.fields(TrainConfig):
+        given = getattr(args, field.name, None)
+        if given is not None and field.name != 'recipe':
+            values[field.name] = given
+    return TrainConfig(**values)
+
+
+def cmd_train(args):
+    from .training import fit
+    cfg = train_config(args)
+    cfg.validate()  # all but the model's minimum size, which fit checks first
+    summary = fit(cfg)
+    print(f'final val acc {summary["final_val_acc"]:.4f}, best {summary["best_val_acc"]:.4f}, '
+          f'{summary["wall_s"]:.0f} s; outputs in {cfg.out}')
+    return 0
+
+
+def _resize_for(args):
+    if args.resize:
+        return args.resize
+    summary = os.path.join(os.path.dirname(os.path.abspath(args.params)), 'summary.json')
+    if os.path.exists(summary):
+        with open(summary) as f:
+            return json.load(f)['config']['resize']
+    return 96
+
+
+def load_trained(params, device='auto'):
+    """The book's DenseNet with `params` loaded, hybridized, on `device`'s contexts."""
+    if not os.path.isfile(params):
+        raise UsageError(f'--params {params}: no such file')
+    from mxnet import np
+    from .model import DenseNet
+    from .training import prepare_model
+    ctxs = runtime.devices(device)
+    model = DenseNet()
+    model.net(np.zeros((1, 1, 96, 96)))
+    try:
+        model.net.load_parameters(params)
+    except Exception as e:  # MXNet reports a mismatch as AssertionError or MXNetError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f'--params {params} does not fit the book\'s DenseNet (another '
+                         f'architecture or not a parameter file): {first[:200]}') from None
+    return prepare_model(model, ctxs, hybridize=True), ctxs
+
+
+def cmd_evaluate(args):
+    import numpy as onp
+    from .data import FashionMNIST
+    from .training import evaluate
+    model, ctxs = load_trained(args.params, args.device)
+    resize = _resize_for(args)
+    if resize < model.min_input_size():
+        raise UsageError(f'--resize {resize} is below the minimum input size '
+                         f'{model.min_input_size()}')
+    data = FashionMNIST(batch_size=args.batch_size, resize=(resize, resize), root=args.data_dir)
+    loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)
+    labels = data.val_arrays[1]
+    confusion = onp.zeros((10, 10), dtype=onp.int64)
+    onp.add.at(confusion, (labels, preds), 1)
+    print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images)')
+    names = data.text_labels(range(10))
+    for c in range(10):
+        print(f'  {names[c]:<12} {confusion[c, c] / confusion[c].sum():.4f}')
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.params)),
+                                   'confusion.png')
+    plot_confusion(confusion, names, out)
+    print(f'confusion matrix: {out}')
+    return 0
+
+
+def plot_confusion(confusion, names, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+    from .training import atomic_write
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(confusion, cmap='Blues')
+    ax.set_xticks(range(10), names, rotation=45, ha='right')
+    ax.set_yticks(range(10), names)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    for i in range(10):
+        for j in range(10):
+            ax.text(j, i, confusion[i, j], ha='center', va='center', fontsize=7,
+                    color='white' if confusion[i, j] > confusion.max() / 2 else 'black')
+    fig.colorbar(im)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
+    plt.close(fig)
+
+
+def load_image(path):
+    """A file as a 28x28 uint8 grayscale array, and a note if it had to be converted."""
+    import numpy as onp
+    from PIL import Image, UnidentifiedImageError
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise UsageError(f'{path}: no such file') from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise UsageError(f'{path}: not a readable image ({e})') from None
+    notes = []
+    if img.mode != 'L':
+        notes.append(f'converted {img.mode} to grayscale')
+        img = img.convert('L')
+    if img.size != (28, 28):
+        notes.append(f'resized {img.size[0]}x{img.size[1]} to 28x28')
+        img = img.resize((28, 28), Image.BILINEAR)
+    return onp.asarray(img, dtype=onp.uint8), notes
+
+
+def cmd_predict(args):
+    import numpy as onp
+    from mxnet import npx
+    from .data import FashionMNIST, _resize_to_tensor
+    images = [load_image(p) for p in args.images]  # all checked before the model loads
+    model, ctxs = load_trained(args.params, args.device)
+    resize = _resize_for(args)
+    X = _resize_to_tensor(onp.stack([im for im, _ in images]), (resize, resize))
+    probs = npx.softmax(model(X.as_in_context(ctxs[0])), axis=1).asnumpy()
+    names = FashionMNIST.text_labels(None, range(10))
+    for path, (_, notes), p in zip(args.images, images, probs):
+        c = int(p.argmax())
+        note = f'  (note: {", ".join(notes)})' if notes else ''
+        print(f'{path}: {names[c]} {p[c]:.3f}{note}')
+    return 0
+
+
+COMMANDS = {'train': cmd_train, 'evaluate': cmd_evaluate, 'predict': cmd_predict}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, ValueError) as e:
+        print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f'{PROG} {args.command}: interrupted', file=sys.stderr)
+        return 130

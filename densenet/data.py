@@ -1,0 +1,290 @@
+"""Fashion-MNIST for the book's training recipe, found or fetched offline-first.
+
+`FashionMNIST` is a drop-in for ``d2l.FashionMNIST`` that reads the official
+IDX files from the first place that has them (``root``, ``$DENSENET_DATA``,
+Gluon's cache, Debian's ``dataset-fashion-mnist``), verifies their content, and
+only then downloads from the official source.
+"""
+import gzip
+import hashlib
+import http.client
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+
+import numpy as onp
+from d2l import mxnet as d2l
+from mxnet import gluon, np, npx
+from mxnet.gluon.data.vision import transforms
+
+npx.set_np()
+
+DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
+OFFICIAL_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
+
+# SHA-256 of the decompressed official files: Gluon's mirror, Zalando's and
+# Debian's .gz wrappers differ, their contents do not.
+FILES = {
+    'train-images-idx3-ubyte': ('c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888', 60000),
+    'train-labels-idx1-ubyte': ('bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9', 60000),
+    't10k-images-idx3-ubyte': ('5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b', 10000),
+    't10k-labels-idx1-ubyte': ('0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34', 10000),
+}
+SPLITS = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+          'val': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+
+HOW_TO_GET = (
+    'Get Fashion-MNIST in one of three ways: (1) apt-get install dataset-fashion-mnist '
+    f'(files land in {DEBIAN_DIR}); (2) allow the download from {OFFICIAL_URL} '
+    '(or set $DENSENET_DATA_URL to a mirror); (3) put the four IDX files '
+    '(.gz or raw) in a folder and pass root=... / --data-dir or set $DENSENET_DATA.')
+
+
+def candidate_dirs(root=None):
+    """Where the IDX files are looked for, in order."""
+    mxnet_home = os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
+    dirs = [root, os.environ.get('DENSENET_DATA'),
+            os.path.join(mxnet_home, 'datasets', 'fashion-mnist'), DEBIAN_DIR]
+    return [d for d in dirs if d]
+
+
+def _file_in(folder, name):
+    for path in (os.path.join(folder, name + '.gz'), os.path.join(folder, name)):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def locate(root=None):
+    """The first folder holding all four files, as {name: path}, or None."""
+    for folder in candidate_dirs(root):
+        paths = {name: _file_in(folder, name) for name in FILES}
+        if all(paths.values()):
+            return paths
+    return None
+
+
+def _fix_hint(path):
+    if path.startswith(DEBIAN_DIR):
+        return 'reinstall it (apt-get install --reinstall dataset-fashion-mnist)'
+    return (f'delete {path} so that it is fetched again, or point root= / '
+            '$DENSENET_DATA at a good copy')
+
+
+def _read_bytes(path):
+    try:
+        if path.endswith('.gz'):
+            with gzip.open(path, 'rb') as f:
+                return f.read()
+        with open(path, 'rb') as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as e:
+        raise ValueError(f'{path}: cannot be decompressed, the file is truncated or '
+                         f'corrupt ({e}); {_fix_hint(path)}') from None
+
+
+def decode_idx(raw, name, path):
+    """Check an IDX file's bytes against the official file `name`; return its array."""
+    def bad(what):
+        return ValueError(f'{path}: {what}; {_fix_hint(path)}')
+    sha, count = FILES[name]
+    is_images = 'images' in name
+    magic = IMAGE_MAGIC if is_images else LABEL_MAGIC
+    header = 16 if is_images else 8
+    if len(raw) < header:
+        raise bad(f'only {len(raw)} bytes, shorter than an IDX header')
+    got_magic, got_count = struct.unpack('>II', raw[:8])
+    if got_magic != magic:
+        raise bad(f'wrong magic number {got_magic} (an IDX {"image" if is_images else "label"} '
+                  f'file starts with {magic}); it is not {name}')
+    if got_count != count:
+        raise bad(f'holds {got_count} items, expected {count}')
+    shape = (count,)
+    if is_images:
+        rows, cols = struct.unpack('>II', raw[8:16])
+        if (rows, cols) != (28, 28):
+            raise bad(f'images are {rows}x{cols}, expected 28x28')
+        shape = (count, 28, 28)
+    if len(raw) != header + int(onp.prod(shape)):
+        raise bad(f'{len(raw)} bytes, expected {header + int(onp.prod(shape))} (truncated?)')
+    if hashlib.sha256(raw).hexdigest() != sha:
+        raise bad('content differs from the official file (SHA-256 mismatch)')
+    arr = onp.frombuffer(raw, dtype=onp.uint8, offset=header).reshape(shape)
+    if not is_images and arr.max() > 9:
+        raise bad(f'label {arr.max()} outside 0..9')
+    return arr
+
+
+_CACHE = {}
+
+
+def load_file(path, name):
+    """Decode and verify one IDX file, once per (path, size, mtime)."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _CACHE:
+        _CACHE[key] = decode_idx(_read_bytes(path), name, path)
+    return _CACHE[key]
+
+
+def download(folder, base_url=None, timeout=60):
+    """Fetch the four official files into `folder`, each verified before it is renamed."""
+    base_url = base_url or os.environ.get('DENSENET_DATA_URL') or OFFICIAL_URL
+    if not base_url.endswith('/'):
+        base_url += '/'
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for name in FILES:
+        final = os.path.join(folder, name + '.gz')
+        fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.part', dir=folder)
+        try:
+            url = base_url + name + '.gz'
+            try:
+                with os.fdopen(fd, 'wb') as out, \
+                        urllib.request.urlopen(url, timeout=timeout) as resp:
+                    while chunk := resp.read(1 << 20):
+                        out.write(chunk)
+            except http.client.HTTPException as e:
+                raise ValueError(f'{url}: the download broke off ({e!r}); nothing was '
+                                 'kept, run again or use another way. ' + HOW_TO_GET) from None
+            tmp_gz = tmp + '.gz'  # so that _read_bytes decompresses it
+            os.replace(tmp, tmp_gz)
+            tmp = tmp_gz
+            decode_idx(_read_bytes(tmp), name, url)
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        paths[name] = final
+    return paths
+
+
+def find_or_download(root=None, allow_download=True, base_url=None):
+    """{name: path} of verified files, downloading into the first writable place."""
+    paths = locate(root)
+    if paths:
+        return paths
+    if not allow_download:
+        raise FileNotFoundError('Fashion-MNIST not found in ' + ', '.join(candidate_dirs(root))
+                                + '. ' + HOW_TO_GET)
+    errors = []
+    for folder in candidate_dirs(root):
+        if folder == DEBIAN_DIR:
+            continue
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                continue
+            return download(folder, base_url)
+        except (urllib.error.URLError, OSError) as e:
+            errors.append(f'{folder}: {e}')
+            break  # the network, not the folder, failed: stop here
+    raise FileNotFoundError('Fashion-MNIST is not on this machine and could not be '
+                            f'downloaded ({"; ".join(errors) or "no writable folder"}). '
+                            + HOW_TO_GET)
+
+
+def load_split(split, root=None, allow_download=True):
+    """(images uint8 (N, 28, 28), labels int32 (N,)) of 'train' or 'val' (the test split)."""
+    paths = find_or_download(root, allow_download)
+    images_name, labels_name = SPLITS[split]
+    return (load_file(paths[images_name], images_name),
+            load_file(paths[labels_name], labels_name).astype(onp.int32))
+
+
+def _resize_to_tensor(images, resize):
+    """uint8 (N, 28, 28) -> float32 (N, 1, H, W) in [0, 1]: the book's Resize + ToTensor."""
+    X = np.array(images[..., None])
+    if tuple(resize) != images.shape[1:]:
+        X = npx.image.resize(X, tuple(resize))
+    return npx.image.to_tensor(X)
+
+
+def augment_batch(images, rng, pad=2):
+    """Random horizontal flip and random shift by up to `pad` pixels (zero fill)."""
+    n, h, w = images.shape
+    padded = onp.zeros((n, h + 2 * pad, w + 2 * pad), dtype=images.dtype)
+    padded[:, pad:pad + h, pad:pad + w] = images
+    flip = rng.rand(n) < 0.5
+    dy, dx = rng.randint(0, 2 * pad + 1, size=(2, n))
+    out = onp.empty_like(images)
+    for i in range(n):
+        crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = crop[:, ::-1] if flip[i] else crop
+    return out
+
+
+class BatchLoader:
+    """Batches of a decoded split, transformed a whole batch at a time.
+
+    Values equal the book's per-sample ``transform_first(Resize, ToTensor)``
+    pipeline; doing it per batch keeps Python out of the per-image loop. The
+    shuffled order of epoch ``e`` depends only on ``(seed, e)``, so a resumed
+    run sees the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, images, labels, batch_size, resize, shuffle=False,
+                 seed=0, augment=False):
+        self.images, self.labels = images, labels
+        self.batch_size, self.resize = batch_size, resize
+        self.shuffle, self.seed, self.augment = shuffle, seed, augment
+        self.epoch = 0
+
+    def __len__(self):
+        return -(-len(self.labels) // self.batch_size)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = onp.random.RandomState((self.seed * 100003 + self.epoch) % 2**32)
+        self.epoch += 1
+        n = len(self.labels)
+        order = rng.permutation(n) if self.shuffle else onp.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            images = self.images[idx]
+            if self.augment:
+                images = augment_batch(images, rng)
+            yield _resize_to_tensor(images, self.resize), np.array(self.labels[idx])
+
+
+class FashionMNIST(d2l.FashionMNIST):
+    """Fashion-MNIST as ``d2l.FashionMNIST(batch_size, resize)`` serves it, offline-first.
+
+    ``root`` is searched first; ``limit`` keeps the first N training images;
+    ``augment`` adds random flips and shifts to training batches. With
+    ``num_workers=0`` (default) batches are built vectorised in-process; with
+    ``num_workers > 0`` Gluon's DataLoader runs the book's per-sample pipeline
+    in worker processes.
+    """
+
+    def __init__(self, batch_size=64, resize=(28, 28), root=None, num_workers=0,
+                 limit=None, augment=False, seed=0, allow_download=True):
+        d2l.DataModule.__init__(self, root=root, num_workers=num_workers)
+        self.save_hyperparameters()
+        images, labels = load_split('train', root, allow_download)
+        if limit is not None:
+            if limit < 1:
+                raise ValueError(f'limit must be a positive number of images, got {limit}')
+            images, labels = images[:limit], labels[:limit]
+        self.train_arrays = (images, labels)
+        self.val_arrays = load_split('val', root, allow_download)
+        trans = transforms.Compose([transforms.Resize(resize), transforms.ToTensor()])
+        self.train = gluon.data.ArrayDataset(
+            np.array(images[..., None]), labels).transform_first(trans)
+        self.val = gluon.data.ArrayDataset(
+            np.array(self.val_arrays[0][..., None]), self.val_arrays[1]).transform_first(trans)
+
+    def get_dataloader(self, train):
+        if self.num_workers:
+            data = self.train if train else self.val
+            return gluon.data.DataLoader(data, self.batch_size, shuffle=train,
+                                         num_workers=self.num_workers)
+        images, labels = self.train_arrays if train else self.val_arrays
+        return BatchLoader(images, labels, self.batch_size, self.resize, shuffle=train,
+                           seed=self.seed, augment=self.augment and train)

@@ -1,0 +1,81 @@
+"""Process-level settings that MXNet reads once, when it is first imported.
+
+MXNet sizes its OpenMP pool at import from half the CPU count, so on a 2-core
+machine it trains on one thread (measured here: x1.7 slower). `configure_threads`
+sets the pool to the cores this process may use unless the user chose a value;
+it must run before ``import mxnet``, which is why ``import densenet`` calls it
+first. `check_threads` says so when it ran too late.
+"""
+import os
+import sys
+import warnings
+
+THREAD_VARS = ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')
+_state = {'set_by_us': False, 'user_set': False, 'too_late': False}
+
+
+def available_cores():
+    """CPU cores this process may run on (affinity and cgroup CPU sets respected)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads():
+    """Give MXNet's OpenMP pool every available core, unless the user set a count."""
+    if any(v in os.environ for v in THREAD_VARS) and not _state['set_by_us']:
+        _state['user_set'] = True
+        return
+    if 'mxnet' in sys.modules:
+        _state['too_late'] = True
+        return
+    os.environ['OMP_NUM_THREADS'] = str(available_cores())
+    _state['set_by_us'] = True
+
+
+def check_threads():
+    """Warn once if MXNet was imported before its thread count could be set."""
+    if _state['too_late'] and available_cores() > 1:
+        warnings.warn(
+            'mxnet was imported before densenet, so MXNet uses only half of the '
+            f'{available_cores()} cores for its operators (about 1.7x slower on 2 cores). '
+            f'Import densenet first, or start Python with OMP_NUM_THREADS={available_cores()}.',
+            RuntimeWarning, stacklevel=2)
+        _state['too_late'] = False
+    return not _state['too_late']
+
+
+def describe():
+    """Which thread settings are in effect, for logs and summary.json."""
+    how = 'set by user' if _state['user_set'] else (
+        'set by densenet' if _state['set_by_us'] else 'MXNet default (half the cores)')
+    return {'cores': available_cores(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
+            'threads': how}
+
+
+def devices(device=None):
+    """MXNet contexts for 'auto' (every GPU, else CPU), 'cpu', 'gpu', 'gpu:0,1'."""
+    import mxnet as mx
+    device = (device or 'auto').strip().lower()
+    if device == 'auto':
+        n = mx.context.num_gpus()
+        return [mx.gpu(i) for i in range(n)] if n else [mx.cpu()]
+    if device == 'cpu':
+        return [mx.cpu()]
+    if device == 'gpu':
+        device = 'gpu:0'
+    if device.startswith('gpu:'):
+        try:
+            ids = [int(i) for i in device[4:].split(',') if i != '']
+        except ValueError:
+            ids = []
+        if not ids:
+            raise ValueError(f'bad device {device!r}: use cpu, gpu, gpu:0 or gpu:0,1')
+        n = mx.context.num_gpus()
+        missing = [i for i in ids if i >= n]
+        if missing:
+            raise ValueError(f'device {device!r}: MXNet sees {n} GPU(s), no GPU {missing}; '
+                             'use --device cpu or a CUDA build of mxnet')
+        return [mx.gpu(i) for i in ids]
+    raise ValueError(f'bad device {device!r}: use auto, cpu, gpu, gpu:0 or gpu:0,1')

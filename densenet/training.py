@@ -1,0 +1,326 @@
+"""One training loop for the CLI, the example script and the launcher.
+
+It trains a model on `densenet.data.FashionMNIST` and writes, into ``out``:
+``metrics.csv`` (a row per epoch), ``curves.png``, ``last.params``,
+``best.params`` and ``summary.json``; ``checkpoint/`` holds what ``resume``
+needs. Every file is written under a temporary name and renamed.
+"""
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import mxnet as mx
+import numpy as onp
+from mxnet import autograd, gluon, np
+
+from . import runtime
+from .blocks import set_concat_mode
+from .model import DenseNet
+
+METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
+                 'lr', 'img_s', 'seconds']
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run; the defaults are the book's recipe."""
+    epochs: int = 10
+    batch_size: int = 128
+    resize: int = 96
+    lr: float = 0.01
+    momentum: float = 0.0
+    wd: float = 0.0
+    schedule: str = 'constant'     # or 'cosine' (per step, to 0 at the end)
+    augment: bool = False
+    limit: int = None
+    device: str = 'auto'
+    seed: int = 0
+    data_dir: str = None
+    out: str = 'runs/densenet'
+    hybridize: bool = True
+    recipe: str = 'book'
+    resume: bool = False
+
+    def validate(self, min_size=None):
+        """Raise ValueError for values no run can use."""
+        if self.epochs < 1:
+            raise ValueError(f'--epochs must be at least 1, got {self.epochs}')
+        if self.batch_size < 1:
+            raise ValueError(f'--batch-size must be at least 1, got {self.batch_size}')
+        if not self.lr > 0:
+            raise ValueError(f'--lr must be positive, got {self.lr}')
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f'--limit must be a positive number of images, got {self.limit}')
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f'--momentum must be in [0, 1), got {self.momentum}')
+        if self.wd < 0:
+            raise ValueError(f'--wd must not be negative, got {self.wd}')
+        if self.schedule not in ('constant', 'cosine'):
+            raise ValueError(f'--schedule must be constant or cosine, got {self.schedule!r}')
+        if min_size is not None and self.resize < min_size:
+            raise ValueError(f'--resize {self.resize} is below the model\'s minimum input '
+                             f'size {min_size}; use --resize {min_size} or more (the book uses 96)')
+        runtime.devices(self.device)
+
+
+# Named recipes. 'book' is the d2l chapter's; 'fast-cpu' is tuned for a 2-core
+# CPU within an hour, chosen without looking at the test split.
+RECIPES = {
+    'book': dict(epochs=10, batch_size=128, resize=96, lr=0.01, momentum=0.0, wd=0.0,
+                 schedule='constant', augment=False),
+    'fast-cpu': dict(epochs=15, batch_size=128, resize=64, lr=0.1, momentum=0.9, wd=5e-4,
+                     schedule='cosine', augment=True),
+}
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename tmp_path to path: no half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_text(path, text):
+    def write(tmp):
+        with open(tmp, 'w') as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def build_model(cfg):
+    return DenseNet(lr=cfg.lr)
+
+
+def prepare_model(model, ctxs, hybridize):
+    """Move to `ctxs`; the fast path hybridizes with the oneDNN-friendly concat."""
+    model.net.collect_params().reset_ctx(ctxs)
+    if hybridize:
+        set_concat_mode(model.net, 'legacy')
+        model.net.hybridize(static_alloc=True, static_shape=True)
+    return model
+
+
+def evaluate(model, loader, ctxs):
+    """(mean loss, accuracy, predictions) of `model` over `loader`, inference mode."""
+    total_loss, correct, n, preds = 0.0, 0, 0, []
+    for X, y in loader:
+        Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
+        ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
+        for Xi, yi in zip(Xs, ys):
+            Y_hat = model(Xi)
+            total_loss += float(model.loss(Y_hat, yi, averaged=False).sum())
+            p = Y_hat.argmax(axis=1).astype('int32')
+            correct += int((p == yi).sum())
+            n += yi.shape[0]
+            preds.append(p.asnumpy())
+    return total_loss / n, correct / n, onp.concatenate(preds)
+
+
+class Progress:
+    """A one-line progress bar on stderr with throughput and ETA."""
+
+    def __init__(self, total, prefix, stream=sys.stderr):
+        self.total, self.prefix, self.stream = total, prefix, stream
+        self.tty = stream.isatty()
+        self.start = self.last = time.time()
+
+    def update(self, done, images):
+        now = time.time()
+        if not (done == self.total or now - self.last >= (0.5 if self.tty else 30)):
+            return
+        self.last = now
+        rate = images / max(now - self.start, 1e-9)
+        eta = (now - self.start) / done * (self.total - done)
+        bar = '#' * int(20 * done / self.total)
+        line = (f'{self.prefix} [{bar:<20}] {done}/{self.total} '
+                f'{rate:6.1f} img/s ETA {eta:5.0f}s')
+        self.stream.write('\r' + line if self.tty else line + '\n')
+        if self.tty and done == self.total:
+            self.stream.write('\n')
+        self.stream.flush()
+
+
+def lr_at(cfg, step, total_steps):
+    if cfg.schedule == 'cosine':
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    return cfg.lr
+
+
+def plot_curves(rows, path):
+    """Loss and accuracy against epoch, as d2l's ProgressBoard draws them."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+    ep = [r['epoch'] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    styles = {'train_loss': '-', 'val_loss': '--', 'train_acc': '-.', 'val_acc': ':'}
+    for key, style in styles.items():
+        ax.plot(ep, [r[key] for r in rows], style, marker='o', markersize=3, label=key)
+    ax.set_xlabel('epoch')
+    ax.set_xlim(0.5, max(ep) + 0.5)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+
+    def write(tmp):
+        fig.savefig(tmp, format='png', dpi=100)
+    atomic_write(path, write)
+    plt.close(fig)
+
+
+def machine_info():
+    return {'platform': platform.platform(), 'python': platform.python_version(),
+            'mxnet': mx.__version__, 'processor': platform.processor() or platform.machine(),
+            **runtime.describe(), 'gpus': mx.context.num_gpus()}
+
+
+class Run:
+    """Files of one run folder, and checkpoint/resume of its state."""
+
+    def __init__(self, out):
+        self.out = out
+        self.ckpt = os.path.join(out, 'checkpoint')
+
+    def path(self, name):
+        return os.path.join(self.out, name)
+
+    def save_checkpoint(self, model, trainer, epoch, rows, cfg, best_acc, wall_s):
+        os.makedirs(self.ckpt, exist_ok=True)
+        stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
+        atomic_write(stem + '.params', model.net.save_parameters)
+        atomic_write(stem + '.states', trainer.save_states)
+        state = {'epoch': epoch, 'rows': rows, 'config': dataclasses.asdict(cfg),
+                 'best_val_acc': best_acc, 'wall_s': wall_s}
+        atomic_text(os.path.join(self.ckpt, 'state.json'), json.dumps(state, indent=1))
+        for name in os.listdir(self.ckpt):  # older epochs are no longer needed
+            if name.startswith('epoch-') and not name.startswith(f'epoch-{epoch:04d}.'):
+                os.remove(os.path.join(self.ckpt, name))
+
+    def load_checkpoint(self):
+        path = os.path.join(self.ckpt, 'state.json')
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+
+def write_metrics(path, rows):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f'{r[k]:.6g}' if isinstance(r[k], float) else r[k])
+                         for k in METRIC_FIELDS})
+    atomic_text(path, buf.getvalue())
+
+
+def fit(cfg, data=None, log=print):
+    """Train as `cfg` says; return the summary dict (also written to summary.json)."""
+    runtime.check_threads()
+    started = time.time()
+    ctxs = runtime.devices(cfg.device)
+    run = Run(cfg.out)
+    state = run.load_checkpoint() if cfg.resume else None
+    if state is not None:
+        saved = dict(state['config'], out=cfg.out, resume=cfg.resume)
+        if saved != dataclasses.asdict(cfg):
+            diff = sorted(k for k in saved if saved[k] != dataclasses.asdict(cfg)[k])
+            raise ValueError(f'--resume: {cfg.out} was started with other settings '
+                             f'({", ".join(diff)}); rerun with the same flags or a new --out')
+    mx.random.seed(cfg.seed)
+    onp.random.seed(cfg.seed)
+    model = build_model(cfg)
+    cfg.validate(model.min_input_size())
+    if data is None:
+        from .data import FashionMNIST
+        data = FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
+                            root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
+                            seed=cfg.seed)
+    train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
+    # Deferred shapes are fixed on one batch before parameters move or load.
+    model.net(np.zeros((1, 1, cfg.resize, cfg.resize)))
+    prepare_model(model, ctxs, cfg.hybridize)
+    trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
+                            {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd})
+    rows, best_acc, first_epoch, prior_wall = [], -1.0, 0, 0.0
+    if state is not None:
+        first_epoch, rows, best_acc = state['epoch'], state['rows'], state['best_val_acc']
+        prior_wall = state['wall_s']
+        stem = os.path.join(run.ckpt, f'epoch-{first_epoch:04d}')
+        model.net.load_parameters(stem + '.params', ctx=ctxs)
+        trainer.load_states(stem + '.states')
+        log(f'resuming {cfg.out} after epoch {first_epoch}')
+    os.makedirs(cfg.out, exist_ok=True)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    warned = ctxs[0].device_type == 'gpu'
+    for epoch in range(first_epoch, cfg.epochs):
+        if hasattr(train_loader, 'set_epoch'):
+            train_loader.set_epoch(epoch)
+        bar = Progress(steps_per_epoch, f'epoch {epoch + 1}/{cfg.epochs}')
+        tic, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+        for i, (X, y) in enumerate(train_loader):
+            step = epoch * steps_per_epoch + i
+            trainer.set_learning_rate(lr_at(cfg, step, total_steps))
+            Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
+            ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
+            with autograd.record():
+                outs = [model(Xi) for Xi in Xs]
+                losses = [model.loss(o, yi, averaged=False) for o, yi in zip(outs, ys)]
+            for loss in losses:
+                loss.backward()
+            trainer.step(X.shape[0])
+            loss_sum += sum(float(loss.sum()) for loss in losses)
+            correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
+                           for o, yi in zip(outs, ys))
+            seen += X.shape[0]
+            bar.update(i + 1, seen)
+            if i == 0:
+                tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
+            if not warned and i == 5:
+                warned = True
+                rate = (seen - seen_warm) / (time.time() - tic_warm)
+                full = 10 * 60000 / rate * (96 / cfg.resize) ** 2
+                log(f'no GPU: {rate:.0f} img/s here; the book\'s full recipe (10 epochs, '
+                    f'60000 images, 96x96) would take about {full / 3600:.1f} h on this machine. '
+                    'Quicker: --recipe fast-cpu, or --limit 5000 --epochs 2 --resize 32.')
+        train_s = time.time() - tic
+        val_loss, val_acc, _ = evaluate(model, val_loader, ctxs)
+        row = {'epoch': epoch + 1, 'train_loss': loss_sum / seen, 'train_acc': correct / seen,
+               'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
+               'img_s': seen / train_s, 'seconds': time.time() - tic}
+        rows.append(row)
+        log(f'epoch {epoch + 1}/{cfg.epochs}: train loss {row["train_loss"]:.4f} '
+            f'acc {row["train_acc"]:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | '
+            f'{row["img_s"]:.1f} img/s | {row["seconds"]:.1f} s')
+        atomic_write(run.path('last.params'), model.net.save_parameters)
+        if val_acc > best_acc:
+            best_acc = val_acc
+            atomic_write(run.path('best.params'), model.net.save_parameters)
+        write_metrics(run.path('metrics.csv'), rows)
+        plot_curves(rows, run.path('curves.png'))
+        run.save_checkpoint(model, trainer, epoch + 1, rows, cfg, best_acc,
+                            prior_wall + time.time() - started)
+    summary = {'config': dataclasses.asdict(cfg), 'final_val_acc': rows[-1]['val_acc'],
+               'best_val_acc': best_acc, 'epochs': len(rows),
+               'wall_s': prior_wall + time.time() - started,
+               'machine': machine_info(), 'metrics': rows}
+    atomic_text(run.path('summary.json'), json.dumps(summary, indent=1))
+    return summary
