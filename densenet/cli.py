@@ -218,7 +218,7 @@ def cmd_predict(args):
     for path, (_, notes), p in zip(args.images, images, probs):
         c = int(p.argmax())
         note = f'  (note: {", ".join(notes)})' if notes else ''
-        print(f'{path}: {names[c]} {p[c]:.3f}{note}')
+        print(f'{path}: {names[c]} ({p[c]:.3f}){note}')
     return 0
 
 

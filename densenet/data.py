@@ -69,6 +69,9 @@ def locate(root=None):
 
 
 def _fix_hint(path):
+    if '://' in path:
+        return ('nothing was kept; the source serves another file: check '
+                '$DENSENET_DATA_URL, or get the data another way')
     if path.startswith(DEBIAN_DIR):
         return 'reinstall it (apt-get install --reinstall dataset-fashion-mnist)'
     return (f'delete {path} so that it is fetched again, or point root= / '
@@ -131,30 +134,42 @@ def load_file(path, name):
     return _CACHE[key]
 
 
+def _fetch(url, timeout):
+    """The bytes at `url`; a short read is an error, not a smaller file."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            expected = resp.headers.get('Content-Length')
+            body = resp.read()
+    except http.client.HTTPException as e:
+        body, expected = b'', f'error {e!r}'
+    if expected is not None and (not expected.isdigit() or len(body) != int(expected)):
+        raise ValueError(f'{url}: the download broke off ({len(body)} bytes of {expected}); '
+                         'nothing was kept, run again or use another way. ' + HOW_TO_GET)
+    return body
+
+
 def download(folder, base_url=None, timeout=60):
-    """Fetch the four official files into `folder`, each verified before it is renamed."""
+    """Fetch the four official files into `folder`, each verified before it is written."""
     base_url = base_url or os.environ.get('DENSENET_DATA_URL') or OFFICIAL_URL
     if not base_url.endswith('/'):
         base_url += '/'
     os.makedirs(folder, exist_ok=True)
     paths = {}
     for name in FILES:
+        url = base_url + name + '.gz'
+        body = _fetch(url, timeout)
+        try:
+            raw = gzip.decompress(body)
+        except (EOFError, OSError, zlib.error) as e:
+            raise ValueError(f'{url}: not a complete gzip file ({e}); nothing was kept. '
+                             + HOW_TO_GET) from None
+        decode_idx(raw, name, url)
         final = os.path.join(folder, name + '.gz')
         fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.part', dir=folder)
         try:
-            url = base_url + name + '.gz'
-            try:
-                with os.fdopen(fd, 'wb') as out, \
-                        urllib.request.urlopen(url, timeout=timeout) as resp:
-                    while chunk := resp.read(1 << 20):
-                        out.write(chunk)
-            except http.client.HTTPException as e:
-                raise ValueError(f'{url}: the download broke off ({e!r}); nothing was '
-                                 'kept, run again or use another way. ' + HOW_TO_GET) from None
-            tmp_gz = tmp + '.gz'  # so that _read_bytes decompresses it
-            os.replace(tmp, tmp_gz)
-            tmp = tmp_gz
-            decode_idx(_read_bytes(tmp), name, url)
+            with os.fdopen(fd, 'wb') as out:
+                out.write(body)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, final)
         finally:
             if os.path.exists(tmp):

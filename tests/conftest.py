@@ -1,5 +1,6 @@
 import os
 
+import densenet  # noqa: F401  (first, so that it sets MXNet's thread count)
 import mxnet as mx
 import pytest
 from mxnet import np, npx

@@ -1,0 +1,189 @@
+"""The command line end to end, on real Fashion-MNIST (small subsets, small images)."""
+import csv
+import json
+import re
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as onp
+import pytest
+from PIL import Image
+
+from densenet.cli import main
+
+# Quick settings the model accepts (min input 29): a few thousand images, 32x32.
+QUICK = ['--recipe', 'fast-cpu', '--resize', '32', '--batch-size', '64']
+# Measured: about 0.70 val accuracy after 2 epochs on 4000 images; chance is 0.10.
+ACC_THRESHOLD = 0.5
+
+
+def cli(*args, cwd=None, check=True):
+    proc = subprocess.run([sys.executable, '-m', 'densenet', *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'exit {proc.returncode}: {proc.stderr[-2000:]}')
+    return proc
+
+
+def read_metrics(out):
+    with open(os.path.join(out, 'metrics.csv')) as f:
+        return list(csv.DictReader(f))
+
+
+def learning(rows):
+    """The columns a rerun must reproduce (timings excluded)."""
+    keys = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc', 'lr']
+    return [{k: r[k] for k in keys} for r in rows]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, real_data_dir):
+    out = str(tmp_path_factory.mktemp('run') / 'out')
+    proc = cli('train', *QUICK, '--limit', '4000', '--epochs', '2', '--out', out,
+               '--data-dir', real_data_dir)
+    return out, proc
+
+
+def test_train_writes_every_output(trained):
+    out, proc = trained
+    assert sorted(f for f in os.listdir(out) if not f.startswith('.')) == [
+        'best.params', 'checkpoint', 'curves.png', 'last.params', 'metrics.csv',
+        'summary.json']
+    rows = read_metrics(out)
+    assert [r['epoch'] for r in rows] == ['1', '2']
+    with open(os.path.join(out, 'summary.json')) as f:
+        summary = json.load(f)
+    assert {'config', 'final_val_acc', 'best_val_acc', 'epochs', 'wall_s',
+            'machine'} <= set(summary)
+    assert summary['epochs'] == 2 and summary['config']['limit'] == 4000
+    assert summary['final_val_acc'] == pytest.approx(float(rows[-1]['val_acc']), abs=1e-5)
+    assert summary['final_val_acc'] > ACC_THRESHOLD
+    assert 'epoch 2/2: train loss' in proc.stdout and 'img/s' in proc.stdout
+    assert 'no GPU' in proc.stdout  # the estimate of the book's full recipe
+    with Image.open(os.path.join(out, 'curves.png')) as im:
+        assert im.size[0] > 300
+    assert not [f for f in os.listdir(out) if f.startswith('.')]  # no temporaries left
+
+
+def test_seed_determinism_and_resume_after_kill(trained, tmp_path, real_data_dir):
+    base, _ = trained
+    args = ['train', *QUICK, '--limit', '4000', '--epochs', '2', '--data-dir', real_data_dir]
+    out = str(tmp_path / 'killed')
+    proc = subprocess.Popen([sys.executable, '-m', 'densenet', *args, '--out', out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = os.path.join(out, 'checkpoint', 'state.json')
+    deadline = time.time() + 300
+    while not os.path.exists(state) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with open(state) as f:
+        assert json.load(f)['epoch'] == 1
+    assert len(read_metrics(out)) == 1
+    cli(*args, '--out', out, '--resume')
+    assert learning(read_metrics(out)) == learning(read_metrics(base))
+    # Another seed gives another run.
+    other = str(tmp_path / 'seed1')
+    cli(*args, '--out', other, '--seed', '1', '--epochs', '1')
+    assert learning(read_metrics(other))[0] != learning(read_metrics(base))[0]
+
+
+def test_resume_with_other_settings_is_refused(trained, real_data_dir, capsys):
+    out, _ = trained
+    code = main(['train', *QUICK, '--limit', '4000', '--epochs', '2', '--lr', '0.5',
+                 '--out', out, '--resume', '--data-dir', real_data_dir])
+    assert code == 2
+    assert 'started with other settings (lr)' in capsys.readouterr().err
+
+
+def test_book_literal_imperative_path_trains(tmp_path, real_data_dir):
+    out = str(tmp_path / 'imperative')
+    proc = cli('train', '--no-hybridize', '--resize', '32', '--limit', '512', '--epochs', '1',
+               '--out', out, '--data-dir', real_data_dir)
+    assert 'epoch 1/1' in proc.stdout
+    with open(os.path.join(out, 'summary.json')) as f:
+        cfg = json.load(f)['config']
+    assert cfg['hybridize'] is False and cfg['lr'] == 0.01 and cfg['recipe'] == 'book'
+
+
+def test_evaluate(trained, real_data_dir):
+    out, _ = trained
+    png = os.path.join(out, 'cm.png')
+    proc = cli('evaluate', '--params', os.path.join(out, 'last.params'), '--out', png,
+               '--data-dir', real_data_dir)
+    lines = proc.stdout.splitlines()
+    acc = float(lines[0].split()[2])
+    with open(os.path.join(out, 'summary.json')) as f:
+        assert acc == pytest.approx(json.load(f)['final_val_acc'], abs=1e-4)
+    per_class = [float(line.split()[-1]) for line in lines[1:11]]
+    assert len(per_class) == 10 and onp.mean(per_class) == pytest.approx(acc, abs=1e-4)
+    assert lines[1].split()[0] == 't-shirt'
+    with Image.open(png) as im:
+        assert im.format == 'PNG'
+
+
+def test_predict(trained, real_data_dir, tmp_path):
+    out, _ = trained
+    from densenet.data import load_split
+    images, labels = load_split('val', real_data_dir)
+    paths = []
+    for i in range(4):
+        p = str(tmp_path / f'img{i}.png')
+        Image.fromarray(images[i]).save(p)
+        paths.append(p)
+    big = str(tmp_path / 'big.jpg')
+    Image.fromarray(images[0]).resize((56, 56)).convert('RGB').save(big)
+    proc = cli('predict', '--params', os.path.join(out, 'best.params'), *paths, big)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 5
+    names = {'t-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt',
+             'sneaker', 'bag', 'ankle boot'}
+    for line in lines:
+        m = re.match(r'(.+): (.+) \((0\.\d+|1\.000)\)', line)
+        assert m and m.group(2) in names and float(m.group(3)) > 0.1
+    assert 'note: converted RGB to grayscale, resized 56x56 to 28x28' in lines[-1]
+    assert 'note' not in lines[0]
+
+
+BAD = [
+    (['train', '--epochs', '-1'], 'argument --epochs: must be at least 1, got -1'),
+    (['train', '--batch-size', '0'], 'argument --batch-size: must be at least 1, got 0'),
+    (['train', '--resize', '28', '--epochs', '1'], '--resize 28 is below the model\'s '
+                                                    'minimum input size 29'),
+    (['train', '--device', 'tpu'], "bad device 'tpu'"),
+    (['evaluate', '--params', 'nowhere.params'], '--params nowhere.params: no such file'),
+]
+
+
+@pytest.mark.parametrize('argv,message', BAD)
+def test_bad_values_exit_2_and_write_nothing(tmp_path, argv, message):
+    proc = cli(*argv, *(['--out', 'out'] if argv[0] == 'train' else []),
+               cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert message in err[-1] and len([line for line in err if 'error' in line]) == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_params_of_another_architecture(tmp_path):
+    from mxnet import np
+
+    from densenet import DenseNet
+    other = DenseNet(arch=(2, 2))
+    other(np.zeros((1, 1, 32, 32)))
+    path = str(tmp_path / 'other.params')
+    other.net.save_parameters(path)
+    proc = cli('predict', '--params', path, path, check=False)
+    assert proc.returncode == 2 and 'not a readable image' in proc.stderr
+    img = str(tmp_path / 'x.png')
+    Image.fromarray(onp.zeros((28, 28), onp.uint8)).save(img)
+    before = sorted(os.listdir(tmp_path))
+    proc = cli('predict', '--params', path, img, check=False)
+    assert proc.returncode == 2
+    assert 'does not fit the book\'s DenseNet' in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == before
