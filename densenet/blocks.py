@@ -25,15 +25,16 @@ def conv_block(num_channels):
     return blk
 
 
-def transition_block(num_channels):
+def transition_block(num_channels, use_bias=True):
     """BatchNorm -> ReLU -> 1x1 conv to `num_channels` -> 2x2 average pool.
 
     The pool has stride 2, so the height and width are halved (floored for odd
-    sizes, as MXNet's 'valid' pooling convention does).
+    sizes, as MXNet's 'valid' pooling convention does). The book's conv has a
+    bias; DenseNet-BC's (and the model zoo's) has none.
     """
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),
-            nn.Conv2D(num_channels, kernel_size=1),
+            nn.Conv2D(num_channels, kernel_size=1, use_bias=use_bias),
             nn.AvgPool2D(pool_size=2, strides=2))
     return blk
 
@@ -49,16 +50,18 @@ class DenseBlock(nn.HybridBlock):
     """`num_convs` conv blocks; each one's output is concatenated onto its input.
 
     With ``c`` input channels the output has ``c + num_convs * num_channels``
-    channels: the block's growth rate is `num_channels`.
+    channels: the block's growth rate is `num_channels`. `layer` builds each
+    unit from the growth rate (the book's `conv_block`; DenseNet-BC passes its
+    bottleneck layer).
     """
 
-    def __init__(self, num_convs, num_channels):
+    def __init__(self, num_convs, num_channels, layer=conv_block):
         super().__init__()
         self.num_convs, self.num_channels = num_convs, num_channels
         self.concat = 'numpy'
         self.net = nn.HybridSequential()
         for _ in range(num_convs):
-            self.net.add(conv_block(num_channels))
+            self.net.add(layer(num_channels))
 
     def hybrid_forward(self, F, X):
         for blk in self.net:

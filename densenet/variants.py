@@ -1,0 +1,172 @@
+"""DenseNet-BC and the paper's other configurations, from the book's blocks.
+
+The ImageNet models match the Gluon model zoo's (`densenet121/161/169/201`)
+layer for layer, so the zoo's parameter files load into them
+(`load_gluon_zoo_parameters`). The CIFAR models follow the paper's Table 2.
+"""
+import functools
+
+import mxnet as mx
+from d2l import mxnet as d2l
+from mxnet import init
+from mxnet.gluon import nn
+
+from .blocks import DenseBlock, transition_block
+from .model import min_input_size
+
+# name: (initial features, growth rate, layers per block), as in the paper's
+# Table 1 and the Gluon model zoo.
+IMAGENET_CONFIGS = {
+    121: (64, 32, (6, 12, 24, 16)),
+    161: (96, 48, (6, 12, 36, 24)),
+    169: (64, 32, (6, 12, 32, 32)),
+    201: (64, 32, (6, 12, 48, 32)),
+}
+
+
+def bottleneck_layer(growth_rate, bn_size=4, dropout=0.0):
+    """BN -> ReLU -> 1x1 conv to bn_size*k -> BN -> ReLU -> 3x3 conv to k (no biases)."""
+    blk = nn.HybridSequential()
+    blk.add(nn.BatchNorm(), nn.Activation('relu'),
+            nn.Conv2D(bn_size * growth_rate, kernel_size=1, use_bias=False),
+            nn.BatchNorm(), nn.Activation('relu'),
+            nn.Conv2D(growth_rate, kernel_size=3, padding=1, use_bias=False))
+    if dropout:
+        blk.add(nn.Dropout(dropout))
+    return blk
+
+
+def plain_layer(growth_rate, dropout=0.0):
+    """The paper's basic layer: BN -> ReLU -> 3x3 conv (no bias) [-> dropout]."""
+    blk = nn.HybridSequential()
+    blk.add(nn.BatchNorm(), nn.Activation('relu'),
+            nn.Conv2D(growth_rate, kernel_size=3, padding=1, use_bias=False))
+    if dropout:
+        blk.add(nn.Dropout(dropout))
+    return blk
+
+
+class DenseNetBC(d2l.Classifier):
+    """DenseNet(-BC): stem, dense blocks, compressing transitions, head.
+
+    ``bottleneck`` picks the BC layer (1x1 then 3x3 conv) over the plain one;
+    ``compression`` (theta) sets each transition's width to
+    ``floor(theta * channels)``. ``stem='imagenet'`` is the 7x7/2 conv and 3x3/2
+    max pool; ``stem='cifar'`` a single 3x3 conv.
+    """
+
+    def __init__(self, num_init_features=64, growth_rate=32, block_config=(6, 12, 24, 16),
+                 bottleneck=True, bn_size=4, compression=0.5, dropout=0.0,
+                 num_classes=1000, in_channels=3, stem='imagenet', lr=0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        if stem not in ('imagenet', 'cifar'):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if not 0 < compression <= 1:
+            raise ValueError(f'compression must be in (0, 1], got {compression}')
+        self.net = nn.HybridSequential()
+        if stem == 'imagenet':
+            b1 = nn.HybridSequential()
+            b1.add(nn.Conv2D(num_init_features, kernel_size=7, strides=2, padding=3,
+                             use_bias=False, in_channels=in_channels),
+                   nn.BatchNorm(), nn.Activation('relu'),
+                   nn.MaxPool2D(pool_size=3, strides=2, padding=1))
+        else:
+            b1 = nn.Conv2D(num_init_features, kernel_size=3, padding=1, use_bias=False,
+                           in_channels=in_channels)
+        self.net.add(b1)
+        layer = (functools.partial(bottleneck_layer, bn_size=bn_size, dropout=dropout)
+                 if bottleneck else functools.partial(plain_layer, dropout=dropout))
+        channels = num_init_features
+        for i, num_layers in enumerate(block_config):
+            self.net.add(DenseBlock(num_layers, growth_rate, layer=layer))
+            channels += num_layers * growth_rate
+            if i != len(block_config) - 1:
+                channels = int(channels * compression)
+                self.net.add(transition_block(channels, use_bias=False))
+        self.net.add(nn.BatchNorm(), nn.Activation('relu'),
+                     nn.GlobalAvgPool2D(), nn.Dense(num_classes))
+        self.net.initialize(init.Xavier())
+        self.num_features = channels
+
+    def min_input_size(self):
+        return min_input_size(self.net)
+
+
+def densenet_imagenet(depth, num_classes=1000, in_channels=3, **kwargs):
+    """DenseNet-BC-`depth` (121, 161, 169 or 201) for ImageNet-size inputs."""
+    if depth not in IMAGENET_CONFIGS:
+        raise ValueError(f'no ImageNet DenseNet of depth {depth}; '
+                         f'choose one of {sorted(IMAGENET_CONFIGS)}')
+    features, growth, blocks = IMAGENET_CONFIGS[depth]
+    return DenseNetBC(features, growth, blocks, num_classes=num_classes,
+                      in_channels=in_channels, **kwargs)
+
+
+def densenet121(**kwargs):
+    return densenet_imagenet(121, **kwargs)
+
+
+def densenet161(**kwargs):
+    return densenet_imagenet(161, **kwargs)
+
+
+def densenet169(**kwargs):
+    return densenet_imagenet(169, **kwargs)
+
+
+def densenet201(**kwargs):
+    return densenet_imagenet(201, **kwargs)
+
+
+def _cifar(depth, growth_rate, bottleneck, compression, num_classes, in_channels, **kwargs):
+    per_block, rest = divmod(depth - 4, 6 if bottleneck else 3)
+    if rest or per_block < 1:
+        raise ValueError(f'depth {depth} does not fit 3 blocks: use depth = '
+                         f'{"6" if bottleneck else "3"}n + 4 (e.g. 100 or 40)')
+    init_features = 2 * growth_rate if bottleneck else 16
+    return DenseNetBC(init_features, growth_rate, (per_block,) * 3, bottleneck=bottleneck,
+                      compression=compression, num_classes=num_classes,
+                      in_channels=in_channels, stem='cifar', **kwargs)
+
+
+def densenet_bc(depth=100, growth_rate=12, num_classes=10, in_channels=3, **kwargs):
+    """The paper's CIFAR DenseNet-BC: 3 blocks of bottleneck layers, theta = 0.5."""
+    return _cifar(depth, growth_rate, True, 0.5, num_classes, in_channels, **kwargs)
+
+
+def densenet(depth=40, growth_rate=12, num_classes=10, in_channels=3, **kwargs):
+    """The paper's plain CIFAR DenseNet: 3 blocks of 3x3 layers, no compression."""
+    return _cifar(depth, growth_rate, False, 1.0, num_classes, in_channels, **kwargs)
+
+
+def load_gluon_zoo_parameters(model, path, ctx=None):
+    """Load a file saved from ``gluon.model_zoo.vision.densenetN`` into `model`.
+
+    The zoo and this library build the same layers in the same order, so the
+    parameters are matched by position and checked by shape.
+    """
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError:
+        with mx.util.np_array(False), mx.util.np_shape(False):  # zoo files hold legacy arrays
+            saved = mx.nd.load(path)
+    if not isinstance(saved, dict):
+        raise ValueError(f'{path} holds no named parameters; save the zoo model with '
+                         'net.save_parameters(path)')
+    saved = [(k.split(':', 1)[-1], v) for k, v in saved.items()]
+    ours = list(model.net.collect_params().items())
+    if len(saved) != len(ours):
+        raise ValueError(f'{path} holds {len(saved)} parameters, this model has {len(ours)}: '
+                         'load it into the model of the same depth (densenet121/161/169/201) '
+                         'with num_classes matching the file')
+    for (zoo_name, value), (name, param) in zip(saved, ours):
+        shape = tuple(value.shape)
+        if -1 not in param.shape and 0 not in param.shape and shape != param.shape:
+            raise ValueError(f'{path}: parameter {zoo_name} has shape {shape}, but {name} '
+                             f'here is {param.shape}: the file is from another DenseNet '
+                             'depth, input channel count or class count')
+    ctx = ctx or model.net.collect_params().list_ctx()
+    for (_, value), (_, param) in zip(saved, ours):
+        param._load_init(value.as_np_ndarray(), ctx)
+    return model
