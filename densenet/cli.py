@@ -80,12 +80,23 @@ def _add_predict(sub):
     p.add_argument('images', nargs='+', help='PNG/JPEG files, ideally 28x28 grayscale')
 
 
+def _add_export(sub):
+    p = sub.add_parser('export', help='MXNet symbol + params, or ONNX, from trained params')
+    p.add_argument('--params', required=True)
+    p.add_argument('--format', choices=['mxnet', 'onnx'], default='mxnet')
+    p.add_argument('--out', required=True, help='output folder')
+    p.add_argument('--resize', type=_positive_int,
+                   help='traced input side (default: from summary.json, else 96); '
+                        'the ONNX batch axis stays dynamic')
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     return parser
 
 
@@ -222,7 +233,20 @@ def cmd_predict(args):
     return 0
 
 
-COMMANDS = {'train': cmd_train, 'evaluate': cmd_evaluate, 'predict': cmd_predict}
+def cmd_export(args):
+    from .export import export
+    model, _ = load_trained(args.params, 'cpu')
+    resize = _resize_for(args)
+    if resize < model.min_input_size():
+        raise UsageError(f'--resize {resize} is below the minimum input size '
+                         f'{model.min_input_size()}')
+    for path in export(model, args.out, args.format, input_shape=(1, 1, resize, resize)):
+        print(path)
+    return 0
+
+
+COMMANDS = {'train': cmd_train, 'evaluate': cmd_evaluate, 'predict': cmd_predict,
+            'export': cmd_export}
 
 
 def main(argv=None):
