@@ -2,6 +2,7 @@
 from . import runtime
 
 runtime.configure_threads()  # before mxnet is imported; see runtime.py
+runtime.enable_amx()
 
 # pylint: disable=wrong-import-position
 from .blocks import DenseBlock, conv_block, set_concat_mode, transition_block

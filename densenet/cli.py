@@ -70,6 +70,9 @@ def _add_evaluate(sub):
     p.add_argument('--data-dir')
     p.add_argument('--device', default='auto')
     p.add_argument('--out', help='confusion-matrix PNG (default: confusion.png beside the params)')
+    p.add_argument('--precision', choices=['fp32', 'bf16', 'int8'], default='fp32',
+                   help='bf16/int8: oneDNN CPU inference (int8 calibrated on 512 '
+                        'training images)')
 
 
 def _add_predict(sub):
@@ -153,17 +156,22 @@ def cmd_evaluate(args):
     import numpy as onp
     from .data import FashionMNIST
     from .training import evaluate
-    model, ctxs = load_trained(args.params, args.device)
+    model, ctxs = load_trained(args.params, 'cpu' if args.precision != 'fp32' else args.device)
     resize = _resize_for(args)
     if resize < model.min_input_size():
         raise UsageError(f'--resize {resize} is below the minimum input size '
                          f'{model.min_input_size()}')
     data = FashionMNIST(batch_size=args.batch_size, resize=(resize, resize), root=args.data_dir)
+    if args.precision != 'fp32':
+        from .inference import calibration_images, inference_model
+        model = inference_model(model, args.precision, calibration_images(data),
+                                input_shape=(1, 1, resize, resize))
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)
     labels = data.val_arrays[1]
     confusion = onp.zeros((10, 10), dtype=onp.int64)
     onp.add.at(confusion, (labels, preds), 1)
-    print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images)')
+    print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images, '
+          f'{args.precision})')
     names = data.text_labels(range(10))
     for c in range(10):
         print(f'  {names[c]:<12} {confusion[c, c] / confusion[c].sum():.4f}')

@@ -46,12 +46,47 @@ def check_threads():
     return not _state['too_late']
 
 
+def cpu_has(flag):
+    """Whether /proc/cpuinfo lists CPU feature `flag` (False where it cannot tell)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return flag in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def enable_amx():
+    """Let oneDNN use AMX tiles where the CPU has them.
+
+    Linux grants AMX state per process only on request (arch_prctl
+    ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA), and the oneDNN 2.4 in MXNet
+    1.9.1 does not ask, dying with SIGILL instead; it also needs
+    DNNL_MAX_CPU_ISA=AVX512_CORE_AMX. Both must happen before mxnet loads.
+    Returns whether AMX is enabled.
+    """
+    if not cpu_has('amx_tile') or 'mxnet' in sys.modules:
+        return False
+    import ctypes
+    ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, SYS_arch_prctl = 0x1023, 18, 158
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0:
+        return False
+    os.environ.setdefault('DNNL_MAX_CPU_ISA', 'AVX512_CORE_AMX')
+    _state['amx'] = True
+    return True
+
+
 def describe():
     """Which thread settings are in effect, for logs and summary.json."""
     how = 'set by user' if _state['user_set'] else (
         'set by densenet' if _state['set_by_us'] else 'MXNet default (half the cores)')
     return {'cores': available_cores(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
-            'threads': how}
+            'threads': how, 'amx': _state.get('amx', False),
+            'bf16': cpu_has('avx512_bf16') or cpu_has('amx_bf16'),
+            'vnni': cpu_has('avx512_vnni') or cpu_has('amx_int8')}
 
 
 def devices(device=None):

@@ -118,14 +118,19 @@ def prepare_model(model, ctxs, hybridize):
 
 
 def evaluate(model, loader, ctxs):
-    """(mean loss, accuracy, predictions) of `model` over `loader`, inference mode."""
+    """(mean loss, accuracy, predictions) of `model` over `loader`, inference mode.
+
+    `model` is anything called on a batch that returns logits: a DenseNet, or
+    an INT8/BF16 `densenet.inference.InferenceModel`.
+    """
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     total_loss, correct, n, preds = 0.0, 0, 0, []
     for X, y in loader:
         Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
         ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
         for Xi, yi in zip(Xs, ys):
             Y_hat = model(Xi)
-            total_loss += float(model.loss(Y_hat, yi, averaged=False).sum())
+            total_loss += float(loss_fn(Y_hat, yi).sum())
             p = Y_hat.argmax(axis=1).astype('int32')
             correct += int((p == yi).sum())
             n += yi.shape[0]
