@@ -1,0 +1,253 @@
+"""Benchmark the book's DenseNet: this library's paths against PyTorch, on CPU.
+
+Each (configuration, repetition) runs in its own process, so that peak RSS is
+that configuration's alone; repetitions are interleaved across configurations
+so that drifts of a shared machine hit all of them alike. Reported: train img/s
+(one SGD step on a batch), inference img/s at the batch size, latency at batch
+1, peak RSS, and ratios against PyTorch's best fp32 and best overall modes.
+
+    python benchmarks/bench.py                 # full table (about 15 min on 2 cores)
+    python benchmarks/bench.py --quick         # smoke run
+    python benchmarks/bench.py --json out.json
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# name: (framework, precision, tasks)
+CONFIGS = {
+    'mxnet-book-imperative': ('mxnet', 'fp32', ('train',)),
+    'mxnet-fast': ('mxnet', 'fp32', ('train', 'infer')),
+    'mxnet-bf16': ('mxnet', 'bf16', ('infer',)),
+    'mxnet-int8': ('mxnet', 'int8', ('infer',)),
+    'pytorch-eager': ('pytorch', 'fp32', ('train', 'infer')),
+    'pytorch-channels-last': ('pytorch', 'fp32', ('train', 'infer')),
+    'pytorch-channels-last-bf16': ('pytorch', 'bf16', ('train', 'infer')),
+}
+
+
+def _timed(step, iters, warmup):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        tic = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - tic)
+    return times
+
+
+def _mxnet_worker(name, task, batch, side, iters, warmup):
+    sys.path.insert(0, os.path.dirname(HERE))
+    import densenet  # noqa: F401  (sets the thread count before mxnet loads)
+    import mxnet as mx
+    import numpy as onp
+    from mxnet import autograd, gluon, np, npx
+    from densenet import DenseNet
+    from densenet.training import prepare_model
+    mx.random.seed(0)
+    model = DenseNet(lr=0.01)
+    shape = (batch, 1, side, side)
+    model.net(np.zeros((1, 1, side, side)))
+    if name != 'mxnet-book-imperative':
+        prepare_model(model, [mx.cpu()], hybridize=True)
+    X = np.random.uniform(size=shape)
+    y = np.array(onp.random.randint(0, 10, batch).astype('int32'))
+    if task == 'train':
+        trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})
+
+        def step():
+            with autograd.record():
+                loss = model.loss(model(X), y, averaged=False)
+            loss.backward()
+            trainer.step(batch)
+            npx.waitall()
+        return _timed(step, iters, warmup), None
+    net = model
+    if name in ('mxnet-bf16', 'mxnet-int8'):
+        from densenet.inference import inference_model
+        calib = (onp.random.RandomState(0).rand(256, 28, 28) * 255).astype('uint8')
+        try:
+            from densenet.data import FashionMNIST
+            calib = FashionMNIST(resize=(side, side)).train_arrays[0][:256]
+        except Exception as e:  # data not installed: random images still time the path
+            print(f'note: calibrating on random images ({e})', file=sys.stderr)
+        net = inference_model(model, name.split('-')[1], calib, input_shape=(1, 1, side, side))
+
+    def infer(Xb):
+        def step():
+            out = net(Xb)
+            out.wait_to_read()
+        return step
+    times = _timed(infer(X), iters, warmup)
+    one = np.random.uniform(size=(1, 1, side, side))
+    latency = _timed(infer(one), max(iters * 4, 10), warmup)
+    return times, latency
+
+
+def _pytorch_worker(name, task, batch, side, iters, warmup):
+    import torch
+    sys.path.insert(0, HERE)
+    from torch_densenet import book_densenet
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.manual_seed(0)
+    model = book_densenet()
+    X = torch.rand(batch, 1, side, side)
+    y = torch.randint(0, 10, (batch,))
+    channels_last = 'channels-last' in name
+    bf16 = name.endswith('bf16')
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        X = X.contiguous(memory_format=torch.channels_last)
+
+    def autocast():
+        return torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16)
+    if task == 'train':
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with autocast():
+                loss = loss_fn(model(X), y)
+            loss.backward()
+            opt.step()
+        return _timed(step, iters, warmup), None
+    model.eval()
+
+    def infer(Xb):
+        def step():
+            with torch.inference_mode(), autocast():
+                model(Xb)
+        return step
+    one = torch.rand(1, 1, side, side)
+    if channels_last:
+        one = one.contiguous(memory_format=torch.channels_last)
+    return _timed(infer(X), iters, warmup), _timed(infer(one), max(iters * 4, 10), warmup)
+
+
+def worker(args):
+    framework = CONFIGS[args.worker][0]
+    run = _mxnet_worker if framework == 'mxnet' else _pytorch_worker
+    times, latency = run(args.worker, args.task, args.batch_size, args.side, args.iters,
+                         args.warmup)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({'img_s': [args.batch_size / t for t in times],
+                      'latency_ms': [1000 * t for t in latency] if latency else None,
+                      'peak_rss_mb': peak}))
+
+
+def have_torch():
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def run_all(args):
+    configs = [c for c in CONFIGS if c in args.only] if args.only else list(CONFIGS)
+    if not have_torch():
+        print('PyTorch is not installed (pip install -e ".[bench]"): '
+              'its configurations are not run.', file=sys.stderr)
+        configs = [c for c in configs if CONFIGS[c][0] != 'pytorch']
+    jobs = [(c, t) for c in configs for t in CONFIGS[c][2]]
+    results = {job: {'img_s': [], 'latency_ms': [], 'peak_rss_mb': []} for job in jobs}
+    for rep in range(args.repeats):
+        for name, task in jobs:
+            cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--task', task,
+                   '--batch-size', str(args.batch_size), '--side', str(args.side),
+                   '--iters', str(args.iters), '--warmup', str(args.warmup)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f'{name} {task}: failed (exit {proc.returncode}): '
+                      f'{proc.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
+                continue
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = results[(name, task)]
+            r['img_s'] += out['img_s']
+            r['latency_ms'] += out['latency_ms'] or []
+            r['peak_rss_mb'].append(out['peak_rss_mb'])
+            print(f'[{rep + 1}/{args.repeats}] {name:28s} {task:5s} '
+                  f'{statistics.median(out["img_s"]):8.1f} img/s', file=sys.stderr)
+    return results
+
+
+def records(results, batch_size):
+    recs = []
+    for (name, task), r in results.items():
+        if not r['img_s']:
+            continue
+        framework, precision, _ = CONFIGS[name]
+        recs.append({'name': name, 'framework': framework, 'task': task,
+                     'precision': precision, 'batch_size': batch_size,
+                     'img_s': statistics.median(r['img_s']), 'img_s_min': min(r['img_s']),
+                     'img_s_max': max(r['img_s']), 'peak_rss_mb': max(r['peak_rss_mb']),
+                     'latency_ms_bs1': (statistics.median(r['latency_ms'])
+                                        if r['latency_ms'] else None)})
+    return recs
+
+
+def table(recs):
+    lines = []
+    for task in ('train', 'infer'):
+        rows = [r for r in recs if r['task'] == task]
+        torch_rows = [r for r in rows if r['framework'] == 'pytorch']
+        best32 = max((r['img_s'] for r in torch_rows if r['precision'] == 'fp32'), default=None)
+        best = max((r['img_s'] for r in torch_rows), default=None)
+        lines.append(f'\n{task} (batch {rows[0]["batch_size"] if rows else "-"})')
+        lines.append('| configuration | precision | img/s (median) | min-max | '
+                     + ('latency bs1 ms | ' if task == 'infer' else '')
+                     + 'peak RSS MB | vs PyTorch best fp32 | vs PyTorch best |')
+        lines.append('|---|---|---|---|' + ('---|' if task == 'infer' else '') + '---|---|---|')
+        for r in rows:
+            ratio32 = f'{r["img_s"] / best32:.2f}x' if best32 else '-'
+            ratio = f'{r["img_s"] / best:.2f}x' if best else '-'
+            lat = f'{r["latency_ms_bs1"]:.1f} | ' if task == 'infer' else ''
+            lines.append(f'| {r["name"]} | {r["precision"]} | {r["img_s"]:.1f} | '
+                         f'{r["img_s_min"]:.1f}-{r["img_s_max"]:.1f} | {lat}'
+                         f'{r["peak_rss_mb"]:.0f} | {ratio32} | {ratio} |')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--quick', action='store_true', help='smoke run: tiny batch, few steps')
+    p.add_argument('--json', help='write the records here')
+    p.add_argument('--only', nargs='+', choices=sorted(CONFIGS))
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--iters', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--batch-size', type=int, default=128)
+    p.add_argument('--side', type=int, default=96)
+    p.add_argument('--worker', choices=sorted(CONFIGS), help=argparse.SUPPRESS)
+    p.add_argument('--task', choices=['train', 'infer'], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    if args.quick:
+        args.repeats, args.iters, args.warmup, args.batch_size, args.side = 1, 2, 1, 8, 64
+    import platform
+    print(f'machine: {platform.processor() or platform.machine()}, '
+          f'{len(os.sched_getaffinity(0))} cores; batch {args.batch_size}, '
+          f'{args.side}x{args.side}, 1 channel', file=sys.stderr)
+    recs = records(run_all(args), args.batch_size)
+    print(table(recs))
+    if args.json:
+        tmp = args.json + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(recs, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
