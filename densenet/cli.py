@@ -56,6 +56,10 @@ def _add_train(sub):
     p.add_argument('--out', default='runs/densenet', help='output folder')
     p.add_argument('--resume', action='store_true',
                    help='continue the run in --out after its last completed epoch')
+    p.add_argument('--kvstore', choices=['local', 'device', 'dist_sync', 'dist_device_sync'],
+                   help='gradient aggregation (default device); dist_* inside `densenet launch`')
+    p.add_argument('--gpus', help='GPU ids, e.g. 0,1 (the same as --device gpu:0,1)')
+    p.add_argument('--rank-params', help=argparse.SUPPRESS)
     p.add_argument('--hybridize', action=argparse.BooleanOptionalAction, default=True,
                    help='fast hybridized graph (default); --no-hybridize runs the '
                         'book-literal imperative code')
@@ -93,6 +97,15 @@ def _add_export(sub):
                         'the ONNX batch axis stays dynamic')
 
 
+def _add_launch(sub):
+    p = sub.add_parser('launch', help='run a command as the workers of a local MXNet '
+                                      'parameter-server cluster')
+    p.add_argument('-n', '--num-workers', type=_positive_int, default=2)
+    p.add_argument('-s', '--num-servers', type=_positive_int, default=1)
+    p.add_argument('worker_command', nargs=argparse.REMAINDER, metavar='command',
+                   help='after --: the worker command, e.g. densenet train --kvstore dist_sync')
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -100,11 +113,14 @@ def build_parser():
     _add_evaluate(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_launch(sub)
     return parser
 
 
 def train_config(args):
     from .training import RECIPES, TrainConfig
+    if args.gpus:
+        args.device = 'gpu:' + args.gpus
     values = dict(RECIPES[args.recipe], recipe=args.recipe)
     for field in dataclasses.fields(TrainConfig):
         given = getattr(args, field.name, None)
@@ -118,6 +134,9 @@ def cmd_train(args):
     cfg = train_config(args)
     cfg.validate()  # all but the model's minimum size, which fit checks first
     summary = fit(cfg)
+    if summary is None:  # a dist worker other than rank 0
+        print('worker done')
+        return 0
     print(f'final val acc {summary["final_val_acc"]:.4f}, best {summary["best_val_acc"]:.4f}, '
           f'{summary["wall_s"]:.0f} s; outputs in {cfg.out}')
     return 0
@@ -253,7 +272,18 @@ def cmd_export(args):
     return 0
 
 
-COMMANDS = {'train': cmd_train, 'evaluate': cmd_evaluate, 'predict': cmd_predict,
+def cmd_launch(args):
+    from .launch import launch, multi_machine_help
+    command = args.worker_command
+    command = command[1:] if command[:1] == ['--'] else command
+    if not command:
+        raise UsageError('no command to launch: densenet launch -n 2 -s 1 -- '
+                         'densenet train --kvstore dist_sync ...')
+    print(multi_machine_help(args.num_workers, args.num_servers, command), flush=True)
+    return launch(command, args.num_workers, args.num_servers)
+
+
+COMMANDS = {'launch': cmd_launch, 'train': cmd_train, 'evaluate': cmd_evaluate, 'predict': cmd_predict,
             'export': cmd_export}
 
 

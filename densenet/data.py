@@ -243,13 +243,16 @@ class BatchLoader:
     """
 
     def __init__(self, images, labels, batch_size, resize, shuffle=False,
-                 seed=0, augment=False):
+                 seed=0, augment=False, drop_last=False):
         self.images, self.labels = images, labels
         self.batch_size, self.resize = batch_size, resize
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
+        self.drop_last = drop_last
         self.epoch = 0
 
     def __len__(self):
+        if self.drop_last:
+            return len(self.labels) // self.batch_size
         return -(-len(self.labels) // self.batch_size)
 
     def set_epoch(self, epoch):
@@ -260,7 +263,7 @@ class BatchLoader:
         self.epoch += 1
         n = len(self.labels)
         order = rng.permutation(n) if self.shuffle else onp.arange(n)
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start:start + self.batch_size]
             images = self.images[idx]
             if self.augment:
@@ -272,14 +275,17 @@ class FashionMNIST(d2l.FashionMNIST):
     """Fashion-MNIST as ``d2l.FashionMNIST(batch_size, resize)`` serves it, offline-first.
 
     ``root`` is searched first; ``limit`` keeps the first N training images;
-    ``augment`` adds random flips and shifts to training batches. With
+    ``shard=(i, n)`` then keeps the i-th of n equal contiguous parts (a
+    distributed worker's share; the remainder is dropped so that every worker
+    runs the same number of steps); ``augment`` adds random flips and shifts to
+    training batches. With
     ``num_workers=0`` (default) batches are built vectorised in-process; with
     ``num_workers > 0`` Gluon's DataLoader runs the book's per-sample pipeline
     in worker processes.
     """
 
     def __init__(self, batch_size=64, resize=(28, 28), root=None, num_workers=0,
-                 limit=None, augment=False, seed=0, allow_download=True):
+                 limit=None, augment=False, seed=0, allow_download=True, shard=None):
         d2l.DataModule.__init__(self, root=root, num_workers=num_workers)
         self.save_hyperparameters()
         images, labels = load_split('train', root, allow_download)
@@ -287,6 +293,14 @@ class FashionMNIST(d2l.FashionMNIST):
             if limit < 1:
                 raise ValueError(f'limit must be a positive number of images, got {limit}')
             images, labels = images[:limit], labels[:limit]
+        if shard is not None:
+            index, count = shard
+            size = len(labels) // count
+            if size < 1:
+                raise ValueError(f'{len(labels)} training images cannot be split over '
+                                 f'{count} workers')
+            images = images[index * size:(index + 1) * size]
+            labels = labels[index * size:(index + 1) * size]
         self.train_arrays = (images, labels)
         self.val_arrays = load_split('val', root, allow_download)
         trans = transforms.Compose([transforms.Resize(resize), transforms.ToTensor()])
@@ -302,4 +316,5 @@ class FashionMNIST(d2l.FashionMNIST):
                                          num_workers=self.num_workers)
         images, labels = self.train_arrays if train else self.val_arrays
         return BatchLoader(images, labels, self.batch_size, self.resize, shuffle=train,
-                           seed=self.seed, augment=self.augment and train)
+                           seed=self.seed, augment=self.augment and train,
+                           drop_last=train and self.shard is not None)

@@ -47,6 +47,8 @@ class TrainConfig:
     hybridize: bool = True
     recipe: str = 'book'
     resume: bool = False
+    kvstore: str = 'device'       # or local, dist_sync, dist_device_sync
+    rank_params: str = None       # folder: every worker saves its final parameters here
 
     def validate(self, min_size=None):
         """Raise ValueError for values no run can use."""
@@ -67,8 +69,15 @@ class TrainConfig:
         if min_size is not None and self.resize < min_size:
             raise ValueError(f'--resize {self.resize} is below the model\'s minimum input '
                              f'size {min_size}; use --resize {min_size} or more (the book uses 96)')
+        if self.kvstore not in KVSTORES:
+            raise ValueError(f'--kvstore must be one of {", ".join(KVSTORES)}, '
+                             f'got {self.kvstore!r}')
+        if self.resume and self.kvstore.startswith('dist'):
+            raise ValueError('--resume is not supported with a dist kvstore: restart the run')
         runtime.devices(self.device)
 
+
+KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 
 # Named recipes. 'book' is the d2l chapter's; 'fast-cpu' is tuned for a 2-core
 # CPU within an hour, chosen without looking at the test split.
@@ -253,17 +262,22 @@ def fit(cfg, data=None, log=print):
     onp.random.seed(cfg.seed)
     model = build_model(cfg)
     cfg.validate(model.min_input_size())
+    # A dist kvstore joins the cluster that `densenet launch` (DMLC_* variables) set up.
+    kv = mx.kv.create(cfg.kvstore) if cfg.kvstore.startswith('dist') else None
+    rank, workers = (kv.rank, kv.num_workers) if kv else (0, 1)
+    writer = rank == 0  # only rank 0 evaluates and writes files
     if data is None:
         from .data import FashionMNIST
         data = FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
                             root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
-                            seed=cfg.seed)
+                            seed=cfg.seed, shard=(rank, workers) if kv else None)
     train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
     # Deferred shapes are fixed on one batch before parameters move or load.
     model.net(np.zeros((1, 1, cfg.resize, cfg.resize)))
     prepare_model(model, ctxs, cfg.hybridize)
     trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
-                            {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd})
+                            {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
+                            kvstore=kv or cfg.kvstore)
     rows, best_acc, first_epoch, prior_wall = [], -1.0, 0, 0.0
     if state is not None:
         first_epoch, rows, best_acc = state['epoch'], state['rows'], state['best_val_acc']
@@ -272,10 +286,11 @@ def fit(cfg, data=None, log=print):
         model.net.load_parameters(stem + '.params', ctx=ctxs)
         trainer.load_states(stem + '.states')
         log(f'resuming {cfg.out} after epoch {first_epoch}')
-    os.makedirs(cfg.out, exist_ok=True)
+    if writer:
+        os.makedirs(cfg.out, exist_ok=True)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
-    warned = ctxs[0].device_type == 'gpu'
+    warned = ctxs[0].device_type == 'gpu' or not writer
     for epoch in range(first_epoch, cfg.epochs):
         if hasattr(train_loader, 'set_epoch'):
             train_loader.set_epoch(epoch)
@@ -291,7 +306,8 @@ def fit(cfg, data=None, log=print):
                 losses = [model.loss(o, yi, averaged=False) for o, yi in zip(outs, ys)]
             for loss in losses:
                 loss.backward()
-            trainer.step(X.shape[0])
+            # Gradients are summed over devices and workers: average over the global batch.
+            trainer.step(X.shape[0] * workers)
             loss_sum += sum(float(loss.sum()) for loss in losses)
             correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
                            for o, yi in zip(outs, ys))
@@ -307,6 +323,10 @@ def fit(cfg, data=None, log=print):
                     f'60000 images, 96x96) would take about {full / 3600:.1f} h on this machine. '
                     'Quicker: --recipe fast-cpu, or --limit 5000 --epochs 2 --resize 32.')
         train_s = time.time() - tic
+        if not writer:
+            log(f'[rank {rank}] epoch {epoch + 1}/{cfg.epochs}: train loss '
+                f'{loss_sum / seen:.4f} acc {correct / seen:.4f} on its shard')
+            continue
         val_loss, val_acc, _ = evaluate(model, val_loader, ctxs)
         row = {'epoch': epoch + 1, 'train_loss': loss_sum / seen, 'train_acc': correct / seen,
                'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
@@ -321,11 +341,18 @@ def fit(cfg, data=None, log=print):
             atomic_write(run.path('best.params'), model.net.save_parameters)
         write_metrics(run.path('metrics.csv'), rows)
         plot_curves(rows, run.path('curves.png'))
-        run.save_checkpoint(model, trainer, epoch + 1, rows, cfg, best_acc,
-                            prior_wall + time.time() - started)
+        if kv is None:  # MXNet cannot save optimizer states of a dist kvstore
+            run.save_checkpoint(model, trainer, epoch + 1, rows, cfg, best_acc,
+                                prior_wall + time.time() - started)
+    if cfg.rank_params:
+        os.makedirs(cfg.rank_params, exist_ok=True)
+        atomic_write(os.path.join(cfg.rank_params, f'rank-{rank}.params'),
+                     model.net.save_parameters)
+    if not writer:
+        return None
     summary = {'config': dataclasses.asdict(cfg), 'final_val_acc': rows[-1]['val_acc'],
                'best_val_acc': best_acc, 'epochs': len(rows),
                'wall_s': prior_wall + time.time() - started,
-               'machine': machine_info(), 'metrics': rows}
+               'machine': machine_info(), 'workers': workers, 'metrics': rows}
     atomic_text(run.path('summary.json'), json.dumps(summary, indent=1))
     return summary

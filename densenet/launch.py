@@ -1,0 +1,141 @@
+"""Start a local MXNet parameter-server cluster: scheduler, servers and workers.
+
+``densenet launch -n 2 -s 1 -- densenet train --kvstore dist_sync ...`` runs
+the command as each of the `n` workers, with the ``DMLC_*`` variables that
+MXNet's KVStore reads, on 127.0.0.1. Worker output is forwarded line by line
+with a ``[worker i]`` prefix. When any process fails, or on Ctrl-C/SIGTERM,
+every process of the cluster is stopped; the exit status is the first failure's.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+# What a scheduler or server runs: importing mxnet with DMLC_ROLE set starts
+# the parameter-server loop and exits when the workers are done.
+PS_COMMAND = [sys.executable, '-c', 'import mxnet']
+
+
+def free_port(host='127.0.0.1'):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def cluster_env(num_workers, num_servers, port, host='127.0.0.1'):
+    return {'DMLC_PS_ROOT_URI': host, 'DMLC_PS_ROOT_PORT': str(port),
+            'DMLC_NUM_WORKER': str(num_workers), 'DMLC_NUM_SERVER': str(num_servers),
+            'PS_VERBOSE': '0'}
+
+
+def multi_machine_help(num_workers, num_servers, command):
+    cmd = ' '.join(command)
+    return (f'On several machines, start the same roles there with DMLC_PS_ROOT_URI set to '
+            f'the scheduler machine\'s address and a shared DMLC_PS_ROOT_PORT:\n'
+            f'  scheduler (once):  DMLC_ROLE=scheduler DMLC_NUM_WORKER={num_workers} '
+            f'DMLC_NUM_SERVER={num_servers} python -c "import mxnet"\n'
+            f'  each server:       DMLC_ROLE=server ... python -c "import mxnet"\n'
+            f'  each worker:       DMLC_ROLE=worker ... {cmd}')
+
+
+class Cluster:
+    """The processes of one local cluster, each in its own process group."""
+
+    def __init__(self, command, num_workers, num_servers, port=None, stream=sys.stdout):
+        self.command, self.stream = command, stream
+        self.num_workers, self.num_servers = num_workers, num_servers
+        self.env = dict(os.environ, **cluster_env(num_workers, num_servers,
+                                                  port or free_port()))
+        self.procs = []  # (label, Popen)
+        self.lock = threading.Lock()
+
+    def _start(self, label, role, command, forward):
+        env = dict(self.env, DMLC_ROLE=role)
+        if role == 'worker':
+            env['DENSENET_WORKER_INDEX'] = label.split()[-1]
+        proc = subprocess.Popen(command, env=env, start_new_session=True,
+                                stdout=subprocess.PIPE if forward else subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT if forward else subprocess.DEVNULL,
+                                text=True, bufsize=1)
+        self.procs.append((label, proc))
+        if forward:
+            threading.Thread(target=self._forward, args=(label, proc), daemon=True).start()
+        return proc
+
+    def _forward(self, label, proc):
+        for line in proc.stdout:
+            for part in line.rstrip('\n').split('\r'):
+                if part:
+                    with self.lock:
+                        self.stream.write(f'[{label}] {part}\n')
+                        self.stream.flush()
+
+    def start(self):
+        self._start('scheduler', 'scheduler', PS_COMMAND, forward=False)
+        for i in range(self.num_servers):
+            self._start(f'server {i}', 'server', PS_COMMAND, forward=False)
+        for i in range(self.num_workers):
+            self._start(f'worker {i}', 'worker', self.command, forward=True)
+
+    def stop(self, grace=5.0):
+        """SIGTERM every process group, then SIGKILL what is left after `grace` s."""
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + grace
+        for _, proc in self.procs:
+            try:
+                proc.wait(max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
+        for _, proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+    def wait(self, poll=0.2):
+        """0 when every worker succeeded; else the first failure's status (after stopping all)."""
+        workers = [(label, p) for label, p in self.procs if label.startswith('worker')]
+        while True:
+            for label, proc in self.procs:
+                code = proc.poll()
+                if code not in (None, 0):
+                    self.stream.write(f'densenet launch: {label} exited with status {code}; '
+                                      'stopping the cluster\n')
+                    self.stream.flush()
+                    self.stop()
+                    return code if code > 0 else 128 - code
+            if all(p.poll() == 0 for _, p in workers):
+                self.stop(grace=10.0)  # scheduler and servers end on their own
+                return 0
+            time.sleep(poll)
+
+
+def launch(command, num_workers, num_servers, stream=sys.stdout):
+    """Run `command` as `num_workers` workers of a local cluster; return the exit status."""
+    if num_workers < 1 or num_servers < 1:
+        raise ValueError('a cluster needs at least one worker (-n) and one server (-s)')
+    if not command:
+        raise ValueError('no command to launch: densenet launch -n 2 -s 1 -- densenet train ...')
+    cluster = Cluster(command, num_workers, num_servers, stream=stream)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        cluster.start()
+        return cluster.wait()
+    except KeyboardInterrupt:
+        stream.write('densenet launch: interrupted; stopping the cluster\n')
+        cluster.stop()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

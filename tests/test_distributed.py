@@ -1,0 +1,138 @@
+"""Data-parallel training through MXNet's dist_sync KVStore, on 127.0.0.1 only."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mxnet as mx
+import numpy as onp
+import pytest
+from mxnet import autograd, gluon, np
+
+from densenet import DenseNet
+from densenet.data import FashionMNIST
+from densenet.launch import Cluster
+from densenet.training import prepare_model
+
+# 256 images over 2 workers: 4 steps of 32 per worker, global batch 64.
+TRAIN = ['--kvstore', 'dist_sync', '--limit', '256', '--epochs', '1', '--resize', '32',
+         '--batch-size', '32', '--lr', '0.1', '--momentum', '0.9', '--seed', '3']
+
+
+def run_bounded(cmd, timeout):
+    """Run `cmd` in its own session; on timeout stop it (and its cluster) for good."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the launcher stops its cluster on SIGTERM
+        try:
+            out, _ = proc.communicate(timeout=20)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+        pytest.fail(f'{cmd[:4]} did not finish in {timeout} s:\n{out[-3000:]}')
+    return proc.returncode, out
+
+
+def trainable(net):
+    """Trainable parameters in layer order (names carry a per-process counter)."""
+    return [p.data().asnumpy() for p in net.collect_params().values()
+            if p.grad_req != 'null']
+
+
+def load(path):
+    m = DenseNet()
+    m.net(np.zeros((1, 1, 32, 32)))
+    m.net.load_parameters(path)
+    return m
+
+
+def single_process_reference(data_dir):
+    """One process, each global batch split over cpu(0) and cpu(1) as the workers split it."""
+    mx.random.seed(3)
+    onp.random.seed(3)
+    model = DenseNet(lr=0.1)
+    model.net(np.zeros((1, 1, 32, 32)))
+    ctxs = [mx.cpu(0), mx.cpu(1)]
+    prepare_model(model, ctxs, hybridize=True)
+    trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
+                            {'learning_rate': 0.1, 'momentum': 0.9, 'wd': 0.0},
+                            kvstore='device')
+    shards = [FashionMNIST(batch_size=32, resize=(32, 32), root=data_dir, limit=256,
+                           seed=3, shard=(r, 2)).train_dataloader() for r in range(2)]
+    for loader in shards:
+        loader.set_epoch(0)
+    for (X0, y0), (X1, y1) in zip(*shards):
+        Xs = [X0.as_in_context(ctxs[0]), X1.as_in_context(ctxs[1])]
+        ys = [y0.as_in_context(ctxs[0]), y1.as_in_context(ctxs[1])]
+        with autograd.record():
+            losses = [model.loss(model(X), y, averaged=False) for X, y in zip(Xs, ys)]
+        for loss in losses:
+            loss.backward()
+        trainer.step(64)
+    return model
+
+
+def test_two_workers_match_single_process(tmp_path, real_data_dir):
+    ranks = tmp_path / 'ranks'
+    cmd = [sys.executable, '-m', 'densenet', 'launch', '-n', '2', '-s', '1', '--',
+           sys.executable, '-m', 'densenet', 'train', *TRAIN, '--data-dir', real_data_dir,
+           '--out', str(tmp_path / 'out'), '--rank-params', str(ranks)]
+    code, out = run_bounded(cmd, timeout=300)
+    assert code == 0, out[-3000:]
+    assert '[worker 0]' in out and '[worker 1]' in out
+    # Only rank 0 wrote the run's files.
+    assert sorted(os.listdir(tmp_path / 'out')) == ['best.params', 'curves.png',
+                                                     'last.params', 'metrics.csv',
+                                                     'summary.json']
+    w0, w1 = (trainable(load(str(ranks / f'rank-{r}.params')).net) for r in (0, 1))
+    assert len(w0) == len(w1) and max(abs(a - b).max() for a, b in zip(w0, w1)) == 0.0
+    reference = trainable(single_process_reference(real_data_dir).net)
+    worst = max(abs(a - b).max() for a, b in zip(w0, reference))
+    print(f'max |dist - single process| = {worst:.3g}')
+    assert worst <= 1e-5
+    # The run did move the weights (a comparison of untouched weights proves nothing).
+    mx.random.seed(3)
+    untouched = DenseNet()
+    untouched.net(np.zeros((1, 1, 32, 32)))
+    start = trainable(untouched.net)
+    assert max(abs(a - b).max() for a, b in zip(w0, start)) > 1e-3
+
+
+DYING_WORKER = '''
+import os, sys, time
+import mxnet as mx
+kv = mx.kv.create('dist_sync')
+if os.environ['DENSENET_WORKER_INDEX'] == '1':
+    time.sleep(1)
+    os._exit(3)
+kv.init(0, mx.nd.zeros((4,)))
+while True:  # the surviving worker blocks in its kvstore calls, as training would
+    kv.push(0, mx.nd.ones((4,)))
+    out = mx.nd.zeros((4,))
+    kv.pull(0, out=out)
+    out.wait_to_read()
+'''
+
+
+def test_dying_worker_stops_the_cluster():
+    import io
+    stream = io.StringIO()
+    cluster = Cluster([sys.executable, '-c', DYING_WORKER], num_workers=2, num_servers=1,
+                      stream=stream)
+    tic = time.time()
+    try:
+        cluster.start()
+        code = cluster.wait()
+    finally:
+        cluster.stop(grace=1)
+    assert code == 3
+    assert time.time() - tic < 60
+    assert 'worker 1 exited with status 3; stopping the cluster' in stream.getvalue()
+    assert len(cluster.procs) == 4
+    for _, proc in cluster.procs:
+        assert proc.poll() is not None
+        with pytest.raises(ProcessLookupError):
+            os.killpg(proc.pid, 0)  # no process of its group is left
