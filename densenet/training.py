@@ -84,7 +84,7 @@ KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 RECIPES = {
     'book': dict(epochs=10, batch_size=128, resize=96, lr=0.01, momentum=0.0, wd=0.0,
                  schedule='constant', augment=False),
-    'fast-cpu': dict(epochs=15, batch_size=128, resize=64, lr=0.1, momentum=0.9, wd=5e-4,
+    'fast-cpu': dict(epochs=14, batch_size=128, resize=64, lr=0.1, momentum=0.9, wd=5e-4,
                      schedule='cosine', augment=True),
 }
 
