@@ -180,6 +180,7 @@ def lr_at(cfg, step, total_steps):
 def plot_curves(rows, path):
     """Loss and accuracy against epoch, as d2l's ProgressBoard draws them."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
     ep = [r['epoch'] for r in rows]
@@ -189,6 +190,7 @@ def plot_curves(rows, path):
         ax.plot(ep, [r[key] for r in rows], style, marker='o', markersize=3, label=key)
     ax.set_xlabel('epoch')
     ax.set_xlim(0.5, max(ep) + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
