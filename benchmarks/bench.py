@@ -9,6 +9,7 @@ so that drifts of a shared machine hit all of them alike. Reported: train img/s
     python benchmarks/bench.py                 # full table (about 15 min on 2 cores)
     python benchmarks/bench.py --quick         # smoke run
     python benchmarks/bench.py --json out.json
+    python benchmarks/bench.py --side 224 --only mxnet-book-imperative mxnet-memory-efficient
 """
 import argparse
 import json
@@ -25,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {
     'mxnet-book-imperative': ('mxnet', 'fp32', ('train',)),
     'mxnet-fast': ('mxnet', 'fp32', ('train', 'infer')),
+    'mxnet-memory-efficient': ('mxnet', 'fp32', ('train',)),
     'mxnet-bf16': ('mxnet', 'bf16', ('infer',)),
     'mxnet-int8': ('mxnet', 'int8', ('infer',)),
     'pytorch-eager': ('pytorch', 'fp32', ('train', 'infer')),
@@ -56,7 +58,9 @@ def _mxnet_worker(name, task, batch, side, iters, warmup):
     model = DenseNet(lr=0.01)
     shape = (batch, 1, side, side)
     model.net(np.zeros((1, 1, side, side)))
-    if name != 'mxnet-book-imperative':
+    if name == 'mxnet-memory-efficient':  # imperative, like the book path it saves on
+        prepare_model(model, [mx.cpu()], hybridize=False, memory_efficient=True)
+    elif name != 'mxnet-book-imperative':
         prepare_model(model, [mx.cpu()], hybridize=True)
     X = np.random.uniform(size=shape)
     y = np.array(onp.random.randint(0, 10, batch).astype('int32'))

@@ -5,7 +5,8 @@ imperative operators as the d2l code (BatchNorm, ReLU, Conv2D and
 ``np.concatenate`` along the channel axis); hybridized, the same graph runs as
 one cached symbol.
 """
-from mxnet import npx
+import mxnet as mx
+from mxnet import autograd, np, npx
 from mxnet.gluon import nn
 
 npx.set_np()
@@ -59,16 +60,97 @@ class DenseBlock(nn.HybridBlock):
         super().__init__()
         self.num_convs, self.num_channels = num_convs, num_channels
         self.concat = 'numpy'
+        self.memory_efficient = False
         self.net = nn.HybridSequential()
         for _ in range(num_convs):
             self.net.add(layer(num_channels))
 
     def hybrid_forward(self, F, X):
+        if self.memory_efficient:
+            if F is not mx.nd:
+                raise ValueError('memory_efficient=True recomputes layers in the backward '
+                                 'pass imperatively: use the model without hybridize()')
+            if autograd.is_recording():
+                return self._checkpointed(X)
         for blk in self.net:
             Y = blk(X)
             # Concatenate input and output of each block along the channels
             X = concat_channels(F, X, Y, self.concat)
         return X
+
+
+    def _checkpointed(self, X):
+        """Keep only each layer's new features; recompute the rest in backward."""
+        features = [X]
+        training = autograd.is_training()
+        for blk in self.net:
+            features.append(_Recompute(blk, training)(*features))
+        return np.concatenate(features, axis=1)
+
+
+class _Recompute(autograd.Function):
+    """One dense layer on the concatenation of `features`, stored only as its inputs.
+
+    Forward runs the layer without recording; backward concatenates and runs it
+    again under autograd, so the concatenation and the BatchNorm/ReLU outputs
+    live only while one layer's gradient is computed (torchvision's
+    memory-efficient DenseNet does the same with checkpointing).
+    """
+
+    def __init__(self, block, training):
+        super().__init__()
+        self.block, self.training = block, training
+
+    def forward(self, *features):
+        with autograd.train_mode() if self.training else autograd.predict_mode():
+            Y = self.block(np.concatenate(features, axis=1))
+        self.save_for_backward(*features)
+        return Y
+
+    def backward(self, dY):
+        # MXNet calls this from its engine with legacy arrays and numpy mode off.
+        with mx.util.np_shape(True), mx.util.np_array(True):
+            # MXNet's BatchNorm updates its running statistics in the backward pass, so
+            # they are updated once, here, as on the standard path.
+            xs = [x.copy() for x in self.saved_tensors]
+            for x in xs:
+                x.attach_grad()
+            with autograd.record(train_mode=self.training):
+                Y = self.block(np.concatenate(xs, axis=1))
+            Y.backward(dY.as_np_ndarray())
+            return tuple(x.grad.as_nd_ndarray() for x in xs)
+
+
+def set_memory_efficient(net, flag=True):
+    """Turn every DenseBlock's memory-efficient mode on or off (imperative path only).
+
+    With it, a dense block keeps each layer's new features rather than every
+    concatenation and BatchNorm/ReLU output, and recomputes those in backward:
+    memory grows linearly instead of quadratically with the block's depth.
+    """
+    from .runtime import naive_engine
+    if flag and not naive_engine():
+        raise RuntimeError('memory_efficient needs MXNet\'s NaiveEngine (its nested backward '
+                           'races under the threaded engine): start Python with '
+                           'MXNET_ENGINE_TYPE=NaiveEngine (densenet sets it on CPU-only builds '
+                           'when it is imported before mxnet)')
+
+    def visit(block):
+        if isinstance(block, DenseBlock):
+            if flag and any(isinstance(b, nn.Dropout) for b in _leaves(block)):
+                raise ValueError('memory_efficient cannot recompute dropout layers '
+                                 'identically; use dropout=0')
+            block.memory_efficient = flag
+    net.apply(visit)
+    return net
+
+
+def _leaves(block):
+    children = list(block._children.values())
+    if not children:
+        yield block
+    for child in children:
+        yield from _leaves(child)
 
 
 def set_concat_mode(net, mode):

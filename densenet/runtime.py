@@ -34,6 +34,32 @@ def configure_threads():
     _state['set_by_us'] = True
 
 
+def _cpu_only_mxnet():
+    """Whether the installed MXNet is the CPU build (the 'mxnet' wheel, no mxnet-cuXX)."""
+    from importlib import metadata
+    names = {(d.metadata['Name'] or '').lower() for d in metadata.distributions()}
+    return 'mxnet' in names and not any(n.startswith('mxnet-cu') for n in names)
+
+
+def configure_engine():
+    """Use MXNet's synchronous NaiveEngine on CPU-only builds, unless the user chose one.
+
+    On a CPU the threaded engine has nothing to overlap, and the NaiveEngine is
+    what makes the memory-efficient dense blocks (a Python autograd.Function
+    that runs a nested backward) deterministic: under the threaded engine that
+    nested backward raced and sometimes hung. GPU builds keep the threaded
+    engine; memory_efficient then asks for MXNET_ENGINE_TYPE=NaiveEngine.
+    """
+    if 'MXNET_ENGINE_TYPE' in os.environ or 'mxnet' in sys.modules:
+        return
+    if _cpu_only_mxnet():
+        os.environ['MXNET_ENGINE_TYPE'] = 'NaiveEngine'
+
+
+def naive_engine():
+    return os.environ.get('MXNET_ENGINE_TYPE') == 'NaiveEngine'
+
+
 def check_threads():
     """Warn once if MXNet was imported before its thread count could be set."""
     if _state['too_late'] and available_cores() > 1:
@@ -84,7 +110,8 @@ def describe():
     how = 'set by user' if _state['user_set'] else (
         'set by densenet' if _state['set_by_us'] else 'MXNet default (half the cores)')
     return {'cores': available_cores(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
-            'threads': how, 'amx': _state.get('amx', False),
+            'threads': how, 'engine': os.environ.get('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice'),
+            'amx': _state.get('amx', False),
             'bf16': cpu_has('avx512_bf16') or cpu_has('amx_bf16'),
             'vnni': cpu_has('avx512_vnni') or cpu_has('amx_int8')}
 

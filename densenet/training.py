@@ -21,7 +21,7 @@ import numpy as onp
 from mxnet import autograd, gluon, np
 
 from . import runtime
-from .blocks import set_concat_mode
+from .blocks import set_concat_mode, set_memory_efficient
 from .model import DenseNet
 
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
@@ -48,6 +48,7 @@ class TrainConfig:
     recipe: str = 'book'
     resume: bool = False
     kvstore: str = 'device'       # or local, dist_sync, dist_device_sync
+    memory_efficient: bool = False  # recompute concat/BN/ReLU in backward (imperative)
     rank_params: str = None       # folder: every worker saves its final parameters here
 
     def validate(self, min_size=None):
@@ -72,6 +73,8 @@ class TrainConfig:
         if self.kvstore not in KVSTORES:
             raise ValueError(f'--kvstore must be one of {", ".join(KVSTORES)}, '
                              f'got {self.kvstore!r}')
+        if self.memory_efficient and self.hybridize:
+            raise ValueError('--memory-efficient runs imperatively: add --no-hybridize')
         if self.resume and self.kvstore.startswith('dist'):
             raise ValueError('--resume is not supported with a dist kvstore: restart the run')
         runtime.devices(self.device)
@@ -117,9 +120,11 @@ def build_model(cfg):
     return DenseNet(lr=cfg.lr)
 
 
-def prepare_model(model, ctxs, hybridize):
+def prepare_model(model, ctxs, hybridize, memory_efficient=False):
     """Move to `ctxs`; the fast path hybridizes with the oneDNN-friendly concat."""
     model.net.collect_params().reset_ctx(ctxs)
+    if memory_efficient:
+        set_memory_efficient(model.net, True)
     if hybridize:
         set_concat_mode(model.net, 'legacy')
         model.net.hybridize(static_alloc=True, static_shape=True)
@@ -276,7 +281,7 @@ def fit(cfg, data=None, log=print):
     train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
     # Deferred shapes are fixed on one batch before parameters move or load.
     model.net(np.zeros((1, 1, cfg.resize, cfg.resize)))
-    prepare_model(model, ctxs, cfg.hybridize)
+    prepare_model(model, ctxs, cfg.hybridize, cfg.memory_efficient)
     trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
                             {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
                             kvstore=kv or cfg.kvstore)
