@@ -184,8 +184,10 @@ def cmd_evaluate(args):
         raise UsageError(f'--resize {resize} is below the minimum input size '
                          f'{model.min_input_size()}')
     data = FashionMNIST(batch_size=args.batch_size, resize=(resize, resize), root=args.data_dir)
+    fp32_preds = None
     if args.precision != 'fp32':
         from .inference import calibration_images, inference_model
+        _, fp32_acc, fp32_preds = evaluate(model, data.val_dataloader(), ctxs)
         model = inference_model(model, args.precision, calibration_images(data),
                                 input_shape=(1, 1, resize, resize))
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)
@@ -194,6 +196,10 @@ def cmd_evaluate(args):
     onp.add.at(confusion, (labels, preds), 1)
     print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images, '
           f'{args.precision})')
+    if fp32_preds is not None:
+        print(f'fp32 accuracy {fp32_acc:.4f}; {args.precision} - fp32 = '
+              f'{100 * (acc - fp32_acc):+.2f} points; top-1 agreement with fp32 '
+              f'{(preds == fp32_preds).mean():.4f}')
     names = data.text_labels(range(10))
     for c in range(10):
         print(f'  {names[c]:<12} {confusion[c, c] / confusion[c].sum():.4f}')
