@@ -16,4 +16,6 @@ __all__ = ['conv_block', 'DenseBlock', 'transition_block', 'DenseNet', 'min_inpu
            'set_concat_mode', 'set_memory_efficient', 'DenseNetBC', 'densenet',
            'densenet121', 'densenet161', 'densenet169', 'densenet201', 'densenet_bc',
            'load_gluon_zoo_parameters']
+
+runtime.start_engine_quietly()
 __version__ = '0.1.0'

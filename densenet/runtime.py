@@ -50,10 +50,33 @@ def configure_engine():
     nested backward raced and sometimes hung. GPU builds keep the threaded
     engine; memory_efficient then asks for MXNET_ENGINE_TYPE=NaiveEngine.
     """
-    if 'MXNET_ENGINE_TYPE' in os.environ or 'mxnet' in sys.modules:
+    if 'mxnet' in sys.modules:
+        return
+    if 'MXNET_ENGINE_TYPE' in os.environ:
+        # Inherited from a parent process where densenet chose it: still ours.
+        _state['engine_set_by_us'] = os.environ.get('DENSENET_ENGINE') == '1'
         return
     if _cpu_only_mxnet():
         os.environ['MXNET_ENGINE_TYPE'] = 'NaiveEngine'
+        os.environ['DENSENET_ENGINE'] = '1'
+        _state['engine_set_by_us'] = True
+
+
+def start_engine_quietly():
+    """Create MXNet's engine now, with stderr muted: a NaiveEngine announces itself
+    on stderr ("MXNet start using engine"), which would follow every command's output."""
+    if not _state.get('engine_set_by_us'):
+        return
+    import mxnet as mx
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        mx.nd.waitall()
+    finally:
+        os.dup2(saved, 2)
+        os.close(null)
+        os.close(saved)
 
 
 def naive_engine():
