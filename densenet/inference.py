@@ -41,7 +41,10 @@ class InferenceModel:
 
 
 def _legacy_block(model, input_shape, ctx):
-    """The model's graph (legacy concat) re-imported as a legacy SymbolBlock."""
+    """The model's graph (legacy concat) re-imported as a legacy SymbolBlock.
+
+    `model` itself is switched to the legacy concat and hybridized on the way.
+    """
     set_concat_mode(model.net, 'legacy')
     with tempfile.TemporaryDirectory() as tmp:
         sym, params = export_mxnet(model, tmp, 'fp32', input_shape)
@@ -57,7 +60,7 @@ def _legacy_block(model, input_shape, ctx):
 
 
 def calibration_batches(images, batch_size=64, resize=96):
-    """Legacy NDArray batches for calibration: uint8 (N, 28, 28) training images."""
+    """Calibration batches (numpy float32, N x 1 x H x W) from uint8 (N, 28, 28) images."""
     from .data import _resize_to_tensor
     batches = []
     for start in range(0, len(images), batch_size):

@@ -16,7 +16,7 @@ from densenet.cli import main
 
 # Quick settings the model accepts (min input 29): a few thousand images, 32x32.
 QUICK = ['--recipe', 'fast-cpu', '--resize', '32', '--batch-size', '64']
-# Measured: about 0.70 val accuracy after 2 epochs on 4000 images; chance is 0.10.
+# Measured: 0.7425 val accuracy after 2 epochs on 4000 images (seed 0); chance is 0.10.
 ACC_THRESHOLD = 0.5
 
 
