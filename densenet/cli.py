@@ -145,7 +145,16 @@ def cmd_train(args):
     return 0
 
 
-def _resize_for(args):
+def _resize_for(args, model):
+    """The image side to use: --resize, else summary.json's, else 96; checked against `model`."""
+    side = _configured_resize(args)
+    if side < model.min_input_size():
+        raise UsageError(f'--resize {side} is below the minimum input size '
+                         f'{model.min_input_size()}')
+    return side
+
+
+def _configured_resize(args):
     if args.resize:
         return args.resize
     summary = os.path.join(os.path.dirname(os.path.abspath(args.params)), 'summary.json')
@@ -179,10 +188,7 @@ def cmd_evaluate(args):
     from .data import FashionMNIST
     from .training import evaluate
     model, ctxs = load_trained(args.params, 'cpu' if args.precision != 'fp32' else args.device)
-    resize = _resize_for(args)
-    if resize < model.min_input_size():
-        raise UsageError(f'--resize {resize} is below the minimum input size '
-                         f'{model.min_input_size()}')
+    resize = _resize_for(args, model)
     data = FashionMNIST(batch_size=args.batch_size, resize=(resize, resize), root=args.data_dir)
     fp32_preds = None
     if args.precision != 'fp32':
@@ -214,7 +220,7 @@ def plot_confusion(confusion, names, path):
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
-    from .training import atomic_write
+    from .files import atomic_write
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     im = ax.imshow(confusion, cmap='Blues')
     ax.set_xticks(range(10), names, rotation=45, ha='right')
@@ -258,7 +264,7 @@ def cmd_predict(args):
     from .data import FashionMNIST, _resize_to_tensor
     images = [load_image(p) for p in args.images]  # all checked before the model loads
     model, ctxs = load_trained(args.params, args.device)
-    resize = _resize_for(args)
+    resize = _resize_for(args, model)
     X = _resize_to_tensor(onp.stack([im for im, _ in images]), (resize, resize))
     probs = npx.softmax(model(X.as_in_context(ctxs[0])), axis=1).asnumpy()
     names = FashionMNIST.text_labels(None, range(10))
@@ -272,10 +278,7 @@ def cmd_predict(args):
 def cmd_export(args):
     from .export import export
     model, _ = load_trained(args.params, 'cpu')
-    resize = _resize_for(args)
-    if resize < model.min_input_size():
-        raise UsageError(f'--resize {resize} is below the minimum input size '
-                         f'{model.min_input_size()}')
+    resize = _resize_for(args, model)
     for path in export(model, args.out, args.format, input_shape=(1, 1, resize, resize)):
         print(path)
     return 0

@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -19,6 +18,8 @@ import numpy as onp
 from d2l import mxnet as d2l
 from mxnet import gluon, np, npx
 from mxnet.gluon.data.vision import transforms
+
+from .files import atomic_bytes
 
 npx.set_np()
 
@@ -165,15 +166,7 @@ def download(folder, base_url=None, timeout=60):
                              + HOW_TO_GET) from None
         decode_idx(raw, name, url)
         final = os.path.join(folder, name + '.gz')
-        fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.part', dir=folder)
-        try:
-            with os.fdopen(fd, 'wb') as out:
-                out.write(body)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_bytes(final, body)
         paths[name] = final
     return paths
 

@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import mxnet as mx
@@ -22,6 +21,7 @@ from mxnet import autograd, gluon, np
 
 from . import runtime
 from .blocks import set_concat_mode, set_memory_efficient
+from .files import atomic_text, atomic_write
 from .model import DenseNet
 
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
@@ -90,30 +90,6 @@ RECIPES = {
     'fast-cpu': dict(epochs=14, batch_size=128, resize=64, lr=0.1, momentum=0.9, wd=5e-4,
                      schedule='cosine', augment=True),
 }
-
-
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename tmp_path to path: no half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_text(path, text):
-    def write(tmp):
-        with open(tmp, 'w') as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 def build_model(cfg):
