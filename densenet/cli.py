@@ -46,6 +46,8 @@ def _add_train(sub):
     p.add_argument('--lr', type=_positive_float)
     p.add_argument('--momentum', type=float)
     p.add_argument('--wd', type=float, help='weight decay')
+    p.add_argument('--label-smoothing', type=float,
+                   help='share of the target spread over all classes (book: 0)')
     p.add_argument('--schedule', choices=['constant', 'cosine'])
     p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
                    help='random flips and 2-pixel shifts of training images')

@@ -42,6 +42,11 @@ def trainable(net):
             if p.grad_req != 'null']
 
 
+def everything(net, ctx=None):
+    """All parameters, BatchNorm running statistics included, in layer order."""
+    return [p.data(ctx).asnumpy() for p in net.collect_params().values()]
+
+
 def load(path):
     m = DenseNet()
     m.net(np.zeros((1, 1, 32, 32)))
@@ -87,12 +92,24 @@ def test_two_workers_match_single_process(tmp_path, real_data_dir):
     assert sorted(os.listdir(tmp_path / 'out')) == ['best.params', 'curves.png',
                                                      'last.params', 'metrics.csv',
                                                      'summary.json']
-    w0, w1 = (trainable(load(str(ranks / f'rank-{r}.params')).net) for r in (0, 1))
+    nets = [load(str(ranks / f'rank-{r}.params')).net for r in (0, 1)]
+    w0, w1 = (trainable(net) for net in nets)
     assert len(w0) == len(w1) and max(abs(a - b).max() for a, b in zip(w0, w1)) == 0.0
-    reference = trainable(single_process_reference(real_data_dir).net)
+    ref_model = single_process_reference(real_data_dir)
+    reference = trainable(ref_model.net)
     worst = max(abs(a - b).max() for a, b in zip(w0, reference))
     print(f'max |dist - single process| = {worst:.3g}')
     assert worst <= 1e-5
+    # Running statistics stay per worker: worker r's (and rank 0's saved file's)
+    # equal those the reference kept on cpu(r), which saw the same shard.
+    for r, net in enumerate(nets):
+        mine, ref = everything(net), everything(ref_model.net, mx.cpu(r))
+        assert len(mine) == len(ref) > len(w0)
+        worst = max(abs(a - b).max() for a, b in zip(mine, ref))
+        print(f'worker {r}: max |all parameters - reference on cpu({r})| = {worst:.3g}')
+        assert worst <= 1e-5
+    saved = everything(load(str(tmp_path / 'out' / 'last.params')).net)
+    assert max(abs(a - b).max() for a, b in zip(saved, everything(nets[0]))) == 0.0
     # The run did move the weights (a comparison of untouched weights proves nothing).
     mx.random.seed(3)
     untouched = DenseNet()
