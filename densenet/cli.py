@@ -52,6 +52,9 @@ def _add_train(sub):
     p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
                    help='random flips and 2-pixel shifts of training images')
     p.add_argument('--limit', type=_positive_int, help='use the first N training images')
+    p.add_argument('--holdout', type=int,
+                   help='validate on the last N training images instead of the test split '
+                        '(to choose settings without it); train on the rest')
     p.add_argument('--device', default='auto', help='auto, cpu, gpu, gpu:0,1')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--data-dir', help='folder with the four Fashion-MNIST IDX files')

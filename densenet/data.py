@@ -267,7 +267,9 @@ class BatchLoader:
 class FashionMNIST(d2l.FashionMNIST):
     """Fashion-MNIST as ``d2l.FashionMNIST(batch_size, resize)`` serves it, offline-first.
 
-    ``root`` is searched first; ``limit`` keeps the first N training images;
+    ``root`` is searched first; ``holdout=N`` validates on the last N training
+    images instead of the test split (for choosing settings without looking at
+    the test split) and trains on the rest; ``limit`` keeps the first N training images;
     ``shard=(i, n)`` then keeps the i-th of n equal contiguous parts (a
     distributed worker's share; the remainder is dropped so that every worker
     runs the same number of steps); ``augment`` adds random flips and shifts to
@@ -278,10 +280,19 @@ class FashionMNIST(d2l.FashionMNIST):
     """
 
     def __init__(self, batch_size=64, resize=(28, 28), root=None, num_workers=0,
-                 limit=None, augment=False, seed=0, allow_download=True, shard=None):
+                 limit=None, augment=False, seed=0, allow_download=True, shard=None,
+                 holdout=0):
         d2l.DataModule.__init__(self, root=root, num_workers=num_workers)
         self.save_hyperparameters()
         images, labels = load_split('train', root, allow_download)
+        if holdout:
+            if not 0 < holdout < len(labels):
+                raise ValueError(f'holdout must be between 1 and {len(labels) - 1} training '
+                                 f'images, got {holdout}')
+            self.val_arrays = images[-holdout:], labels[-holdout:]
+            images, labels = images[:-holdout], labels[:-holdout]
+        else:
+            self.val_arrays = load_split('val', root, allow_download)
         if limit is not None:
             if limit < 1:
                 raise ValueError(f'limit must be a positive number of images, got {limit}')
@@ -295,7 +306,6 @@ class FashionMNIST(d2l.FashionMNIST):
             images = images[index * size:(index + 1) * size]
             labels = labels[index * size:(index + 1) * size]
         self.train_arrays = (images, labels)
-        self.val_arrays = load_split('val', root, allow_download)
         trans = transforms.Compose([transforms.Resize(resize), transforms.ToTensor()])
         self.train = gluon.data.ArrayDataset(
             np.array(images[..., None]), labels).transform_first(trans)

@@ -41,6 +41,7 @@ class TrainConfig:
     augment: bool = False
     label_smoothing: float = 0.0  # 0: the book's cross-entropy
     limit: int = None
+    holdout: int = 0              # N > 0: validate on the last N training images
     device: str = 'auto'
     seed: int = 0
     data_dir: str = None
@@ -60,6 +61,8 @@ class TrainConfig:
             raise ValueError(f'--batch-size must be at least 1, got {self.batch_size}')
         if not self.lr > 0:
             raise ValueError(f'--lr must be positive, got {self.lr}')
+        if not 0 <= self.holdout < 60000:
+            raise ValueError(f'--holdout must be between 0 and 59999 images, got {self.holdout}')
         if self.limit is not None and self.limit < 1:
             raise ValueError(f'--limit must be a positive number of images, got {self.limit}')
         if not 0 <= self.momentum < 1:
@@ -269,7 +272,8 @@ def fit(cfg, data=None, log=print):
         from .data import FashionMNIST
         data = FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
                             root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
-                            seed=cfg.seed, shard=(rank, workers) if kv else None)
+                            seed=cfg.seed, shard=(rank, workers) if kv else None,
+                            holdout=cfg.holdout)
     train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
     # Deferred shapes are fixed on one batch before parameters move or load.
     model.net(np.zeros((1, 1, cfg.resize, cfg.resize)))

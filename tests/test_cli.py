@@ -102,6 +102,29 @@ def test_resume_with_other_settings_is_refused(trained, real_data_dir, capsys):
     assert 'started with other settings (lr)' in capsys.readouterr().err
 
 
+def test_resume_of_a_checkpoint_older_than_a_setting(trained, tmp_path, real_data_dir,
+                                                     capsys):
+    """A setting missing from an older checkpoint counts as its default (no smoothing)."""
+    import shutil
+    out = str(tmp_path / 'old')
+    shutil.copytree(trained[0], out)
+    state = os.path.join(out, 'checkpoint', 'state.json')
+    with open(state) as f:
+        saved = json.load(f)
+    del saved['config']['label_smoothing']
+    with open(state, 'w') as f:
+        json.dump(saved, f)
+    args = ['train', *QUICK, '--limit', '4000', '--epochs', '2', '--out', out, '--resume',
+            '--data-dir', real_data_dir]
+    # The run used the recipe's 0.1, so a checkpoint without the key reads as 0: refused.
+    assert main(args) == 2
+    assert 'started with other settings (label_smoothing)' in capsys.readouterr().err
+    # Said explicitly, the old default is accepted; both epochs are done, so nothing retrains.
+    assert main([*args, '--label-smoothing', '0']) == 0
+    assert f'resuming {out} after epoch 2' in capsys.readouterr().out
+    assert len(read_metrics(out)) == 2
+
+
 def test_book_literal_imperative_path_trains(tmp_path, real_data_dir):
     out = str(tmp_path / 'imperative')
     proc = cli('train', '--no-hybridize', '--resize', '32', '--limit', '512', '--epochs', '1',
@@ -158,6 +181,7 @@ BAD = [
                                                     'minimum input size 29'),
     (['train', '--device', 'tpu'], "bad device 'tpu'"),
     (['train', '--label-smoothing', '1.5'], '--label-smoothing must be in [0, 1), got 1.5'),
+    (['train', '--holdout', '-5'], '--holdout must be between 0 and 59999 images, got -5'),
     (['evaluate', '--params', 'nowhere.params'], '--params nowhere.params: no such file'),
 ]
 

@@ -47,6 +47,19 @@ def test_real_data_from_debian_path(real_data_dir):
     assert d.text_labels([0, 9]) == ['t-shirt', 'ankle boot']
 
 
+def test_holdout_validates_on_training_images(real_data_dir):
+    full = FashionMNIST(root=real_data_dir).train_arrays
+    d = FashionMNIST(batch_size=100, root=real_data_dir, holdout=5000, limit=1000)
+    # The last 5000 training images validate; the limit applies to the rest.
+    assert (d.val_arrays[0] == full[0][-5000:]).all()
+    assert (d.val_arrays[1] == full[1][-5000:]).all()
+    assert (d.train_arrays[0] == full[0][:1000]).all()
+    assert len(d.val) == 5000 and len(d.val_dataloader()) == 50
+    assert len(d.train_arrays[1]) == 1000
+    with pytest.raises(ValueError, match='holdout must be between 1 and 59999'):
+        FashionMNIST(root=real_data_dir, holdout=60000)
+
+
 def test_batches_equal_the_books_per_sample_pipeline(real_data_dir):
     d = FashionMNIST(batch_size=16, resize=(40, 40), root=real_data_dir)
     X, y = next(iter(d.val_dataloader()))
