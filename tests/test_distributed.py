@@ -118,6 +118,16 @@ def test_two_workers_match_single_process(tmp_path, real_data_dir):
     assert max(abs(a - b).max() for a, b in zip(w0, start)) > 1e-3
 
 
+def test_launcher_runs_the_cluster_under_the_naive_engine(monkeypatch, capsys):
+    """The threaded engine hung a 2-worker run: the launcher picks the NaiveEngine."""
+    monkeypatch.delenv('MXNET_ENGINE_TYPE', raising=False)
+    assert Cluster(['true'], 2, 1).env['MXNET_ENGINE_TYPE'] == 'NaiveEngine'
+    monkeypatch.setenv('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice')
+    cluster = Cluster(['true'], 2, 1, stream=sys.stdout)
+    assert cluster.env['MXNET_ENGINE_TYPE'] == 'ThreadedEnginePerDevice'  # the user's choice
+    assert 'hung under the threaded engine' in capsys.readouterr().out
+
+
 DYING_WORKER = '''
 import os, sys, time
 import mxnet as mx
