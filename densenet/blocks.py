@@ -113,6 +113,9 @@ class _Recompute(autograd.Function):
             # MXNet's BatchNorm updates its running statistics in the backward pass, so
             # they are updated once, here, as on the standard path.
             xs = [x.copy() for x in self.saved_tensors]
+            # MXNet's registry keeps this Function object after backward; drop the
+            # features here, or every training step leaks them.
+            self.saved_tensors = ()
             for x in xs:
                 x.attach_grad()
             with autograd.record(train_mode=self.training):

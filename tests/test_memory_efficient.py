@@ -55,6 +55,17 @@ def test_same_outputs_gradients_and_running_statistics(make, shape):
     assert _worst(fresh, [0 * s for s in fresh]) > 0
 
 
+def test_backward_releases_the_stored_features():
+    """MXNet keeps each autograd.Function after backward; it must not keep the features."""
+    import gc
+    from densenet.blocks import _Recompute
+    _step(MODELS[0][0], True, 'float32', MODELS[0][1])
+    gc.collect()
+    holding = [f for f in gc.get_objects()
+               if isinstance(f, _Recompute) and f.saved_tensors]
+    assert holding == []
+
+
 def test_refusals():
     with pytest.raises(ValueError, match='dropout'):
         set_memory_efficient(densenet_bc(depth=22, dropout=0.2).net)
