@@ -98,6 +98,10 @@ RECIPES = {
 }
 
 
+def _duration(seconds):
+    return f'{seconds / 60:.0f} min' if seconds >= 120 else f'{seconds:.0f} s'
+
+
 def smoothed_loss(Y_hat, y, eps):
     """Per-example cross-entropy against labels smoothed by `eps`.
 
@@ -329,7 +333,7 @@ def fit(cfg, data=None, log=print):
                 this = (cfg.epochs - epoch) * steps_per_epoch * cfg.batch_size / rate
                 log(f'no GPU: {rate:.0f} img/s here; the book\'s full recipe (10 epochs, '
                     f'60000 images, 96x96) would take about {full / 3600:.1f} h on this machine, '
-                    f'this run about {this / 60:.0f} min of training. Quicker: '
+                    f'this run about {_duration(this)} of training. Quicker: '
                     + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
                     + '--limit 5000 --epochs 2 --resize 32.')
         train_s = time.time() - tic
