@@ -36,6 +36,7 @@ FILES = {
 }
 SPLITS = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
           'val': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+TRAIN_SIZE = FILES[SPLITS['train'][1]][1]
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 
 HOW_TO_GET = (

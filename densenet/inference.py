@@ -76,12 +76,10 @@ def calibration_images(data, n=512, seed=0):
     return images[onp.sort(idx)]
 
 
-def edge_layers(block, input_shape):
-    """Graph names of a legacy block's first convolution and last dense layer."""
+def edge_layers(block):
+    """Graph names of a SymbolBlock's first convolution and last dense layer."""
     import json
-    with legacy_mode():
-        block(mx.nd.zeros(input_shape, ctx=block.collect_params().list_ctx()[0]))
-        nodes = json.loads(block._cached_graph[1].tojson())['nodes']
+    nodes = json.loads(block._cached_graph[1].tojson())['nodes']
     layers = [n['name'] for n in nodes if n['op'] in ('Convolution', 'FullyConnected')]
     return [layers[0], layers[-1]]
 
@@ -98,7 +96,7 @@ def int8_model(model, calib_images, input_shape=(1, 1, 96, 96), ctx=None,
     """
     ctx = ctx or mx.cpu()
     block = _legacy_block(model, input_shape, ctx)
-    exclude = edge_layers(block, input_shape) if keep_edges_fp32 else None
+    exclude = edge_layers(block) if keep_edges_fp32 else None
     batches = calibration_batches(calib_images, resize=input_shape[-1])
     with legacy_mode():
         data = onp.concatenate(batches)

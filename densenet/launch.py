@@ -59,7 +59,7 @@ class Cluster:
         if engine is None:
             # Under the threaded engine a 2-worker dist_sync run on loopback hung on rank 0
             # after its first epoch (CPU build, cause not found); the NaiveEngine runs it.
-            self.env['MXNET_ENGINE_TYPE'], self.env['DENSENET_ENGINE'] = 'NaiveEngine', '1'
+            runtime.use_naive_engine(self.env)
         elif engine != 'NaiveEngine':
             print(f'densenet launch: warning: MXNET_ENGINE_TYPE={engine}; 2-worker dist_sync '
                   'runs hung under the threaded engine in our tests. Unset it to use the '

@@ -57,9 +57,13 @@ def configure_engine():
         _state['engine_set_by_us'] = os.environ.get('DENSENET_ENGINE') == '1'
         return
     if _cpu_only_mxnet():
-        os.environ['MXNET_ENGINE_TYPE'] = 'NaiveEngine'
-        os.environ['DENSENET_ENGINE'] = '1'
+        use_naive_engine(os.environ)
         _state['engine_set_by_us'] = True
+
+
+def use_naive_engine(env):
+    """Set `env` (os.environ or a child's) to the NaiveEngine, marked as densenet's choice."""
+    env['MXNET_ENGINE_TYPE'], env['DENSENET_ENGINE'] = 'NaiveEngine', '1'
 
 
 def start_engine_quietly():

@@ -21,6 +21,7 @@ from mxnet import autograd, gluon, np, npx
 
 from . import runtime
 from .blocks import set_concat_mode, set_memory_efficient
+from .data import TRAIN_SIZE
 from .files import atomic_text, atomic_write
 from .model import DenseNet
 
@@ -61,8 +62,9 @@ class TrainConfig:
             raise ValueError(f'--batch-size must be at least 1, got {self.batch_size}')
         if not self.lr > 0:
             raise ValueError(f'--lr must be positive, got {self.lr}')
-        if not 0 <= self.holdout < 60000:
-            raise ValueError(f'--holdout must be between 0 and 59999 images, got {self.holdout}')
+        if not 0 <= self.holdout < TRAIN_SIZE:
+            raise ValueError(f'--holdout must be between 0 and {TRAIN_SIZE - 1} images, '
+                             f'got {self.holdout}')
         if self.limit is not None and self.limit < 1:
             raise ValueError(f'--limit must be a positive number of images, got {self.limit}')
         if not 0 <= self.momentum < 1:
@@ -296,6 +298,12 @@ def fit(cfg, data=None, log=print):
     if writer:
         os.makedirs(cfg.out, exist_ok=True)
     steps_per_epoch = len(train_loader)
+    if cfg.label_smoothing:
+        def loss_fn(Y_hat, y):
+            return smoothed_loss(Y_hat, y, cfg.label_smoothing)
+    else:  # the book's loss, as d2l.Classifier defines it
+        def loss_fn(Y_hat, y):
+            return model.loss(Y_hat, y, averaged=False)
     total_steps = cfg.epochs * steps_per_epoch
     warned = ctxs[0].device_type == 'gpu' or not writer
     for epoch in range(first_epoch, cfg.epochs):
@@ -310,11 +318,7 @@ def fit(cfg, data=None, log=print):
             ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
             with autograd.record():
                 outs = [model(Xi) for Xi in Xs]
-                if cfg.label_smoothing:
-                    losses = [smoothed_loss(o, yi, cfg.label_smoothing)
-                              for o, yi in zip(outs, ys)]
-                else:
-                    losses = [model.loss(o, yi, averaged=False) for o, yi in zip(outs, ys)]
+                losses = [loss_fn(o, yi) for o, yi in zip(outs, ys)]
             for loss in losses:
                 loss.backward()
             # Gradients are summed over devices and workers: average over the global batch.
@@ -329,7 +333,7 @@ def fit(cfg, data=None, log=print):
             if not warned and i == 5:
                 warned = True
                 rate = (seen - seen_warm) / (time.time() - tic_warm)
-                full = 10 * 60000 / rate * (96 / cfg.resize) ** 2
+                full = 10 * TRAIN_SIZE / rate * (96 / cfg.resize) ** 2
                 this = (cfg.epochs - epoch) * steps_per_epoch * cfg.batch_size / rate
                 log(f'no GPU: {rate:.0f} img/s here; the book\'s full recipe (10 epochs, '
                     f'60000 images, 96x96) would take about {full / 3600:.1f} h on this machine, '
