@@ -9,7 +9,9 @@ so that drifts of a shared machine hit all of them alike. Reported: train img/s
     python benchmarks/bench.py                 # full table (about 15 min on 2 cores)
     python benchmarks/bench.py --quick         # smoke run
     python benchmarks/bench.py --json out.json
-    python benchmarks/bench.py --side 224 --only mxnet-book-imperative mxnet-memory-efficient
+    python benchmarks/bench.py --unpooled --only mxnet-book-imperative mxnet-memory-efficient
+    python benchmarks/bench.py --unpooled --side 224 --only mxnet-book-imperative \\
+        mxnet-memory-efficient
 """
 import argparse
 import json
@@ -35,7 +37,18 @@ CONFIGS = {
 }
 
 
+_START_RSS = []
+
+
+def _rss_mb():
+    """This process's resident memory now, in MB (Linux)."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
 def _timed(step, iters, warmup):
+    if not _START_RSS:  # model and batch built, nothing run yet
+        _START_RSS.append(_rss_mb())
     for _ in range(warmup):
         step()
     times = []
@@ -146,7 +159,7 @@ def worker(args):
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({'img_s': [args.batch_size / t for t in times],
                       'latency_ms': [1000 * t for t in latency] if latency else None,
-                      'peak_rss_mb': peak}))
+                      'peak_rss_mb': peak, 'start_rss_mb': _START_RSS[0]}))
 
 
 def have_torch():
@@ -164,13 +177,18 @@ def run_all(args):
               'its configurations are not run.', file=sys.stderr)
         configs = [c for c in configs if CONFIGS[c][0] != 'pytorch']
     jobs = [(c, t) for c in configs for t in CONFIGS[c][2]]
-    results = {job: {'img_s': [], 'latency_ms': [], 'peak_rss_mb': []} for job in jobs}
+    results = {job: {'img_s': [], 'latency_ms': [], 'peak_rss_mb': [], 'added_mb': []}
+               for job in jobs}
+    env = dict(os.environ)
+    if args.unpooled:  # freed arrays go back to the OS, so peak RSS follows live arrays
+        env.update(MXNET_CPU_MEM_POOL_TYPE='Unpooled', MALLOC_MMAP_THRESHOLD_='65536',
+                   MALLOC_TRIM_THRESHOLD_='0')
     for rep in range(args.repeats):
         for name, task in jobs:
             cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--task', task,
                    '--batch-size', str(args.batch_size), '--side', str(args.side),
                    '--iters', str(args.iters), '--warmup', str(args.warmup)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 print(f'{name} {task}: failed (exit {proc.returncode}): '
                       f'{proc.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
@@ -180,6 +198,7 @@ def run_all(args):
             r['img_s'] += out['img_s']
             r['latency_ms'] += out['latency_ms'] or []
             r['peak_rss_mb'].append(out['peak_rss_mb'])
+            r['added_mb'].append(out['peak_rss_mb'] - out['start_rss_mb'])
             print(f'[{rep + 1}/{args.repeats}] {name:28s} {task:5s} '
                   f'{statistics.median(out["img_s"]):8.1f} img/s', file=sys.stderr)
     return results
@@ -195,6 +214,7 @@ def records(results, batch_size):
                      'precision': precision, 'batch_size': batch_size,
                      'img_s': statistics.median(r['img_s']), 'img_s_min': min(r['img_s']),
                      'img_s_max': max(r['img_s']), 'peak_rss_mb': max(r['peak_rss_mb']),
+                     'peak_added_mb': max(r['added_mb']),
                      'latency_ms_bs1': (statistics.median(r['latency_ms'])
                                         if r['latency_ms'] else None)})
     return recs
@@ -210,16 +230,33 @@ def table(recs):
         lines.append(f'\n{task} (batch {rows[0]["batch_size"] if rows else "-"})')
         lines.append('| configuration | precision | img/s (median) | min-max | '
                      + ('latency bs1 ms | ' if task == 'infer' else '')
-                     + 'peak RSS MB | vs PyTorch best fp32 | vs PyTorch best |')
-        lines.append('|---|---|---|---|' + ('---|' if task == 'infer' else '') + '---|---|---|')
+                     + 'peak RSS MB | added by the steps MB | vs PyTorch best fp32 | '
+                     'vs PyTorch best |')
+        lines.append('|---|---|---|---|' + ('---|' if task == 'infer' else '')
+                     + '---|---|---|---|')
         for r in rows:
             ratio32 = f'{r["img_s"] / best32:.2f}x' if best32 else '-'
             ratio = f'{r["img_s"] / best:.2f}x' if best else '-'
             lat = f'{r["latency_ms_bs1"]:.1f} | ' if task == 'infer' else ''
             lines.append(f'| {r["name"]} | {r["precision"]} | {r["img_s"]:.1f} | '
                          f'{r["img_s_min"]:.1f}-{r["img_s_max"]:.1f} | {lat}'
-                         f'{r["peak_rss_mb"]:.0f} | {ratio32} | {ratio} |')
+                         f'{r["peak_rss_mb"]:.0f} | {r["peak_added_mb"]:.0f} | '
+                         f'{ratio32} | {ratio} |')
+    lines += memory_efficient_summary(recs)
     return '\n'.join(lines)
+
+
+def memory_efficient_summary(recs):
+    """The memory-efficient mode against the standard imperative path it replaces."""
+    train = {r['name']: r for r in recs if r['task'] == 'train'}
+    me, std = train.get('mxnet-memory-efficient'), train.get('mxnet-book-imperative')
+    if not (me and std):
+        return []
+    return ['', f'memory-efficient vs standard imperative: peak memory added by training '
+                f'{me["peak_added_mb"]:.0f} vs {std["peak_added_mb"]:.0f} MB '
+                f'({me["peak_added_mb"] / std["peak_added_mb"]:.0%}), '
+                f'speed {me["img_s"] / std["img_s"]:.0%} '
+                f'(time cost {std["img_s"] / me["img_s"] - 1:+.0%})']
 
 
 def main(argv=None):
@@ -232,6 +269,9 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--side', type=int, default=96)
+    p.add_argument('--unpooled', action='store_true',
+                   help='turn MXNet\'s memory pool off and let glibc return freed memory, so '
+                        'peak RSS measures live arrays (for memory comparisons; slower)')
     p.add_argument('--worker', choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument('--task', choices=['train', 'infer'], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
