@@ -109,8 +109,12 @@ def int8_model(model, calib_images, input_shape=(1, 1, 96, 96), ctx=None,
     return InferenceModel(qnet, 'int8', ctx)
 
 
-def bf16_model(model, input_shape=(1, 1, 96, 96), ctx=None):
-    """Mixed precision: oneDNN bfloat16 where AMP allows, fp32 elsewhere."""
+def bf16_model(model, input_shape=(1, 1, 96, 96), ctx=None, fuse=True):
+    """Mixed precision: oneDNN bfloat16 where AMP allows, fp32 elsewhere.
+
+    `fuse` then lets oneDNN fuse the converted graph (BatchNorm with ReLU,
+    casts into their neighbours), which made it 7% faster here (README).
+    """
     ctx = ctx or mx.cpu()
     if not runtime.cpu_has('avx512_bf16') and not runtime.cpu_has('amx_bf16'):
         raise RuntimeError('this CPU has no bfloat16 instructions (avx512_bf16 or AMX); '
@@ -119,6 +123,10 @@ def bf16_model(model, input_shape=(1, 1, 96, 96), ctx=None):
     with legacy_mode():
         from mxnet.contrib import amp
         amp_net = amp.convert_hybrid_block(block, target_dtype='bfloat16', ctx=ctx)
+        if fuse:
+            # The backend is called MKLDNN in MXNet 1.9.1; an unknown name would
+            # silently leave the graph unfused.
+            amp_net.optimize_for(mx.nd.zeros(input_shape, ctx=ctx), backend='MKLDNN')
         amp_net.hybridize(static_alloc=True, static_shape=True)
     return InferenceModel(amp_net, 'bf16', ctx)
 
