@@ -80,65 +80,56 @@ class DenseBlock(nn.HybridBlock):
 
 
     def _checkpointed(self, X):
-        """The block as one autograd step that stores only its output (see below)."""
-        return _Recompute(self, autograd.is_training())(X)
+        """Keep only each layer's new features; recompute the rest in backward."""
+        features = [X]
+        training = autograd.is_training()
+        for blk in self.net:
+            features.append(_Recompute(blk, training)(*features))
+        return np.concatenate(features, axis=1)
 
 
 class _Recompute(autograd.Function):
-    """A dense block whose backward pass recomputes its layers one at a time.
+    """One dense layer on the concatenation of `features`, stored only as its inputs.
 
-    Every layer's input is a prefix of the block's output channels, so forward
-    keeps only that output (which the next layer of the network holds anyway)
-    instead of each layer's concatenation and BatchNorm/ReLU outputs. Backward
-    walks the layers in reverse: it recomputes one layer from its prefix of the
-    output, back-propagates the gradient of that layer's new channels, and adds
-    the result into one gradient buffer for the whole block, in place. Memory
-    for activations and their gradients thus grows with the block's width, not
-    with the square of its depth (torchvision's memory-efficient DenseNet
-    checkpoints per layer; a per-layer Function here left MXNet summing every
-    feature map's partial gradients at once, which kept the peak at 81%).
+    Forward runs the layer without recording; backward concatenates and runs it
+    again under autograd, so the concatenation and the BatchNorm/ReLU outputs
+    live only while one layer's gradient is computed (torchvision's
+    memory-efficient DenseNet does the same with checkpointing).
     """
 
     def __init__(self, block, training):
         super().__init__()
         self.block, self.training = block, training
 
-    def forward(self, X):
+    def forward(self, *features):
         with autograd.train_mode() if self.training else autograd.predict_mode():
-            for layer in self.block.net:
-                X = concat_channels(mx.nd, X, layer(X), self.block.concat)
-        self.save_for_backward(X)
-        return X
+            Y = self.block(np.concatenate(features, axis=1))
+        self.save_for_backward(*features)
+        return Y
 
-    def backward(self, dout):
+    def backward(self, dY):
         # MXNet calls this from its engine with legacy arrays and numpy mode off.
         with mx.util.np_shape(True), mx.util.np_array(True):
-            out = self.saved_tensors[0]
+            # MXNet's BatchNorm updates its running statistics in the backward pass, so
+            # they are updated once, here, as on the standard path.
+            xs = [x.copy() for x in self.saved_tensors]
             # MXNet's registry keeps this Function object after backward; drop the
-            # output here, or every training step leaks it.
+            # features here, or every training step leaks them.
             self.saved_tensors = ()
-            grad = dout.as_np_ndarray().copy()
-            growth = self.block.num_channels
-            first = out.shape[1] - len(self.block.net) * growth
-            for i in reversed(range(len(self.block.net))):
-                width = first + i * growth  # this layer's input channels
-                x = out[:, :width]
+            for x in xs:
                 x.attach_grad()
-                # BatchNorm updates its running statistics in MXNet's backward pass,
-                # so they are updated once, here, as on the standard path.
-                with autograd.record(train_mode=self.training):
-                    Y = self.block.net[i](x)
-                Y.backward(grad[:, width:width + growth])
-                grad[:, :width] += x.grad
-            return grad[:, :first].as_nd_ndarray()
+            with autograd.record(train_mode=self.training):
+                Y = self.block(np.concatenate(xs, axis=1))
+            Y.backward(dY.as_np_ndarray())
+            return tuple(x.grad.as_nd_ndarray() for x in xs)
 
 
 def set_memory_efficient(net, flag=True):
     """Turn every DenseBlock's memory-efficient mode on or off (imperative path only).
 
-    With it, a dense block keeps only its output and recomputes its layers'
-    concatenations and BatchNorm/ReLU outputs in backward, one layer at a time:
-    memory grows with the block's width instead of the square of its depth.
+    With it, a dense block keeps each layer's new features rather than every
+    concatenation and BatchNorm/ReLU output, and recomputes those in backward:
+    memory grows linearly instead of quadratically with the block's depth.
     """
     from .runtime import naive_engine
     if flag and not naive_engine():
