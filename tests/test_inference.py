@@ -2,7 +2,7 @@
 import mxnet as mx
 import numpy as onp
 import pytest
-from mxnet import autograd, np
+from mxnet import autograd, np, npx
 
 from densenet import DenseNet, runtime
 from densenet.data import FashionMNIST
@@ -80,12 +80,21 @@ def test_low_precision_accuracy(trained, precision):
                           input_shape=(1, 1, 32, 32))
     _, acc, pred = _accuracy(low, data)
     agreement = (pred == fp32_pred).mean()
-    print(f'{precision}: fp32 {fp32_acc:.4f} -> {acc:.4f}, top-1 agreement {agreement:.4f}')
+    probs = onp.concatenate([npx.softmax(model(X)).asnumpy()
+                             for X, _ in data.val_dataloader()])
+    top2 = onp.sort(probs, axis=1)[:, -2:]
+    confident = top2[:, 1] - top2[:, 0] > 0.5  # fp32's winner leads by 0.5 or more
+    kept = (pred == fp32_pred)[confident].mean()
+    print(f'{precision}: fp32 {fp32_acc:.4f} -> {acc:.4f}, top-1 agreement {agreement:.4f}, '
+          f'on the {confident.mean():.0%} confident images {kept:.4f}')
     assert fp32_acc > 0.75
     assert abs(acc - fp32_acc) <= 0.003
-    # This 2-epoch model has many near-ties (measured: int8 96.2%, bf16 99.9%
-    # agreement); the README reports the fully trained model's (99.07%, 99.89%).
-    assert agreement >= (0.95 if precision == 'int8' else 0.99)
+    # This 2-epoch model has many near-ties, where any rounding may flip the
+    # winner (int8 agreement measured 96.2% on an AMD EPYC, 94.7% on an AMX
+    # Xeon; bf16 99.9%); the README reports the fully trained models' figures.
+    # Predictions fp32 is sure of must survive.
+    assert kept >= 0.99
+    assert agreement >= (0.93 if precision == 'int8' else 0.99)
 
 
 def test_int8_needs_calibration():
