@@ -122,3 +122,16 @@ def test_threads_set_before_mxnet_and_warned_when_too_late(tmp_path):
                           env=dict(env, OMP_NUM_THREADS='1'), capture_output=True,
                           text=True, check=True)
     assert user.stdout.split() == ['1', 'set', 'by', 'user']
+
+
+def test_percentile_collector_thresholds():
+    from densenet.inference import PercentileCollector
+    c = PercentileCollector(percentile=99.0, per_batch=10**6)
+    c.add('relu_output', onp.arange(1001, dtype='float32'))    # 0..1000
+    c.add('signed_output', onp.linspace(-100, 100, 2001, dtype='float32'))
+    th = c.min_max_dict
+    assert th['relu_output'][0] == 0.0  # never negative: stays unsigned
+    assert abs(th['relu_output'][1] - 990.0) < 1e-3
+    assert abs(th['signed_output'][0] + 98.0) < 1e-3 and abs(th['signed_output'][1] - 98.0) < 1e-3
+    with pytest.raises(ValueError, match='percentile'):
+        PercentileCollector(percentile=30)
