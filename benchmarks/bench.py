@@ -4,9 +4,10 @@ Each (configuration, repetition) runs in its own process, so that peak RSS is
 that configuration's alone; repetitions are interleaved across configurations
 so that drifts of a shared machine hit all of them alike. Reported: train img/s
 (one SGD step on a batch), inference img/s at the batch size, latency at batch
-1, peak RSS, and ratios against PyTorch's best fp32 and best overall modes.
+1, peak RSS and how much of it the timed steps added, and ratios against
+PyTorch's best fp32 and best overall modes.
 
-    python benchmarks/bench.py                 # full table (about 15 min on 2 cores)
+    python benchmarks/bench.py                 # full table (a few minutes on 2 cores)
     python benchmarks/bench.py --quick         # smoke run
     python benchmarks/bench.py --json out.json
     python benchmarks/bench.py --unpooled --only mxnet-book-imperative mxnet-memory-efficient
