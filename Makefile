@@ -23,7 +23,7 @@ train: install
 	$(VENV)/bin/densenet train $(ARGS)
 
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -rs $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

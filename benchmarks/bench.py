@@ -171,12 +171,31 @@ def have_torch():
         return False
 
 
-def run_all(args):
+def describe_machine():
+    """`densenet info`'s description of this machine (CPU, ISA, precisions, threads)."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    from densenet import runtime
+    return runtime.machine()
+
+
+def unsupported(name, desc):
+    """Why this machine cannot run configuration `name`, or None."""
+    from densenet.machine import unsupported as why_not
+    framework, precision, _ = CONFIGS[name]
+    return why_not(precision, desc['capabilities']) if framework == 'mxnet' else None
+
+
+def run_all(args, desc):
     configs = [c for c in CONFIGS if c in args.only] if args.only else list(CONFIGS)
     if not have_torch():
         print('PyTorch is not installed (pip install -e ".[bench]"): '
               'its configurations are not run.', file=sys.stderr)
         configs = [c for c in configs if CONFIGS[c][0] != 'pytorch']
+    for name in configs:
+        why = unsupported(name, desc)
+        if why:
+            print(f'{name}: not supported on this CPU ({why})', file=sys.stderr)
+    configs = [c for c in configs if not unsupported(c, desc)]
     jobs = [(c, t) for c in configs for t in CONFIGS[c][2]]
     results = {job: {'img_s': [], 'latency_ms': [], 'peak_rss_mb': [], 'added_mb': []}
                for job in jobs}
@@ -205,14 +224,23 @@ def run_all(args):
     return results
 
 
-def records(results, batch_size):
+def records(results, batch_size, desc, only=None):
+    """One record per (configuration, task); each carries the machine description."""
     recs = []
+    for name in (only or CONFIGS):
+        why = unsupported(name, desc)
+        if why:
+            framework, precision, tasks = CONFIGS[name]
+            recs += [{'name': name, 'framework': framework, 'task': task,
+                      'precision': precision, 'batch_size': batch_size,
+                      'status': 'not supported on this CPU', 'reason': why, 'machine': desc}
+                     for task in tasks]
     for (name, task), r in results.items():
         if not r['img_s']:
             continue
         framework, precision, _ = CONFIGS[name]
         recs.append({'name': name, 'framework': framework, 'task': task,
-                     'precision': precision, 'batch_size': batch_size,
+                     'precision': precision, 'batch_size': batch_size, 'machine': desc,
                      'img_s': statistics.median(r['img_s']), 'img_s_min': min(r['img_s']),
                      'img_s_max': max(r['img_s']), 'peak_rss_mb': max(r['peak_rss_mb']),
                      'peak_added_mb': max(r['added_mb']),
@@ -221,10 +249,12 @@ def records(results, batch_size):
     return recs
 
 
-def table(recs):
-    lines = []
+def table(recs, desc):
+    from densenet.machine import summary_line
+    lines = [f'machine: {summary_line(desc)}']
     for task in ('train', 'infer'):
-        rows = [r for r in recs if r['task'] == task]
+        skipped = [r for r in recs if r['task'] == task and 'status' in r]
+        rows = [r for r in recs if r['task'] == task and 'status' not in r]
         torch_rows = [r for r in rows if r['framework'] == 'pytorch']
         best32 = max((r['img_s'] for r in torch_rows if r['precision'] == 'fp32'), default=None)
         best = max((r['img_s'] for r in torch_rows), default=None)
@@ -243,6 +273,9 @@ def table(recs):
                          f'{r["img_s_min"]:.1f}-{r["img_s_max"]:.1f} | {lat}'
                          f'{r["peak_rss_mb"]:.0f} | {r["peak_added_mb"]:.0f} | '
                          f'{ratio32} | {ratio} |')
+        for r in skipped:
+            lines.append(f'| {r["name"]} | {r["precision"]} | {r["status"]} |'
+                         + ' |' * (6 if task == 'infer' else 5))
     lines += memory_efficient_summary(recs)
     return '\n'.join(lines)
 
@@ -280,12 +313,12 @@ def main(argv=None):
         return worker(args)
     if args.quick:
         args.repeats, args.iters, args.warmup, args.batch_size, args.side = 1, 2, 1, 8, 64
-    import platform
-    print(f'machine: {platform.processor() or platform.machine()}, '
-          f'{len(os.sched_getaffinity(0))} cores; batch {args.batch_size}, '
+    desc = describe_machine()
+    from densenet.machine import summary_line
+    print(f'machine: {summary_line(desc)}; batch {args.batch_size}, '
           f'{args.side}x{args.side}, 1 channel', file=sys.stderr)
-    recs = records(run_all(args), args.batch_size)
-    print(table(recs))
+    recs = records(run_all(args, desc), args.batch_size, desc, args.only)
+    print(table(recs, desc))
     if args.json:
         tmp = args.json + '.tmp'
         with open(tmp, 'w') as f:

@@ -1,4 +1,4 @@
-"""``densenet train|evaluate|predict``: the command-line face of the library."""
+"""``densenet train|evaluate|predict|export|launch|info``: the command-line face of the library."""
 import argparse
 import dataclasses
 import json
@@ -39,7 +39,8 @@ def _add_train(sub):
     p = sub.add_parser('train', help='train the book\'s DenseNet on Fashion-MNIST')
     p.add_argument('--recipe', choices=sorted(RECIPES), default='book',
                    help='named defaults (book: the d2l chapter\'s recipe; fast-cpu: '
-                        'an hour on 2 CPU cores); flags below override them')
+                        '94%% in 23 epochs at 64x64, 54 min on a 2-core AMX Xeon, longer on '
+                        'other CPUs: see the estimate the run prints); flags below override them')
     p.add_argument('--epochs', type=_positive_int)
     p.add_argument('--batch-size', type=_positive_int)
     p.add_argument('--resize', type=_positive_int, help='square image side (book: 96)')
@@ -114,6 +115,12 @@ def _add_launch(sub):
                    help='after --: the worker command, e.g. densenet train --kvstore dist_sync')
 
 
+def _add_info(sub):
+    p = sub.add_parser('info', help='this machine: CPU, instruction sets, precisions, MXNet '
+                                    'build, threads')
+    p.add_argument('--json', action='store_true', help='the description as JSON')
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -122,6 +129,7 @@ def build_parser():
     _add_predict(sub)
     _add_export(sub)
     _add_launch(sub)
+    _add_info(sub)
     return parser
 
 
@@ -192,6 +200,10 @@ def cmd_evaluate(args):
     import numpy as onp
     from .data import FashionMNIST
     from .training import evaluate
+    from .machine import unsupported
+    why = unsupported(args.precision, runtime.capabilities())
+    if why:
+        raise UsageError(f'--precision {args.precision}: {why}')
     model, ctxs = load_trained(args.params, 'cpu' if args.precision != 'fp32' else args.device)
     resize = _resize_for(args, model)
     data = FashionMNIST(batch_size=args.batch_size, resize=(resize, resize), root=args.data_dir)
@@ -300,8 +312,25 @@ def cmd_launch(args):
     return launch(command, args.num_workers, args.num_servers)
 
 
+def cmd_info(args):
+    from .machine import summary_line
+    desc = runtime.machine()
+    if args.json:
+        print(json.dumps(desc, indent=1))
+        return 0
+    print(summary_line(desc))
+    width = max(len(k) for k in desc)
+    for key, value in desc.items():
+        if isinstance(value, dict):
+            value = ', '.join(f'{k}: {"-" if v is None else v}' for k, v in value.items())
+        elif isinstance(value, list):
+            value = ' '.join(value) or '-'
+        print(f'  {key:<{width}} {value}')
+    return 0
+
+
 COMMANDS = {'launch': cmd_launch, 'train': cmd_train, 'evaluate': cmd_evaluate, 'predict': cmd_predict,
-            'export': cmd_export}
+            'export': cmd_export, 'info': cmd_info}
 
 
 def main(argv=None):

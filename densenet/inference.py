@@ -14,6 +14,7 @@ import numpy as onp
 from mxnet import gluon, np
 
 from . import runtime
+from .machine import unsupported
 from .blocks import set_concat_mode
 from .export import export_mxnet
 
@@ -134,7 +135,8 @@ CALIB_MODES = ('percentile', 'naive', 'entropy')
 
 
 def int8_model(model, calib_images, input_shape=(1, 1, 96, 96), ctx=None,
-               calib_mode='percentile', keep_edges_fp32=True, percentile=99.995):
+               calib_mode='percentile', keep_edges_fp32=True, percentile=99.995,
+               quantized_dtype='auto'):
     """Quantize with oneDNN INT8, thresholds calibrated on `calib_images`.
 
     The defaults were chosen on the 23-epoch fast-cpu model by top-1
@@ -154,7 +156,7 @@ def int8_model(model, calib_images, input_shape=(1, 1, 96, 96), ctx=None,
         data = onp.concatenate(batches)
         calib = mx.io.NDArrayIter(data={'data': mx.nd.array(data)}, batch_size=64)
         qnet = mx.contrib.quantization.quantize_net_v2(
-            block, quantized_dtype='auto', quantize_mode='full', calib_data=calib,
+            block, quantized_dtype=quantized_dtype, quantize_mode='full', calib_data=calib,
             calib_mode='customize' if collector else calib_mode, LayerOutputCollector=collector,
             num_calib_examples=len(data), ctx=ctx, exclude_layers=exclude)
         qnet.hybridize(static_alloc=True, static_shape=True)
@@ -168,9 +170,9 @@ def bf16_model(model, input_shape=(1, 1, 96, 96), ctx=None, fuse=True):
     casts into their neighbours), which made it 7% faster here (README).
     """
     ctx = ctx or mx.cpu()
-    if not runtime.cpu_has('avx512_bf16') and not runtime.cpu_has('amx_bf16'):
-        raise RuntimeError('this CPU has no bfloat16 instructions (avx512_bf16 or AMX); '
-                           'use fp32 or int8')
+    why = unsupported('bf16', runtime.capabilities())
+    if why:
+        raise RuntimeError(why)
     block = _legacy_block(model, input_shape, ctx)
     with legacy_mode():
         from mxnet.contrib import amp

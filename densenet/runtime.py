@@ -10,6 +10,9 @@ import os
 import sys
 import warnings
 
+from .machine import capabilities as _capabilities
+from .machine import cpu_has
+
 THREAD_VARS = ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')
 _state = {'set_by_us': False, 'user_set': False, 'too_late': False}
 
@@ -99,18 +102,6 @@ def check_threads():
     return not _state['too_late']
 
 
-def cpu_has(flag):
-    """Whether /proc/cpuinfo lists CPU feature `flag` (False where it cannot tell)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return flag in line.split()
-    except OSError:
-        pass
-    return False
-
-
 def enable_amx():
     """Let oneDNN use AMX tiles where the CPU has them.
 
@@ -133,14 +124,23 @@ def enable_amx():
 
 
 def describe():
-    """Which thread settings are in effect, for logs and summary.json."""
+    """Which thread, engine and AMX settings are in effect, for logs and summary.json."""
     how = 'set by user' if _state['user_set'] else (
         'set by densenet' if _state['set_by_us'] else 'MXNet default (half the cores)')
     return {'cores': available_cores(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
             'threads': how, 'engine': os.environ.get('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice'),
-            'amx': _state.get('amx', False),
-            'bf16': cpu_has('avx512_bf16') or cpu_has('amx_bf16'),
-            'vnni': cpu_has('avx512_vnni') or cpu_has('amx_int8')}
+            'amx_permission': _state.get('amx', False)}
+
+
+def capabilities():
+    """What oneDNN may use in this process (`machine.capabilities`, AMX permission applied)."""
+    return _capabilities(_state.get('amx', False))
+
+
+def machine():
+    """The full machine description (`densenet info`, summary.json, the bench)."""
+    from .machine import describe as describe_machine
+    return describe_machine(describe())
 
 
 def devices(device=None):

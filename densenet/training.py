@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -23,6 +22,7 @@ from . import runtime
 from .blocks import set_concat_mode, set_memory_efficient
 from .data import TRAIN_SIZE
 from .files import atomic_text, atomic_write
+from .machine import summary_line
 from .model import DenseNet
 
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
@@ -90,8 +90,9 @@ class TrainConfig:
 
 KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 
-# Named recipes. 'book' is the d2l chapter's; 'fast-cpu' fills an hour on a
-# 2-core Xeon (README: how it was chosen, and its time on other CPUs).
+# Named recipes. 'book' is the d2l chapter's; 'fast-cpu' is 23 epochs at 64x64
+# that took 54 min on a 2-core AMX Xeon and take longer on other CPUs (README:
+# how it was chosen, and its measured time per CPU kind).
 RECIPES = {
     'book': dict(epochs=10, batch_size=128, resize=96, lr=0.01, momentum=0.0, wd=0.0,
                  schedule='constant', augment=False),
@@ -203,12 +204,6 @@ def plot_curves(rows, path):
         fig.savefig(tmp, format='png', dpi=100)
     atomic_write(path, write)
     plt.close(fig)
-
-
-def machine_info():
-    return {'platform': platform.platform(), 'python': platform.python_version(),
-            'mxnet': mx.__version__, 'processor': platform.processor() or platform.machine(),
-            **runtime.describe(), 'gpus': mx.context.num_gpus()}
 
 
 class Run:
@@ -335,9 +330,10 @@ def fit(cfg, data=None, log=print):
                 rate = (seen - seen_warm) / (time.time() - tic_warm)
                 full = 10 * TRAIN_SIZE / rate * (96 / cfg.resize) ** 2
                 this = (cfg.epochs - epoch) * steps_per_epoch * cfg.batch_size / rate
-                log(f'no GPU: {rate:.0f} img/s here; the book\'s full recipe (10 epochs, '
-                    f'60000 images, 96x96) would take about {full / 3600:.1f} h on this machine, '
-                    f'this run about {_duration(this)} of training. Quicker: '
+                log(f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
+                    f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
+                    f'about {full / 3600:.1f} h on this machine, this run about '
+                    f'{_duration(this)} of training. Quicker: '
                     + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
                     + '--limit 5000 --epochs 2 --resize 32.')
         train_s = time.time() - tic
@@ -371,6 +367,6 @@ def fit(cfg, data=None, log=print):
     summary = {'config': dataclasses.asdict(cfg), 'final_val_acc': rows[-1]['val_acc'],
                'best_val_acc': best_acc, 'epochs': len(rows),
                'wall_s': prior_wall + time.time() - started,
-               'machine': machine_info(), 'workers': workers, 'metrics': rows}
+               'machine': runtime.machine(), 'workers': workers, 'metrics': rows}
     atomic_text(run.path('summary.json'), json.dumps(summary, indent=1))
     return summary

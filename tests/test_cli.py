@@ -59,10 +59,14 @@ def test_train_writes_every_output(trained):
     assert {'config', 'final_val_acc', 'best_val_acc', 'epochs', 'wall_s',
             'machine'} <= set(summary)
     assert summary['epochs'] == 2 and summary['config']['limit'] == 4000
+    from densenet import machine
+    assert summary['machine']['cpu'] == machine.cpuinfo()[0]  # which CPU made the figures
+    assert set(summary['machine']['precisions']) == {'fp32', 'int8', 'bf16'}
     assert summary['final_val_acc'] == pytest.approx(float(rows[-1]['val_acc']), abs=1e-5)
     assert summary['final_val_acc'] > ACC_THRESHOLD
     assert 'epoch 2/2: train loss' in proc.stdout and 'img/s' in proc.stdout
-    assert 'no GPU' in proc.stdout  # the estimate of the book's full recipe
+    assert 'no GPU' in proc.stdout  # the estimate of the book's full recipe, on this CPU
+    assert f'img/s on this {machine.cpuinfo()[0]} [' in proc.stdout
     assert re.search(r'this run about \d+ (min|s) of training', proc.stdout)
     with Image.open(os.path.join(out, 'curves.png')) as im:
         assert im.size[0] > 300

@@ -1,0 +1,131 @@
+"""What this machine can run: CPU features, the ISA oneDNN may use, precisions.
+
+Three kinds of 2-core machine have run this project (AVX2-only, AVX-512 with
+VNNI and bf16, AVX-512 with AMX), and what a precision costs or whether it
+runs at all depends on the kind, so every figure the tools write carries this
+description. oneDNN picks its kernels from the CPU's flags, capped by
+``DNNL_MAX_CPU_ISA``; the capabilities below apply the same cap, so that
+``DNNL_MAX_CPU_ISA=AVX2`` makes any machine behave (and describe itself) as
+an AVX2-only one. Nothing here imports mxnet at module level: ``runtime``
+uses it before mxnet loads.
+"""
+import os
+import platform
+
+#: The CPU flags (as /proc/cpuinfo names them) that decide oneDNN's kernels.
+FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
+         'amx_tile', 'amx_int8', 'amx_bf16')
+
+#: oneDNN 2.4's DNNL_MAX_CPU_ISA values, lowest first.
+ISA_LEVELS = ('SSE41', 'AVX', 'AVX2', 'AVX512_MIC', 'AVX512_MIC_4OPS', 'AVX512_CORE',
+              'AVX512_CORE_VNNI', 'AVX512_CORE_BF16', 'AVX512_CORE_AMX')
+
+_cache = {}
+
+
+def cpuinfo():
+    """(model name, set of flags) of the first CPU in /proc/cpuinfo; (None, set()) elsewhere."""
+    if 'cpuinfo' not in _cache:
+        name, flags = None, set()
+        try:
+            with open('/proc/cpuinfo') as f:
+                for line in f:
+                    key, _, value = line.partition(':')
+                    key = key.strip()
+                    if key == 'model name' and name is None:
+                        name = value.strip()
+                    elif key == 'flags' and not flags:
+                        flags = set(value.split())
+        except OSError:
+            pass
+        _cache['cpuinfo'] = (name or platform.processor() or platform.machine(), flags)
+    return _cache['cpuinfo']
+
+
+def cpu_has(flag):
+    """Whether the CPU lists feature `flag` (False where it cannot tell)."""
+    return flag in cpuinfo()[1]
+
+
+def isa_cap():
+    """The DNNL_MAX_CPU_ISA level in force (upper-case), or None for no cap."""
+    value = os.environ.get('DNNL_MAX_CPU_ISA', '').strip().upper()
+    return value if value in ISA_LEVELS else None
+
+
+def _allowed(level):
+    cap = isa_cap()
+    return cap is None or ISA_LEVELS.index(cap) >= ISA_LEVELS.index(level)
+
+
+def capabilities(amx_enabled=False):
+    """{feature: whether oneDNN may use it here}: the CPU has it and the cap allows it.
+
+    AMX also needs the process's permission, which `runtime.enable_amx` asks for
+    (`amx_enabled`); without it oneDNN 2.4 does not use the tiles.
+    """
+    avx512 = cpu_has('avx512f') and cpu_has('avx512bw') and _allowed('AVX512_CORE')
+    amx = amx_enabled and cpu_has('amx_tile') and _allowed('AVX512_CORE_AMX')
+    return {
+        'avx2': cpu_has('avx2') and _allowed('AVX2'),
+        'avx512': avx512,
+        'vnni': avx512 and cpu_has('avx512_vnni') and _allowed('AVX512_CORE_VNNI'),
+        'bf16': (avx512 and cpu_has('avx512_bf16') and _allowed('AVX512_CORE_BF16'))
+        or (amx and cpu_has('amx_bf16')),
+        'amx': amx and cpu_has('amx_int8'),
+    }
+
+
+def precisions(caps):
+    """{precision: how this machine runs it, or None where it cannot}."""
+    vector = 'AVX-512' if caps['avx512'] else 'AVX2' if caps['avx2'] else 'SSE'
+    if caps['amx']:
+        int8 = 'AMX'
+    elif caps['vnni']:
+        int8 = 'AVX-512 VNNI'
+    else:  # u8 x s8 products go through saturating 16-bit sums (vpmaddubsw)
+        int8 = f'{vector} without VNNI'
+    bf16 = ('AMX' if caps['amx'] else 'AVX512_BF16') if caps['bf16'] else None
+    return {'fp32': vector, 'int8': int8, 'bf16': bf16}
+
+
+def describe(settings=None):
+    """The machine as the tools record it: CPU, ISA, precisions, MXNet build, threads.
+
+    `settings` is `runtime.describe()` (threads, engine, AMX permission);
+    mxnet is imported here.
+    """
+    import mxnet as mx
+    name, flags = cpuinfo()
+    settings = settings or {}
+    caps = capabilities(settings.get('amx_permission', False))
+    features = mx.runtime.Features()
+    build = sorted(k for k in ('MKLDNN', 'CUDA', 'CUDNN', 'NCCL', 'OPENMP', 'DIST_KVSTORE')
+                   if features.is_enabled(k))
+    return {'cpu': name, 'flags': [f for f in FLAGS if f in flags],
+            'dnnl_max_cpu_isa': isa_cap(), 'capabilities': caps,
+            'precisions': precisions(caps), 'mxnet': mx.__version__, 'mxnet_build': build,
+            'python': platform.python_version(), 'platform': platform.platform(),
+            **settings, 'gpus': mx.context.num_gpus()}
+
+
+def unsupported(precision, caps):
+    """Why this machine cannot run `precision` (a sentence with the fix), or None.
+
+    `caps` is `capabilities()` (`runtime.capabilities()` in this process).
+    """
+    if precision == 'bf16' and not caps['bf16']:
+        capped = (f' (DNNL_MAX_CPU_ISA={isa_cap()} hides it)'
+                  if cpu_has('avx512_bf16') or cpu_has('amx_bf16') else '')
+        return (f'this CPU has no bfloat16 instructions (avx512_bf16 or AMX){capped}; '
+                'use fp32 or int8')
+    return None
+
+
+def summary_line(desc):
+    """One line naming the machine, for logs and table headers."""
+    caps = ', '.join(k for k, v in desc['capabilities'].items() if v) or 'no AVX2'
+    cap = f', DNNL_MAX_CPU_ISA={desc["dnnl_max_cpu_isa"]}' if desc['dnnl_max_cpu_isa'] else ''
+    return (f'{desc["cpu"]} [{caps}{cap}], {desc.get("cores", os.cpu_count())} cores, '
+            f'{desc.get("omp_num_threads") or "default"} OpenMP threads, '
+            f'{desc["gpus"]} GPU(s)')

@@ -1,0 +1,31 @@
+"""benchmarks/bench.py: records name their machine; precisions it lacks are reported, not failed."""
+import json
+import os
+import subprocess
+import sys
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     'benchmarks', 'bench.py')
+
+
+def test_quick_bench_records_the_machine_and_unsupported_precisions(tmp_path):
+    out = tmp_path / 'bench.json'
+    # An AVX2-only machine, as oneDNN sees it: bf16 inference is not supported there.
+    env = dict(os.environ, DNNL_MAX_CPU_ISA='AVX2')
+    proc = subprocess.run([sys.executable, BENCH, '--quick', '--only', 'mxnet-fast',
+                           'mxnet-bf16', '--json', str(out)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recs = json.loads(out.read_text())
+    by_name = {(r['name'], r['task']): r for r in recs}
+    assert set(by_name) == {('mxnet-fast', 'train'), ('mxnet-fast', 'infer'),
+                            ('mxnet-bf16', 'infer')}
+    assert by_name[('mxnet-bf16', 'infer')]['status'] == 'not supported on this CPU'
+    assert by_name[('mxnet-fast', 'train')]['img_s'] > 0
+    for r in recs:
+        assert r['machine']['dnnl_max_cpu_isa'] == 'AVX2'
+        assert r['machine']['precisions']['bf16'] is None
+    header = proc.stdout.splitlines()[0]
+    cpu = recs[0]['machine']['cpu']
+    assert header.startswith(f'machine: {cpu} [avx2, DNNL_MAX_CPU_ISA=AVX2]')
+    assert '| mxnet-bf16 | bf16 | not supported on this CPU |' in proc.stdout

@@ -1,0 +1,79 @@
+"""The machine description: CPU features, oneDNN's ISA cap, precisions, `densenet info`."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from densenet import machine
+
+XEON_AMX = {'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_tile',
+            'amx_int8', 'amx_bf16'}
+EPYC_AVX512 = {'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16'}
+EPYC_AVX2 = {'avx2', 'fma'}
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """Pretend to run on a CPU with the given flags (and no DNNL_MAX_CPU_ISA unless set)."""
+    monkeypatch.delenv('DNNL_MAX_CPU_ISA', raising=False)
+
+    def use(flags, cap=None):
+        monkeypatch.setitem(machine._cache, 'cpuinfo', ('test CPU', set(flags)))
+        if cap:
+            monkeypatch.setenv('DNNL_MAX_CPU_ISA', cap)
+    return use
+
+
+def test_the_three_kinds(cpu):
+    cpu(EPYC_AVX2)
+    caps = machine.capabilities()
+    assert caps == {'avx2': True, 'avx512': False, 'vnni': False, 'bf16': False, 'amx': False}
+    assert machine.precisions(caps) == {'fp32': 'AVX2', 'int8': 'AVX2 without VNNI',
+                                        'bf16': None}
+    assert 'no bfloat16 instructions' in machine.unsupported('bf16', caps)
+    assert machine.unsupported('int8', caps) is None
+    cpu(EPYC_AVX512)
+    caps = machine.capabilities()
+    assert machine.precisions(caps) == {'fp32': 'AVX-512', 'int8': 'AVX-512 VNNI',
+                                        'bf16': 'AVX512_BF16'}
+    assert machine.unsupported('bf16', caps) is None
+    cpu(XEON_AMX)
+    # AMX needs the process's permission (runtime.enable_amx) as well as the flags.
+    assert not machine.capabilities(amx_enabled=False)['amx']
+    caps = machine.capabilities(amx_enabled=True)
+    assert caps['amx'] and machine.precisions(caps)['int8'] == 'AMX'
+
+
+def test_dnnl_max_cpu_isa_caps_what_onednn_may_use(cpu):
+    cpu(XEON_AMX, cap='avx512_core')  # oneDNN reads the value case-insensitively
+    caps = machine.capabilities(amx_enabled=True)
+    assert caps == {'avx2': True, 'avx512': True, 'vnni': False, 'bf16': False, 'amx': False}
+    assert 'DNNL_MAX_CPU_ISA=AVX512_CORE hides it' in machine.unsupported('bf16', caps)
+    cpu(XEON_AMX, cap='AVX512_CORE_BF16')
+    caps = machine.capabilities(amx_enabled=True)
+    assert caps['bf16'] and caps['vnni'] and not caps['amx']
+    cpu(EPYC_AVX2, cap='ALL')  # not a level: no cap
+    assert machine.isa_cap() is None and machine.capabilities()['avx2']
+
+
+def _info(*args, **env):
+    return subprocess.run([sys.executable, '-m', 'densenet', 'info', *args],
+                          env=dict(os.environ, **env), capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_densenet_info_names_the_cpu_and_what_it_runs():
+    desc = json.loads(_info('--json'))
+    assert desc['cpu'] == machine.cpuinfo()[0]
+    assert set(desc['flags']) <= set(machine.FLAGS)
+    assert set(desc['precisions']) == {'fp32', 'int8', 'bf16'}
+    assert 'MKLDNN' in desc['mxnet_build'] and desc['mxnet'] == '1.9.1'
+    for key in ('omp_num_threads', 'engine', 'gpus', 'cores'):
+        assert key in desc
+    text = _info()
+    assert text.splitlines()[0].startswith(desc['cpu'])
+    capped = json.loads(_info('--json', DNNL_MAX_CPU_ISA='AVX2'))
+    assert capped['dnnl_max_cpu_isa'] == 'AVX2'
+    assert capped['precisions'] == {'fp32': 'AVX2', 'int8': 'AVX2 without VNNI', 'bf16': None}
