@@ -6,12 +6,9 @@ import os
 import sys
 
 from . import runtime
+from .errors import Diverged, UsageError
 
 PROG = 'densenet'
-
-
-class UsageError(Exception):
-    """A bad command-line value: one line on stderr, exit status 2."""
 
 
 def _positive_int(text):
@@ -62,6 +59,9 @@ def _add_train(sub):
     p.add_argument('--out', default='runs/densenet', help='output folder')
     p.add_argument('--resume', action='store_true',
                    help='continue the run in --out after its last completed epoch')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace the run already in --out (without it, or --resume, a folder '
+                        'that holds a run is refused)')
     p.add_argument('--kvstore', choices=['local', 'device', 'dist_sync', 'dist_device_sync'],
                    help='gradient aggregation (default device); dist_* inside `densenet launch`')
     p.add_argument('--gpus', help='GPU ids, e.g. 0,1 (the same as --device gpu:0,1)')
@@ -121,8 +121,15 @@ def _add_info(sub):
     p.add_argument('--json', action='store_true', help='the description as JSON')
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors as one line (and a pointer to --help) instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser = Parser(prog=PROG, description=__doc__)
     sub = parser.add_subparsers(dest='command', required=True)
     _add_train(sub)
     _add_evaluate(sub)
@@ -190,10 +197,21 @@ def load_trained(params, device='auto'):
     try:
         model.net.load_parameters(params)
     except Exception as e:  # MXNet reports a mismatch as AssertionError or MXNetError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UsageError(f'--params {params} does not fit the book\'s DenseNet (another '
-                         f'architecture or not a parameter file): {first[:200]}') from None
+                         f'architecture or not a parameter file): {_reason(e)}') from None
+    from .training import all_finite
+    if not all_finite(model.net):
+        raise UsageError(f'--params {params} holds NaN or infinite values: the run that wrote '
+                         'it diverged; use an earlier checkpoint or train again with a lower --lr')
     return prepare_model(model, ctxs, hybridize=True), ctxs
+
+
+def _reason(error):
+    """The informative line of an exception's message (MXNet's carry a C++ traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(('Traceback', 'File ', '[bt]',
+                                                             'Stack trace'))]
+    return (useful[-1] if useful else type(error).__name__)[:200]
 
 
 def cmd_evaluate(args):
@@ -204,6 +222,9 @@ def cmd_evaluate(args):
     why = unsupported(args.precision, runtime.capabilities())
     if why:
         raise UsageError(f'--precision {args.precision}: {why}')
+    if args.data_dir:
+        from .data import check_data_dir
+        check_data_dir(args.data_dir)
     model, ctxs = load_trained(args.params, 'cpu' if args.precision != 'fp32' else args.device)
     resize = _resize_for(args, model)
     data = FashionMNIST(batch_size=args.batch_size, resize=(resize, resize), root=args.data_dir)
@@ -255,24 +276,18 @@ def plot_confusion(confusion, names, path):
 
 
 def load_image(path):
-    """A file as a 28x28 uint8 grayscale array, and a note if it had to be converted."""
+    """A file as a 28x28 uint8 grayscale array (full range kept), and notes on conversions."""
     import numpy as onp
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+    from .images import ImageError, read_image
     try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise UsageError(f'{path}: no such file') from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise UsageError(f'{path}: not a readable image ({e})') from None
-    notes = []
-    if img.mode != 'L':
-        notes.append(f'converted {img.mode} to grayscale')
-        img = img.convert('L')
-    if img.size != (28, 28):
-        notes.append(f'resized {img.size[0]}x{img.size[1]} to 28x28')
-        img = img.resize((28, 28), Image.BILINEAR)
-    return onp.asarray(img, dtype=onp.uint8), notes
+        gray, notes = read_image(path)
+    except ImageError as e:
+        raise UsageError(str(e)) from None
+    if gray.shape != (28, 28):
+        notes.append(f'resized {gray.shape[1]}x{gray.shape[0]} to 28x28')
+        gray = onp.asarray(Image.fromarray(gray).resize((28, 28), Image.BILINEAR))
+    return gray, notes
 
 
 def cmd_predict(args):
@@ -294,6 +309,8 @@ def cmd_predict(args):
 
 def cmd_export(args):
     from .export import export
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
     model, _ = load_trained(args.params, 'cpu')
     resize = _resize_for(args, model)
     for path in export(model, args.out, args.format, input_shape=(1, 1, resize, resize)):
@@ -341,6 +358,9 @@ def main(argv=None):
     except (UsageError, ValueError) as e:
         print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
         return 2
+    except Diverged as e:
+        print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
+        return 1
     except FileNotFoundError as e:
         print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
         return 1

@@ -61,6 +61,23 @@ def _file_in(folder, name):
     return None
 
 
+def check_data_dir(folder):
+    """Raise ValueError unless `folder` (a user's --data-dir) holds all four IDX files.
+
+    The library searches on when `root` lacks them; a folder named on the
+    command line is what the user meant, so it is refused instead.
+    """
+    if not os.path.isdir(folder):
+        raise ValueError(f'--data-dir {folder}: no such folder; give the folder holding the '
+                         'four Fashion-MNIST IDX files, or leave --data-dir out to search '
+                         + ', '.join(candidate_dirs()))
+    missing = [name for name in FILES if not _file_in(folder, name)]
+    if missing:
+        raise ValueError(f'--data-dir {folder}: {", ".join(missing)} (.gz or raw) missing; '
+                         'put all four IDX files there, or leave --data-dir out to search '
+                         + ', '.join(candidate_dirs()))
+
+
 def locate(root=None):
     """The first folder holding all four files, as {name: path}, or None."""
     for folder in candidate_dirs(root):

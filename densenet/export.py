@@ -6,7 +6,6 @@ adds one (it maps to ONNX ``Concat``, the same operation), so the exported graph
 is the model's own graph, unchanged.
 """
 import os
-import shutil
 import tempfile
 
 import mxnet as mx

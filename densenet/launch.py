@@ -3,10 +3,13 @@
 ``densenet launch -n 2 -s 1 -- densenet train --kvstore dist_sync ...`` runs
 the command as each of the `n` workers, with the ``DMLC_*`` variables that
 MXNet's KVStore reads, on 127.0.0.1. Worker output is forwarded line by line
-with a ``[worker i]`` prefix. When any process fails, or on Ctrl-C/SIGTERM,
+with a ``[worker i]`` prefix (i in launch order) until the worker announces
+its kvstore rank, ``[worker rank r]`` after. Every process dies with the
+launcher, even when it is killed with SIGKILL (Linux). When any process fails, or on Ctrl-C/SIGTERM,
 every process of the cluster is stopped; the exit status is the first failure's.
 """
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +20,25 @@ import time
 # What a scheduler or server runs: importing mxnet with DMLC_ROLE set starts
 # the parameter-server loop and exits when the workers are done.
 PS_COMMAND = [sys.executable, '-c', 'import mxnet']
+
+# Every role runs under this: it asks Linux to SIGKILL it when the launcher dies
+# (PR_SET_PDEATHSIG = 1), even by SIGKILL, which no handler in the launcher can
+# catch, then execs the role's command (the setting survives exec).
+_DIE_WITH_PARENT = ('import ctypes, os, signal, sys\n'
+                    'ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n'
+                    'if os.getppid() != int(sys.argv[1]):\n'
+                    '    sys.exit(137)  # the launcher died before prctl\n'
+                    'os.execvp(sys.argv[2], sys.argv[2:])\n')
+
+# A dist worker announces its kvstore rank (training.fit); its lines are labelled by it.
+RANK_LINE = re.compile(r'^densenet: worker rank (\d+) of \d+')
+
+
+def die_with_parent(command):
+    """`command` wrapped so that it is killed when this process dies (Linux)."""
+    if not sys.platform.startswith('linux'):
+        return command
+    return [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 def free_port(host='127.0.0.1'):
@@ -71,7 +93,7 @@ class Cluster:
         env = dict(self.env, DMLC_ROLE=role)
         if role == 'worker':
             env['DENSENET_WORKER_INDEX'] = label.split()[-1]
-        proc = subprocess.Popen(command, env=env, start_new_session=True,
+        proc = subprocess.Popen(die_with_parent(command), env=env, start_new_session=True,
                                 stdout=subprocess.PIPE if forward else subprocess.DEVNULL,
                                 stderr=subprocess.STDOUT if forward else subprocess.DEVNULL,
                                 text=True, bufsize=1)
@@ -82,6 +104,9 @@ class Cluster:
 
     def _forward(self, label, proc):
         for line in proc.stdout:
+            rank = RANK_LINE.match(line)
+            if rank:  # the launch order is not the rank the scheduler assigns
+                label = f'worker rank {rank.group(1)}'
             for part in line.rstrip('\n').split('\r'):
                 if part:
                     with self.lock:

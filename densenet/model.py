@@ -1,6 +1,7 @@
 """The book's DenseNet: a d2l.Classifier built from the blocks in blocks.py."""
+import numpy as onp
 from d2l import mxnet as d2l
-from mxnet import init
+from mxnet import autograd, init, np
 from mxnet.gluon import nn
 
 from .blocks import DenseBlock, transition_block
@@ -54,13 +55,86 @@ def min_input_size(net, limit=4096):
     raise ValueError(f'no input size up to {limit} fits this network')
 
 
-class DenseNet(d2l.Classifier):
+class CheckedClassifier(d2l.Classifier):
+    """A d2l.Classifier that refuses bad batches and labels with a clear error.
+
+    MXNet itself would clip out-of-range labels into range, truncate
+    fractional ones, fail on a dtype mismatch with "requires uniform type"
+    or on an empty batch with an internal check, and turn NaN pixels into
+    finite logits; every one of those becomes a ValueError naming the fix.
+    """
+
+    def min_input_size(self):
+        """Smallest square image side this network accepts (29 for the book's default)."""
+        if getattr(self, '_min_size', None) is None:
+            self._min_size = min_input_size(self.net)
+        return self._min_size
+
+    def _stem_weight(self):
+        return next(iter(self.net.collect_params().values()))
+
+    def check_input(self, X):
+        """Raise a ValueError naming the problem and the fix for a bad batch."""
+        if X.ndim != 4:
+            raise ValueError(
+                f'DenseNet expects a 4-D batch (N, C, H, W), got shape {X.shape}; '
+                'add the missing axes, e.g. X.reshape(1, 1, H, W) for one grayscale image')
+        if X.shape[0] == 0:
+            raise ValueError(f'empty batch (shape {X.shape}): pass at least one image')
+        stem = self._stem_weight()
+        if stem.shape[1] > 0 and X.shape[1] != stem.shape[1]:
+            raise ValueError(
+                f'this DenseNet was built for {stem.shape[1]}-channel images, '
+                f'got {X.shape[1]} channels in shape {X.shape}; convert the images '
+                'or build a new model for this channel count')
+        side = self.min_input_size()
+        if min(X.shape[2:]) < side:
+            raise ValueError(
+                f'images of {X.shape[2]}x{X.shape[3]} are too small for this DenseNet: '
+                f'its pooling stages need at least {side}x{side} (the book resizes '
+                'Fashion-MNIST to 96x96, e.g. FashionMNIST(resize=(96, 96)))')
+        if X.dtype != stem.dtype:
+            scale = ' / 255' if onp.issubdtype(X.dtype, onp.integer) else ''
+            raise ValueError(
+                f'this DenseNet computes in {onp.dtype(stem.dtype).name}, got a batch of '
+                f'{onp.dtype(X.dtype).name}; convert it with '
+                f'X.astype("{onp.dtype(stem.dtype).name}"){scale}'
+                + (' (images go in as values in [0, 1], as ToTensor makes them)'
+                   if scale else ''))
+        with autograd.pause():
+            finite = bool(np.isfinite(X).all())
+        if not finite:
+            raise ValueError(f'the batch of shape {X.shape} holds NaN or infinite values; '
+                             'check how the images were read and scaled')
+
+    def check_labels(self, Y):
+        """Raise a ValueError unless every label is a class index 0..num_classes-1."""
+        y = Y.asnumpy() if hasattr(Y, 'asnumpy') else onp.asarray(Y)
+        classes = self.net[-1].weight.shape[0]
+        bad = y[~(onp.isfinite(y) & (y == onp.round(y)) & (y >= 0) & (y < classes))]
+        if bad.size:
+            raise ValueError(f'labels must be class indices 0..{classes - 1} (whole numbers) '
+                             f'for this {classes}-class model, got {[float(f"{v:.4g}") for v in bad[:3]]}; fix the '
+                             'labels or build the model with num_classes covering them')
+
+    def forward(self, X):
+        self.check_input(X)
+        return self.net(X)
+
+    def loss(self, Y_hat, Y, averaged=True):
+        """d2l's softmax cross-entropy, on checked labels."""
+        self.check_labels(Y)
+        return super().loss(Y_hat, Y, averaged)
+
+
+class DenseNet(CheckedClassifier):
     """DenseNet as d2l builds it: stem, dense blocks with transitions, head.
 
     Kept from the book on purpose: the stem always has 64 channels whatever
     `num_channels` is (`num_channels` only seeds the running channel count that
     sets the transition widths), and the default ``lr=0.1`` although the book
-    trains with ``DenseNet(lr=0.01)``.
+    trains with ``DenseNet(lr=0.01)``. Batches and labels are checked
+    (`CheckedClassifier`).
     """
 
     def b1(self):
@@ -89,33 +163,3 @@ class DenseNet(d2l.Classifier):
                      nn.GlobalAvgPool2D(), nn.Dense(num_classes))
         self.net.initialize(init.Xavier())
         self.num_features = num_channels  # width entering the final Dense
-        self._min_size = None
-
-    def min_input_size(self):
-        """Smallest square image side this network accepts (29 for the default)."""
-        if self._min_size is None:
-            self._min_size = min_input_size(self.net)
-        return self._min_size
-
-    def check_input(self, X):
-        """Raise a ValueError naming the problem and the fix for a bad batch."""
-        if X.ndim != 4:
-            raise ValueError(
-                f'DenseNet expects a 4-D batch (N, C, H, W), got shape {X.shape}; '
-                'add the missing axes, e.g. X.reshape(1, 1, H, W) for one grayscale image')
-        stem = self.net[0][0].weight
-        if stem.shape[1] > 0 and X.shape[1] != stem.shape[1]:
-            raise ValueError(
-                f'this DenseNet was built for {stem.shape[1]}-channel images, '
-                f'got {X.shape[1]} channels in shape {X.shape}; convert the images '
-                'or build a new model for this channel count')
-        side = self.min_input_size()
-        if min(X.shape[2:]) < side:
-            raise ValueError(
-                f'images of {X.shape[2]}x{X.shape[3]} are too small for this DenseNet: '
-                f'its pooling stages need at least {side}x{side} (the book resizes '
-                'Fashion-MNIST to 96x96, e.g. FashionMNIST(resize=(96, 96)))')
-
-    def forward(self, X):
-        self.check_input(X)
-        return self.net(X)

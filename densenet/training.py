@@ -21,9 +21,11 @@ from mxnet import autograd, gluon, np, npx
 from . import runtime
 from .blocks import set_concat_mode, set_memory_efficient
 from .data import TRAIN_SIZE
+from .errors import Diverged
 from .files import atomic_text, atomic_write
 from .machine import summary_line
 from .model import DenseNet
+from .run_folder import Run
 
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
                  'lr', 'img_s', 'seconds']
@@ -53,6 +55,7 @@ class TrainConfig:
     kvstore: str = 'device'       # or local, dist_sync, dist_device_sync
     memory_efficient: bool = False  # recompute concat/BN/ReLU in backward (imperative)
     rank_params: str = None       # folder: every worker saves its final parameters here
+    overwrite: bool = False       # replace a run already in `out`
 
     def validate(self, min_size=None):
         """Raise ValueError for values no run can use."""
@@ -60,8 +63,8 @@ class TrainConfig:
             raise ValueError(f'--epochs must be at least 1, got {self.epochs}')
         if self.batch_size < 1:
             raise ValueError(f'--batch-size must be at least 1, got {self.batch_size}')
-        if not self.lr > 0:
-            raise ValueError(f'--lr must be positive, got {self.lr}')
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f'--lr must be a positive finite number, got {self.lr}')
         if not 0 <= self.holdout < TRAIN_SIZE:
             raise ValueError(f'--holdout must be between 0 and {TRAIN_SIZE - 1} images, '
                              f'got {self.holdout}')
@@ -69,8 +72,10 @@ class TrainConfig:
             raise ValueError(f'--limit must be a positive number of images, got {self.limit}')
         if not 0 <= self.momentum < 1:
             raise ValueError(f'--momentum must be in [0, 1), got {self.momentum}')
-        if self.wd < 0:
-            raise ValueError(f'--wd must not be negative, got {self.wd}')
+        if not 0 <= self.wd < math.inf:
+            raise ValueError(f'--wd must be a finite number >= 0, got {self.wd}')
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f'--seed must be between 0 and 2**32 - 1, got {self.seed}')
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f'--label-smoothing must be in [0, 1), got {self.label_smoothing}')
         if self.schedule not in ('constant', 'cosine'):
@@ -85,7 +90,18 @@ class TrainConfig:
             raise ValueError('--memory-efficient runs imperatively: add --no-hybridize')
         if self.resume and self.kvstore.startswith('dist'):
             raise ValueError('--resume is not supported with a dist kvstore: restart the run')
+        if self.resume and self.overwrite:
+            raise ValueError('--resume continues the run in --out, --overwrite replaces it: '
+                             'choose one')
+        if os.environ.get('DMLC_ROLE') == 'worker' and not self.kvstore.startswith('dist'):
+            raise ValueError('this is a worker of `densenet launch`, but it trains without a '
+                             'dist kvstore, so every worker would train alone on all the data '
+                             'and write the same --out: add --kvstore dist_sync')
         runtime.devices(self.device)
+        Run(self.out).check_path()
+        if self.data_dir:
+            from .data import check_data_dir
+            check_data_dir(self.data_dir)
 
 
 KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
@@ -206,36 +222,6 @@ def plot_curves(rows, path):
     plt.close(fig)
 
 
-class Run:
-    """Files of one run folder, and checkpoint/resume of its state."""
-
-    def __init__(self, out):
-        self.out = out
-        self.ckpt = os.path.join(out, 'checkpoint')
-
-    def path(self, name):
-        return os.path.join(self.out, name)
-
-    def save_checkpoint(self, model, trainer, epoch, rows, cfg, best_acc, wall_s):
-        os.makedirs(self.ckpt, exist_ok=True)
-        stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
-        atomic_write(stem + '.params', model.net.save_parameters)
-        atomic_write(stem + '.states', trainer.save_states)
-        state = {'epoch': epoch, 'rows': rows, 'config': dataclasses.asdict(cfg),
-                 'best_val_acc': best_acc, 'wall_s': wall_s}
-        atomic_text(os.path.join(self.ckpt, 'state.json'), json.dumps(state, indent=1))
-        for name in os.listdir(self.ckpt):  # older epochs are no longer needed
-            if name.startswith('epoch-') and not name.startswith(f'epoch-{epoch:04d}.'):
-                os.remove(os.path.join(self.ckpt, name))
-
-    def load_checkpoint(self):
-        path = os.path.join(self.ckpt, 'state.json')
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
-
-
 def write_metrics(path, rows):
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
@@ -246,21 +232,22 @@ def write_metrics(path, rows):
     atomic_text(path, buf.getvalue())
 
 
+def diverged(what, epoch, lr):
+    return Diverged(f'training diverged: {what} in epoch {epoch + 1} at learning rate {lr:.4g}; '
+                    'nothing from this epoch was written (the last checkpoint, if any, is '
+                    f'intact). Try a lower --lr (e.g. --lr {lr / 10:.3g}), and check the data')
+
+
+def all_finite(net):
+    """Whether every parameter (BatchNorm statistics included) of `net` is finite."""
+    return all(bool(np.isfinite(p.data()).all()) for p in net.collect_params().values())
+
+
 def fit(cfg, data=None, log=print):
     """Train as `cfg` says; return the summary dict (also written to summary.json)."""
     runtime.check_threads()
     started = time.time()
     ctxs = runtime.devices(cfg.device)
-    run = Run(cfg.out)
-    state = run.load_checkpoint() if cfg.resume else None
-    if state is not None:
-        # Settings added after a checkpoint was written take their defaults.
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume}
-        if saved != dataclasses.asdict(cfg):
-            diff = sorted(k for k in saved if saved[k] != dataclasses.asdict(cfg)[k])
-            raise ValueError(f'--resume: {cfg.out} was started with other settings '
-                             f'({", ".join(diff)}); rerun with the same flags or a new --out')
     mx.random.seed(cfg.seed)
     onp.random.seed(cfg.seed)
     model = build_model(cfg)
@@ -268,7 +255,29 @@ def fit(cfg, data=None, log=print):
     # A dist kvstore joins the cluster that `densenet launch` (DMLC_* variables) set up.
     kv = mx.kv.create(cfg.kvstore) if cfg.kvstore.startswith('dist') else None
     rank, workers = (kv.rank, kv.num_workers) if kv else (0, 1)
+    if kv:
+        log(f'densenet: worker rank {rank} of {workers}')  # labels launch's output
     writer = rank == 0  # only rank 0 evaluates and writes files
+    run = Run(cfg.out)
+    state = run.claim(cfg.resume, cfg.overwrite, log) if writer else None
+    try:
+        return _fit(cfg, data, log, started, ctxs, model, kv, rank, workers, run, state)
+    finally:
+        run.release()
+
+
+def _fit(cfg, data, log, started, ctxs, model, kv, rank, workers, run, state):
+    writer = rank == 0
+    if state is not None:
+        # Settings added after a checkpoint was written take their defaults.
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        now = dataclasses.asdict(cfg)
+        saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
+                 'overwrite': cfg.overwrite}
+        if saved != now:
+            diff = sorted(k for k in saved if saved[k] != now[k])
+            raise ValueError(f'--resume: {cfg.out} was started with other settings '
+                             f'({", ".join(diff)}); rerun with the same flags or a new --out')
     if data is None:
         from .data import FashionMNIST
         data = FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
@@ -286,20 +295,22 @@ def fit(cfg, data=None, log=print):
     if state is not None:
         first_epoch, rows, best_acc = state['epoch'], state['rows'], state['best_val_acc']
         prior_wall = state['wall_s']
-        stem = os.path.join(run.ckpt, f'epoch-{first_epoch:04d}')
-        model.net.load_parameters(stem + '.params', ctx=ctxs)
-        trainer.load_states(stem + '.states')
+        model.net.load_parameters(state['stem'] + '.params', ctx=ctxs)
+        trainer.load_states(state['stem'] + '.states')
         log(f'resuming {cfg.out} after epoch {first_epoch}')
-    if writer:
-        os.makedirs(cfg.out, exist_ok=True)
     steps_per_epoch = len(train_loader)
     if cfg.label_smoothing:
         def loss_fn(Y_hat, y):
+            model.check_labels(y)
             return smoothed_loss(Y_hat, y, cfg.label_smoothing)
     else:  # the book's loss, as d2l.Classifier defines it
         def loss_fn(Y_hat, y):
             return model.loss(Y_hat, y, averaged=False)
     total_steps = cfg.epochs * steps_per_epoch
+    # Guessing uniformly costs ln(classes) per image (2.3 for 10); a run whose loss
+    # is a hundred times that has left training behind (a diverging --lr 1e6 run
+    # passed 1e25 before its loss became NaN), so it stops rather than save it.
+    loss_limit = 100 * math.log(model.net[-1].weight.shape[0])
     warned = ctxs[0].device_type == 'gpu' or not writer
     for epoch in range(first_epoch, cfg.epochs):
         if hasattr(train_loader, 'set_epoch'):
@@ -318,7 +329,11 @@ def fit(cfg, data=None, log=print):
                 loss.backward()
             # Gradients are summed over devices and workers: average over the global batch.
             trainer.step(X.shape[0] * workers)
-            loss_sum += sum(float(loss.sum()) for loss in losses)
+            batch_loss = sum(float(loss.sum()) for loss in losses)
+            if not batch_loss / X.shape[0] <= loss_limit:  # also catches NaN
+                raise diverged(f'mean loss {batch_loss / X.shape[0]:.4g} at step {step + 1} '
+                               f'(batch {i + 1})', epoch, trainer.learning_rate)
+            loss_sum += batch_loss
             correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
                            for o, yi in zip(outs, ys))
             seen += X.shape[0]
@@ -342,6 +357,9 @@ def fit(cfg, data=None, log=print):
                 f'{loss_sum / seen:.4f} acc {correct / seen:.4f} on its shard')
             continue
         val_loss, val_acc, _ = evaluate(model, val_loader, ctxs)
+        if not (math.isfinite(val_loss) and all_finite(model.net)):
+            raise diverged(f'validation loss {val_loss:.4g}, or non-finite weights, after '
+                           'the epoch', epoch, trainer.learning_rate)
         row = {'epoch': epoch + 1, 'train_loss': loss_sum / seen, 'train_acc': correct / seen,
                'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
                'img_s': seen / train_s, 'seconds': time.time() - tic}

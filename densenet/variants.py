@@ -7,12 +7,11 @@ layer for layer, so the zoo's parameter files load into them
 import functools
 
 import mxnet as mx
-from d2l import mxnet as d2l
 from mxnet import init
 from mxnet.gluon import nn
 
 from .blocks import DenseBlock, transition_block
-from .model import min_input_size
+from .model import CheckedClassifier
 
 # name: (initial features, growth rate, layers per block), as in the paper's
 # Table 1 and the Gluon model zoo.
@@ -46,7 +45,7 @@ def plain_layer(growth_rate, dropout=0.0):
     return blk
 
 
-class DenseNetBC(d2l.Classifier):
+class DenseNetBC(CheckedClassifier):
     """DenseNet(-BC): stem, dense blocks, compressing transitions, head.
 
     ``bottleneck`` picks the BC layer (1x1 then 3x3 conv) over the plain one;
@@ -88,9 +87,6 @@ class DenseNetBC(d2l.Classifier):
                      nn.GlobalAvgPool2D(), nn.Dense(num_classes))
         self.net.initialize(init.Xavier())
         self.num_features = channels
-
-    def min_input_size(self):
-        return min_input_size(self.net)
 
 
 def densenet_imagenet(depth, num_classes=1000, in_channels=3, **kwargs):

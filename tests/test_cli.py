@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from densenet.cli import main
+from helpers import digest
 
 # Quick settings the model accepts (min input 29): a few thousand images, 32x32.
 QUICK = ['--recipe', 'fast-cpu', '--resize', '32', '--batch-size', '64']
@@ -187,6 +188,12 @@ BAD = [
     (['train', '--label-smoothing', '1.5'], '--label-smoothing must be in [0, 1), got 1.5'),
     (['train', '--holdout', '-5'], '--holdout must be between 0 and 59999 images, got -5'),
     (['evaluate', '--params', 'nowhere.params'], '--params nowhere.params: no such file'),
+    (['train', '--wd', 'nan'], '--wd must be a finite number >= 0, got nan'),
+    (['train', '--lr', 'inf'], '--lr must be a positive finite number, got inf'),
+    (['train', '--seed', '-1'], '--seed must be between 0 and 2**32 - 1, got -1'),
+    (['train', '--data-dir', 'missing'], '--data-dir missing: no such folder'),
+    (['train', '--resume', '--overwrite'], 'choose one'),
+    (['train', '--recipe', 'nope'], "argument --recipe: invalid choice: 'nope'"),
 ]
 
 
@@ -197,7 +204,45 @@ def test_bad_values_exit_2_and_write_nothing(tmp_path, argv, message):
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert message in err[-1] and len([line for line in err if 'error' in line]) == 1
+    assert 'usage:' not in proc.stderr  # one line, not argparse's usage block
     assert os.listdir(tmp_path) == []
+
+
+def test_bad_paths_and_files_exit_2_with_one_line(trained, tmp_path, real_data_dir):
+    """Each names the flag or file and the fix; nothing is created, no traceback."""
+    import shutil
+    run, _ = trained
+    (tmp_path / 'file').write_text('x')
+    (tmp_path / 'random.params').write_bytes(onp.random.RandomState(0).bytes(1000))
+    (tmp_path / 'text.params').write_text('hello')
+    (tmp_path / 'empty').mkdir()
+    Image.fromarray(onp.zeros((28, 28), onp.uint8)).save(tmp_path / 'x.png')
+    no_ckpt, bad_state = tmp_path / 'no-ckpt', tmp_path / 'bad-state'
+    for copy in (no_ckpt, bad_state):
+        shutil.copytree(run, copy)
+    os.remove(no_ckpt / 'checkpoint' / 'epoch-0002.params')
+    (bad_state / 'checkpoint' / 'state.json').write_text('{"epoch": 2, "rows": [')
+    train = ['train', *QUICK, '--limit', '4000', '--epochs', '2', '--data-dir', real_data_dir]
+    cases = [
+        (['train', '--out', 'file'], '--out file is a file, not a folder'),
+        (['train', '--out', 'file/below'], 'is a file, so no folder can be made inside it'),
+        (['export', '--params', os.path.join(run, 'last.params'), '--out', 'file'],
+         '--out file is a file, not a folder'),
+        (['predict', '--params', 'random.params', 'x.png'],
+         'not a parameter file): MXNetError: Check failed'),
+        (['predict', '--params', 'text.params', 'x.png'], 'Invalid NDArray file format'),
+        ([*train, '--out', str(no_ckpt), '--resume'], 'epoch-0002.params is missing'),
+        ([*train, '--out', str(bad_state), '--resume'], 'state.json is damaged'),
+        (['train', '--data-dir', 'empty'], '--data-dir empty: train-images-idx3-ubyte'),
+        (['evaluate', '--params', 'x.png', '--data-dir', 'empty'], '--data-dir empty:'),
+    ]
+    before = digest(tmp_path)
+    for argv, message in cases:
+        proc = cli(*argv, cwd=tmp_path, check=False)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (argv, proc.stderr[-1000:])
+        assert len(err) == 1 and message in err[0], (argv, err)
+    assert digest(tmp_path) == before
 
 
 def test_params_of_another_architecture(tmp_path):

@@ -87,7 +87,7 @@ def test_two_workers_match_single_process(tmp_path, real_data_dir):
            '--out', str(tmp_path / 'out'), '--rank-params', str(ranks)]
     code, out = run_bounded(cmd, timeout=300)
     assert code == 0, out[-3000:]
-    assert '[worker 0]' in out and '[worker 1]' in out
+    assert '[worker rank 0]' in out and '[worker rank 1]' in out
     # Only rank 0 wrote the run's files.
     assert sorted(os.listdir(tmp_path / 'out')) == ['best.params', 'curves.png',
                                                      'last.params', 'metrics.csv',
@@ -163,3 +163,57 @@ def test_dying_worker_stops_the_cluster():
         assert proc.poll() is not None
         with pytest.raises(ProcessLookupError):
             os.killpg(proc.pid, 0)  # no process of its group is left
+
+
+def _marked(mark):
+    """PIDs of the processes whose environment holds DENSENET_TEST_MARK=`mark`."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/environ', 'rb') as f:
+                    if f'DENSENET_TEST_MARK={mark}'.encode() in f.read().split(b'\0'):
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='PR_SET_PDEATHSIG is Linux')
+def test_the_cluster_dies_with_a_killed_launcher():
+    """SIGKILL reaches no handler: every role must still go with the launcher."""
+    import uuid
+    mark = uuid.uuid4().hex
+    sleeper = [sys.executable, '-c', 'import time; time.sleep(600)']
+    launcher = subprocess.Popen([sys.executable, '-m', 'densenet', 'launch', '-n', '2', '--',
+                                 *sleeper], env=dict(os.environ, DENSENET_TEST_MARK=mark),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while len(_marked(mark)) < 5 and time.time() < deadline:  # launcher + 4 roles
+            time.sleep(0.2)
+        roles = [pid for pid in _marked(mark) if pid != launcher.pid]
+        assert len(roles) == 4
+    finally:
+        launcher.kill()
+        launcher.wait()
+    tic = time.time()
+    while _marked(mark) and time.time() - tic < 10:
+        time.sleep(0.05)
+    left = _marked(mark)
+    for pid in left:  # leave nothing behind, whatever the outcome
+        os.kill(pid, signal.SIGKILL)
+    print(f'every role gone {time.time() - tic:.2f} s after the launcher was killed')
+    assert left == []
+
+
+def test_a_worker_without_a_dist_kvstore_is_refused(tmp_path, real_data_dir):
+    """Each worker would train alone on all the data and write the same folder."""
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'densenet', 'launch', '-n', '2', '--', sys.executable, '-m',
+           'densenet', 'train', '--limit', '256', '--epochs', '1', '--resize', '32',
+           '--data-dir', real_data_dir, '--out', str(out)]
+    code, text = run_bounded(cmd, timeout=120)
+    assert code == 2, text[-2000:]
+    assert 'trains without a dist kvstore' in text and 'add --kvstore dist_sync' in text
+    assert not out.exists()

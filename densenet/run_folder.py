@@ -1,0 +1,177 @@
+"""A run folder (``--out``): its files, its lock, its checkpoint.
+
+A folder belongs to one run. Training into a folder that already holds a run
+needs ``resume`` (continue it) or ``overwrite`` (replace it); a lock file with
+the owner's pid and host refuses a second run while the first is alive, and a
+lock whose process is gone is taken over. Temporaries that a killed run left
+behind (see files.py) are removed when the next run claims the folder.
+"""
+import dataclasses
+import json
+import os
+import re
+import shutil
+import socket
+
+from .files import atomic_text, atomic_write
+
+#: What a run writes; any of them marks the folder as holding a run.
+RUN_FILES = ('summary.json', 'metrics.csv', 'last.params', 'best.params', 'curves.png',
+             'checkpoint')
+_TEMPORARY = re.compile(r'^\.(summary\.json|metrics\.csv|last\.params|best\.params|'
+                        r'curves\.png|state\.json|epoch-\d+\.(params|states))\.\w{8}$')
+
+
+class Run:
+    """Files of one run folder, and checkpoint/resume of its state."""
+
+    def __init__(self, out):
+        self.out = out
+        self.ckpt = os.path.join(out, 'checkpoint')
+        self.lock = os.path.join(out, '.lock')
+        self.locked = self.created = False
+
+    def path(self, name):
+        return os.path.join(self.out, name)
+
+    def check_path(self):
+        """Raise ValueError unless `out` is a folder or can be made one (nothing is created)."""
+        path = os.path.abspath(self.out)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f'--out {self.out} is a file, not a folder: choose a folder')
+        parent = path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise ValueError(f'--out {self.out}: {parent} is a file, so no folder can be made '
+                             'inside it: choose another --out')
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f'--out {self.out}: {parent} is not writable: choose another --out')
+
+    def existing(self):
+        """The run files already in the folder."""
+        return [f for f in RUN_FILES if os.path.exists(self.path(f))]
+
+    def claim(self, resume, overwrite, log=print):
+        """Lock the folder for this run and return the checkpoint state to resume (or None).
+
+        Raises ValueError (touching no run file) if another live run holds the
+        folder, or if it holds a run and neither `resume` nor `overwrite` is set.
+        """
+        self.check_path()
+        self.created = not os.path.exists(self.out)
+        os.makedirs(self.out, exist_ok=True)
+        self._lock()
+        try:
+            found = self.existing()
+            state = self.load_checkpoint() if resume else None
+            if resume and state is None:
+                if found:
+                    raise ValueError(f'--resume: {self.out} holds a run ({", ".join(found)}) '
+                                     'but no checkpoint to continue (a dist run writes none): '
+                                     'use --overwrite to start again, or another --out')
+                log(f'--resume: no checkpoint in {self.out}, so the run starts from epoch 1')
+            elif found and not resume:
+                if not overwrite:
+                    raise ValueError(f'--out {self.out} already holds a run '
+                                     f'({", ".join(found)}): add --resume to continue it, '
+                                     '--overwrite to replace it, or choose another --out')
+                log(f'--overwrite: replacing the run in {self.out}')
+                for name in found:
+                    target = self.path(name)
+                    shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+            self._remove_temporaries()
+            return state
+        except BaseException:
+            self.release()
+            raise
+
+    def _lock(self):
+        me = f'{os.getpid()} {socket.gethostname()}'
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._live_owner()
+                if owner:
+                    raise ValueError(f'--out {self.out} is in use by another run ({owner}, '
+                                     f'lock file {self.lock}): wait for it to end or choose '
+                                     'another --out') from None
+                try:  # its process is gone: a stale lock
+                    os.remove(self.lock)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, 'w') as f:
+                f.write(me)
+            self.locked = True
+            return
+        raise ValueError(f'--out {self.out}: could not take the lock file {self.lock}')
+
+    def _live_owner(self):
+        """'pid N on HOST' of the lock's owner if it may still run, else None."""
+        try:
+            with open(self.lock) as f:
+                pid, host = f.read().split()
+            pid = int(pid)
+        except (OSError, ValueError):
+            return None  # unreadable or half-written by a killed run
+        if host != socket.gethostname():
+            return f'pid {pid} on {host}; remove the lock file if that run is gone'
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return f'pid {pid}'
+
+    def release(self):
+        """Drop the lock; a folder this run created and left empty goes too."""
+        if self.locked:
+            self.locked = False
+            try:
+                os.remove(self.lock)
+            except FileNotFoundError:
+                pass
+            if self.created and not os.listdir(self.out):
+                os.rmdir(self.out)
+
+    def _remove_temporaries(self):
+        for folder in (self.out, self.ckpt):
+            if os.path.isdir(folder):
+                for name in os.listdir(folder):
+                    if _TEMPORARY.match(name):
+                        os.remove(os.path.join(folder, name))
+
+    def save_checkpoint(self, model, trainer, epoch, rows, cfg, best_acc, wall_s):
+        os.makedirs(self.ckpt, exist_ok=True)
+        stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
+        atomic_write(stem + '.params', model.net.save_parameters)
+        atomic_write(stem + '.states', trainer.save_states)
+        state = {'epoch': epoch, 'rows': rows, 'config': dataclasses.asdict(cfg),
+                 'best_val_acc': best_acc, 'wall_s': wall_s}
+        atomic_text(os.path.join(self.ckpt, 'state.json'), json.dumps(state, indent=1))
+        for name in os.listdir(self.ckpt):  # older epochs are no longer needed
+            if name.startswith('epoch-') and not name.startswith(f'epoch-{epoch:04d}.'):
+                os.remove(os.path.join(self.ckpt, name))
+
+    def load_checkpoint(self):
+        """The saved state (None if there is no checkpoint); a damaged one is a ValueError."""
+        path = os.path.join(self.ckpt, 'state.json')
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as f:
+                state = json.load(f)
+            stem = os.path.join(self.ckpt, f'epoch-{state["epoch"]:04d}')
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f'--resume: {path} is damaged ({e}); use --overwrite to start '
+                             'again, or another --out') from None
+        for ext in ('.params', '.states'):
+            if not os.path.isfile(stem + ext):
+                raise ValueError(f'--resume: {stem + ext} is missing (the checkpoint of epoch '
+                                 f'{state["epoch"]}); restore it, or use --overwrite to start '
+                                 'again')
+        state['stem'] = stem
+        return state
