@@ -1,14 +1,14 @@
 """DenseNet as *Dive into Deep Learning* builds it, for MXNet/Gluon."""
 from . import runtime
 
-runtime.configure_threads()  # before mxnet is imported; see runtime.py
-runtime.configure_engine()
-runtime.enable_amx()
+# Before mxnet loads: the only process-level changes the package makes, listed
+# in runtime.py, the README and `densenet info`; DENSENET_RUNTIME=off skips them.
+runtime.configure()
 
 # pylint: disable=wrong-import-position
-from .blocks import (DenseBlock, conv_block, set_concat_mode, set_memory_efficient,
-                     transition_block)
+from .blocks import DenseBlock, conv_block, transition_block
 from .model import DenseNet, min_input_size
+from .modes import set_concat_mode, set_memory_efficient
 from .variants import (DenseNetBC, densenet, densenet121, densenet161, densenet169,
                        densenet201, densenet_bc, load_gluon_zoo_parameters)
 
@@ -17,5 +17,4 @@ __all__ = ['conv_block', 'DenseBlock', 'transition_block', 'DenseNet', 'min_inpu
            'densenet121', 'densenet161', 'densenet169', 'densenet201', 'densenet_bc',
            'load_gluon_zoo_parameters']
 
-runtime.start_engine_quietly()
 __version__ = '0.1.0'

@@ -216,7 +216,7 @@ def _reason(error):
 
 def cmd_evaluate(args):
     import numpy as onp
-    from .data import FashionMNIST
+    from .data import CLASSES, FashionMNIST
     from .training import evaluate
     from .machine import unsupported
     why = unsupported(args.precision, runtime.capabilities())
@@ -244,7 +244,7 @@ def cmd_evaluate(args):
         print(f'fp32 accuracy {fp32_acc:.4f}; {args.precision} - fp32 = '
               f'{100 * (acc - fp32_acc):+.2f} points; top-1 agreement with fp32 '
               f'{(preds == fp32_preds).mean():.4f}')
-    names = data.text_labels(range(10))
+    names = CLASSES
     for c in range(10):
         print(f'  {names[c]:<12} {confusion[c, c] / confusion[c].sum():.4f}')
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.params)),
@@ -255,11 +255,8 @@ def cmd_evaluate(args):
 
 
 def plot_confusion(confusion, names, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt
-    from .files import atomic_write
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    from .files import pyplot, save_figure
+    fig, ax = pyplot().subplots(figsize=(6.5, 5.5))
     im = ax.imshow(confusion, cmap='Blues')
     ax.set_xticks(range(10), names, rotation=45, ha='right')
     ax.set_yticks(range(10), names)
@@ -271,8 +268,7 @@ def plot_confusion(confusion, names, path):
                     color='white' if confusion[i, j] > confusion.max() / 2 else 'black')
     fig.colorbar(im)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def load_image(path):
@@ -293,13 +289,13 @@ def load_image(path):
 def cmd_predict(args):
     import numpy as onp
     from mxnet import npx
-    from .data import FashionMNIST, _resize_to_tensor
+    from .data import CLASSES, _resize_to_tensor
     images = [load_image(p) for p in args.images]  # all checked before the model loads
     model, ctxs = load_trained(args.params, args.device)
     resize = _resize_for(args, model)
     X = _resize_to_tensor(onp.stack([im for im, _ in images]), (resize, resize))
     probs = npx.softmax(model(X.as_in_context(ctxs[0])), axis=1).asnumpy()
-    names = FashionMNIST.text_labels(None, range(10))
+    names = CLASSES
     for path, (_, notes), p in zip(args.images, images, probs):
         c = int(p.argmax())
         note = f'  (note: {", ".join(notes)})' if notes else ''
@@ -341,7 +337,7 @@ def cmd_info(args):
         if isinstance(value, dict):
             value = ', '.join(f'{k}: {"-" if v is None else v}' for k, v in value.items())
         elif isinstance(value, list):
-            value = ' '.join(value) or '-'
+            value = ('; ' if any(' ' in v for v in value) else ' ').join(value) or '-'
         print(f'  {key:<{width}} {value}')
     return 0
 
@@ -355,7 +351,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, ValueError) as e:
+    except UsageError as e:  # anything else is a bug: its traceback stays, status 1
         print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
         return 2
     except Diverged as e:

@@ -19,6 +19,7 @@ from d2l import mxnet as d2l
 from mxnet import gluon, np, npx
 from mxnet.gluon.data.vision import transforms
 
+from .errors import UsageError
 from .files import atomic_bytes
 
 npx.set_np()
@@ -38,6 +39,9 @@ SPLITS = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
           'val': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 TRAIN_SIZE = FILES[SPLITS['train'][1]][1]
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+#: The ten classes, by label (as d2l's FashionMNIST.text_labels names them).
+CLASSES = ('t-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker',
+           'bag', 'ankle boot')
 
 HOW_TO_GET = (
     'Get Fashion-MNIST in one of three ways: (1) apt-get install dataset-fashion-mnist '
@@ -62,18 +66,18 @@ def _file_in(folder, name):
 
 
 def check_data_dir(folder):
-    """Raise ValueError unless `folder` (a user's --data-dir) holds all four IDX files.
+    """Raise UsageError unless `folder` (a user's --data-dir) holds all four IDX files.
 
     The library searches on when `root` lacks them; a folder named on the
     command line is what the user meant, so it is refused instead.
     """
     if not os.path.isdir(folder):
-        raise ValueError(f'--data-dir {folder}: no such folder; give the folder holding the '
+        raise UsageError(f'--data-dir {folder}: no such folder; give the folder holding the '
                          'four Fashion-MNIST IDX files, or leave --data-dir out to search '
                          + ', '.join(candidate_dirs()))
     missing = [name for name in FILES if not _file_in(folder, name)]
     if missing:
-        raise ValueError(f'--data-dir {folder}: {", ".join(missing)} (.gz or raw) missing; '
+        raise UsageError(f'--data-dir {folder}: {", ".join(missing)} (.gz or raw) missing; '
                          'put all four IDX files there, or leave --data-dir out to search '
                          + ', '.join(candidate_dirs()))
 
@@ -105,14 +109,14 @@ def _read_bytes(path):
         with open(path, 'rb') as f:
             return f.read()
     except (EOFError, OSError, zlib.error) as e:
-        raise ValueError(f'{path}: cannot be decompressed, the file is truncated or '
+        raise UsageError(f'{path}: cannot be decompressed, the file is truncated or '
                          f'corrupt ({e}); {_fix_hint(path)}') from None
 
 
 def decode_idx(raw, name, path):
     """Check an IDX file's bytes against the official file `name`; return its array."""
     def bad(what):
-        return ValueError(f'{path}: {what}; {_fix_hint(path)}')
+        return UsageError(f'{path}: {what}; {_fix_hint(path)}')
     sha, count = FILES[name]
     is_images = 'images' in name
     magic = IMAGE_MAGIC if is_images else LABEL_MAGIC
@@ -162,7 +166,7 @@ def _fetch(url, timeout):
     except http.client.HTTPException as e:
         body, expected = b'', f'error {e!r}'
     if expected is not None and (not expected.isdigit() or len(body) != int(expected)):
-        raise ValueError(f'{url}: the download broke off ({len(body)} bytes of {expected}); '
+        raise UsageError(f'{url}: the download broke off ({len(body)} bytes of {expected}); '
                          'nothing was kept, run again or use another way. ' + HOW_TO_GET)
     return body
 
@@ -180,7 +184,7 @@ def download(folder, base_url=None, timeout=60):
         try:
             raw = gzip.decompress(body)
         except (EOFError, OSError, zlib.error) as e:
-            raise ValueError(f'{url}: not a complete gzip file ({e}); nothing was kept. '
+            raise UsageError(f'{url}: not a complete gzip file ({e}); nothing was kept. '
                              + HOW_TO_GET) from None
         decode_idx(raw, name, url)
         final = os.path.join(folder, name + '.gz')
@@ -305,7 +309,7 @@ class FashionMNIST(d2l.FashionMNIST):
         images, labels = load_split('train', root, allow_download)
         if holdout:
             if not 0 < holdout < len(labels):
-                raise ValueError(f'holdout must be between 1 and {len(labels) - 1} training '
+                raise UsageError(f'holdout must be between 1 and {len(labels) - 1} training '
                                  f'images, got {holdout}')
             self.val_arrays = images[-holdout:], labels[-holdout:]
             images, labels = images[:-holdout], labels[:-holdout]
@@ -313,13 +317,13 @@ class FashionMNIST(d2l.FashionMNIST):
             self.val_arrays = load_split('val', root, allow_download)
         if limit is not None:
             if limit < 1:
-                raise ValueError(f'limit must be a positive number of images, got {limit}')
+                raise UsageError(f'limit must be a positive number of images, got {limit}')
             images, labels = images[:limit], labels[:limit]
         if shard is not None:
             index, count = shard
             size = len(labels) // count
             if size < 1:
-                raise ValueError(f'{len(labels)} training images cannot be split over '
+                raise UsageError(f'{len(labels)} training images cannot be split over '
                                  f'{count} workers')
             images = images[index * size:(index + 1) * size]
             labels = labels[index * size:(index + 1) * size]

@@ -12,6 +12,9 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
+from .modes import concat_mode
+from .mxcompat import onnx_converters
+
 FORMATS = ('mxnet', 'onnx')
 # MXNet's converters are written for opsets 12 and 13; the file declares 13.
 ONNX_OPSET = 13
@@ -30,30 +33,29 @@ def _convert_npi_concatenate(node, **kwargs):
 
 def register_onnx_converters():
     """Add the missing converters to MXNet's ONNX registry (idempotent)."""
-    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     for opset in (12, 13):
-        table = MXNetGraph.registry_.setdefault(opset, {})
-        table.setdefault('_npi_concatenate', _convert_npi_concatenate)
+        onnx_converters(opset).setdefault('_npi_concatenate', _convert_npi_concatenate)
 
 
 def _input_shape(model, input_shape):
     if input_shape is not None:
         return tuple(input_shape)
-    weight = model.net[0][0].weight if hasattr(model.net[0], '__getitem__') else model.net[0].weight
+    weight = model._stem_weight()
     channels = weight.shape[1] if weight.shape[1] > 0 else 1
     side = max(model.min_input_size(), 96 if channels == 1 else 224)
     return (1, channels, side, side)
 
 
 def export_mxnet(model, out_dir, name='densenet', input_shape=None):
-    """Hybridize, trace once and write ``name-symbol.json`` + ``name-0000.params``."""
+    """Trace once (hybridized for the trace only) and write ``name-symbol.json`` +
+    ``name-0000.params``."""
     shape = _input_shape(model, input_shape)
     os.makedirs(out_dir, exist_ok=True)
-    if not model.net._active:
-        model.net.hybridize()
-    model.net(np.zeros(shape))
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        model.net.export(os.path.join(tmp, name))
+        # Traced on a hybridized net; the caller's model is left as it was.
+        with concat_mode(model.net, None, hybridize=True):
+            model.net(np.zeros(shape))
+            model.net.export(os.path.join(tmp, name))
         paths = []
         for f in (f'{name}-symbol.json', f'{name}-0000.params'):
             os.replace(os.path.join(tmp, f), os.path.join(out_dir, f))

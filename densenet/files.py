@@ -32,3 +32,17 @@ def atomic_bytes(path, data):
         with open(tmp, 'wb') as f:
             f.write(data)
     atomic_write(path, write)
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+    return plt
+
+
+def save_figure(fig, path):
+    """Write a matplotlib figure as PNG to `path` atomically, then close it."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
+    pyplot().close(fig)

@@ -10,10 +10,12 @@ EXIF orientation is applied.
 """
 import numpy as onp
 
+from .errors import UsageError
+
 SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 
 
-class ImageError(ValueError):
+class ImageError(UsageError):
     """A file that is missing or not a readable image."""
 
 

@@ -4,7 +4,8 @@ MXNet 1.9.1 quantizes (``quantize_net``) and mixes precision (AMP) only
 through its legacy, non-numpy API. So the model is traced with the legacy
 concatenation (same values, see blocks.py), exported, and re-imported as a
 legacy SymbolBlock; `InferenceModel` hides the mode switch, taking and
-returning numpy-mode arrays like the original model.
+returning numpy-mode arrays like the original model. The model handed in is
+left as it was.
 """
 import contextlib
 import tempfile
@@ -15,7 +16,8 @@ from mxnet import gluon, np
 
 from . import runtime
 from .machine import unsupported
-from .blocks import set_concat_mode
+from .modes import concat_mode, set_concat_mode
+from .mxcompat import cached_graph_json, load_init
 from .export import export_mxnet
 
 PRECISIONS = ('fp32', 'bf16', 'int8')
@@ -31,8 +33,8 @@ def legacy_mode():
 class InferenceModel:
     """A legacy-API SymbolBlock called with numpy-mode arrays, like the model."""
 
-    def __init__(self, block, precision, ctx):
-        self.block, self.precision, self.ctx = block, precision, ctx
+    def __init__(self, block, ctx):
+        self.block, self.ctx = block, ctx
 
     def __call__(self, X):
         data = X.asnumpy() if hasattr(X, 'asnumpy') else onp.asarray(X, dtype=onp.float32)
@@ -44,11 +46,11 @@ class InferenceModel:
 def _legacy_block(model, input_shape, ctx):
     """The model's graph (legacy concat) re-imported as a legacy SymbolBlock.
 
-    `model` itself is switched to the legacy concat and hybridized on the way.
+    `model` itself is left as it was (modes and hybridization restored).
     """
-    set_concat_mode(model.net, 'legacy')
     with tempfile.TemporaryDirectory() as tmp:
-        sym, params = export_mxnet(model, tmp, 'fp32', input_shape)
+        with concat_mode(model.net, 'legacy'):
+            sym, params = export_mxnet(model, tmp, 'fp32', input_shape)
         with legacy_mode():
             block = gluon.SymbolBlock.imports(sym, ['data'], None, ctx=ctx)
         # Parameters were saved under numpy shape semantics: load them there,
@@ -56,7 +58,7 @@ def _legacy_block(model, input_shape, ctx):
         values = {k.split(':', 1)[-1]: v for k, v in mx.npx.load(params).items()}
         with legacy_mode():
             for name, p in block.collect_params().items():
-                p._load_init(mx.nd.array(values[name].asnumpy(), ctx=ctx), ctx)
+                load_init(p, mx.nd.array(values[name].asnumpy(), ctx=ctx), ctx)
     return block
 
 
@@ -80,7 +82,7 @@ def calibration_images(data, n=512, seed=0):
 def edge_layers(block):
     """Graph names of a SymbolBlock's first convolution and last dense layer."""
     import json
-    nodes = json.loads(block._cached_graph[1].tojson())['nodes']
+    nodes = json.loads(cached_graph_json(block))['nodes']
     layers = [n['name'] for n in nodes if n['op'] in ('Convolution', 'FullyConnected')]
     return [layers[0], layers[-1]]
 
@@ -160,7 +162,7 @@ def int8_model(model, calib_images, input_shape=(1, 1, 96, 96), ctx=None,
             calib_mode='customize' if collector else calib_mode, LayerOutputCollector=collector,
             num_calib_examples=len(data), ctx=ctx, exclude_layers=exclude)
         qnet.hybridize(static_alloc=True, static_shape=True)
-    return InferenceModel(qnet, 'int8', ctx)
+    return InferenceModel(qnet, ctx)
 
 
 def bf16_model(model, input_shape=(1, 1, 96, 96), ctx=None, fuse=True):
@@ -182,14 +184,24 @@ def bf16_model(model, input_shape=(1, 1, 96, 96), ctx=None, fuse=True):
             # silently leave the graph unfused.
             amp_net.optimize_for(mx.nd.zeros(input_shape, ctx=ctx), backend='MKLDNN')
         amp_net.hybridize(static_alloc=True, static_shape=True)
-    return InferenceModel(amp_net, 'bf16', ctx)
+    return InferenceModel(amp_net, ctx)
 
 
 def fp32_model(model, input_shape=(1, 1, 96, 96), ctx=None):
-    """The fast fp32 path: legacy concat, hybridized with static allocation."""
-    set_concat_mode(model.net, 'legacy')
-    model.net.hybridize(static_alloc=True, static_shape=True)
-    return model
+    """A copy of `model` on the fast fp32 path (legacy concat, static graph) on `ctx`.
+
+    The caller's model is not touched: it keeps its mode and hybridization.
+    """
+    ctx = ctx or mx.cpu()
+    fast = type(model)(**model.hparams)
+    fast.net(np.zeros(input_shape))  # completes the deferred shapes
+    for mine, theirs in zip(fast.net.collect_params().values(),
+                            model.net.collect_params().values()):
+        mine.set_data(theirs.data().copy())
+    fast.net.collect_params().reset_ctx(ctx)
+    set_concat_mode(fast.net, 'legacy')
+    fast.net.hybridize(static_alloc=True, static_shape=True)
+    return fast
 
 
 def inference_model(model, precision, calib_images=None, input_shape=(1, 1, 96, 96),

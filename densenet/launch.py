@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+from .errors import UsageError
+
 # What a scheduler or server runs: importing mxnet with DMLC_ROLE set starts
 # the parameter-server loop and exits when the workers are done.
 PS_COMMAND = [sys.executable, '-c', 'import mxnet']
@@ -162,9 +164,9 @@ class Cluster:
 def launch(command, num_workers, num_servers, stream=sys.stdout):
     """Run `command` as `num_workers` workers of a local cluster; return the exit status."""
     if num_workers < 1 or num_servers < 1:
-        raise ValueError('a cluster needs at least one worker (-n) and one server (-s)')
+        raise UsageError('a cluster needs at least one worker (-n) and one server (-s)')
     if not command:
-        raise ValueError('no command to launch: densenet launch -n 2 -s 1 -- densenet train ...')
+        raise UsageError('no command to launch: densenet launch -n 2 -s 1 -- densenet train ...')
     cluster = Cluster(command, num_workers, num_servers, stream=stream)
 
     def on_signal(signum, frame):

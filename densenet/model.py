@@ -1,10 +1,14 @@
-"""The book's DenseNet: a d2l.Classifier built from the blocks in blocks.py."""
+"""The book's DenseNet: a d2l.Classifier built from the blocks in blocks.py.
+
+With it, `CheckedClassifier`: the input and label checks that DenseNet-BC shares.
+"""
 import numpy as onp
 from d2l import mxnet as d2l
 from mxnet import autograd, init, np
 from mxnet.gluon import nn
 
 from .blocks import DenseBlock, transition_block
+from .mxcompat import layer_kwargs, leaves
 
 
 def _pair(v):
@@ -13,7 +17,7 @@ def _pair(v):
 
 def _out_size(layer, size):
     """Spatial (h, w) after a Conv2D or pooling leaf layer; others keep it."""
-    kw = getattr(layer, '_kwargs', {})
+    kw = layer_kwargs(layer)
     if isinstance(layer, (nn.Conv2D, nn.MaxPool2D, nn.AvgPool2D,
                           nn.GlobalAvgPool2D, nn.GlobalMaxPool2D)):
         if kw.get('global_pool'):
@@ -34,16 +38,9 @@ def _out_size(layer, size):
 def spatial_trace(net, size):
     """[(layer, (h, w))] after every leaf layer of `net` for an input of `size`."""
     trace, size = [], _pair(size)
-
-    def walk(block):
-        nonlocal size
-        children = list(block._children.values())
-        if not children:
-            size = _out_size(block, size)
-            trace.append((block, size))
-        for child in children:
-            walk(child)
-    walk(net)
+    for layer in leaves(net):
+        size = _out_size(layer, size)
+        trace.append((layer, size))
     return trace
 
 
@@ -120,6 +117,13 @@ class CheckedClassifier(d2l.Classifier):
     def forward(self, X):
         self.check_input(X)
         return self.net(X)
+
+    def set_memory_efficient(self, flag=True):
+        """Recompute each dense layer's concatenation, BatchNorm and ReLU in backward
+        (imperative training only; see modes.py); returns the model."""
+        from .modes import set_memory_efficient
+        set_memory_efficient(self.net, flag)
+        return self
 
     def loss(self, Y_hat, Y, averaged=True):
         """d2l's softmax cross-entropy, on checked labels."""

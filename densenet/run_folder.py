@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 
+from .errors import UsageError
 from .files import atomic_text, atomic_write
 
 #: What a run writes; any of them marks the folder as holding a run.
@@ -35,18 +36,18 @@ class Run:
         return os.path.join(self.out, name)
 
     def check_path(self):
-        """Raise ValueError unless `out` is a folder or can be made one (nothing is created)."""
+        """Raise UsageError unless `out` is a folder or can be made one (nothing is created)."""
         path = os.path.abspath(self.out)
         if os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(f'--out {self.out} is a file, not a folder: choose a folder')
+            raise UsageError(f'--out {self.out} is a file, not a folder: choose a folder')
         parent = path
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
-            raise ValueError(f'--out {self.out}: {parent} is a file, so no folder can be made '
+            raise UsageError(f'--out {self.out}: {parent} is a file, so no folder can be made '
                              'inside it: choose another --out')
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f'--out {self.out}: {parent} is not writable: choose another --out')
+            raise UsageError(f'--out {self.out}: {parent} is not writable: choose another --out')
 
     def existing(self):
         """The run files already in the folder."""
@@ -55,7 +56,7 @@ class Run:
     def claim(self, resume, overwrite, log=print):
         """Lock the folder for this run and return the checkpoint state to resume (or None).
 
-        Raises ValueError (touching no run file) if another live run holds the
+        Raises UsageError (touching no run file) if another live run holds the
         folder, or if it holds a run and neither `resume` nor `overwrite` is set.
         """
         self.check_path()
@@ -67,13 +68,13 @@ class Run:
             state = self.load_checkpoint() if resume else None
             if resume and state is None:
                 if found:
-                    raise ValueError(f'--resume: {self.out} holds a run ({", ".join(found)}) '
+                    raise UsageError(f'--resume: {self.out} holds a run ({", ".join(found)}) '
                                      'but no checkpoint to continue (a dist run writes none): '
                                      'use --overwrite to start again, or another --out')
                 log(f'--resume: no checkpoint in {self.out}, so the run starts from epoch 1')
             elif found and not resume:
                 if not overwrite:
-                    raise ValueError(f'--out {self.out} already holds a run '
+                    raise UsageError(f'--out {self.out} already holds a run '
                                      f'({", ".join(found)}): add --resume to continue it, '
                                      '--overwrite to replace it, or choose another --out')
                 log(f'--overwrite: replacing the run in {self.out}')
@@ -94,7 +95,7 @@ class Run:
             except FileExistsError:
                 owner = self._live_owner()
                 if owner:
-                    raise ValueError(f'--out {self.out} is in use by another run ({owner}, '
+                    raise UsageError(f'--out {self.out} is in use by another run ({owner}, '
                                      f'lock file {self.lock}): wait for it to end or choose '
                                      'another --out') from None
                 try:  # its process is gone: a stale lock
@@ -106,7 +107,7 @@ class Run:
                 f.write(me)
             self.locked = True
             return
-        raise ValueError(f'--out {self.out}: could not take the lock file {self.lock}')
+        raise UsageError(f'--out {self.out}: could not take the lock file {self.lock}')
 
     def _live_owner(self):
         """'pid N on HOST' of the lock's owner if it may still run, else None."""
@@ -157,7 +158,7 @@ class Run:
                 os.remove(os.path.join(self.ckpt, name))
 
     def load_checkpoint(self):
-        """The saved state (None if there is no checkpoint); a damaged one is a ValueError."""
+        """The saved state (None if there is no checkpoint); a damaged one is a UsageError."""
         path = os.path.join(self.ckpt, 'state.json')
         if not os.path.exists(path):
             return None
@@ -166,11 +167,11 @@ class Run:
                 state = json.load(f)
             stem = os.path.join(self.ckpt, f'epoch-{state["epoch"]:04d}')
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f'--resume: {path} is damaged ({e}); use --overwrite to start '
+            raise UsageError(f'--resume: {path} is damaged ({e}); use --overwrite to start '
                              'again, or another --out') from None
         for ext in ('.params', '.states'):
             if not os.path.isfile(stem + ext):
-                raise ValueError(f'--resume: {stem + ext} is missing (the checkpoint of epoch '
+                raise UsageError(f'--resume: {stem + ext} is missing (the checkpoint of epoch '
                                  f'{state["epoch"]}); restore it, or use --overwrite to start '
                                  'again')
         state['stem'] = stem

@@ -1,10 +1,24 @@
 """Process-level settings that MXNet reads once, when it is first imported.
 
-MXNet sizes its OpenMP pool at import from half the CPU count, so on a 2-core
-machine it trains on one thread (measured here: x1.7 slower). `configure_threads`
-sets the pool to the cores this process may use unless the user chose a value;
-it must run before ``import mxnet``, which is why ``import densenet`` calls it
-first. `check_threads` says so when it ran too late.
+``import densenet`` calls `configure`, which makes these changes and no others,
+each only where the user has not chosen, and each because it must happen
+before ``import mxnet``:
+
+1. ``OMP_NUM_THREADS`` = the cores this process may use (MXNet sizes its
+   OpenMP pool from half the CPU count: 1.7x slower on 2 cores);
+2. ``MXNET_ENGINE_TYPE=NaiveEngine`` (and ``DENSENET_ENGINE=1``) on CPU-only
+   MXNet builds: nothing to overlap on a CPU, and the memory-efficient mode's
+   nested backward needs it;
+3. on CPUs with AMX: Linux's per-process AMX permission (``arch_prctl``) and
+   ``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX`` (oneDNN 2.4 neither asks nor uses
+   AMX by default);
+4. it then creates MXNet's engine with stderr muted, so that the NaiveEngine's
+   start-up message does not follow every command's output.
+
+``DENSENET_RUNTIME=off`` skips all four (MXNet's defaults then apply; the
+memory-efficient mode asks for the NaiveEngine). `changes()` lists what was
+done; `densenet info` prints it. `check_threads` warns when mxnet was
+imported first.
 """
 import os
 import sys
@@ -23,6 +37,34 @@ def available_cores():
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def configure():
+    """Make the settings above, unless DENSENET_RUNTIME=off; see `changes()`."""
+    if os.environ.get('DENSENET_RUNTIME', '').strip().lower() in ('off', '0', 'false', 'no'):
+        _state['opted_out'] = True
+        return
+    configure_threads()
+    configure_engine()
+    enable_amx()
+    start_engine_quietly()
+
+
+def changes():
+    """What `configure` changed in this process, one line each (empty when nothing)."""
+    if _state.get('opted_out'):
+        return ['none: DENSENET_RUNTIME=off']
+    out = []
+    if _state['set_by_us']:
+        out.append(f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS")} (MXNet would use half '
+                   'the cores)')
+    if _state.get('engine_set_by_us'):
+        out.append('MXNET_ENGINE_TYPE=NaiveEngine (CPU-only MXNet build)')
+    if _state.get('amx'):
+        out.append('AMX permission requested, DNNL_MAX_CPU_ISA=AVX512_CORE_AMX')
+    if _state.get('engine_started'):
+        out.append('MXNet engine started with its start-up message muted')
+    return out
 
 
 def configure_threads():
@@ -80,6 +122,7 @@ def start_engine_quietly():
     os.dup2(null, 2)
     try:
         mx.nd.waitall()
+        _state['engine_started'] = True
     finally:
         os.dup2(saved, 2)
         os.close(null)
@@ -99,7 +142,6 @@ def check_threads():
             f'Import densenet first, or start Python with OMP_NUM_THREADS={available_cores()}.',
             RuntimeWarning, stacklevel=2)
         _state['too_late'] = False
-    return not _state['too_late']
 
 
 def enable_amx():
@@ -129,7 +171,7 @@ def describe():
         'set by densenet' if _state['set_by_us'] else 'MXNet default (half the cores)')
     return {'cores': available_cores(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
             'threads': how, 'engine': os.environ.get('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice'),
-            'amx_permission': _state.get('amx', False)}
+            'amx_permission': _state.get('amx', False), 'import_changes': changes()}
 
 
 def capabilities():
@@ -146,6 +188,7 @@ def machine():
 def devices(device=None):
     """MXNet contexts for 'auto' (every GPU, else CPU), 'cpu', 'gpu', 'gpu:0,1'."""
     import mxnet as mx
+    from .errors import UsageError
     device = (device or 'auto').strip().lower()
     if device == 'auto':
         n = mx.context.num_gpus()
@@ -160,11 +203,11 @@ def devices(device=None):
         except ValueError:
             ids = []
         if not ids:
-            raise ValueError(f'bad device {device!r}: use cpu, gpu, gpu:0 or gpu:0,1')
+            raise UsageError(f'bad device {device!r}: use cpu, gpu, gpu:0 or gpu:0,1')
         n = mx.context.num_gpus()
         missing = [i for i in ids if i >= n]
         if missing:
-            raise ValueError(f'device {device!r}: MXNet sees {n} GPU(s), no GPU {missing}; '
+            raise UsageError(f'device {device!r}: MXNet sees {n} GPU(s), no GPU {missing}; '
                              'use --device cpu or a CUDA build of mxnet')
         return [mx.gpu(i) for i in ids]
-    raise ValueError(f'bad device {device!r}: use auto, cpu, gpu, gpu:0 or gpu:0,1')
+    raise UsageError(f'bad device {device!r}: use auto, cpu, gpu, gpu:0 or gpu:0,1')

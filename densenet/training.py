@@ -19,14 +19,15 @@ import numpy as onp
 from mxnet import autograd, gluon, np, npx
 
 from . import runtime
-from .blocks import set_concat_mode, set_memory_efficient
 from .data import TRAIN_SIZE
-from .errors import Diverged
-from .files import atomic_text, atomic_write
+from .errors import Diverged, UsageError
+from .files import atomic_text, atomic_write, pyplot, save_figure
 from .machine import summary_line
 from .model import DenseNet
+from .modes import set_concat_mode, set_memory_efficient
 from .run_folder import Run
 
+KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
                  'lr', 'img_s', 'seconds']
 
@@ -58,43 +59,43 @@ class TrainConfig:
     overwrite: bool = False       # replace a run already in `out`
 
     def validate(self, min_size=None):
-        """Raise ValueError for values no run can use."""
+        """Raise UsageError for values no run can use."""
         if self.epochs < 1:
-            raise ValueError(f'--epochs must be at least 1, got {self.epochs}')
+            raise UsageError(f'--epochs must be at least 1, got {self.epochs}')
         if self.batch_size < 1:
-            raise ValueError(f'--batch-size must be at least 1, got {self.batch_size}')
+            raise UsageError(f'--batch-size must be at least 1, got {self.batch_size}')
         if not 0 < self.lr < math.inf:
-            raise ValueError(f'--lr must be a positive finite number, got {self.lr}')
+            raise UsageError(f'--lr must be a positive finite number, got {self.lr}')
         if not 0 <= self.holdout < TRAIN_SIZE:
-            raise ValueError(f'--holdout must be between 0 and {TRAIN_SIZE - 1} images, '
+            raise UsageError(f'--holdout must be between 0 and {TRAIN_SIZE - 1} images, '
                              f'got {self.holdout}')
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f'--limit must be a positive number of images, got {self.limit}')
+            raise UsageError(f'--limit must be a positive number of images, got {self.limit}')
         if not 0 <= self.momentum < 1:
-            raise ValueError(f'--momentum must be in [0, 1), got {self.momentum}')
+            raise UsageError(f'--momentum must be in [0, 1), got {self.momentum}')
         if not 0 <= self.wd < math.inf:
-            raise ValueError(f'--wd must be a finite number >= 0, got {self.wd}')
+            raise UsageError(f'--wd must be a finite number >= 0, got {self.wd}')
         if not 0 <= self.seed < 2**32:
-            raise ValueError(f'--seed must be between 0 and 2**32 - 1, got {self.seed}')
+            raise UsageError(f'--seed must be between 0 and 2**32 - 1, got {self.seed}')
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f'--label-smoothing must be in [0, 1), got {self.label_smoothing}')
+            raise UsageError(f'--label-smoothing must be in [0, 1), got {self.label_smoothing}')
         if self.schedule not in ('constant', 'cosine'):
-            raise ValueError(f'--schedule must be constant or cosine, got {self.schedule!r}')
+            raise UsageError(f'--schedule must be constant or cosine, got {self.schedule!r}')
         if min_size is not None and self.resize < min_size:
-            raise ValueError(f'--resize {self.resize} is below the model\'s minimum input '
+            raise UsageError(f'--resize {self.resize} is below the model\'s minimum input '
                              f'size {min_size}; use --resize {min_size} or more (the book uses 96)')
         if self.kvstore not in KVSTORES:
-            raise ValueError(f'--kvstore must be one of {", ".join(KVSTORES)}, '
+            raise UsageError(f'--kvstore must be one of {", ".join(KVSTORES)}, '
                              f'got {self.kvstore!r}')
         if self.memory_efficient and self.hybridize:
-            raise ValueError('--memory-efficient runs imperatively: add --no-hybridize')
+            raise UsageError('--memory-efficient runs imperatively: add --no-hybridize')
         if self.resume and self.kvstore.startswith('dist'):
-            raise ValueError('--resume is not supported with a dist kvstore: restart the run')
+            raise UsageError('--resume is not supported with a dist kvstore: restart the run')
         if self.resume and self.overwrite:
-            raise ValueError('--resume continues the run in --out, --overwrite replaces it: '
+            raise UsageError('--resume continues the run in --out, --overwrite replaces it: '
                              'choose one')
         if os.environ.get('DMLC_ROLE') == 'worker' and not self.kvstore.startswith('dist'):
-            raise ValueError('this is a worker of `densenet launch`, but it trains without a '
+            raise UsageError('this is a worker of `densenet launch`, but it trains without a '
                              'dist kvstore, so every worker would train alone on all the data '
                              'and write the same --out: add --kvstore dist_sync')
         runtime.devices(self.device)
@@ -102,9 +103,6 @@ class TrainConfig:
         if self.data_dir:
             from .data import check_data_dir
             check_data_dir(self.data_dir)
-
-
-KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 
 # Named recipes. 'book' is the d2l chapter's; 'fast-cpu' is 23 epochs at 64x64
 # that took 54 min on a 2-core AMX Xeon and take longer on other CPUs (README:
@@ -200,12 +198,9 @@ def lr_at(cfg, step, total_steps):
 
 def plot_curves(rows, path):
     """Loss and accuracy against epoch, as d2l's ProgressBoard draws them."""
-    import matplotlib
     import matplotlib.ticker
-    matplotlib.use('Agg')
-    from matplotlib import pyplot as plt
     ep = [r['epoch'] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
     styles = {'train_loss': '-', 'val_loss': '--', 'train_acc': '-.', 'val_acc': ':'}
     for key, style in styles.items():
         ax.plot(ep, [r[key] for r in rows], style, marker='o', markersize=3, label=key)
@@ -215,11 +210,7 @@ def plot_curves(rows, path):
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-
-    def write(tmp):
-        fig.savefig(tmp, format='png', dpi=100)
-    atomic_write(path, write)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_metrics(path, rows):
@@ -276,7 +267,7 @@ def _fit(cfg, data, log, started, ctxs, model, kv, rank, workers, run, state):
                  'overwrite': cfg.overwrite}
         if saved != now:
             diff = sorted(k for k in saved if saved[k] != now[k])
-            raise ValueError(f'--resume: {cfg.out} was started with other settings '
+            raise UsageError(f'--resume: {cfg.out} was started with other settings '
                              f'({", ".join(diff)}); rerun with the same flags or a new --out')
     if data is None:
         from .data import FashionMNIST

@@ -12,6 +12,7 @@ from mxnet.gluon import nn
 
 from .blocks import DenseBlock, transition_block
 from .model import CheckedClassifier
+from .mxcompat import load_init
 
 # name: (initial features, growth rate, layers per block), as in the paper's
 # Table 1 and the Gluon model zoo.
@@ -164,5 +165,5 @@ def load_gluon_zoo_parameters(model, path, ctx=None):
                              'depth, input channel count or class count')
     ctx = ctx or model.net.collect_params().list_ctx()
     for (_, value), (_, param) in zip(saved, ours):
-        param._load_init(value.as_np_ndarray(), ctx)
+        load_init(param, value.as_np_ndarray(), ctx)
     return model

@@ -15,6 +15,8 @@ from PIL import Image
 from densenet.cli import main
 from helpers import digest
 
+pytestmark = pytest.mark.slow
+
 # Quick settings the model accepts (min input 29): a few thousand images, 32x32.
 QUICK = ['--recipe', 'fast-cpu', '--resize', '32', '--batch-size', '64']
 # Measured: 0.7425 val accuracy after 2 epochs on 4000 images (seed 0); chance is 0.10.
@@ -262,3 +264,17 @@ def test_params_of_another_architecture(tmp_path):
     assert proc.returncode == 2
     assert 'does not fit the book\'s DenseNet' in proc.stderr
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch, capsys):
+    """Only usage errors become one line and status 2; a bug is raised as it is."""
+    import densenet.cli
+
+    def buggy(args):
+        raise ValueError('a bug inside the library, not a bad flag')
+    monkeypatch.setitem(densenet.cli.COMMANDS, 'info', buggy)
+    with pytest.raises(ValueError, match='a bug inside the library'):
+        main(['info'])
+    assert main(['evaluate', '--params', 'nowhere.params']) == 2
+    assert capsys.readouterr().err.strip() == ('densenet evaluate: error: --params '
+                                               'nowhere.params: no such file')

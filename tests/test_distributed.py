@@ -15,6 +15,8 @@ from densenet.data import FashionMNIST
 from densenet.launch import Cluster
 from densenet.training import prepare_model
 
+pytestmark = [pytest.mark.slow, pytest.mark.dist]
+
 # 256 images over 2 workers: 4 steps of 32 per worker, global batch 64.
 TRAIN = ['--kvstore', 'dist_sync', '--limit', '256', '--epochs', '1', '--resize', '32',
          '--batch-size', '32', '--lr', '0.1', '--momentum', '0.9', '--seed', '3']

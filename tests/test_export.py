@@ -9,17 +9,13 @@ from mxnet import np
 from densenet import DenseNet, densenet121
 from densenet.cli import main
 from densenet.export import export, load_mxnet, register_onnx_converters
+from helpers import set_running_stats
 
 
 def _with_stats(model, shape):
     """Non-trivial BN running statistics, so that inference mode exercises them."""
     model.net(np.zeros(shape))
-    rng = onp.random.RandomState(2)
-    for name, p in model.net.collect_params().items():
-        if name.endswith('running_mean'):
-            p.set_data(np.array(rng.normal(0, 0.1, p.shape).astype('float32')))
-        elif name.endswith('running_var'):
-            p.set_data(np.array(rng.uniform(0.5, 1.5, p.shape).astype('float32')))
+    set_running_stats(model.net, seed=2)
     return model
 
 

@@ -10,6 +10,8 @@ from densenet.inference import calibration_images, inference_model
 from densenet.training import TrainConfig, evaluate, fit, prepare_model
 from numerics import worst
 
+pytestmark = pytest.mark.slow
+
 
 def _forward_and_grads(fast, dtype, X, y):
     mx.random.seed(1)
@@ -141,28 +143,6 @@ def test_bf16_refused_without_the_instructions(tmp_path):
 def test_int8_needs_calibration():
     with pytest.raises(ValueError, match='calibration images'):
         inference_model(DenseNet(), 'int8')
-
-
-def test_threads_set_before_mxnet_and_warned_when_too_late(tmp_path):
-    import subprocess
-    import sys
-    env = {k: v for k, v in __import__('os').environ.items()
-           if k not in runtime.THREAD_VARS}
-    first = subprocess.run([sys.executable, '-c', 'import densenet, os; '
-                            'print(os.environ["OMP_NUM_THREADS"])'],
-                           env=env, capture_output=True, text=True, check=True)
-    assert first.stdout.strip() == str(runtime.available_cores())
-    late = subprocess.run([sys.executable, '-W', 'always', '-c',
-                           'import mxnet, densenet; densenet.runtime.check_threads()'],
-                          env=env, capture_output=True, text=True, check=True)
-    if runtime.available_cores() > 1:
-        assert 'mxnet was imported before densenet' in late.stderr
-    user = subprocess.run([sys.executable, '-c', 'import densenet, os; '
-                           'print(os.environ["OMP_NUM_THREADS"], '
-                           'densenet.runtime.describe()["threads"])'],
-                          env=dict(env, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, check=True)
-    assert user.stdout.split() == ['1', 'set', 'by', 'user']
 
 
 def test_percentile_collector_thresholds():

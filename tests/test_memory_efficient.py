@@ -76,7 +76,7 @@ def test_the_float32_bound_catches_a_wrong_recomputed_value(make, shape, monkeyp
     Measured margins: the book model's gradients move 750 times, the BC
     model's 17 times the rounding spread (AVX2 kernels).
     """
-    from densenet.blocks import _Recompute
+    from densenet.modes import _Recompute
     backward, done = _Recompute.backward, []
 
     def wrong(self, dY):
@@ -94,7 +94,7 @@ def test_the_float32_bound_catches_a_wrong_recomputed_value(make, shape, monkeyp
 def test_backward_releases_the_stored_features():
     """MXNet keeps each autograd.Function after backward; it must not keep the features."""
     import gc
-    from densenet.blocks import _Recompute
+    from densenet.modes import _Recompute
     _step(MODELS[0][0], True, 'float32', MODELS[0][1])
     gc.collect()
     holding = [f for f in gc.get_objects()

@@ -15,6 +15,8 @@ from densenet import DenseNet, densenet_bc
 from densenet.images import ImageError, read_image
 from helpers import digest
 
+pytestmark = pytest.mark.slow
+
 QUICK = ['--limit', '512', '--resize', '32']
 
 

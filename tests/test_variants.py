@@ -7,6 +7,7 @@ from mxnet.gluon.model_zoo import vision
 from densenet import (DenseBlock, densenet, densenet121, densenet161,
                       densenet169, densenet201, densenet_bc, load_gluon_zoo_parameters)
 from densenet.variants import bottleneck_layer, densenet_imagenet
+from helpers import set_running_stats
 
 
 def trainable(model, shape):
@@ -70,12 +71,7 @@ def _zoo(depth, path, X):
         zoo.initialize(mx.init.Xavier())
         # Non-trivial BN statistics, so that inference mode exercises them.
         zoo(mx.nd.array(X[:1]))  # completes the deferred shapes
-        rng = onp.random.RandomState(0)
-        for name, p in zoo.collect_params().items():
-            if name.endswith('running_var'):
-                p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
-            elif name.endswith('running_mean'):
-                p.set_data(mx.nd.array(rng.normal(0, 0.1, p.shape)))
+        set_running_stats(zoo, seed=0, array=mx.nd.array)
         out = zoo(mx.nd.array(X)).asnumpy()
         zoo.save_parameters(path)
     return out

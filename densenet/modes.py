@@ -1,0 +1,179 @@
+"""Other ways for a DenseBlock to compute the book's values: fast concat, memory-efficient.
+
+A `DenseBlock` computes ``X = concat(X, layer(X))`` per layer with the
+book's ``np.concatenate``. Two modes change how, never what:
+
+- ``concat='legacy'`` joins through the legacy ``concat`` operator, which
+  oneDNN implements on CPU (the numpy-mode one has no oneDNN kernel and forces
+  a layout reorder around every concatenation); the fast path uses it.
+- ``memory_efficient=True`` keeps only each layer's new features while
+  training and recomputes the concatenation, BatchNorm and ReLU in backward
+  (imperative only): memory grows linearly, not quadratically, with depth.
+
+A block carries its mode in ``DenseBlock.mode``: None for the book's loop
+in blocks.py, else a `BlockMode`, which the block calls instead. Switch
+modes with `set_concat_mode` / `set_memory_efficient` (or the models'
+``set_memory_efficient`` method), or for a ``with`` block only with
+`concat_mode`, which restores what was there.
+"""
+import contextlib
+import dataclasses
+
+import mxnet as mx
+from mxnet import autograd, np
+from mxnet.gluon import nn
+
+from .blocks import DenseBlock
+from .mxcompat import drop_cached_graph, is_hybridized, leaves
+
+CONCAT_MODES = ('numpy', 'legacy')
+
+
+def concat_channels(F, X, Y, mode='numpy'):
+    """Concatenate X and Y along axis 1 (channels), by the chosen operator."""
+    if mode == 'numpy':
+        return F.np.concatenate((X, Y), axis=1)
+    return F.concat(X.as_nd_ndarray(), Y.as_nd_ndarray(), dim=1).as_np_ndarray()
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockMode:
+    """How a DenseBlock computes: its concatenation operator, and whether it recomputes."""
+    concat: str = 'numpy'
+    memory_efficient: bool = False
+
+    def __call__(self, block, F, X):
+        """The block's forward pass in this mode (DenseBlock calls it)."""
+        if self.memory_efficient:
+            if F is not mx.nd:
+                raise ValueError('memory_efficient=True recomputes layers in the backward '
+                                 'pass imperatively: use the model without hybridize()')
+            if autograd.is_recording():
+                return _checkpointed(block, X)
+        for layer in block.net:
+            X = concat_channels(F, X, layer(X), self.concat)
+        return X
+
+
+BOOK = BlockMode()  # stored as None: the book's own loop in blocks.py
+
+
+def mode_of(block):
+    return block.mode or BOOK
+
+
+def _change(block, **changes):
+    mode = dataclasses.replace(mode_of(block), **changes)
+    block.mode = None if mode == BOOK else mode
+
+
+def _checkpointed(block, X):
+    """Keep only each layer's new features; recompute the rest in backward."""
+    features = [X]
+    training = autograd.is_training()
+    for layer in block.net:
+        features.append(_Recompute(layer, training)(*features))
+    return np.concatenate(features, axis=1)
+
+
+class _Recompute(autograd.Function):
+    """One dense layer on the concatenation of `features`, stored only as its inputs.
+
+    Forward runs the layer without recording; backward concatenates and runs it
+    again under autograd, so the concatenation and the BatchNorm/ReLU outputs
+    live only while one layer's gradient is computed (torchvision's
+    memory-efficient DenseNet does the same with checkpointing).
+    """
+
+    def __init__(self, block, training):
+        super().__init__()
+        self.block, self.training = block, training
+
+    def forward(self, *features):
+        with autograd.train_mode() if self.training else autograd.predict_mode():
+            Y = self.block(np.concatenate(features, axis=1))
+        self.save_for_backward(*features)
+        return Y
+
+    def backward(self, dY):
+        # MXNet calls this from its engine with legacy arrays and numpy mode off.
+        with mx.util.np_shape(True), mx.util.np_array(True):
+            # MXNet's BatchNorm updates its running statistics in the backward pass, so
+            # they are updated once, here, as on the standard path.
+            xs = [x.copy() for x in self.saved_tensors]
+            # MXNet's registry keeps this Function object after backward; drop the
+            # features here, or every training step leaks them.
+            self.saved_tensors = ()
+            for x in xs:
+                x.attach_grad()
+            with autograd.record(train_mode=self.training):
+                Y = self.block(np.concatenate(xs, axis=1))
+            Y.backward(dY.as_np_ndarray())
+            return tuple(x.grad.as_nd_ndarray() for x in xs)
+
+
+def dense_blocks(net):
+    """Every DenseBlock inside `net`."""
+    found = []
+    net.apply(lambda b: found.append(b) if isinstance(b, DenseBlock) else None)
+    return found
+
+
+def set_memory_efficient(net, flag=True):
+    """Turn every DenseBlock's memory-efficient mode on or off (imperative path only).
+
+    With it, a dense block keeps each layer's new features rather than every
+    concatenation and BatchNorm/ReLU output, and recomputes those in backward:
+    memory grows linearly instead of quadratically with the block's depth.
+    """
+    from .runtime import naive_engine
+    if flag and not naive_engine():
+        raise RuntimeError('memory_efficient needs MXNet\'s NaiveEngine (its nested backward '
+                           'races under the threaded engine): start Python with '
+                           'MXNET_ENGINE_TYPE=NaiveEngine (densenet sets it on CPU-only builds '
+                           'when it is imported before mxnet)')
+    for block in dense_blocks(net):
+        if flag and any(isinstance(b, nn.Dropout) for b in leaves(block)):
+            raise ValueError('memory_efficient cannot recompute dropout layers '
+                             'identically; use dropout=0')
+        _change(block, memory_efficient=flag)
+    return net
+
+
+def set_concat_mode(net, mode):
+    """Switch every DenseBlock inside `net` to concatenation `mode`.
+
+    Both modes compute identical values; a hybridized net's cached graph is
+    dropped so that the next call rebuilds it with the new operator.
+    """
+    if mode not in CONCAT_MODES:
+        raise ValueError(f'concat mode must be one of {CONCAT_MODES}, got {mode!r}')
+    for block in dense_blocks(net):
+        _change(block, concat=mode)
+    net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
+    return net
+
+
+@contextlib.contextmanager
+def concat_mode(net, mode, hybridize=False):
+    """`net` with concatenation `mode` (None: as it is), hybridized if asked, for the
+    `with` body only.
+
+    Afterwards every block has its previous mode and `net` its previous
+    hybridization, and the graph traced meanwhile is dropped: the caller's
+    model computes, traces and trains as it did before.
+    """
+    before = [(b, b.mode) for b in dense_blocks(net)]
+    was_hybridized = is_hybridized(net)
+    if mode is not None:
+        set_concat_mode(net, mode)
+    if hybridize and not was_hybridized:
+        net.hybridize()
+    try:
+        yield net
+    finally:
+        if hybridize and not was_hybridized:
+            net.hybridize(active=False)
+        for block, previous in before:
+            block.mode = previous
+        net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)

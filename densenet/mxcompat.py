@@ -1,0 +1,48 @@
+"""The private MXNet 1.9.1 internals this package relies on, one function per need.
+
+Gluon has no public way to do these things; an MXNet upgrade should only have
+to touch this file.
+"""
+
+
+def leaves(block):
+    """Every leaf layer under `block`, depth first (Gluon lists children only privately)."""
+    children = list(block._children.values())
+    if not children:
+        yield block
+    for child in children:
+        yield from leaves(child)
+
+
+def layer_kwargs(layer):
+    """A Conv2D's or pooling layer's operator arguments (kernel, stride, pad, ...)."""
+    return getattr(layer, '_kwargs', {})
+
+
+def drop_cached_graph(block):
+    """Forget a hybridized block's traced graph, so the next call traces it again."""
+    block._clear_cached_op()
+
+
+def is_hybridized(block):
+    return block._active
+
+
+def cached_graph_json(block):
+    """The JSON of the graph a called SymbolBlock / hybridized block has traced."""
+    return block._cached_graph[1].tojson()
+
+
+def load_init(param, value, ctx):
+    """Give a Parameter `value` on contexts `ctx`, initialising it if it was deferred.
+
+    ``set_data`` needs an initialised parameter; loading a file into a fresh
+    model (zoo weights, re-imported graphs) has only this private route.
+    """
+    param._load_init(value, ctx)
+
+
+def onnx_converters(opset):
+    """MXNet's ONNX exporter's table {operator name: converter} for `opset`."""
+    from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
+    return MXNetGraph.registry_.setdefault(opset, {})
