@@ -342,8 +342,8 @@ def cmd_info(args):
     return 0
 
 
-COMMANDS = {'launch': cmd_launch, 'train': cmd_train, 'evaluate': cmd_evaluate, 'predict': cmd_predict,
-            'export': cmd_export, 'info': cmd_info}
+COMMANDS = {'launch': cmd_launch, 'train': cmd_train, 'evaluate': cmd_evaluate,
+            'predict': cmd_predict, 'export': cmd_export, 'info': cmd_info}
 
 
 def main(argv=None):

@@ -110,9 +110,10 @@ class CheckedClassifier(d2l.Classifier):
         classes = self.net[-1].weight.shape[0]
         bad = y[~(onp.isfinite(y) & (y == onp.round(y)) & (y >= 0) & (y < classes))]
         if bad.size:
+            shown = [float(f'{v:.4g}') for v in bad[:3]]
             raise ValueError(f'labels must be class indices 0..{classes - 1} (whole numbers) '
-                             f'for this {classes}-class model, got {[float(f"{v:.4g}") for v in bad[:3]]}; fix the '
-                             'labels or build the model with num_classes covering them')
+                             f'for this {classes}-class model, got {shown}; fix the labels '
+                             'or build the model with num_classes covering them')
 
     def forward(self, X):
         self.check_input(X)

@@ -6,6 +6,7 @@ the owner's pid and host refuses a second run while the first is alive, and a
 lock whose process is gone is taken over. Temporaries that a killed run left
 behind (see files.py) are removed when the next run claims the folder.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -86,6 +87,15 @@ class Run:
         except BaseException:
             self.release()
             raise
+
+    @contextlib.contextmanager
+    def claimed(self, resume, overwrite, log=print):
+        """`claim` for the `with` body; the lock is released however it ends."""
+        state = self.claim(resume, overwrite, log)
+        try:
+            yield state
+        finally:
+            self.release()
 
     def _lock(self):
         me = f'{os.getpid()} {socket.gethostname()}'

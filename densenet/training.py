@@ -6,6 +6,7 @@ It trains a model on `densenet.data.FashionMNIST` and writes, into ``out``:
 needs. Every file is written under a temporary name and renamed.
 """
 import csv
+from contextlib import nullcontext
 import dataclasses
 import io
 import json
@@ -103,6 +104,7 @@ class TrainConfig:
         if self.data_dir:
             from .data import check_data_dir
             check_data_dir(self.data_dir)
+
 
 # Named recipes. 'book' is the d2l chapter's; 'fast-cpu' is 23 epochs at 64x64
 # that took 54 min on a 2-core AMX Xeon and take longer on other CPUs (README:
@@ -250,132 +252,124 @@ def fit(cfg, data=None, log=print):
         log(f'densenet: worker rank {rank} of {workers}')  # labels launch's output
     writer = rank == 0  # only rank 0 evaluates and writes files
     run = Run(cfg.out)
-    state = run.claim(cfg.resume, cfg.overwrite, log) if writer else None
-    try:
-        return _fit(cfg, data, log, started, ctxs, model, kv, rank, workers, run, state)
-    finally:
-        run.release()
-
-
-def _fit(cfg, data, log, started, ctxs, model, kv, rank, workers, run, state):
-    writer = rank == 0
-    if state is not None:
-        # Settings added after a checkpoint was written take their defaults.
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        now = dataclasses.asdict(cfg)
-        saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
-                 'overwrite': cfg.overwrite}
-        if saved != now:
-            diff = sorted(k for k in saved if saved[k] != now[k])
-            raise UsageError(f'--resume: {cfg.out} was started with other settings '
-                             f'({", ".join(diff)}); rerun with the same flags or a new --out')
-    if data is None:
-        from .data import FashionMNIST
-        data = FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
-                            root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
-                            seed=cfg.seed, shard=(rank, workers) if kv else None,
-                            holdout=cfg.holdout)
-    train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
-    # Deferred shapes are fixed on one batch before parameters move or load.
-    model.net(np.zeros((1, 1, cfg.resize, cfg.resize)))
-    prepare_model(model, ctxs, cfg.hybridize, cfg.memory_efficient)
-    trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
-                            {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
-                            kvstore=kv or cfg.kvstore)
-    rows, best_acc, first_epoch, prior_wall = [], -1.0, 0, 0.0
-    if state is not None:
-        first_epoch, rows, best_acc = state['epoch'], state['rows'], state['best_val_acc']
-        prior_wall = state['wall_s']
-        model.net.load_parameters(state['stem'] + '.params', ctx=ctxs)
-        trainer.load_states(state['stem'] + '.states')
-        log(f'resuming {cfg.out} after epoch {first_epoch}')
-    steps_per_epoch = len(train_loader)
-    if cfg.label_smoothing:
-        def loss_fn(Y_hat, y):
-            model.check_labels(y)
-            return smoothed_loss(Y_hat, y, cfg.label_smoothing)
-    else:  # the book's loss, as d2l.Classifier defines it
-        def loss_fn(Y_hat, y):
-            return model.loss(Y_hat, y, averaged=False)
-    total_steps = cfg.epochs * steps_per_epoch
-    # Guessing uniformly costs ln(classes) per image (2.3 for 10); a run whose loss
-    # is a hundred times that has left training behind (a diverging --lr 1e6 run
-    # passed 1e25 before its loss became NaN), so it stops rather than save it.
-    loss_limit = 100 * math.log(model.net[-1].weight.shape[0])
-    warned = ctxs[0].device_type == 'gpu' or not writer
-    for epoch in range(first_epoch, cfg.epochs):
-        if hasattr(train_loader, 'set_epoch'):
-            train_loader.set_epoch(epoch)
-        bar = Progress(steps_per_epoch, f'epoch {epoch + 1}/{cfg.epochs}')
-        tic, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-        for i, (X, y) in enumerate(train_loader):
-            step = epoch * steps_per_epoch + i
-            trainer.set_learning_rate(lr_at(cfg, step, total_steps))
-            Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
-            ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
-            with autograd.record():
-                outs = [model(Xi) for Xi in Xs]
-                losses = [loss_fn(o, yi) for o, yi in zip(outs, ys)]
-            for loss in losses:
-                loss.backward()
-            # Gradients are summed over devices and workers: average over the global batch.
-            trainer.step(X.shape[0] * workers)
-            batch_loss = sum(float(loss.sum()) for loss in losses)
-            if not batch_loss / X.shape[0] <= loss_limit:  # also catches NaN
-                raise diverged(f'mean loss {batch_loss / X.shape[0]:.4g} at step {step + 1} '
-                               f'(batch {i + 1})', epoch, trainer.learning_rate)
-            loss_sum += batch_loss
-            correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
-                           for o, yi in zip(outs, ys))
-            seen += X.shape[0]
-            bar.update(i + 1, seen)
-            if i == 0:
-                tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
-            if not warned and i == 5:
-                warned = True
-                rate = (seen - seen_warm) / (time.time() - tic_warm)
-                full = 10 * TRAIN_SIZE / rate * (96 / cfg.resize) ** 2
-                this = (cfg.epochs - epoch) * steps_per_epoch * cfg.batch_size / rate
-                log(f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
-                    f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
-                    f'about {full / 3600:.1f} h on this machine, this run about '
-                    f'{_duration(this)} of training. Quicker: '
-                    + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
-                    + '--limit 5000 --epochs 2 --resize 32.')
-        train_s = time.time() - tic
+    with run.claimed(cfg.resume, cfg.overwrite, log) if writer else nullcontext() as state:
+        if state is not None:
+            # Settings added after a checkpoint was written take their defaults.
+            defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+            now = dataclasses.asdict(cfg)
+            saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
+                     'overwrite': cfg.overwrite}
+            if saved != now:
+                diff = sorted(k for k in saved if saved[k] != now[k])
+                raise UsageError(f'--resume: {cfg.out} was started with other settings '
+                                 f'({", ".join(diff)}); rerun with the same flags or a new --out')
+        if data is None:
+            from .data import FashionMNIST
+            data = FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
+                                root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
+                                seed=cfg.seed, shard=(rank, workers) if kv else None,
+                                holdout=cfg.holdout)
+        train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
+        # Deferred shapes are fixed on one batch before parameters move or load.
+        model.net(np.zeros((1, 1, cfg.resize, cfg.resize)))
+        prepare_model(model, ctxs, cfg.hybridize, cfg.memory_efficient)
+        trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
+                                {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
+                                kvstore=kv or cfg.kvstore)
+        rows, best_acc, first_epoch, prior_wall = [], -1.0, 0, 0.0
+        if state is not None:
+            first_epoch, rows, best_acc = state['epoch'], state['rows'], state['best_val_acc']
+            prior_wall = state['wall_s']
+            model.net.load_parameters(state['stem'] + '.params', ctx=ctxs)
+            trainer.load_states(state['stem'] + '.states')
+            log(f'resuming {cfg.out} after epoch {first_epoch}')
+        steps_per_epoch = len(train_loader)
+        if cfg.label_smoothing:
+            def loss_fn(Y_hat, y):
+                model.check_labels(y)
+                return smoothed_loss(Y_hat, y, cfg.label_smoothing)
+        else:  # the book's loss, as d2l.Classifier defines it
+            def loss_fn(Y_hat, y):
+                return model.loss(Y_hat, y, averaged=False)
+        total_steps = cfg.epochs * steps_per_epoch
+        # Guessing uniformly costs ln(classes) per image (2.3 for 10); a run whose loss
+        # is a hundred times that has left training behind (a diverging --lr 1e6 run
+        # passed 1e25 before its loss became NaN), so it stops rather than save it.
+        loss_limit = 100 * math.log(model.net[-1].weight.shape[0])
+        warned = ctxs[0].device_type == 'gpu' or not writer
+        for epoch in range(first_epoch, cfg.epochs):
+            if hasattr(train_loader, 'set_epoch'):
+                train_loader.set_epoch(epoch)
+            bar = Progress(steps_per_epoch, f'epoch {epoch + 1}/{cfg.epochs}')
+            tic, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+            for i, (X, y) in enumerate(train_loader):
+                step = epoch * steps_per_epoch + i
+                trainer.set_learning_rate(lr_at(cfg, step, total_steps))
+                Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
+                ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
+                with autograd.record():
+                    outs = [model(Xi) for Xi in Xs]
+                    losses = [loss_fn(o, yi) for o, yi in zip(outs, ys)]
+                for loss in losses:
+                    loss.backward()
+                # Gradients are summed over devices and workers: average over the global batch.
+                trainer.step(X.shape[0] * workers)
+                batch_loss = sum(float(loss.sum()) for loss in losses)
+                if not batch_loss / X.shape[0] <= loss_limit:  # also catches NaN
+                    raise diverged(f'mean loss {batch_loss / X.shape[0]:.4g} at step {step + 1} '
+                                   f'(batch {i + 1})', epoch, trainer.learning_rate)
+                loss_sum += batch_loss
+                correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
+                               for o, yi in zip(outs, ys))
+                seen += X.shape[0]
+                bar.update(i + 1, seen)
+                if i == 0:
+                    tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
+                if not warned and i == 5:
+                    warned = True
+                    rate = (seen - seen_warm) / (time.time() - tic_warm)
+                    full = 10 * TRAIN_SIZE / rate * (96 / cfg.resize) ** 2
+                    this = (cfg.epochs - epoch) * steps_per_epoch * cfg.batch_size / rate
+                    log(f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
+                        f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
+                        f'about {full / 3600:.1f} h on this machine, this run about '
+                        f'{_duration(this)} of training. Quicker: '
+                        + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
+                        + '--limit 5000 --epochs 2 --resize 32.')
+            train_s = time.time() - tic
+            if not writer:
+                log(f'[rank {rank}] epoch {epoch + 1}/{cfg.epochs}: train loss '
+                    f'{loss_sum / seen:.4f} acc {correct / seen:.4f} on its shard')
+                continue
+            val_loss, val_acc, _ = evaluate(model, val_loader, ctxs)
+            if not (math.isfinite(val_loss) and all_finite(model.net)):
+                raise diverged(f'validation loss {val_loss:.4g}, or non-finite weights, after '
+                               'the epoch', epoch, trainer.learning_rate)
+            row = {'epoch': epoch + 1, 'train_loss': loss_sum / seen, 'train_acc': correct / seen,
+                   'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
+                   'img_s': seen / train_s, 'seconds': time.time() - tic}
+            rows.append(row)
+            log(f'epoch {epoch + 1}/{cfg.epochs}: train loss {row["train_loss"]:.4f} '
+                f'acc {row["train_acc"]:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | '
+                f'{row["img_s"]:.1f} img/s | {row["seconds"]:.1f} s')
+            atomic_write(run.path('last.params'), model.net.save_parameters)
+            if val_acc > best_acc:
+                best_acc = val_acc
+                atomic_write(run.path('best.params'), model.net.save_parameters)
+            write_metrics(run.path('metrics.csv'), rows)
+            plot_curves(rows, run.path('curves.png'))
+            if kv is None:  # MXNet cannot save optimizer states of a dist kvstore
+                run.save_checkpoint(model, trainer, epoch + 1, rows, cfg, best_acc,
+                                    prior_wall + time.time() - started)
+        if cfg.rank_params:
+            os.makedirs(cfg.rank_params, exist_ok=True)
+            atomic_write(os.path.join(cfg.rank_params, f'rank-{rank}.params'),
+                         model.net.save_parameters)
         if not writer:
-            log(f'[rank {rank}] epoch {epoch + 1}/{cfg.epochs}: train loss '
-                f'{loss_sum / seen:.4f} acc {correct / seen:.4f} on its shard')
-            continue
-        val_loss, val_acc, _ = evaluate(model, val_loader, ctxs)
-        if not (math.isfinite(val_loss) and all_finite(model.net)):
-            raise diverged(f'validation loss {val_loss:.4g}, or non-finite weights, after '
-                           'the epoch', epoch, trainer.learning_rate)
-        row = {'epoch': epoch + 1, 'train_loss': loss_sum / seen, 'train_acc': correct / seen,
-               'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
-               'img_s': seen / train_s, 'seconds': time.time() - tic}
-        rows.append(row)
-        log(f'epoch {epoch + 1}/{cfg.epochs}: train loss {row["train_loss"]:.4f} '
-            f'acc {row["train_acc"]:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | '
-            f'{row["img_s"]:.1f} img/s | {row["seconds"]:.1f} s')
-        atomic_write(run.path('last.params'), model.net.save_parameters)
-        if val_acc > best_acc:
-            best_acc = val_acc
-            atomic_write(run.path('best.params'), model.net.save_parameters)
-        write_metrics(run.path('metrics.csv'), rows)
-        plot_curves(rows, run.path('curves.png'))
-        if kv is None:  # MXNet cannot save optimizer states of a dist kvstore
-            run.save_checkpoint(model, trainer, epoch + 1, rows, cfg, best_acc,
-                                prior_wall + time.time() - started)
-    if cfg.rank_params:
-        os.makedirs(cfg.rank_params, exist_ok=True)
-        atomic_write(os.path.join(cfg.rank_params, f'rank-{rank}.params'),
-                     model.net.save_parameters)
-    if not writer:
-        return None
-    summary = {'config': dataclasses.asdict(cfg), 'final_val_acc': rows[-1]['val_acc'],
-               'best_val_acc': best_acc, 'epochs': len(rows),
-               'wall_s': prior_wall + time.time() - started,
-               'machine': runtime.machine(), 'workers': workers, 'metrics': rows}
-    atomic_text(run.path('summary.json'), json.dumps(summary, indent=1))
-    return summary
+            return None
+        summary = {'config': dataclasses.asdict(cfg), 'final_val_acc': rows[-1]['val_acc'],
+                   'best_val_acc': best_acc, 'epochs': len(rows),
+                   'wall_s': prior_wall + time.time() - started,
+                   'machine': runtime.machine(), 'workers': workers, 'metrics': rows}
+        atomic_text(run.path('summary.json'), json.dumps(summary, indent=1))
+        return summary
