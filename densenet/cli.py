@@ -244,12 +244,11 @@ def cmd_evaluate(args):
         print(f'fp32 accuracy {fp32_acc:.4f}; {args.precision} - fp32 = '
               f'{100 * (acc - fp32_acc):+.2f} points; top-1 agreement with fp32 '
               f'{(preds == fp32_preds).mean():.4f}')
-    names = CLASSES
     for c in range(10):
-        print(f'  {names[c]:<12} {confusion[c, c] / confusion[c].sum():.4f}')
+        print(f'  {CLASSES[c]:<12} {confusion[c, c] / confusion[c].sum():.4f}')
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.params)),
                                    'confusion.png')
-    plot_confusion(confusion, names, out)
+    plot_confusion(confusion, CLASSES, out)
     print(f'confusion matrix: {out}')
     return 0
 
@@ -275,11 +274,8 @@ def load_image(path):
     """A file as a 28x28 uint8 grayscale array (full range kept), and notes on conversions."""
     import numpy as onp
     from PIL import Image
-    from .images import ImageError, read_image
-    try:
-        gray, notes = read_image(path)
-    except ImageError as e:
-        raise UsageError(str(e)) from None
+    from .images import read_image  # its ImageError is a UsageError
+    gray, notes = read_image(path)
     if gray.shape != (28, 28):
         notes.append(f'resized {gray.shape[1]}x{gray.shape[0]} to 28x28')
         gray = onp.asarray(Image.fromarray(gray).resize((28, 28), Image.BILINEAR))
@@ -295,11 +291,10 @@ def cmd_predict(args):
     resize = _resize_for(args, model)
     X = _resize_to_tensor(onp.stack([im for im, _ in images]), (resize, resize))
     probs = npx.softmax(model(X.as_in_context(ctxs[0])), axis=1).asnumpy()
-    names = CLASSES
     for path, (_, notes), p in zip(args.images, images, probs):
         c = int(p.argmax())
         note = f'  (note: {", ".join(notes)})' if notes else ''
-        print(f'{path}: {names[c]} ({p[c]:.3f}){note}')
+        print(f'{path}: {CLASSES[c]} ({p[c]:.3f}){note}')
     return 0
 
 

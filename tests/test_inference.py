@@ -92,16 +92,17 @@ def test_int8_accuracy(trained):
     r = _compare_with_fp32(*trained, 'int8')
     # This 2-epoch model has many near-ties, where any rounding may flip the
     # winner, and how many depends on the model, which depends on the CPU it
-    # was trained on: agreement 98.1% on an AMX Xeon; on the model trained with
-    # AVX2 kernels 92.8% with AVX2 int8 and 93.3% with VNNI int8 (so it is the
-    # model, not the int8 kernels). Each disagreement moves the accuracy by 1/n
-    # either way; if int8 only adds noise, the net change has a spread of
-    # sqrt(D)/n for D disagreements: allow three of those (0.8 points at 92.8%
-    # agreement), at least the README's goal of 0.3 points. The trained
-    # model's figures are the README's.
+    # was trained on: agreement 98.1% on an AMX Xeon, 96.6% on an AVX-512
+    # EPYC; on the model trained with AVX2 kernels 93.8% with AVX2 int8 (92.8%
+    # with unsigned ReLU outputs, the VNNI default) and 93.3% with VNNI int8
+    # on training images (so it is the model, not the int8 kernels). Each
+    # disagreement moves the accuracy by 1/n either way; if int8 only adds
+    # noise, the net change has a spread of sqrt(D)/n for D disagreements:
+    # allow three of those (0.75 points at 93.8% agreement), at least the
+    # README's goal of 0.3 points. The trained model's figures are the README's.
     tolerance = max(0.003, 3 * onp.sqrt(r['disagreements']) / r['n'])
     assert abs(r['acc'] - r['fp32_acc']) <= tolerance
-    assert r['agreement'] >= 0.90
+    assert r['agreement'] >= 0.90  # lowest measured: 92.8% (AVX2, unsigned)
 
 
 @pytest.mark.cpu_feature

@@ -77,3 +77,14 @@ def test_densenet_info_names_the_cpu_and_what_it_runs():
     capped = json.loads(_info('--json', DNNL_MAX_CPU_ISA='AVX2'))
     assert capped['dnnl_max_cpu_isa'] == 'AVX2'
     assert capped['precisions'] == {'fp32': 'AVX2', 'int8': 'AVX2 without VNNI', 'bf16': None}
+
+
+def test_int8_keeps_relu_outputs_signed_where_there_is_no_vnni(cpu):
+    """Without VNNI oneDNN sums uint8 x int8 products in saturating 16-bit pairs."""
+    from densenet.inference import default_int8_dtype
+    cpu(EPYC_AVX2)
+    assert default_int8_dtype(machine.capabilities()) == 'int8'
+    cpu(EPYC_AVX512)
+    assert default_int8_dtype(machine.capabilities()) == 'auto'
+    cpu(XEON_AMX, cap='AVX2')
+    assert default_int8_dtype(machine.capabilities(amx_enabled=True)) == 'int8'
