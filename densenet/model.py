@@ -68,7 +68,12 @@ class CheckedClassifier(d2l.Classifier):
         return self._min_size
 
     def _stem_weight(self):
-        return next(iter(self.net.collect_params().values()))
+        """The first convolution's weight (looked up once: forward calls this per batch)."""
+        if '_stem' not in self.__dict__:
+            # Set past Block.__setattr__, which would register the Parameter a second
+            # time (and model.save_parameters would then write it under '_stem').
+            self.__dict__['_stem'] = next(iter(self.net.collect_params().values()))
+        return self.__dict__['_stem']
 
     def check_input(self, X):
         """Raise a ValueError naming the problem and the fix for a bad batch."""

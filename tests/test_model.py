@@ -208,3 +208,15 @@ def test_d2l_trainer_fit_lowers_loss():
     trainer.fit(model, data)
     assert trainer.train_batch_idx == 8
     assert train_mode_loss() < 0.9 * before
+
+
+def test_the_input_checks_add_no_parameters(tmp_path):
+    """The whole Classifier saves exactly the net's parameters (under 'net.')."""
+    model = DenseNet(arch=(2, 2))
+    model(np.random.uniform(size=(2, 1, 32, 32)))  # runs check_input, which caches the stem
+    path = str(tmp_path / 'model.params')
+    model.save_parameters(path)
+    saved = set(mx.npx.load(path))
+    net_path = str(tmp_path / 'net.params')
+    model.net.save_parameters(net_path)
+    assert saved == {'net.' + k for k in mx.npx.load(net_path)}
