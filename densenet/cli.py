@@ -1,4 +1,4 @@
-"""``densenet train|evaluate|predict|export|launch|info``: the command-line face of the library."""
+"""``densenet train|evaluate|predict|export|features|launch|info``: the command-line face of the library."""
 import argparse
 import dataclasses
 import json
@@ -33,7 +33,24 @@ def _positive_float(text):
 
 def _add_train(sub):
     from .training import RECIPES
-    p = sub.add_parser('train', help='train the book\'s DenseNet on Fashion-MNIST')
+    p = sub.add_parser('train', help='train a DenseNet (default: the book\'s) on Fashion-MNIST '
+                                     'or an image folder')
+    _add_model_flags(p, 'the model to train (default book); densenet.list_models() lists them')
+    p.add_argument('--data', help='an image folder to train on instead of Fashion-MNIST: one '
+                                  'sub-folder of images per class, or train/ and val/ laid '
+                                  'out that way')
+    p.add_argument('--channels', type=int, choices=[1, 3],
+                   help='--data: train on grayscale (1) or RGB (3) images; default: 1 if every '
+                        'image is grayscale')
+    p.add_argument('--val-split', type=float,
+                   help='--data without val/: share of each class held out (default 0.2)')
+    p.add_argument('--skip-bad-images', action='store_true', default=None,
+                   help='--data: skip unreadable image files (counted) instead of stopping')
+    p.add_argument('--init', help='start from this params file (same architecture; this '
+                                  'library\'s or a Gluon model-zoo file); a different class '
+                                  'count gets a new classifier')
+    p.add_argument('--freeze-features', action='store_true', default=None,
+                   help='train only the classifier (with --init: fine-tune the head)')
     p.add_argument('--recipe', choices=sorted(RECIPES), default='book',
                    help='named defaults (book: the d2l chapter\'s recipe; fast-cpu: '
                         '94%% in 23 epochs at 64x64, 54 min on a 2-core AMX Xeon, longer on '
@@ -74,13 +91,42 @@ def _add_train(sub):
                         'book-literal imperative code')
 
 
+def _model_arg(text):
+    """KEY=VALUE with VALUE a Python literal (12, 0.5, (6, 12, 24)) or else a string."""
+    import ast
+    key, sep, value = text.partition('=')
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f'{text!r} is not KEY=VALUE, e.g. growth_rate=24')
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _add_model_flags(p, help_text):
+    from .registry import list_models
+    p.add_argument('--model', choices=list_models(), help=help_text)
+    p.add_argument('--model-arg', type=_model_arg, action='append', default=None,
+                   metavar='KEY=VALUE', help='a constructor argument of --model, e.g. '
+                   'depth=40 or growth_rate=24 (repeat for more)')
+
+
+def _add_params_flags(p):
+    p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
+                                    'book model trained on Fashion-MNIST)')
+    _add_model_flags(p, 'the architecture of a bare params file without metadata '
+                        '(default: what its .params.json or summary.json says, else book)')
+    p.add_argument('--resize', type=_positive_int,
+                   help='image side (default: the one the model was trained at)')
+
+
 def _add_evaluate(sub):
     p = sub.add_parser('evaluate', help='test accuracy, per-class accuracy, confusion matrix')
-    p.add_argument('--params', required=True, help='a .params file from densenet train')
-    p.add_argument('--resize', type=_positive_int,
-                   help='image side (default: from summary.json beside the params, else 96)')
+    _add_params_flags(p)
     p.add_argument('--batch-size', type=_positive_int, default=256)
-    p.add_argument('--data-dir')
+    p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files')
+    p.add_argument('--data', help='an image folder: evaluate on its val split (the one the '
+                                  'run held out, when it trained on this folder)')
     p.add_argument('--device', default='auto')
     p.add_argument('--out', help='confusion-matrix PNG (default: confusion.png beside the params)')
     p.add_argument('--precision', choices=['fp32', 'bf16', 'int8'], default='fp32',
@@ -90,20 +136,30 @@ def _add_evaluate(sub):
 
 def _add_predict(sub):
     p = sub.add_parser('predict', help='class and probability for image files')
-    p.add_argument('--params', required=True)
-    p.add_argument('--resize', type=_positive_int)
+    _add_params_flags(p)
     p.add_argument('--device', default='auto')
-    p.add_argument('images', nargs='+', help='PNG/JPEG files, ideally 28x28 grayscale')
+    p.add_argument('images', nargs='+', help='PNG/JPEG files (for the Fashion-MNIST models '
+                                             'ideally 28x28 grayscale)')
 
 
 def _add_export(sub):
     p = sub.add_parser('export', help='MXNet symbol + params, or ONNX, from trained params')
-    p.add_argument('--params', required=True)
+    _add_params_flags(p)
     p.add_argument('--format', choices=['mxnet', 'onnx'], default='mxnet')
     p.add_argument('--out', required=True, help='output folder')
-    p.add_argument('--resize', type=_positive_int,
-                   help='traced input side (default: from summary.json, else 96); '
-                        'the ONNX batch axis stays dynamic')
+
+
+def _add_features(sub):
+    p = sub.add_parser('features', help='embeddings (the pooled features that enter the '
+                                        'classifier) and labels of a dataset, as .npz')
+    _add_params_flags(p)
+    p.add_argument('--data', help='an image folder (default: Fashion-MNIST)')
+    p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files')
+    p.add_argument('--split', choices=['train', 'val', 'all'], default='val',
+                   help='which images (Fashion-MNIST val = its test split)')
+    p.add_argument('--batch-size', type=_positive_int, default=256)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--out', required=True, help='the .npz file to write')
 
 
 def _add_launch(sub):
@@ -135,6 +191,7 @@ def build_parser():
     _add_evaluate(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_features(sub)
     _add_launch(sub)
     _add_info(sub)
     return parser
@@ -147,8 +204,10 @@ def train_config(args):
     values = dict(RECIPES[args.recipe], recipe=args.recipe)
     for field in dataclasses.fields(TrainConfig):
         given = getattr(args, field.name, None)
-        if given is not None and field.name != 'recipe':
+        if given is not None and field.name not in ('recipe', 'model_args'):
             values[field.name] = given
+    if args.model_arg:
+        values['model_args'] = dict(args.model_arg)
     return TrainConfig(**values)
 
 
@@ -165,78 +224,85 @@ def cmd_train(args):
     return 0
 
 
-def _resize_for(args, model):
-    """The image side to use: --resize, else summary.json's, else 96; checked against `model`."""
-    side = _configured_resize(args)
-    if side < model.min_input_size():
-        raise UsageError(f'--resize {side} is below the minimum input size '
-                         f'{model.min_input_size()}')
-    return side
-
-
-def _configured_resize(args):
-    if args.resize:
-        return args.resize
-    summary = os.path.join(os.path.dirname(os.path.abspath(args.params)), 'summary.json')
-    if os.path.exists(summary):
-        with open(summary) as f:
-            return json.load(f)['config']['resize']
-    return 96
-
-
-def load_trained(params, device='auto'):
-    """The book's DenseNet with `params` loaded, hybridized, on `device`'s contexts."""
-    if not os.path.isfile(params):
-        raise UsageError(f'--params {params}: no such file')
-    from mxnet import np
-    from .model import DenseNet
+def load_trained(args, device='auto'):
+    """(model on the fast path, its metadata, contexts) for --params (default: the shipped
+    weights), rebuilt from its metadata or as --model for a bare file."""
+    from .checkpoints import load_model
     from .training import prepare_model
     ctxs = runtime.devices(device)
-    model = DenseNet()
-    model.net(np.zeros((1, 1, 96, 96)))
-    try:
-        model.net.load_parameters(params)
-    except Exception as e:  # MXNet reports a mismatch as AssertionError or MXNetError
-        raise UsageError(f'--params {params} does not fit the book\'s DenseNet (another '
-                         f'architecture or not a parameter file): {_reason(e)}') from None
-    from .training import all_finite
-    if not all_finite(model.net):
-        raise UsageError(f'--params {params} holds NaN or infinite values: the run that wrote '
-                         'it diverged; use an earlier checkpoint or train again with a lower --lr')
-    return prepare_model(model, ctxs, hybridize=True), ctxs
+    if args.params is None:
+        if args.model is not None:
+            raise UsageError('--model names the architecture of a --params file: give '
+                             '--params too (without it the shipped book model is used)')
+        from .pretrained import pretrained_path
+        args.params = pretrained_path('book', 'fashion-mnist')
+    elif not os.path.isfile(args.params):
+        raise UsageError(f'--params {args.params}: no such file')
+    model, meta = load_model(args.params, args.model,
+                             dict(args.model_arg) if args.model_arg else None)
+    meta = dict(meta, input_size=args.resize or meta['input_size'])
+    if meta['input_size'] < model.min_input_size():
+        raise UsageError(f'--resize {meta["input_size"]} is below the minimum input size '
+                         f'{model.min_input_size()}')
+    return prepare_model(model, ctxs, hybridize=True), meta, ctxs
 
 
-def _reason(error):
-    """The informative line of an exception's message (MXNet's carry a C++ traceback)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(('Traceback', 'File ', '[bt]',
-                                                             'Stack trace'))]
-    return (useful[-1] if useful else type(error).__name__)[:200]
+def _input_shape(meta):
+    side = meta['input_size']
+    return (1, meta['channels'], side, side)
+
+
+def eval_data(args, meta, batch_size):
+    """The labelled images to score: --data's (or the run's own) folder, else Fashion-MNIST's
+    test split, at the model's side and channels."""
+    folder = getattr(args, 'data', None)
+    if folder:
+        from .image_folder import ImageFolder
+        run_data = meta.get('data') or {}
+        same = run_data.get('root') and os.path.abspath(folder) == run_data['root']
+        data = ImageFolder(folder, batch_size=batch_size, resize=meta['input_size'],
+                           channels=meta['channels'],
+                           val_split=run_data.get('val_split', 0.2) if same else 0.2,
+                           seed=run_data.get('seed', 0) if same else 0)
+        if list(data.classes) != list(meta['classes']):
+            raise UsageError(f'--data {folder} has the classes {", ".join(data.classes)}, the '
+                             f'model was trained on {", ".join(map(str, meta["classes"]))}: give '
+                             'a folder with the same class folders')
+        return data
+    if meta['channels'] != 1 or len(meta['classes']) != 10:
+        raise UsageError(f'this model takes {meta["channels"]}-channel images of '
+                         f'{len(meta["classes"])} classes, not Fashion-MNIST: give --data with '
+                         'a folder of its classes')
+    if getattr(args, 'data_dir', None):
+        from .data import check_data_dir
+        check_data_dir(args.data_dir)
+    from .data import FashionMNIST
+    side = meta['input_size']
+    return FashionMNIST(batch_size=batch_size, resize=(side, side), root=args.data_dir)
 
 
 def cmd_evaluate(args):
     import numpy as onp
-    from .data import CLASSES, FashionMNIST
     from .training import evaluate
     from .machine import unsupported
     why = unsupported(args.precision, runtime.capabilities())
     if why:
         raise UsageError(f'--precision {args.precision}: {why}')
-    if args.data_dir:
-        from .data import check_data_dir
-        check_data_dir(args.data_dir)
-    model, ctxs = load_trained(args.params, 'cpu' if args.precision != 'fp32' else args.device)
-    resize = _resize_for(args, model)
-    data = FashionMNIST(batch_size=args.batch_size, resize=(resize, resize), root=args.data_dir)
+    if args.data and args.data_dir:
+        raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
+                         'datasets: give one')
+    model, meta, ctxs = load_trained(args, 'cpu' if args.precision != 'fp32' else args.device)
+    data = eval_data(args, meta, args.batch_size)
     fp32_preds = None
     if args.precision != 'fp32':
         from .inference import calibration_images, inference_model
         _, fp32_acc, fp32_preds = evaluate(model, data.val_dataloader(), ctxs)
         model = inference_model(model, args.precision, calibration_images(data),
-                                input_shape=(1, 1, resize, resize))
+                                input_shape=_input_shape(meta))
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)
-    labels = data.val_arrays[1]
-    confusion = onp.zeros((10, 10), dtype=onp.int64)
+    labels = onp.asarray(data.val_arrays[1])
+    names = [str(c) for c in meta['classes']]
+    confusion = onp.zeros((len(names), len(names)), dtype=onp.int64)
     onp.add.at(confusion, (labels, preds), 1)
     print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images, '
           f'{args.precision})')
@@ -244,27 +310,34 @@ def cmd_evaluate(args):
         print(f'fp32 accuracy {fp32_acc:.4f}; {args.precision} - fp32 = '
               f'{100 * (acc - fp32_acc):+.2f} points; top-1 agreement with fp32 '
               f'{(preds == fp32_preds).mean():.4f}')
-    for c in range(10):
-        print(f'  {CLASSES[c]:<12} {confusion[c, c] / confusion[c].sum():.4f}')
+    width = max(len(n) for n in names)
+    for c, name in enumerate(names):
+        total = confusion[c].sum()
+        print(f'  {name:<{width}} ' + (f'{confusion[c, c] / total:.4f}' if total else '-'))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.params)),
                                    'confusion.png')
-    plot_confusion(confusion, CLASSES, out)
+    if not args.out and not os.access(os.path.dirname(out), os.W_OK):
+        out = 'confusion.png'  # the shipped weights live in the installed package
+    plot_confusion(confusion, names, out)
     print(f'confusion matrix: {out}')
     return 0
 
 
 def plot_confusion(confusion, names, path):
     from .files import pyplot, save_figure
-    fig, ax = pyplot().subplots(figsize=(6.5, 5.5))
+    n = len(names)
+    size = max(5.5, 0.45 * n + 2)
+    fig, ax = pyplot().subplots(figsize=(size + 1, size))
     im = ax.imshow(confusion, cmap='Blues')
-    ax.set_xticks(range(10), names, rotation=45, ha='right')
-    ax.set_yticks(range(10), names)
+    ax.set_xticks(range(n), names, rotation=45, ha='right')
+    ax.set_yticks(range(n), names)
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')
-    for i in range(10):
-        for j in range(10):
-            ax.text(j, i, confusion[i, j], ha='center', va='center', fontsize=7,
-                    color='white' if confusion[i, j] > confusion.max() / 2 else 'black')
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, confusion[i, j], ha='center', va='center', fontsize=7,
+                        color='white' if confusion[i, j] > confusion.max() / 2 else 'black')
     fig.colorbar(im)
     fig.tight_layout()
     save_figure(fig, path)
@@ -282,19 +355,28 @@ def load_image(path):
     return gray, notes
 
 
+def read_for(meta, path):
+    """An image file as the model's training data looked: Fashion-MNIST models see 28x28
+    grayscale first (as their data was); folder models the file at its own size."""
+    if meta.get('dataset') == 'fashion-mnist':
+        return load_image(path)
+    from .images import read_image
+    return read_image(path, meta['channels'])
+
+
 def cmd_predict(args):
-    import numpy as onp
     from mxnet import npx
-    from .data import CLASSES, _resize_to_tensor
-    images = [load_image(p) for p in args.images]  # all checked before the model loads
-    model, ctxs = load_trained(args.params, args.device)
-    resize = _resize_for(args, model)
-    X = _resize_to_tensor(onp.stack([im for im, _ in images]), (resize, resize))
-    probs = npx.softmax(model(X.as_in_context(ctxs[0])), axis=1).asnumpy()
-    for path, (_, notes), p in zip(args.images, images, probs):
+    from .batches import to_tensor
+    model, meta, ctxs = load_trained(args, args.device)
+    images = [read_for(meta, p) for p in args.images]
+    side = meta['input_size']
+    names = [str(c) for c in meta['classes']]
+    for path, (image, notes) in zip(args.images, images):
+        X = to_tensor(image[None], (side, side))
+        p = npx.softmax(model(X.as_in_context(ctxs[0])), axis=1).asnumpy()[0]
         c = int(p.argmax())
         note = f'  (note: {", ".join(notes)})' if notes else ''
-        print(f'{path}: {CLASSES[c]} ({p[c]:.3f}){note}')
+        print(f'{path}: {names[c]} ({p[c]:.3f}){note}')
     return 0
 
 
@@ -302,11 +384,51 @@ def cmd_export(args):
     from .export import export
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
-    model, _ = load_trained(args.params, 'cpu')
-    resize = _resize_for(args, model)
-    for path in export(model, args.out, args.format, input_shape=(1, 1, resize, resize)):
+    model, meta, _ = load_trained(args, 'cpu')
+    for path in export(model, args.out, args.format, input_shape=_input_shape(meta)):
         print(path)
     return 0
+
+
+def cmd_features(args):
+    import numpy as onp
+    from .files import atomic_write
+    if not args.out.endswith('.npz'):
+        raise UsageError(f'--out {args.out}: give a file name ending in .npz')
+    if args.data and args.data_dir:
+        raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
+                         'datasets: give one')
+    model, meta, ctxs = load_trained(args, args.device)
+    data = eval_data(args, meta, args.batch_size)
+    splits = ['train', 'val'] if args.split == 'all' else [args.split]
+    feats, labels, which = [], [], []
+    for split in splits:
+        loader = data.get_dataloader(train=False) if split == 'val' else _plain_train(data)
+        for X, y in loader:
+            feats.append(model.forward_features(X.as_in_context(ctxs[0])).asnumpy())
+            labels.append(y.asnumpy())
+            which += [split] * len(y)
+    arrays = {'features': onp.concatenate(feats), 'labels': onp.concatenate(labels),
+              'split': onp.array(which), 'classes': onp.array([str(c) for c in meta['classes']])}
+    paths = getattr(data, 'paths', None)
+    if paths is not None:
+        index = {'train': data.train_index, 'val': data.val_index}
+        arrays['paths'] = onp.array([paths[i] for s in splits for i in index[s]])
+    def write(tmp):
+        with open(tmp, 'wb') as f:  # a file object: savez would add .npz to a temporary name
+            onp.savez(f, **arrays)
+    atomic_write(args.out, write)
+    print(f'{args.out}: features {arrays["features"].shape}, labels '
+          f'{arrays["labels"].shape}, splits {", ".join(splits)}')
+    return 0
+
+
+def _plain_train(data):
+    """The training images in order, without shuffling or augmentation."""
+    from .batches import BatchLoader
+    images, labels = data.train_arrays
+    side = data.side if hasattr(data, 'side') else data.resize[0]
+    return BatchLoader(images, labels, data.batch_size, (side, side))
 
 
 def cmd_launch(args):
@@ -338,7 +460,8 @@ def cmd_info(args):
 
 
 COMMANDS = {'launch': cmd_launch, 'train': cmd_train, 'evaluate': cmd_evaluate,
-            'predict': cmd_predict, 'export': cmd_export, 'info': cmd_info}
+            'predict': cmd_predict, 'export': cmd_export, 'features': cmd_features,
+            'info': cmd_info}
 
 
 def main(argv=None):

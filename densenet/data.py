@@ -19,8 +19,10 @@ from d2l import mxnet as d2l
 from mxnet import gluon, np, npx
 from mxnet.gluon.data.vision import transforms
 
+from .batches import BatchLoader, augment_batch, to_tensor  # noqa: F401 (data's API)
 from .errors import UsageError
 from .files import atomic_bytes
+from .image_folder import ImageFolder  # noqa: F401 (densenet.data.ImageFolder)
 
 npx.set_np()
 
@@ -226,66 +228,6 @@ def load_split(split, root=None, allow_download=True):
             load_file(paths[labels_name], labels_name).astype(onp.int32))
 
 
-def _resize_to_tensor(images, resize):
-    """uint8 (N, 28, 28) -> float32 (N, 1, H, W) in [0, 1]: the book's Resize + ToTensor."""
-    X = np.array(images[..., None])
-    if tuple(resize) != images.shape[1:]:
-        X = npx.image.resize(X, tuple(resize))
-    return npx.image.to_tensor(X)
-
-
-def augment_batch(images, rng, pad=2):
-    """Random horizontal flip and random shift by up to `pad` pixels (zero fill)."""
-    n, h, w = images.shape
-    padded = onp.zeros((n, h + 2 * pad, w + 2 * pad), dtype=images.dtype)
-    padded[:, pad:pad + h, pad:pad + w] = images
-    flip = rng.rand(n) < 0.5
-    dy, dx = rng.randint(0, 2 * pad + 1, size=(2, n))
-    out = onp.empty_like(images)
-    for i in range(n):
-        crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
-        out[i] = crop[:, ::-1] if flip[i] else crop
-    return out
-
-
-class BatchLoader:
-    """Batches of a decoded split, transformed a whole batch at a time.
-
-    Values equal the book's per-sample ``transform_first(Resize, ToTensor)``
-    pipeline; doing it per batch keeps Python out of the per-image loop. The
-    shuffled order of epoch ``e`` depends only on ``(seed, e)``, so a resumed
-    run sees the same batches as an uninterrupted one.
-    """
-
-    def __init__(self, images, labels, batch_size, resize, shuffle=False,
-                 seed=0, augment=False, drop_last=False):
-        self.images, self.labels = images, labels
-        self.batch_size, self.resize = batch_size, resize
-        self.shuffle, self.seed, self.augment = shuffle, seed, augment
-        self.drop_last = drop_last
-        self.epoch = 0
-
-    def __len__(self):
-        if self.drop_last:
-            return len(self.labels) // self.batch_size
-        return -(-len(self.labels) // self.batch_size)
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __iter__(self):
-        rng = onp.random.RandomState((self.seed * 100003 + self.epoch) % 2**32)
-        self.epoch += 1
-        n = len(self.labels)
-        order = rng.permutation(n) if self.shuffle else onp.arange(n)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            images = self.images[idx]
-            if self.augment:
-                images = augment_batch(images, rng)
-            yield _resize_to_tensor(images, self.resize), np.array(self.labels[idx])
-
-
 class FashionMNIST(d2l.FashionMNIST):
     """Fashion-MNIST as ``d2l.FashionMNIST(batch_size, resize)`` serves it, offline-first.
 
@@ -328,6 +270,7 @@ class FashionMNIST(d2l.FashionMNIST):
             images = images[index * size:(index + 1) * size]
             labels = labels[index * size:(index + 1) * size]
         self.train_arrays = (images, labels)
+        self.classes, self.channels, self.name = CLASSES, 1, 'fashion-mnist'
         trans = transforms.Compose([transforms.Resize(resize), transforms.ToTensor()])
         self.train = gluon.data.ArrayDataset(
             np.array(images[..., None]), labels).transform_first(trans)

@@ -59,10 +59,39 @@ def to_gray8(img):
     return onp.clip(onp.rint(gray), 0, 255).astype(onp.uint8), notes
 
 
-def read_image(path):
-    """(uint8 (H, W) grayscale array, notes) of an image file; ImageError if unreadable."""
+def to_rgb8(img):
+    """A PIL image as a uint8 (H, W, 3) array: colour kept, grey repeated, alpha onto black."""
+    if img.mode == 'P':
+        img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
+    if img.mode == 'RGB':
+        return onp.asarray(img, dtype=onp.uint8), []
+    if img.mode in ('RGBA', 'RGBa'):
+        alpha = onp.asarray(img.getchannel('A'), dtype=onp.float64)[..., None] / 255
+        rgb = onp.asarray(img.convert('RGB'), dtype=onp.float64) * alpha
+        return onp.clip(onp.rint(rgb), 0, 255).astype(onp.uint8), ['alpha composited on black']
+    if img.mode in ('CMYK', 'YCbCr', 'LAB', 'HSV'):
+        return onp.asarray(img.convert('RGB'), dtype=onp.uint8), [f'converted {img.mode} to RGB']
+    gray, notes = to_gray8(img)  # every single-channel mode, with its full range
+    return onp.repeat(gray[..., None], 3, axis=2), notes + ['grayscale repeated to RGB']
+
+
+def is_grayscale(path):
+    """Whether an image file has a single channel (read from its header, not decoded)."""
+    from PIL import Image
     try:
-        return to_gray8(_open(path))
+        with Image.open(path) as img:
+            return img.mode in ('1', 'L', 'LA', 'La', 'I', 'F') or img.mode.startswith('I;16')
+    except OSError:
+        return True  # unreadable: decoding names it
+
+
+def read_image(path, channels=1):
+    """(uint8 (H, W) grayscale, or (H, W, 3) for channels=3, array, notes) of an image
+    file; ImageError if unreadable."""
+    if channels not in (1, 3):
+        raise ValueError(f'channels must be 1 or 3, got {channels}')
+    try:
+        return (to_gray8 if channels == 1 else to_rgb8)(_open(path))
     except ImageError as e:
         if str(e).startswith(f'{path}:'):
             raise

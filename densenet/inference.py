@@ -64,10 +64,10 @@ def _legacy_block(model, input_shape, ctx):
 
 def calibration_batches(images, batch_size=64, resize=96):
     """Calibration batches (numpy float32, N x 1 x H x W) from uint8 (N, 28, 28) images."""
-    from .data import _resize_to_tensor
+    from .batches import to_tensor
     batches = []
     for start in range(0, len(images), batch_size):
-        X = _resize_to_tensor(images[start:start + batch_size], (resize, resize))
+        X = to_tensor(images[start:start + batch_size], (resize, resize))
         batches.append(X.asnumpy())
     return batches
 

@@ -8,7 +8,7 @@ from mxnet import autograd, init, np
 from mxnet.gluon import nn
 
 from .blocks import DenseBlock, transition_block
-from .mxcompat import layer_kwargs, leaves
+from .mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves, replace_child
 
 
 def _pair(v):
@@ -123,6 +123,32 @@ class CheckedClassifier(d2l.Classifier):
     def forward(self, X):
         self.check_input(X)
         return self.net(X)
+
+    def forward_features(self, X):
+        """The pooled features that enter the classifier, shape (N, num_features)."""
+        self.check_input(X)
+        for i in range(len(self.net) - 1):
+            X = self.net[i](X)
+        return X.reshape(X.shape[0], -1)
+
+    def reset_classifier(self, num_classes):
+        """Replace the final Dense layer by a new, Xavier-initialised one for
+        `num_classes` (fine-tuning to other classes); returns the model."""
+        if not (isinstance(num_classes, int) and num_classes >= 1):
+            raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
+        old = self.net[-1]
+        head = nn.Dense(num_classes, in_units=self.num_features)
+        head.initialize(init.Xavier(), ctx=old.weight.list_ctx())
+        replace_child(self.net, len(self.net) - 1, head)
+        if is_hybridized(self.net):
+            head.hybridize()
+            drop_cached_graph(self.net)
+        self.num_classes = self.hparams['num_classes'] = num_classes
+        return self
+
+    def classifier_params(self):
+        """The final Dense layer's parameters (what --freeze-features trains)."""
+        return self.net[-1].collect_params()
 
     def set_memory_efficient(self, flag=True):
         """Recompute each dense layer's concatenation, BatchNorm and ReLU in backward

@@ -46,3 +46,10 @@ def onnx_converters(opset):
     """MXNet's ONNX exporter's table {operator name: converter} for `opset`."""
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     return MXNetGraph.registry_.setdefault(opset, {})
+
+
+def replace_child(sequential, index, block):
+    """Put `block` at position `index` of a (Hybrid)Sequential, under the same name, so
+    that saved parameter names (``'5.weight'``) stay what they were."""
+    key = list(sequential._children)[index]
+    sequential._children[key] = block

@@ -24,7 +24,8 @@ from .data import TRAIN_SIZE
 from .errors import Diverged, UsageError
 from .files import atomic_text, atomic_write, pyplot, save_figure
 from .machine import summary_line
-from .model import DenseNet
+from .checkpoints import all_finite
+from .registry import default_cfg, get_model, model_kwargs
 from .modes import set_concat_mode, set_memory_efficient
 from .run_folder import Run
 
@@ -58,6 +59,14 @@ class TrainConfig:
     memory_efficient: bool = False  # recompute concat/BN/ReLU in backward (imperative)
     rank_params: str = None       # folder: every worker saves its final parameters here
     overwrite: bool = False       # replace a run already in `out`
+    model: str = 'book'           # a registry name (densenet.list_models())
+    model_args: dict = dataclasses.field(default_factory=dict)  # its constructor arguments
+    data: str = None              # an image folder (densenet.data.ImageFolder); None: Fashion-MNIST
+    channels: int = None          # ImageFolder: 1 or 3; None: 1 if every image is grayscale
+    val_split: float = 0.2        # ImageFolder without train/ and val/: share held out
+    skip_bad_images: bool = False  # ImageFolder: skip unreadable files instead of stopping
+    init: str = None              # params file to start from (fine-tuning)
+    freeze_features: bool = False  # train only the classifier
 
     def validate(self, min_size=None):
         """Raise UsageError for values no run can use."""
@@ -67,6 +76,20 @@ class TrainConfig:
             raise UsageError(f'--batch-size must be at least 1, got {self.batch_size}')
         if not 0 < self.lr < math.inf:
             raise UsageError(f'--lr must be a positive finite number, got {self.lr}')
+        model_kwargs(self.model, self.model_args)  # a UsageError naming the choices
+        if self.data and self.holdout:
+            raise UsageError('--holdout picks Fashion-MNIST training images; with --data, '
+                             'hold images out with --val-split (or a val/ folder)')
+        if self.data and self.data_dir:
+            raise UsageError('--data-dir is where Fashion-MNIST is; --data trains on an image '
+                             'folder instead: give one of them')
+        if self.channels not in (None, 1, 3):
+            raise UsageError(f'--channels must be 1 or 3, got {self.channels}')
+        if not 0 < self.val_split < 1:
+            raise UsageError(f'--val-split must be between 0 and 1, got {self.val_split}')
+        if self.init and not os.path.isfile(self.init):
+            raise UsageError(f'--init {self.init}: no such file; give a .params file of the '
+                             'same architecture')
         if not 0 <= self.holdout < TRAIN_SIZE:
             raise UsageError(f'--holdout must be between 0 and {TRAIN_SIZE - 1} images, '
                              f'got {self.holdout}')
@@ -104,6 +127,9 @@ class TrainConfig:
         if self.data_dir:
             from .data import check_data_dir
             check_data_dir(self.data_dir)
+        if self.data:
+            from .image_folder import check_folder
+            check_folder(self.data)
 
 
 # Named recipes. 'book' is the d2l chapter's; 'fast-cpu' is 23 epochs at 64x64
@@ -132,8 +158,10 @@ def smoothed_loss(Y_hat, y, eps):
     return (1 - eps) * nll - eps * logp.mean(axis=1)
 
 
-def build_model(cfg):
-    return DenseNet(lr=cfg.lr)
+def build_model(cfg, channels=1, num_classes=10):
+    """The registered model `cfg.model` for `channels`-channel images of `num_classes`."""
+    return get_model(cfg.model, lr=cfg.lr, in_channels=channels, num_classes=num_classes,
+                     **cfg.model_args)
 
 
 def prepare_model(model, ctxs, hybridize, memory_efficient=False):
@@ -231,133 +259,238 @@ def diverged(what, epoch, lr):
                     f'intact). Try a lower --lr (e.g. --lr {lr / 10:.3g}), and check the data')
 
 
-def all_finite(net):
-    """Whether every parameter (BatchNorm statistics included) of `net` is finite."""
-    return all(bool(np.isfinite(p.data()).all()) for p in net.collect_params().values())
+def make_data(cfg, shard=None):
+    """The data module `cfg` names: an ImageFolder for --data, else Fashion-MNIST."""
+    if cfg.data:
+        from .image_folder import ImageFolder
+        return ImageFolder(cfg.data, batch_size=cfg.batch_size, resize=cfg.resize,
+                           channels=cfg.channels, val_split=cfg.val_split, seed=cfg.seed,
+                           augment=cfg.augment, limit=cfg.limit, shard=shard,
+                           skip_bad_images=cfg.skip_bad_images)
+    from .data import FashionMNIST
+    return FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
+                        root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
+                        seed=cfg.seed, shard=shard, holdout=cfg.holdout)
+
+
+def initialize_from(model, path, ctxs, log=print):
+    """Start `model` from the params file `path` (this library's, saved either way, or a
+    Gluon model-zoo file), with a new classifier when the class counts differ."""
+    from .checkpoints import build, load_parameters, shape_args
+    from .variants import load_gluon_zoo_parameters
+    shapes = shape_args(path)
+    source = build({'model': model.registry_name,
+                    'kwargs': {**model.registry_kwargs, **shapes}})
+    try:
+        load_parameters(source, path)
+    except UsageError:
+        if default_cfg(model.registry_name).dataset != 'imagenet':
+            raise
+        load_gluon_zoo_parameters(source, path)  # its own clear error if this fails too
+    theirs, mine = source.classifier_params(), model.classifier_params()
+    head_kept = [p.shape for p in theirs.values()] == [p.shape for p in mine.values()]
+    skip = set() if head_kept else set(theirs.values())
+    for (_, src), (_, dst) in zip(source.net.collect_params().items(),
+                                  model.net.collect_params().items()):
+        if src not in skip:
+            if src.shape != dst.shape:
+                raise UsageError(f'--init {path}: parameter shapes {src.shape} and {dst.shape} '
+                                 f'differ: the file is not a {model.registry_name} with these '
+                                 'settings (check --model, --model-arg and the channel count)')
+            dst.set_data(src.data().copyto(dst.list_ctx()[0]))
+    log(f'initialised from {path}' + ('' if head_kept else
+        f' (its {shapes["num_classes"]}-class classifier replaced by a new '
+        f'{model.net[-1].weight.shape[0]}-class one)'))
+
+
+def freeze_features(model):
+    """Train only the classifier: every other parameter stops taking gradients."""
+    head = set(model.classifier_params().values())
+    for p in model.net.collect_params().values():
+        if p not in head:
+            p.grad_req = 'null'
+
+
+def forward_train(model, X, frozen):
+    """Logits of a training batch; with frozen features only the classifier is recorded
+    (features come from inference-mode BatchNorm, so its statistics stay as loaded)."""
+    if not frozen:
+        return model(X)
+    with autograd.pause(train_mode=False):
+        features = model.forward_features(X)
+    return model.net[-1](features)
+
+
+def restore(state, model, trainer, ctxs):
+    """(first epoch, rows, best accuracy, wall seconds so far) from a checkpoint state."""
+    model.net.load_parameters(state['stem'] + '.params', ctx=ctxs)
+    trainer.load_states(state['stem'] + '.states')
+    return state['epoch'], state['rows'], state['best_val_acc'], state['wall_s']
+
+
+def check_resumable(state, cfg):
+    """A UsageError unless the checkpoint was written with these settings."""
+    # Settings added after a checkpoint was written take their defaults.
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                         else f.default) for f in dataclasses.fields(TrainConfig)}
+    now = dataclasses.asdict(cfg)
+    saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
+             'overwrite': cfg.overwrite}
+    if saved != now:
+        diff = sorted(k for k in saved if saved[k] != now[k])
+        raise UsageError(f'--resume: {cfg.out} was started with other settings '
+                         f'({", ".join(diff)}); rerun with the same flags or a new --out')
+
+
+def make_loss(model, cfg):
+    """Per-example loss: the book's (d2l.Classifier.loss), or label-smoothed."""
+    if cfg.label_smoothing:
+        def loss_fn(Y_hat, y):
+            model.check_labels(y)
+            return smoothed_loss(Y_hat, y, cfg.label_smoothing)
+    else:
+        def loss_fn(Y_hat, y):
+            return model.loss(Y_hat, y, averaged=False)
+    return loss_fn
+
+
+def speed_note(cfg, rate, epoch, steps_per_epoch):
+    """The line a CPU run prints once it knows its speed."""
+    full = 10 * TRAIN_SIZE / rate * (96 / cfg.resize) ** 2
+    this = (cfg.epochs - epoch) * steps_per_epoch * cfg.batch_size / rate
+    return (f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
+            f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
+            f'about {full / 3600:.1f} h on this machine, this run about '
+            f'{_duration(this)} of training. Quicker: '
+            + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
+            + '--limit 5000 --epochs 2 --resize 32.')
+
+
+def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1,
+                    note_speed=None):
+    """One pass over `loader`; returns (mean loss, accuracy, images, seconds).
+
+    `note_speed(rate)` is called once, after a few steps past the graph build.
+    """
+    if hasattr(loader, 'set_epoch'):
+        loader.set_epoch(epoch)
+    steps_per_epoch = len(loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    # Guessing uniformly costs ln(classes) per image (2.3 for 10); a run whose loss
+    # is a hundred times that has left training behind (a diverging --lr 1e6 run
+    # passed 1e25 before its loss became NaN), so it stops rather than save it.
+    loss_limit = 100 * math.log(max(model.net[-1].weight.shape[0], 2))
+    bar = Progress(steps_per_epoch, f'epoch {epoch + 1}/{cfg.epochs}')
+    tic, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+    for i, (X, y) in enumerate(loader):
+        step = epoch * steps_per_epoch + i
+        trainer.set_learning_rate(lr_at(cfg, step, total_steps))
+        Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
+        ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
+        with autograd.record():
+            outs = [forward_train(model, Xi, cfg.freeze_features) for Xi in Xs]
+            losses = [loss_fn(o, yi) for o, yi in zip(outs, ys)]
+        for loss in losses:
+            loss.backward()
+        # Gradients are summed over devices and workers: average over the global batch.
+        trainer.step(X.shape[0] * workers)
+        batch_loss = sum(float(loss.sum()) for loss in losses)
+        if not batch_loss / X.shape[0] <= loss_limit:  # also catches NaN
+            raise diverged(f'mean loss {batch_loss / X.shape[0]:.4g} at step {step + 1} '
+                           f'(batch {i + 1})', epoch, trainer.learning_rate)
+        loss_sum += batch_loss
+        correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
+                       for o, yi in zip(outs, ys))
+        seen += X.shape[0]
+        bar.update(i + 1, seen)
+        if i == 0:
+            tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
+        if note_speed and i == 5:
+            note_speed((seen - seen_warm) / (time.time() - tic_warm))
+            note_speed = None
+    return loss_sum / seen, correct / seen, seen, time.time() - tic
+
+
+def write_epoch(run, model, meta, rows, is_best):
+    """last.params (and best.params when it is the best so far) with their metadata,
+    metrics.csv and curves.png."""
+    from .checkpoints import save
+    save(model, run.path('last.params'), dict(meta, epoch=rows[-1]['epoch']))
+    if is_best:
+        save(model, run.path('best.params'), dict(meta, epoch=rows[-1]['epoch']))
+    write_metrics(run.path('metrics.csv'), rows)
+    plot_curves(rows, run.path('curves.png'))
 
 
 def fit(cfg, data=None, log=print):
     """Train as `cfg` says; return the summary dict (also written to summary.json)."""
+    from .checkpoints import describe
     runtime.check_threads()
     started = time.time()
     ctxs = runtime.devices(cfg.device)
     mx.random.seed(cfg.seed)
     onp.random.seed(cfg.seed)
-    model = build_model(cfg)
-    cfg.validate(model.min_input_size())
     # A dist kvstore joins the cluster that `densenet launch` (DMLC_* variables) set up.
     kv = mx.kv.create(cfg.kvstore) if cfg.kvstore.startswith('dist') else None
     rank, workers = (kv.rank, kv.num_workers) if kv else (0, 1)
     if kv:
         log(f'densenet: worker rank {rank} of {workers}')  # labels launch's output
+    if data is None:
+        data = make_data(cfg, shard=(rank, workers) if kv else None)
+    channels, classes = getattr(data, 'channels', 1), list(getattr(data, 'classes', range(10)))
+    model = build_model(cfg, channels, len(classes))
+    cfg.validate(model.min_input_size())
+    meta = describe(model, cfg.resize, classes, getattr(data, 'name', 'fashion-mnist'),
+                    recipe=cfg.recipe, seed=cfg.seed)
+    if cfg.data:  # evaluate --data on the same folder rebuilds the held-out split
+        meta['data'] = {'root': os.path.abspath(cfg.data), 'val_split': cfg.val_split,
+                        'seed': cfg.seed}
     writer = rank == 0  # only rank 0 evaluates and writes files
     run = Run(cfg.out)
     with run.claimed(cfg.resume, cfg.overwrite, log) if writer else nullcontext() as state:
         if state is not None:
-            # Settings added after a checkpoint was written take their defaults.
-            defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-            now = dataclasses.asdict(cfg)
-            saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
-                     'overwrite': cfg.overwrite}
-            if saved != now:
-                diff = sorted(k for k in saved if saved[k] != now[k])
-                raise UsageError(f'--resume: {cfg.out} was started with other settings '
-                                 f'({", ".join(diff)}); rerun with the same flags or a new --out')
-        if data is None:
-            from .data import FashionMNIST
-            data = FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
-                                root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
-                                seed=cfg.seed, shard=(rank, workers) if kv else None,
-                                holdout=cfg.holdout)
+            check_resumable(state, cfg)
         train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
         # Deferred shapes are fixed on one batch before parameters move or load.
-        model.net(np.zeros((1, 1, cfg.resize, cfg.resize)))
+        model.net(np.zeros((1, channels, cfg.resize, cfg.resize)))
+        if cfg.init and state is None:
+            initialize_from(model, cfg.init, ctxs, log)
+        if cfg.freeze_features:
+            freeze_features(model)
         prepare_model(model, ctxs, cfg.hybridize, cfg.memory_efficient)
-        trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
+        trainable = {k: p for k, p in model.net.collect_params().items() if p.grad_req != 'null'}
+        trainer = gluon.Trainer(trainable, 'sgd',
                                 {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
                                 kvstore=kv or cfg.kvstore)
         rows, best_acc, first_epoch, prior_wall = [], -1.0, 0, 0.0
         if state is not None:
-            first_epoch, rows, best_acc = state['epoch'], state['rows'], state['best_val_acc']
-            prior_wall = state['wall_s']
-            model.net.load_parameters(state['stem'] + '.params', ctx=ctxs)
-            trainer.load_states(state['stem'] + '.states')
+            first_epoch, rows, best_acc, prior_wall = restore(state, model, trainer, ctxs)
             log(f'resuming {cfg.out} after epoch {first_epoch}')
-        steps_per_epoch = len(train_loader)
-        if cfg.label_smoothing:
-            def loss_fn(Y_hat, y):
-                model.check_labels(y)
-                return smoothed_loss(Y_hat, y, cfg.label_smoothing)
-        else:  # the book's loss, as d2l.Classifier defines it
-            def loss_fn(Y_hat, y):
-                return model.loss(Y_hat, y, averaged=False)
-        total_steps = cfg.epochs * steps_per_epoch
-        # Guessing uniformly costs ln(classes) per image (2.3 for 10); a run whose loss
-        # is a hundred times that has left training behind (a diverging --lr 1e6 run
-        # passed 1e25 before its loss became NaN), so it stops rather than save it.
-        loss_limit = 100 * math.log(model.net[-1].weight.shape[0])
-        warned = ctxs[0].device_type == 'gpu' or not writer
+        loss_fn = make_loss(model, cfg)
+        quiet = ctxs[0].device_type == 'gpu' or not writer
         for epoch in range(first_epoch, cfg.epochs):
-            if hasattr(train_loader, 'set_epoch'):
-                train_loader.set_epoch(epoch)
-            bar = Progress(steps_per_epoch, f'epoch {epoch + 1}/{cfg.epochs}')
-            tic, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-            for i, (X, y) in enumerate(train_loader):
-                step = epoch * steps_per_epoch + i
-                trainer.set_learning_rate(lr_at(cfg, step, total_steps))
-                Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
-                ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
-                with autograd.record():
-                    outs = [model(Xi) for Xi in Xs]
-                    losses = [loss_fn(o, yi) for o, yi in zip(outs, ys)]
-                for loss in losses:
-                    loss.backward()
-                # Gradients are summed over devices and workers: average over the global batch.
-                trainer.step(X.shape[0] * workers)
-                batch_loss = sum(float(loss.sum()) for loss in losses)
-                if not batch_loss / X.shape[0] <= loss_limit:  # also catches NaN
-                    raise diverged(f'mean loss {batch_loss / X.shape[0]:.4g} at step {step + 1} '
-                                   f'(batch {i + 1})', epoch, trainer.learning_rate)
-                loss_sum += batch_loss
-                correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
-                               for o, yi in zip(outs, ys))
-                seen += X.shape[0]
-                bar.update(i + 1, seen)
-                if i == 0:
-                    tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
-                if not warned and i == 5:
-                    warned = True
-                    rate = (seen - seen_warm) / (time.time() - tic_warm)
-                    full = 10 * TRAIN_SIZE / rate * (96 / cfg.resize) ** 2
-                    this = (cfg.epochs - epoch) * steps_per_epoch * cfg.batch_size / rate
-                    log(f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
-                        f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
-                        f'about {full / 3600:.1f} h on this machine, this run about '
-                        f'{_duration(this)} of training. Quicker: '
-                        + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
-                        + '--limit 5000 --epochs 2 --resize 32.')
-            train_s = time.time() - tic
+            note = None if quiet or epoch > first_epoch else (
+                lambda rate, e=epoch: log(speed_note(cfg, rate, e, len(train_loader))))
+            train_loss, train_acc, seen, train_s = train_one_epoch(
+                model, trainer, train_loader, ctxs, cfg, epoch, loss_fn, workers, note)
             if not writer:
                 log(f'[rank {rank}] epoch {epoch + 1}/{cfg.epochs}: train loss '
-                    f'{loss_sum / seen:.4f} acc {correct / seen:.4f} on its shard')
+                    f'{train_loss:.4f} acc {train_acc:.4f} on its shard')
                 continue
+            tic = time.time()
             val_loss, val_acc, _ = evaluate(model, val_loader, ctxs)
             if not (math.isfinite(val_loss) and all_finite(model.net)):
                 raise diverged(f'validation loss {val_loss:.4g}, or non-finite weights, after '
                                'the epoch', epoch, trainer.learning_rate)
-            row = {'epoch': epoch + 1, 'train_loss': loss_sum / seen, 'train_acc': correct / seen,
+            row = {'epoch': epoch + 1, 'train_loss': train_loss, 'train_acc': train_acc,
                    'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
-                   'img_s': seen / train_s, 'seconds': time.time() - tic}
+                   'img_s': seen / train_s, 'seconds': train_s + time.time() - tic}
             rows.append(row)
-            log(f'epoch {epoch + 1}/{cfg.epochs}: train loss {row["train_loss"]:.4f} '
-                f'acc {row["train_acc"]:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | '
+            log(f'epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f} '
+                f'acc {train_acc:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | '
                 f'{row["img_s"]:.1f} img/s | {row["seconds"]:.1f} s')
-            atomic_write(run.path('last.params'), model.net.save_parameters)
-            if val_acc > best_acc:
-                best_acc = val_acc
-                atomic_write(run.path('best.params'), model.net.save_parameters)
-            write_metrics(run.path('metrics.csv'), rows)
-            plot_curves(rows, run.path('curves.png'))
+            write_epoch(run, model, meta, rows, val_acc > best_acc)
+            best_acc = max(best_acc, val_acc)
             if kv is None:  # MXNet cannot save optimizer states of a dist kvstore
                 run.save_checkpoint(model, trainer, epoch + 1, rows, cfg, best_acc,
                                     prior_wall + time.time() - started)
@@ -369,7 +502,7 @@ def fit(cfg, data=None, log=print):
             return None
         summary = {'config': dataclasses.asdict(cfg), 'final_val_acc': rows[-1]['val_acc'],
                    'best_val_acc': best_acc, 'epochs': len(rows),
-                   'wall_s': prior_wall + time.time() - started,
+                   'wall_s': prior_wall + time.time() - started, 'model': meta,
                    'machine': runtime.machine(), 'workers': workers, 'metrics': rows}
         atomic_text(run.path('summary.json'), json.dumps(summary, indent=1))
         return summary

@@ -1,0 +1,68 @@
+"""Batches of decoded uint8 images, built a whole batch at a time (Fashion-MNIST and
+image folders alike): the book's Resize + ToTensor, and the training augmentation."""
+import numpy as onp
+from mxnet import np, npx
+
+npx.set_np()
+
+
+def to_tensor(images, resize):
+    """uint8 (N, h, w) or (N, h, w, C) -> float32 (N, C, H, W) in [0, 1]: the book's
+    Resize + ToTensor (bilinear, as Gluon's transforms.Resize)."""
+    X = np.array(images[..., None] if images.ndim == 3 else images)
+    if tuple(resize) != X.shape[1:3]:
+        X = npx.image.resize(X, tuple(resize))
+    return npx.image.to_tensor(X)
+
+
+def augment_batch(images, rng, pad=2):
+    """Random horizontal flip and random shift by up to `pad` pixels (zero fill) of
+    uint8 (N, H, W) or (N, H, W, C) images."""
+    n, h, w = images.shape[:3]
+    padded = onp.zeros((n, h + 2 * pad, w + 2 * pad) + images.shape[3:], dtype=images.dtype)
+    padded[:, pad:pad + h, pad:pad + w] = images
+    flip = rng.rand(n) < 0.5
+    dy, dx = rng.randint(0, 2 * pad + 1, size=(2, n))
+    out = onp.empty_like(images)
+    for i in range(n):
+        crop = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = crop[:, ::-1] if flip[i] else crop
+    return out
+
+
+class BatchLoader:
+    """Batches of a decoded split, transformed a whole batch at a time.
+
+    Values equal the book's per-sample ``transform_first(Resize, ToTensor)``
+    pipeline; doing it per batch keeps Python out of the per-image loop. The
+    shuffled order of epoch ``e`` depends only on ``(seed, e)``, so a resumed
+    run sees the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, images, labels, batch_size, resize, shuffle=False,
+                 seed=0, augment=False, drop_last=False, pad=2):
+        self.images, self.labels, self.pad = images, labels, pad
+        self.batch_size, self.resize = batch_size, resize
+        self.shuffle, self.seed, self.augment = shuffle, seed, augment
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def __len__(self):
+        if self.drop_last:
+            return len(self.labels) // self.batch_size
+        return -(-len(self.labels) // self.batch_size)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = onp.random.RandomState((self.seed * 100003 + self.epoch) % 2**32)
+        self.epoch += 1
+        n = len(self.labels)
+        order = rng.permutation(n) if self.shuffle else onp.arange(n)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            images = self.images[idx]
+            if self.augment:
+                images = augment_batch(images, rng, self.pad)
+            yield to_tensor(images, self.resize), np.array(self.labels[idx])

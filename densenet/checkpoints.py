@@ -1,0 +1,163 @@
+"""Parameter files, and the metadata beside them that says how to rebuild their model.
+
+Every ``X.params`` the tools write has ``X.params.json``: the registry name, the
+constructor arguments, input side, channels, class names and normalisation, so
+that `load_model(path)` rebuilds the right model with nothing repeated. Files
+from ``model.save_parameters`` (keys ``net.0.0.weight``) and from
+``model.net.save_parameters`` (keys ``0.0.weight``) both load.
+"""
+import json
+import os
+
+import mxnet as mx
+
+from .errors import UsageError
+from .files import atomic_text, atomic_write
+
+META_VERSION = 1
+#: Inputs are ToTensor's values: pixels / 255, no mean or std subtracted.
+TO_TENSOR = {'scale': 1 / 255, 'mean': 0.0, 'std': 1.0}
+#: What a params file with neither metadata nor summary.json is taken to be:
+#: the book's DenseNet on Fashion-MNIST at the book's 96x96.
+LEGACY = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
+          'dataset': 'fashion-mnist'}
+
+
+def meta_path(params):
+    return params + '.json'
+
+
+def describe(model, input_size, classes, dataset, **extra):
+    """The metadata of `model` (built by `registry.get_model`) trained on `classes`."""
+    kwargs = {k: list(v) if isinstance(v, tuple) else v
+              for k, v in model.registry_kwargs.items()}
+    return {'format': META_VERSION, 'model': model.registry_name, 'kwargs': kwargs,
+            'input_size': int(input_size), 'channels': int(kwargs['in_channels']),
+            'classes': list(classes), 'dataset': dataset, 'normalize': dict(TO_TENSOR), **extra}
+
+
+def save(model, path, meta):
+    """Write ``path`` (the network's parameters) and its metadata, each atomically."""
+    atomic_write(path, model.net.save_parameters)
+    atomic_text(meta_path(path), json.dumps(meta, indent=1))
+
+
+def read_meta(params):
+    """The metadata of a params file: its own .json, else its run's summary.json (runs
+    written before metadata existed), else None."""
+    own = meta_path(params)
+    if os.path.isfile(own):
+        with open(own) as f:
+            return json.load(f)
+    summary = os.path.join(os.path.dirname(os.path.abspath(params)), 'summary.json')
+    if os.path.isfile(summary):
+        with open(summary) as f:
+            saved = json.load(f)
+        if 'model' in saved:
+            return saved['model']
+        from .data import CLASSES
+        return dict(LEGACY, input_size=saved['config']['resize'], classes=list(CLASSES))
+    return None
+
+
+def _load_arrays(path):
+    if not os.path.isfile(path):
+        raise UsageError(f'{path}: no such file')
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError as e:
+        raise UsageError(f'{path} is not an MXNet parameter file ({_reason(e)}); give a '
+                         '.params file written by save_parameters') from None
+    if not isinstance(saved, dict) or not saved:
+        raise UsageError(f'{path} holds no named parameters; save the model with '
+                         'model.net.save_parameters(path) or model.save_parameters(path)')
+    return saved
+
+
+def _index(key):
+    """Structural position of a parameter name ('net.3.1.weight' -> (3, 1))."""
+    return tuple(int(p) for p in key.split('.') if p.isdigit())
+
+
+def shape_args(path):
+    """{'in_channels', 'num_classes'} read off a params file's first convolution and
+    final Dense layer, for rebuilding a bare file's model."""
+    saved = _load_arrays(path)
+    convs = sorted((_index(k), v.shape) for k, v in saved.items()
+                   if k.endswith('weight') and len(v.shape) == 4)
+    dense = sorted((_index(k), v.shape) for k, v in saved.items()
+                   if k.endswith('weight') and len(v.shape) == 2)
+    if not convs or not dense:
+        raise UsageError(f'{path} holds no convolution or no Dense weight: it is not a '
+                         'DenseNet parameter file')
+    return {'in_channels': int(convs[0][1][1]), 'num_classes': int(dense[-1][1][0])}
+
+
+def _reason(error):
+    """The informative line of an exception's message (MXNet's carry a C++ traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(('Traceback', 'File ', '[bt]',
+                                                             'Stack trace'))]
+    return (useful[-1] if useful else type(error).__name__)[:200]
+
+
+def load_parameters(model, path, ctx=None):
+    """Load `path` into `model`, whether it was saved from the model (``net.`` keys) or
+    from ``model.net``; a file of another architecture is a UsageError naming it."""
+    saved = _load_arrays(path)
+    whole = all(k.startswith('net.') for k in saved)
+    try:
+        (model if whole else model.net).load_parameters(path, ctx=ctx)
+    except (AssertionError, mx.base.MXNetError, ValueError, RuntimeError) as e:
+        raise UsageError(f'{path} does not fit this {type(model).__name__} '
+                         f'({getattr(model, "registry_name", "")} with '
+                         f'{model.net[-1].weight.shape[0]} classes): another architecture, '
+                         f'channel count or class count: {_reason(e)}') from None
+    return model
+
+
+def all_finite(net):
+    """Whether every parameter (BatchNorm statistics included) of `net` is finite."""
+    from mxnet import np
+    return all(bool(np.isfinite(p.data()).all()) for p in net.collect_params().values())
+
+
+def build(meta, **overrides):
+    """The untrained model that `meta` describes, its shapes fixed."""
+    from mxnet import np
+    from .registry import get_model
+    kwargs = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in {**meta.get('kwargs', {}), **overrides}.items()}
+    model = get_model(meta['model'], **kwargs)
+    channels = model._stem_weight().shape[1] or meta.get('channels', 1)
+    side = model.min_input_size()
+    model.net(np.zeros((1, channels, side, side)))
+    return model
+
+
+def load_model(path, model_name=None, model_args=None, ctx=None):
+    """(model, metadata) for a params file: rebuilt from its metadata, or as
+    `model_name` (with `model_args`) for a bare file, whose channel and class
+    counts are read off the file; the book's DenseNet when neither is known."""
+    meta = read_meta(path)
+    if model_name is not None and (meta is None or meta['model'] != model_name
+                                   or model_args):
+        from .data import CLASSES
+        shapes = shape_args(path)
+        classes = ((meta or {}).get('classes') or
+                   (list(CLASSES) if shapes['num_classes'] == 10 else
+                    [str(i) for i in range(shapes['num_classes'])]))
+        from .registry import default_cfg
+        meta = {'model': model_name, 'kwargs': {**(model_args or {}), **shapes},
+                'input_size': (meta or {}).get('input_size', default_cfg(model_name).input_size),
+                'channels': shapes['in_channels'], 'classes': classes,
+                'dataset': (meta or {}).get('dataset'), 'normalize': dict(TO_TENSOR)}
+    elif meta is None:
+        from .data import CLASSES
+        meta = dict(LEGACY, classes=list(CLASSES))
+    model = build(meta)
+    load_parameters(model, path, ctx=ctx)
+    if not all_finite(model.net):
+        raise UsageError(f'{path} holds NaN or infinite values: the run that wrote it '
+                         'diverged; use an earlier checkpoint or train again with a lower --lr')
+    return model, meta

@@ -1,0 +1,274 @@
+"""Your own images: a folder with one sub-folder of PNG/JPEG files per class.
+
+`ImageFolder` serves it as `densenet.data.FashionMNIST` serves Fashion-MNIST.
+Every image is decoded once (in `num_workers` processes), converted to
+grayscale or RGB, resized to the square training side as the book resizes
+(bilinear), and kept in an uint8 ``.npy`` cache on disk that training reads
+through a memory map: a folder larger than memory is never held in it, and
+later runs at the same side start at once. A cache is keyed by every file's
+path, size and modification time, so an edited folder is decoded again.
+"""
+import hashlib
+import json
+import os
+
+import numpy as onp
+from d2l import mxnet as d2l
+
+from .batches import BatchLoader
+from .errors import UsageError
+from .files import atomic_text
+
+EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
+CACHE_VERSION = 1
+LAYOUT_HELP = ('an image folder holds one sub-folder of images per class (DIR/cat/1.png, '
+               'DIR/dog/2.jpg, ...), or train/ and val/ folders laid out that way')
+
+
+def _class_dirs(folder):
+    return sorted(d for d in os.listdir(folder)
+                  if not d.startswith('.') and os.path.isdir(os.path.join(folder, d)))
+
+
+def _images_in(folder):
+    """(image paths, count of other files) under `folder`, recursively, sorted."""
+    found, other = [], 0
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        for name in sorted(files):
+            if name.startswith('.'):
+                continue
+            if name.lower().endswith(EXTENSIONS):
+                found.append(os.path.join(parent, name))
+            else:
+                other += 1
+    return found, other
+
+
+def _scan_classes(folder, what):
+    """(class names, [(path, label)], ignored file count) of one class-per-folder tree."""
+    classes = _class_dirs(folder)
+    if len(classes) < 2:
+        raise UsageError(f'{what} {folder}: {len(classes)} class folder(s) '
+                         f'({", ".join(classes) or "none"}); a classifier needs at least two. '
+                         + LAYOUT_HELP[0].upper() + LAYOUT_HELP[1:])
+    items, ignored = [], 0
+    for label, name in enumerate(classes):
+        paths, other = _images_in(os.path.join(folder, name))
+        if not paths:
+            raise UsageError(f'{what} {folder}: class folder {name}/ has no images '
+                             f'({", ".join(EXTENSIONS)}); add images or remove the folder')
+        items += [(p, label) for p in paths]
+        ignored += other
+    return classes, items, ignored
+
+
+def scan(root, what='--data'):
+    """(classes, train items, val items or None, ignored count) of an image folder."""
+    if not os.path.exists(root):
+        raise UsageError(f'{what} {root}: no such folder; ' + LAYOUT_HELP)
+    if not os.path.isdir(root):
+        raise UsageError(f'{what} {root}: is a file, not a folder; ' + LAYOUT_HELP)
+    train, val = os.path.join(root, 'train'), os.path.join(root, 'val')
+    if os.path.isdir(val) and not os.path.isdir(train):
+        raise UsageError(f'{what} {root}: has val/ but no train/; add train/ with the same '
+                         'class folders, or put the class folders in ' + root + ' itself')
+    if not os.path.isdir(train):
+        classes, items, ignored = _scan_classes(root, what)
+        return classes, items, None, ignored
+    classes, items, ignored = _scan_classes(train, what)
+    if not os.path.isdir(val):
+        return classes, items, None, ignored
+    val_classes, val_items, val_ignored = _scan_classes(val, what)
+    if val_classes != classes:
+        only_train = sorted(set(classes) - set(val_classes))
+        only_val = sorted(set(val_classes) - set(classes))
+        raise UsageError(f'{what} {root}: train/ and val/ hold different classes (only in '
+                         f'train/: {", ".join(only_train) or "-"}; only in val/: '
+                         f'{", ".join(only_val) or "-"}); give both the same class folders')
+    return classes, items, val_items, ignored + val_ignored
+
+
+def check_folder(root, what='--data'):
+    """Raise UsageError unless `root` is laid out as an image folder (nothing decoded)."""
+    scan(root, what)
+
+
+def stratified_split(labels, val_share, seed):
+    """(train indices, val indices): `val_share` of every class (at least one image of a
+    class with two or more) held out, chosen with `seed`."""
+    rng = onp.random.RandomState(seed)
+    train, val = [], []
+    for c in onp.unique(labels):
+        idx = rng.permutation(onp.flatnonzero(labels == c))
+        k = min(max(int(round(len(idx) * val_share)), 1), len(idx) - 1)
+        val.append(idx[:k])
+        train.append(idx[k:])
+    return onp.sort(onp.concatenate(train)), onp.sort(onp.concatenate(val))
+
+
+def _decode(job):
+    """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side)."""
+    from .images import ImageError, read_image
+    path, channels = job
+    try:
+        return read_image(path, channels)[0]
+    except ImageError as e:
+        return str(e)
+
+
+def _decoded(paths, channels, num_workers):
+    """The decoded files in order, from `num_workers` processes (0: this one)."""
+    jobs = [(p, channels) for p in paths]
+    if not num_workers:
+        yield from map(_decode, jobs)
+        return
+    import multiprocessing
+    # Workers only run PIL; they are forked before any of them touches MXNet.
+    with multiprocessing.get_context('fork').Pool(num_workers) as pool:
+        yield from pool.imap(_decode, jobs, chunksize=16)
+
+
+def default_cache_dir():
+    return os.environ.get('DENSENET_CACHE') or os.path.join(
+        os.path.expanduser('~'), '.cache', 'densenet', 'image-folder')
+
+
+def _cache_key(paths, side, channels):
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, side, channels]).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f'{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    return h.hexdigest()[:24]
+
+
+def decode_to_cache(paths, side, channels, cache_dir=None, num_workers=None,
+                    skip_bad_images=False, log=print):
+    """(uint8 memmap (N, side, side[, 3]), indices of unreadable files): every file decoded
+    and resized once, cached on disk. An unreadable file stops it (UsageError naming the
+    file) unless `skip_bad_images`; nothing is cached then."""
+    from mxnet import np, npx
+    cache_dir = cache_dir or default_cache_dir()
+    key = _cache_key(paths, side, channels)
+    array_path = os.path.join(cache_dir, key + '.npy')
+    bad_path = os.path.join(cache_dir, key + '.json')
+    if os.path.isfile(array_path) and os.path.isfile(bad_path):
+        with open(bad_path) as f:
+            bad = json.load(f)['unreadable']
+        if bad and not skip_bad_images:
+            raise UsageError(f'{paths[bad[0]]}: not a readable image; remove it, or pass '
+                             f'--skip-bad-images to train without it ({len(bad)} such files)')
+        return onp.load(array_path, mmap_mode='r'), bad
+    os.makedirs(cache_dir, exist_ok=True)
+    shape = (len(paths), side, side) + ((3,) if channels == 3 else ())
+    tmp = os.path.join(cache_dir, f'.{key}.{os.getpid()}.tmp.npy')
+    out = onp.lib.format.open_memmap(tmp, mode='w+', dtype=onp.uint8, shape=shape)
+    bad = []
+    workers = os.cpu_count() if num_workers is None else num_workers
+    try:
+        for i, image in enumerate(_decoded(paths, channels, workers)):
+            if isinstance(image, str):
+                if not skip_bad_images:
+                    raise UsageError(f'{image}; remove it, or pass --skip-bad-images to train '
+                                     'without it')
+                bad.append(i)
+                continue
+            if image.shape[:2] != (side, side):
+                x = np.array(image[..., None] if image.ndim == 2 else image)
+                image = npx.image.resize(x, (side, side)).asnumpy().reshape(shape[1:])
+            out[i] = image
+        out.flush()
+        del out
+        os.replace(tmp, array_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    atomic_text(bad_path, json.dumps({'unreadable': bad}))
+    if bad:
+        log(f'skipped {len(bad)} unreadable image(s), e.g. {paths[bad[0]]}')
+    return onp.load(array_path, mmap_mode='r'), bad
+
+
+class Rows:
+    """Rows `index` of an array (a memory map stays one: rows are read per batch)."""
+
+    def __init__(self, array, index):
+        self.array, self.index = array, onp.asarray(index)
+        self.shape = (len(self.index),) + array.shape[1:]
+        self.ndim = array.ndim
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, idx):
+        return self.array[self.index[idx]]
+
+
+class ImageFolder(d2l.DataModule):
+    """A folder of class sub-folders as a d2l DataModule (train/val dataloaders).
+
+    ``train/`` and ``val/`` inside are used as they are; otherwise ``val_split``
+    of every class is held out (stratified, seeded). ``channels``: 1 or 3; None
+    takes 1 when every image is single-channel. ``resize``: the square side
+    every image is resized to. ``limit`` keeps N training images drawn at
+    random; ``shard=(i, n)`` a distributed worker's part; ``augment`` flips and
+    shifts training images by up to 1/14 of the side (2 pixels at 28, as
+    Fashion-MNIST's).
+    """
+
+    def __init__(self, root, batch_size=64, resize=96, channels=None, val_split=0.2, seed=0,
+                 augment=False, limit=None, shard=None, num_workers=None,
+                 skip_bad_images=False, cache_dir=None, log=print):
+        super().__init__(root=root, num_workers=num_workers)
+        self.save_hyperparameters()
+        side = resize[0] if isinstance(resize, (tuple, list)) else int(resize)
+        classes, items, val_items, ignored = scan(root, 'ImageFolder')
+        if ignored:
+            log(f'{root}: ignored {ignored} file(s) that are not images ({", ".join(EXTENSIONS)})')
+        if channels is None:
+            from .images import is_grayscale
+            channels = 1 if all(is_grayscale(p) for p, _ in items + (val_items or [])) else 3
+        if channels not in (1, 3):
+            raise UsageError(f'channels must be 1 or 3, got {channels}')
+        self.classes, self.channels, self.side = classes, channels, side
+        self.name = 'folder:' + os.path.basename(os.path.abspath(root))
+        paths = [p for p, _ in items + (val_items or [])]
+        labels = onp.array([c for _, c in items + (val_items or [])], dtype=onp.int32)
+        images, bad = decode_to_cache(paths, side, channels, cache_dir, num_workers,
+                                      skip_bad_images, log)
+        good = onp.ones(len(paths), bool)
+        good[bad] = False
+        if val_items is None:
+            train_idx, val_idx = stratified_split(labels, val_split, seed)
+        else:
+            train_idx = onp.arange(len(items))
+            val_idx = onp.arange(len(items), len(paths))
+        train_idx = train_idx[good[train_idx]]
+        val_idx = val_idx[good[val_idx]]
+        # A seeded order, so that limit and shard take a mix of classes.
+        train_idx = onp.random.RandomState(seed).permutation(train_idx)
+        if limit is not None:
+            if limit < 1:
+                raise UsageError(f'limit must be a positive number of images, got {limit}')
+            train_idx = train_idx[:limit]
+        if shard is not None:
+            index, count = shard
+            size = len(train_idx) // count
+            if size < 1:
+                raise UsageError(f'{len(train_idx)} training images cannot be split over '
+                                 f'{count} workers')
+            train_idx = train_idx[index * size:(index + 1) * size]
+        if not len(train_idx) or not len(val_idx):
+            raise UsageError(f'ImageFolder {root}: no readable {"training" if not len(train_idx) else "validation"} '
+                             'images left; add images')
+        self.paths = paths
+        self.train_index, self.val_index = onp.sort(train_idx), val_idx
+        self.train_arrays = (Rows(images, self.train_index), labels[self.train_index])
+        self.val_arrays = (Rows(images, val_idx), labels[val_idx])
+        self.pad = max(1, round(side / 14))
+
+    def get_dataloader(self, train):
+        images, labels = self.train_arrays if train else self.val_arrays
+        return BatchLoader(images, labels, self.batch_size, (self.side, self.side),
+                           shuffle=train, seed=self.seed, augment=self.augment and train,
+                           drop_last=train and self.shard is not None, pad=self.pad)

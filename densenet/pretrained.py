@@ -1,0 +1,53 @@
+"""Weights that ship with the package, each checked against its SHA-256 before use.
+
+``densenet.pretrained('book', 'fashion-mnist')`` is the book's DenseNet trained
+with ``--recipe fast-cpu``; its ``.params.json`` says which run made it (recipe,
+seed, test accuracy, machine) and holds the file's SHA-256.
+"""
+import hashlib
+import json
+import os
+
+from .errors import UsageError
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights')
+#: (model, dataset) -> file name in densenet/weights/
+SHIPPED = {('book', 'fashion-mnist'): 'book-fashion-mnist.params'}
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pretrained_path(model='book', dataset='fashion-mnist'):
+    """The verified path of the shipped weights for (model, dataset)."""
+    if (model, dataset) not in SHIPPED:
+        have = ', '.join(f'{m}/{d}' for m, d in SHIPPED)
+        raise UsageError(f'no shipped weights for {model} on {dataset}; there are: {have}')
+    path = os.path.join(WEIGHTS_DIR, SHIPPED[model, dataset])
+    if not os.path.isfile(path) or not os.path.isfile(path + '.json'):
+        raise UsageError(f'{path} (or its .json) is missing from this installation; '
+                         'reinstall densenet')
+    with open(path + '.json') as f:
+        expected = json.load(f)['sha256']
+    got = sha256(path)
+    if got != expected:
+        raise UsageError(f'{path}: SHA-256 {got} differs from the recorded {expected}: the '
+                         'file is damaged; reinstall densenet')
+    return path
+
+
+def pretrained_info(model='book', dataset='fashion-mnist'):
+    """The metadata of the shipped weights (provenance, accuracy, machine)."""
+    with open(pretrained_path(model, dataset) + '.json') as f:
+        return json.load(f)
+
+
+def pretrained(model='book', dataset='fashion-mnist', ctx=None):
+    """The model `model` with the weights trained on `dataset`, verified."""
+    from .checkpoints import load_model
+    return load_model(pretrained_path(model, dataset), ctx=ctx)[0]

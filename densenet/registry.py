@@ -1,0 +1,114 @@
+"""Every DenseNet of the library by name, each with its default input (timm's default_cfg).
+
+`get_model(name, **kwargs)` builds one; `default_cfg(name)` says what it
+expects by default (input side, channels, classes) and where that comes from.
+The constants that the tools used to repeat (96x96, 1 channel, 10 classes)
+live here and in `densenet.data`.
+"""
+import dataclasses
+import inspect
+
+from .errors import UsageError
+from .model import DenseNet
+from .variants import densenet, densenet121, densenet161, densenet169, densenet201, densenet_bc
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCfg:
+    """What a registered model is and what input it expects by default."""
+    name: str
+    build: object            # the constructor; keyword arguments pass through
+    input_size: int          # the side it is usually trained at
+    min_input_size: int      # the smallest side its pooling stages accept
+    channels: int
+    num_classes: int
+    dataset: str             # what the defaults are for
+    params: float = None     # published trainable-parameter count at these defaults, if any
+    params_unit: float = 1   # its rounding (the paper gives the CIFAR models to 0.1M)
+    kwargs: tuple = ()       # fixed constructor arguments, as (name, value) pairs
+    doc: str = ''
+
+
+def _book(num_classes=10, in_channels=1, **kwargs):
+    """The book's DenseNet with its stem's deferred input shape fixed to `in_channels`
+    (one forward of zeros at the smallest side; Xavier draws depend on shapes only)."""
+    from mxnet import np
+    model = DenseNet(num_classes=num_classes, **kwargs)
+    side = model.min_input_size()
+    model.net(np.zeros((1, in_channels, side, side)))
+    return model
+
+
+MODELS = {cfg.name: cfg for cfg in [
+    ModelCfg('book', _book, 96, 29, 1, 10, 'fashion-mnist',
+             doc="the book's DenseNet (d2l 8.7), unchanged: 4 blocks of 4 layers, k=32"),
+    ModelCfg('densenet121', densenet121, 224, 29, 3, 1000, 'imagenet', 7_978_856,
+             doc='DenseNet-BC-121 (k=32), the Gluon zoo layout'),
+    ModelCfg('densenet161', densenet161, 224, 29, 3, 1000, 'imagenet', 28_681_000,
+             doc='DenseNet-BC-161 (k=48)'),
+    ModelCfg('densenet169', densenet169, 224, 29, 3, 1000, 'imagenet', 14_149_480,
+             doc='DenseNet-BC-169 (k=32)'),
+    ModelCfg('densenet201', densenet201, 224, 29, 3, 1000, 'imagenet', 20_013_928,
+             doc='DenseNet-BC-201 (k=32)'),
+    ModelCfg('densenet_bc_100', densenet_bc, 32, 4, 3, 10, 'cifar', 0.8e6, 0.1e6,
+             kwargs=(('depth', 100), ('growth_rate', 12)),
+             doc='DenseNet-BC (L=100, k=12), the paper\'s CIFAR model; depth= and '
+                 'growth_rate= give any other BC depth (6n+4) and k'),
+    ModelCfg('densenet_40', densenet, 32, 4, 3, 10, 'cifar', 1.0e6, 0.1e6,
+             kwargs=(('depth', 40), ('growth_rate', 12)),
+             doc='DenseNet (L=40, k=12), plain layers; depth= (3n+4) and growth_rate= vary it'),
+]}
+
+
+# DenseNetBC arguments that the depth-named builders set themselves.
+FIXED_BY_FAMILY = {
+    'imagenet': ('num_init_features', 'growth_rate', 'block_config'),
+    'cifar': ('num_init_features', 'block_config', 'bottleneck', 'compression', 'stem'),
+}
+
+
+def list_models():
+    """The registered names, in the order above."""
+    return list(MODELS)
+
+
+def default_cfg(name):
+    """The ModelCfg of `name`; a UsageError lists the names when it is not one."""
+    if name not in MODELS:
+        raise UsageError(f'no model named {name!r}; choose one of {", ".join(MODELS)}')
+    return MODELS[name]
+
+
+def constructor_args(name):
+    """The keyword arguments `get_model(name, ...)` accepts besides in_channels/num_classes."""
+    cfg = default_cfg(name)
+    target = DenseNet if cfg.build is _book else cfg.build
+    names = {p for p in inspect.signature(target).parameters if p != 'kwargs'}
+    if cfg.build is not _book:  # the rest pass through to DenseNetBC, less what the name fixes
+        from .variants import DenseNetBC
+        fixed = FIXED_BY_FAMILY[cfg.dataset]
+        names |= {p for p in inspect.signature(DenseNetBC).parameters if p not in fixed}
+    return sorted(names | {'in_channels', 'num_classes'})
+
+
+def model_kwargs(name, kwargs):
+    """`kwargs` completed with the name's fixed arguments and default channels/classes."""
+    cfg = default_cfg(name)
+    allowed = constructor_args(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise UsageError(f'{name} takes no argument {", ".join(unknown)}; it takes '
+                         f'{", ".join(allowed)}')
+    full = dict(cfg.kwargs)
+    full.update(in_channels=cfg.channels, num_classes=cfg.num_classes)
+    full.update(kwargs)
+    return full
+
+
+def get_model(name, **kwargs):
+    """Build the registered model `name`, e.g. ``get_model('densenet_bc_100',
+    in_channels=1)``; keyword arguments override its defaults (ModelCfg)."""
+    full = model_kwargs(name, kwargs)
+    model = default_cfg(name).build(**full)
+    model.registry_name, model.registry_kwargs = name, full
+    return model
