@@ -109,10 +109,11 @@ def load_parameters(model, path, ctx=None):
     try:
         (model if whole else model.net).load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError, RuntimeError) as e:
-        raise UsageError(f'{path} does not fit this {type(model).__name__} '
-                         f'({getattr(model, "registry_name", "")} with '
-                         f'{model.net[-1].weight.shape[0]} classes): another architecture, '
-                         f'channel count or class count: {_reason(e)}') from None
+        name = getattr(model, 'registry_name', type(model).__name__)
+        raise UsageError(f'{path} does not fit the {name} model with '
+                         f'{model.net[-1].weight.shape[0]} classes (another architecture, '
+                         f'channel count or class count; --model names a bare file\'s): '
+                         f'{_reason(e)}') from None
     return model
 
 
@@ -124,15 +125,10 @@ def all_finite(net):
 
 def build(meta, **overrides):
     """The untrained model that `meta` describes, its shapes fixed."""
-    from mxnet import np
     from .registry import get_model
     kwargs = {k: tuple(v) if isinstance(v, list) else v
               for k, v in {**meta.get('kwargs', {}), **overrides}.items()}
-    model = get_model(meta['model'], **kwargs)
-    channels = model._stem_weight().shape[1] or meta.get('channels', 1)
-    side = model.min_input_size()
-    model.net(np.zeros((1, channels, side, side)))
-    return model
+    return get_model(meta['model'], **kwargs)
 
 
 def load_model(path, model_name=None, model_args=None, ctx=None):

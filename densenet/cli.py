@@ -367,6 +367,9 @@ def read_for(meta, path):
 def cmd_predict(args):
     from mxnet import npx
     from .batches import to_tensor
+    from .images import read_image
+    for path in args.images:  # every file checked before the model loads
+        read_image(path)
     model, meta, ctxs = load_trained(args, args.device)
     images = [read_for(meta, p) for p in args.images]
     side = meta['input_size']

@@ -159,6 +159,7 @@ def decode_to_cache(paths, side, channels, cache_dir=None, num_workers=None,
             raise UsageError(f'{paths[bad[0]]}: not a readable image; remove it, or pass '
                              f'--skip-bad-images to train without it ({len(bad)} such files)')
         return onp.load(array_path, mmap_mode='r'), bad
+    created = not os.path.isdir(cache_dir)
     os.makedirs(cache_dir, exist_ok=True)
     shape = (len(paths), side, side) + ((3,) if channels == 3 else ())
     tmp = os.path.join(cache_dir, f'.{key}.{os.getpid()}.tmp.npy')
@@ -183,6 +184,8 @@ def decode_to_cache(paths, side, channels, cache_dir=None, num_workers=None,
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if created and not os.listdir(cache_dir):  # an error: leave no trace
+            os.rmdir(cache_dir)
     atomic_text(bad_path, json.dumps({'unreadable': bad}))
     if bad:
         log(f'skipped {len(bad)} unreadable image(s), e.g. {paths[bad[0]]}')

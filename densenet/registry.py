@@ -29,14 +29,9 @@ class ModelCfg:
     doc: str = ''
 
 
-def _book(num_classes=10, in_channels=1, **kwargs):
-    """The book's DenseNet with its stem's deferred input shape fixed to `in_channels`
-    (one forward of zeros at the smallest side; Xavier draws depend on shapes only)."""
-    from mxnet import np
-    model = DenseNet(num_classes=num_classes, **kwargs)
-    side = model.min_input_size()
-    model.net(np.zeros((1, in_channels, side, side)))
-    return model
+def _book(num_classes=10, in_channels=1, **kwargs):  # pylint: disable=unused-argument
+    """The book's DenseNet; its stem learns `in_channels` from the first batch."""
+    return DenseNet(num_classes=num_classes, **kwargs)
 
 
 MODELS = {cfg.name: cfg for cfg in [
@@ -108,7 +103,12 @@ def model_kwargs(name, kwargs):
 def get_model(name, **kwargs):
     """Build the registered model `name`, e.g. ``get_model('densenet_bc_100',
     in_channels=1)``; keyword arguments override its defaults (ModelCfg)."""
+    from mxnet import np
     full = model_kwargs(name, kwargs)
     model = default_cfg(name).build(**full)
     model.registry_name, model.registry_kwargs = name, full
+    # Every deferred shape fixed (one forward of zeros at the smallest side; the
+    # Xavier draws depend on shapes only), so parameters can be counted and loaded.
+    side = model.min_input_size()
+    model.net(np.zeros((1, full['in_channels'], side, side)))
     return model

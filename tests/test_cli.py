@@ -53,8 +53,12 @@ def trained(tmp_path_factory, real_data_dir):
 def test_train_writes_every_output(trained):
     out, proc = trained
     assert sorted(f for f in os.listdir(out) if not f.startswith('.')) == [
-        'best.params', 'checkpoint', 'curves.png', 'last.params', 'metrics.csv',
-        'summary.json']
+        'best.params', 'best.params.json', 'checkpoint', 'curves.png', 'last.params',
+        'last.params.json', 'metrics.csv', 'summary.json']
+    with open(os.path.join(out, 'best.params.json')) as f:
+        meta = json.load(f)  # the run describes itself: evaluate/predict/export need no flags
+    assert (meta['model'], meta['input_size'], meta['channels']) == ('book', 32, 1)
+    assert meta['classes'][0] == 't-shirt' and len(meta['classes']) == 10
     rows = read_metrics(out)
     assert [r['epoch'] for r in rows] == ['1', '2']
     with open(os.path.join(out, 'summary.json')) as f:
@@ -231,7 +235,7 @@ def test_bad_paths_and_files_exit_2_with_one_line(trained, tmp_path, real_data_d
         (['export', '--params', os.path.join(run, 'last.params'), '--out', 'file'],
          '--out file is a file, not a folder'),
         (['predict', '--params', 'random.params', 'x.png'],
-         'not a parameter file): MXNetError: Check failed'),
+         'random.params is not an MXNet parameter file (MXNetError: Check failed'),
         (['predict', '--params', 'text.params', 'x.png'], 'Invalid NDArray file format'),
         ([*train, '--out', str(no_ckpt), '--resume'], 'epoch-0002.params is missing'),
         ([*train, '--out', str(bad_state), '--resume'], 'state.json is damaged'),
@@ -262,7 +266,7 @@ def test_params_of_another_architecture(tmp_path):
     before = sorted(os.listdir(tmp_path))
     proc = cli('predict', '--params', path, img, check=False)
     assert proc.returncode == 2
-    assert 'does not fit the book\'s DenseNet' in proc.stderr
+    assert 'does not fit the book model with 10 classes' in proc.stderr
     assert sorted(os.listdir(tmp_path)) == before
 
 

@@ -1,0 +1,82 @@
+"""Params files: saved either way, described by their metadata, rebuilt without flags."""
+import json
+
+import numpy as onp
+import pytest
+from mxnet import np
+
+from densenet import get_model, load_model, load_parameters
+from densenet.checkpoints import describe, save, shape_args
+from densenet.errors import UsageError
+from helpers import set_running_stats
+
+
+@pytest.mark.parametrize('name,kwargs', [('book', {}), ('densenet_bc_100', {'depth': 40})])
+def test_params_saved_both_ways_load_and_agree(tmp_path, name, kwargs):
+    model = get_model(name, in_channels=1, **kwargs)
+    set_running_stats(model.net, seed=0)
+    X = np.array(onp.random.RandomState(0).uniform(size=(2, 1, 32, 32)).astype('float32'))
+    expected = model(X).asnumpy()
+    whole, net_only = str(tmp_path / 'whole.params'), str(tmp_path / 'net.params')
+    model.save_parameters(whole)          # a notebook's d2l.Classifier: keys net.0.0.weight
+    model.net.save_parameters(net_only)   # the tools' files: keys 0.0.weight
+    for path in (whole, net_only):
+        fresh = get_model(name, in_channels=1, **kwargs)
+        load_parameters(fresh, path)
+        assert onp.array_equal(fresh(X).asnumpy(), expected)
+        # A bare file with --model: channels and classes are read off the file.
+        rebuilt, meta = load_model(path, name, kwargs or None)
+        assert meta['channels'] == 1 and len(meta['classes']) == 10
+        assert onp.array_equal(rebuilt(X).asnumpy(), expected)
+
+
+def test_metadata_rebuilds_the_model(tmp_path):
+    model = get_model('densenet_bc_100', depth=40, in_channels=3, num_classes=3)
+    X = np.array(onp.random.RandomState(1).uniform(size=(2, 3, 32, 32)).astype('float32'))
+    path = str(tmp_path / 'best.params')
+    save(model, path, describe(model, 40, ['cat', 'dog', 'fox'], 'folder:pets'))
+    with open(path + '.json') as f:
+        meta = json.load(f)
+    assert meta['kwargs']['depth'] == 40 and meta['classes'] == ['cat', 'dog', 'fox']
+    rebuilt, meta = load_model(path)
+    assert rebuilt.hparams == model.hparams and meta['input_size'] == 40
+    assert onp.array_equal(rebuilt(X).asnumpy(), model(X).asnumpy())
+    assert shape_args(path) == {'in_channels': 3, 'num_classes': 3}
+
+
+def test_a_file_of_another_architecture_is_refused(tmp_path):
+    path = str(tmp_path / 'bc.params')
+    get_model('densenet_bc_100', depth=40, in_channels=1).net.save_parameters(path)
+    with pytest.raises(UsageError, match='does not fit the book model with 10 classes'):
+        load_parameters(get_model('book'), path)
+    with pytest.raises(UsageError, match='does not fit the book model'):
+        load_model(path)  # no metadata: taken for the book's model, and refused
+    (tmp_path / 'text.params').write_text('not parameters')
+    with pytest.raises(UsageError, match='is not an MXNet parameter file'):
+        load_model(str(tmp_path / 'text.params'))
+
+
+@pytest.mark.parametrize('name', ['book', 'densenet_bc_100'])
+def test_forward_features_and_reset_classifier(name):
+    model = get_model(name, in_channels=1)
+    set_running_stats(model.net, seed=2)
+    X = np.array(onp.random.RandomState(2).uniform(size=(3, 1, 32, 32)).astype('float32'))
+    features = model.forward_features(X)
+    assert features.shape == (3, model.num_features)
+    # The model's own pooled activations, taken from its layers one by one.
+    pooled = X
+    for layer in list(model.net._children.values())[:-1]:
+        pooled = layer(pooled)
+    assert onp.array_equal(features.asnumpy(), pooled.asnumpy().reshape(3, -1))
+    assert onp.array_equal(model.net[-1](features).asnumpy(), model(X).asnumpy())
+    body = {k: p.data().asnumpy() for k, p in model.net.collect_params().items()}
+    old_head = model.net[-1].weight.data().asnumpy()
+    model.reset_classifier(4)
+    assert model(X).shape == (3, 4) and model.hparams['num_classes'] == 4
+    head = model.net[-1].weight.data().asnumpy()
+    assert head.shape == (4, model.num_features) and not onp.allclose(head[:, :4], 0)
+    for k, p in model.net.collect_params().items():  # every other parameter as it was
+        if k in body and p.shape == body[k].shape and p is not model.net[-1].weight:
+            assert onp.array_equal(p.data().asnumpy(), body[k]), k
+    assert old_head.shape[0] == 10
+    assert onp.array_equal(model.forward_features(X).asnumpy(), features.asnumpy())
