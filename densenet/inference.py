@@ -16,7 +16,7 @@ from mxnet import gluon, np
 
 from . import runtime
 from .machine import unsupported
-from .modes import concat_mode, set_concat_mode
+from .modes import concat_mode, fast_concat_mode, set_concat_mode
 from .mxcompat import cached_graph_json, load_init
 from .export import export_mxnet
 
@@ -210,7 +210,7 @@ def fp32_model(model, input_shape=(1, 1, 96, 96), ctx=None):
                             model.net.collect_params().values()):
         mine.set_data(theirs.data().copy())
     fast.net.collect_params().reset_ctx(ctx)
-    set_concat_mode(fast.net, 'legacy')
+    set_concat_mode(fast.net, fast_concat_mode(fast.net))
     fast.net.hybridize(static_alloc=True, static_shape=True)
     return fast
 

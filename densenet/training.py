@@ -26,7 +26,7 @@ from .files import atomic_text, atomic_write, pyplot, save_figure
 from .machine import summary_line
 from .checkpoints import all_finite
 from .registry import default_cfg, get_model, model_kwargs
-from .modes import set_concat_mode, set_memory_efficient
+from .modes import fast_concat_mode, set_concat_mode, set_memory_efficient
 from .run_folder import Run
 
 KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
@@ -170,7 +170,7 @@ def prepare_model(model, ctxs, hybridize, memory_efficient=False):
     if memory_efficient:
         set_memory_efficient(model.net, True)
     if hybridize:
-        set_concat_mode(model.net, 'legacy')
+        set_concat_mode(model.net, fast_concat_mode(model.net))
         model.net.hybridize(static_alloc=True, static_shape=True)
     return model
 
