@@ -252,6 +252,19 @@ def _input_shape(meta):
     return (1, meta['channels'], side, side)
 
 
+def check_data_flags(args):
+    """--data and --data-dir checked before any model loads."""
+    if args.data and args.data_dir:
+        raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
+                         'datasets: give one')
+    if args.data_dir:
+        from .data import check_data_dir
+        check_data_dir(args.data_dir)
+    if args.data:
+        from .image_folder import check_folder
+        check_folder(args.data)
+
+
 def eval_data(args, meta, batch_size):
     """The labelled images to score: --data's (or the run's own) folder, else Fashion-MNIST's
     test split, at the model's side and channels."""
@@ -273,9 +286,6 @@ def eval_data(args, meta, batch_size):
         raise UsageError(f'this model takes {meta["channels"]}-channel images of '
                          f'{len(meta["classes"])} classes, not Fashion-MNIST: give --data with '
                          'a folder of its classes')
-    if getattr(args, 'data_dir', None):
-        from .data import check_data_dir
-        check_data_dir(args.data_dir)
     from .data import FashionMNIST
     side = meta['input_size']
     return FashionMNIST(batch_size=batch_size, resize=(side, side), root=args.data_dir)
@@ -288,9 +298,7 @@ def cmd_evaluate(args):
     why = unsupported(args.precision, runtime.capabilities())
     if why:
         raise UsageError(f'--precision {args.precision}: {why}')
-    if args.data and args.data_dir:
-        raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
-                         'datasets: give one')
+    check_data_flags(args)
     model, meta, ctxs = load_trained(args, 'cpu' if args.precision != 'fp32' else args.device)
     data = eval_data(args, meta, args.batch_size)
     fp32_preds = None
@@ -398,9 +406,7 @@ def cmd_features(args):
     from .files import atomic_write
     if not args.out.endswith('.npz'):
         raise UsageError(f'--out {args.out}: give a file name ending in .npz')
-    if args.data and args.data_dir:
-        raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
-                         'datasets: give one')
+    check_data_flags(args)
     model, meta, ctxs = load_trained(args, args.device)
     data = eval_data(args, meta, args.batch_size)
     splits = ['train', 'val'] if args.split == 'all' else [args.split]

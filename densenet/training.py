@@ -458,8 +458,9 @@ def fit(cfg, data=None, log=print):
         if cfg.freeze_features:
             freeze_features(model)
         prepare_model(model, ctxs, cfg.hybridize, cfg.memory_efficient)
-        trainable = {k: p for k, p in model.net.collect_params().items() if p.grad_req != 'null'}
-        trainer = gluon.Trainer(trainable, 'sgd',
+        params = (model.classifier_params() if cfg.freeze_features
+                  else model.net.collect_params())
+        trainer = gluon.Trainer(params, 'sgd',
                                 {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
                                 kvstore=kv or cfg.kvstore)
         rows, best_acc, first_epoch, prior_wall = [], -1.0, 0, 0.0

@@ -80,3 +80,27 @@ def test_forward_features_and_reset_classifier(name):
             assert onp.array_equal(p.data().asnumpy(), body[k]), k
     assert old_head.shape[0] == 10
     assert onp.array_equal(model.forward_features(X).asnumpy(), features.asnumpy())
+
+
+def test_init_from_a_gluon_zoo_file_with_other_classes(tmp_path):
+    """--init: a zoo DenseNet-121 file (1000 classes) starts a 3-class model; every layer
+    but the classifier takes the zoo's values."""
+    import mxnet as mx
+    from mxnet.gluon.model_zoo import vision
+    from densenet.training import initialize_from
+    path = str(tmp_path / 'zoo.params')
+    with mx.util.np_array(False), mx.util.np_shape(False):
+        zoo = vision.densenet121()
+        zoo.initialize(mx.init.Xavier())
+        zoo(mx.nd.zeros((1, 3, 224, 224)))  # its last pooling is 7x7
+        set_running_stats(zoo, seed=3, array=mx.nd.array)
+        zoo.save_parameters(path)
+        zoo_values = [p.data().asnumpy() for p in zoo.collect_params().values()]
+    model = get_model('densenet121', num_classes=3)
+    said = []
+    initialize_from(model, path, [mx.cpu()], log=said.append)
+    ours = [p.data().asnumpy() for p in model.net.collect_params().values()]
+    assert all(onp.array_equal(a, b) for a, b in zip(ours[:-2], zoo_values[:-2]))
+    assert ours[-2].shape == (3, 1024) and zoo_values[-2].shape == (1000, 1024)
+    assert said == [f'initialised from {path} (its 1000-class classifier replaced by a new '
+                    '3-class one)']

@@ -91,8 +91,9 @@ def test_two_workers_match_single_process(tmp_path, real_data_dir):
     assert code == 0, out[-3000:]
     assert '[worker rank 0]' in out and '[worker rank 1]' in out
     # Only rank 0 wrote the run's files.
-    assert sorted(os.listdir(tmp_path / 'out')) == ['best.params', 'curves.png',
-                                                     'last.params', 'metrics.csv',
+    assert sorted(os.listdir(tmp_path / 'out')) == ['best.params', 'best.params.json',
+                                                     'curves.png', 'last.params',
+                                                     'last.params.json', 'metrics.csv',
                                                      'summary.json']
     nets = [load(str(ranks / f'rank-{r}.params')).net for r in (0, 1)]
     w0, w1 = (trainable(net) for net in nets)

@@ -27,7 +27,7 @@ def params_arrays(path):
     return {k: v.asnumpy() for k, v in mx.nd.load(path).items()}
 
 
-@pytest.mark.parametrize('model', [['--model', 'densenet_bc_100', '--model-arg', 'depth=40'],
+@pytest.mark.parametrize('model', [['--model', 'densenet_bc_100', '--model-arg', 'depth=16'],
                                    ['--model', 'book']])
 def test_train_then_evaluate_predict_export_from_the_params_alone(tmp_path, real_data_dir,
                                                                   model):
@@ -48,6 +48,10 @@ def test_train_then_evaluate_predict_export_from_the_params_alone(tmp_path, real
     Image.fromarray(load_split('val', real_data_dir)[0][0]).save(image)
     pred = cli('predict', '--params', params, image).stdout
     assert pred.startswith(f'{image}: ') and pred.split(': ')[1].split(' (')[0] in meta['classes']
+    if model[1] != 'book':  # INT8 for a BC model too (the book's is test_inference's)
+        int8 = cli('evaluate', '--params', params, '--data-dir', real_data_dir,
+                   '--precision', 'int8').stdout
+        assert 'top-1 agreement with fp32' in int8
     for fmt in ('mxnet', 'onnx'):
         cli('export', '--params', params, '--format', fmt, '--out', str(tmp_path / fmt))
     # The ONNX file computes what the model computes (onnxruntime, one test image).

@@ -68,3 +68,16 @@ def test_concat_mode_restores_modes_and_hybridization():
         model(np.zeros(SHAPE))
     assert not is_hybridized(model.net)
     assert [b.mode for b in dense_blocks(model.net)] == [BlockMode('legacy')] * 2
+
+
+def test_fast_concat_is_chosen_by_growth_rate():
+    """oneDNN's concat on the fast path only where it trains (growth a multiple of 16)."""
+    from densenet import get_model
+    from densenet.modes import fast_concat_mode, growth_rates
+    assert growth_rates(DenseNet().net) == [32] * 4
+    assert fast_concat_mode(DenseNet().net) == 'legacy'
+    assert fast_concat_mode(get_model('densenet121').net) == 'legacy'
+    bc = get_model('densenet_bc_100', depth=40)
+    assert growth_rates(bc.net) == [12] * 3 and fast_concat_mode(bc.net) == 'numpy'
+    assert fast_concat_mode(get_model('densenet_bc_100', depth=40, growth_rate=16).net) == \
+        'legacy'
