@@ -13,6 +13,7 @@ import mxnet as mx
 
 from .errors import UsageError
 from .files import atomic_text, atomic_write
+from .mxcompat import load_arrays
 
 META_VERSION = 1
 #: Inputs are ToTensor's values: pixels / 255, no mean or std subtracted.
@@ -64,7 +65,7 @@ def _load_arrays(path):
     if not os.path.isfile(path):
         raise UsageError(f'{path}: no such file')
     try:
-        saved = mx.nd.load(path)
+        saved = load_arrays(path)
     except mx.base.MXNetError as e:
         raise UsageError(f'{path} is not an MXNet parameter file ({_reason(e)}); give a '
                          '.params file written by save_parameters') from None

@@ -53,3 +53,13 @@ def replace_child(sequential, index, block):
     that saved parameter names (``'5.weight'``) stay what they were."""
     key = list(sequential._children)[index]
     sequential._children[key] = block
+
+
+def load_arrays(path):
+    """mx.nd.load for files of either array semantics (the model zoo's are legacy)."""
+    import mxnet as mx
+    try:
+        return mx.nd.load(path)
+    except mx.base.MXNetError:
+        with mx.util.np_array(False), mx.util.np_shape(False):
+            return mx.nd.load(path)

@@ -6,13 +6,12 @@ layer for layer, so the zoo's parameter files load into them
 """
 import functools
 
-import mxnet as mx
 from mxnet import init
 from mxnet.gluon import nn
 
 from .blocks import DenseBlock, transition_block
 from .model import CheckedClassifier
-from .mxcompat import load_init
+from .mxcompat import load_arrays, load_init
 
 # name: (initial features, growth rate, layers per block), as in the paper's
 # Table 1 and the Gluon model zoo.
@@ -143,11 +142,7 @@ def load_gluon_zoo_parameters(model, path, ctx=None):
     The zoo and this library build the same layers in the same order, so the
     parameters are matched by position and checked by shape.
     """
-    try:
-        saved = mx.nd.load(path)
-    except mx.base.MXNetError:
-        with mx.util.np_array(False), mx.util.np_shape(False):  # zoo files hold legacy arrays
-            saved = mx.nd.load(path)
+    saved = load_arrays(path)  # zoo files hold legacy arrays
     if not isinstance(saved, dict):
         raise ValueError(f'{path} holds no named parameters; save the zoo model with '
                          'net.save_parameters(path)')
