@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 
-import numpy as onp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from densenet import runtime  # noqa: E402  (sets the threads first)
@@ -77,9 +76,9 @@ def main():
     print(f'  later runs, cache found: {rec["cached_open_s"]:.2f} s to open')
     print(f'  training batches (augmented), image folder from its cache: '
           f'{rec["folder_epoch_img_s"]:8.0f} img/s')
+    ratio = rec['folder_epoch_img_s'] / rec['fashion_mnist_epoch_img_s']
     print(f'  training batches (augmented), Fashion-MNIST in memory:     '
-          f'{rec["fashion_mnist_epoch_img_s"]:8.0f} img/s '
-          f'(folder / in-memory = {rec["folder_epoch_img_s"] / rec["fashion_mnist_epoch_img_s"]:.2f})')
+          f'{rec["fashion_mnist_epoch_img_s"]:8.0f} img/s (folder / in-memory = {ratio:.2f})')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(rec, f, indent=1)

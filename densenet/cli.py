@@ -1,4 +1,4 @@
-"""``densenet train|evaluate|predict|export|features|launch|info``: the command-line face of the library."""
+"""``densenet train|evaluate|predict|export|features|launch|info``: the command line."""
 import argparse
 import dataclasses
 import json

@@ -261,9 +261,10 @@ class ImageFolder(d2l.DataModule):
                 raise UsageError(f'{len(train_idx)} training images cannot be split over '
                                  f'{count} workers')
             train_idx = train_idx[index * size:(index + 1) * size]
-        if not len(train_idx) or not len(val_idx):
-            raise UsageError(f'ImageFolder {root}: no readable {"training" if not len(train_idx) else "validation"} '
-                             'images left; add images')
+        for split, index in (('training', train_idx), ('validation', val_idx)):
+            if not len(index):
+                raise UsageError(f'ImageFolder {root}: no readable {split} images left; '
+                                 'add images')
         self.paths = paths
         self.train_index, self.val_index = onp.sort(train_idx), val_idx
         self.train_arrays = (Rows(images, self.train_index), labels[self.train_index])
