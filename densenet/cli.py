@@ -31,6 +31,17 @@ def _positive_float(text):
     return value
 
 
+def _budget(text):
+    """--budget: seconds from '60m', '1h30m', '900s'; 'off' is 0 (no budget)."""
+    if text.strip().lower() in ('off', 'none'):
+        return 0.0
+    from .budget import parse_duration
+    try:
+        return parse_duration(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_train(sub):
     from .training import RECIPES
     p = sub.add_parser('train', help='train a DenseNet (default: the book\'s) on Fashion-MNIST '
@@ -53,9 +64,15 @@ def _add_train(sub):
                    help='train only the classifier (with --init: fine-tune the head)')
     p.add_argument('--recipe', choices=sorted(RECIPES), default='book',
                    help='named defaults (book: the d2l chapter\'s recipe; fast-cpu: '
-                        '94%% in 23 epochs at 64x64, 54 min on a 2-core AMX Xeon, longer on '
-                        'other CPUs: see the estimate the run prints); flags below override them')
-    p.add_argument('--epochs', type=_positive_int)
+                        '94.0-94.3%% in 23 epochs at 64x64, 40-66 min on 2-core CPUs, with '
+                        '--budget 60m, so that a slower CPU plans fewer); flags below '
+                        'override them')
+    p.add_argument('--epochs', type=_positive_int,
+                   help='epochs (with --budget: the most it may plan)')
+    p.add_argument('--budget', type=_budget,
+                   help='wall time for the whole run, e.g. 60m, 1h30m, 900s (fast-cpu: 60m; '
+                        'off: none): the run times itself and plans its steps, and the '
+                        'learning-rate schedule, to end inside it')
     p.add_argument('--batch-size', type=_positive_int)
     p.add_argument('--resize', type=_positive_int, help='square image side (book: 96)')
     p.add_argument('--lr', type=_positive_float)

@@ -19,8 +19,8 @@ from .files import atomic_text, atomic_write
 
 #: What a run writes; any of them marks the folder as holding a run.
 RUN_FILES = ('summary.json', 'metrics.csv', 'last.params', 'best.params', 'curves.png',
-             'checkpoint')
-_TEMPORARY = re.compile(r'^\.(summary\.json|metrics\.csv|last\.params|best\.params|'
+             'checkpoint', 'last.params.json', 'best.params.json')
+_TEMPORARY = re.compile(r'^\.(summary\.json|metrics\.csv|(last|best)\.params(\.json)?|'
                         r'curves\.png|state\.json|epoch-\d+\.(params|states))\.\w{8}$')
 
 
@@ -155,13 +155,13 @@ class Run:
                     if _TEMPORARY.match(name):
                         os.remove(os.path.join(folder, name))
 
-    def save_checkpoint(self, model, trainer, epoch, rows, cfg, best_acc, wall_s):
+    def save_checkpoint(self, model, trainer, epoch, rows, cfg, best_acc, wall_s, **extra):
         os.makedirs(self.ckpt, exist_ok=True)
         stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
         atomic_write(stem + '.params', model.net.save_parameters)
         atomic_write(stem + '.states', trainer.save_states)
         state = {'epoch': epoch, 'rows': rows, 'config': dataclasses.asdict(cfg),
-                 'best_val_acc': best_acc, 'wall_s': wall_s}
+                 'best_val_acc': best_acc, 'wall_s': wall_s, **extra}
         atomic_text(os.path.join(self.ckpt, 'state.json'), json.dumps(state, indent=1))
         for name in os.listdir(self.ckpt):  # older epochs are no longer needed
             if name.startswith('epoch-') and not name.startswith(f'epoch-{epoch:04d}.'):

@@ -24,6 +24,7 @@ from .data import TRAIN_SIZE
 from .errors import Diverged, UsageError
 from .files import atomic_text, atomic_write, pyplot, save_figure
 from .machine import summary_line
+from .budget import plan_steps
 from .checkpoints import all_finite
 from .registry import default_cfg, get_model, model_kwargs
 from .modes import fast_concat_mode, set_concat_mode, set_memory_efficient
@@ -65,6 +66,7 @@ class TrainConfig:
     channels: int = None          # ImageFolder: 1 or 3; None: 1 if every image is grayscale
     val_split: float = 0.2        # ImageFolder without train/ and val/: share held out
     skip_bad_images: bool = False  # ImageFolder: skip unreadable files instead of stopping
+    budget: float = None          # seconds the whole run may take (None: no budget)
     init: str = None              # params file to start from (fine-tuning)
     freeze_features: bool = False  # train only the classifier
 
@@ -85,6 +87,8 @@ class TrainConfig:
                              'folder instead: give one of them')
         if self.channels not in (None, 1, 3):
             raise UsageError(f'--channels must be 1 or 3, got {self.channels}')
+        if self.budget is not None and not 0 <= self.budget < math.inf:
+            raise UsageError(f'--budget must be a duration, got {self.budget} s')
         if not 0 < self.val_split < 1:
             raise UsageError(f'--val-split must be between 0 and 1, got {self.val_split}')
         if self.init and not os.path.isfile(self.init):
@@ -113,6 +117,10 @@ class TrainConfig:
                              f'got {self.kvstore!r}')
         if self.memory_efficient and self.hybridize:
             raise UsageError('--memory-efficient runs imperatively: add --no-hybridize')
+        if self.budget and self.kvstore.startswith('dist'):
+            raise UsageError('--budget plans each process\'s steps from its own speed, and the '
+                             'workers of a dist kvstore must take the same steps: give --epochs '
+                             '(and --budget off with --recipe fast-cpu)')
         if self.resume and self.kvstore.startswith('dist'):
             raise UsageError('--resume is not supported with a dist kvstore: restart the run')
         if self.resume and self.overwrite:
@@ -139,7 +147,7 @@ RECIPES = {
     'book': dict(epochs=10, batch_size=128, resize=96, lr=0.01, momentum=0.0, wd=0.0,
                  schedule='constant', augment=False),
     'fast-cpu': dict(epochs=23, batch_size=128, resize=64, lr=0.1, momentum=0.9, wd=5e-4,
-                     schedule='cosine', augment=True, label_smoothing=0.1),
+                     schedule='cosine', augment=True, label_smoothing=0.1, budget=3600.0),
 }
 
 
@@ -194,6 +202,20 @@ def evaluate(model, loader, ctxs):
             n += yi.shape[0]
             preds.append(p.asnumpy())
     return total_loss / n, correct / n, onp.concatenate(preds)
+
+
+def time_inference(model, loader, ctxs, batches=2):
+    """Seconds per inference batch of `loader`, timed after one batch that builds the graph."""
+    it = iter(loader)
+    times = []
+    for _ in range(batches + 1):
+        X, _ = next(it, (None, None))
+        if X is None:
+            break
+        tic = time.time()
+        model(X.as_in_context(ctxs[0])).wait_to_read()
+        times.append(time.time() - tic)
+    return min(times[1:] or times)
 
 
 class Progress:
@@ -354,10 +376,10 @@ def make_loss(model, cfg):
     return loss_fn
 
 
-def speed_note(cfg, rate, epoch, steps_per_epoch):
+def speed_note(cfg, rate, steps_left):
     """The line a CPU run prints once it knows its speed."""
     full = 10 * TRAIN_SIZE / rate * (96 / cfg.resize) ** 2
-    this = (cfg.epochs - epoch) * steps_per_epoch * cfg.batch_size / rate
+    this = steps_left * cfg.batch_size / rate
     return (f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
             f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
             f'about {full / 3600:.1f} h on this machine, this run about '
@@ -366,25 +388,42 @@ def speed_note(cfg, rate, epoch, steps_per_epoch):
             + '--limit 5000 --epochs 2 --resize 32.')
 
 
-def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1,
-                    note_speed=None):
-    """One pass over `loader`; returns (mean loss, accuracy, images, seconds).
+class Steps:
+    """The run's planned number of steps; a budget may change it between epochs."""
 
-    `note_speed(rate)` is called once, after a few steps past the graph build.
+    def __init__(self, total, steps_per_epoch):
+        self.total, self.steps_per_epoch = total, steps_per_epoch
+
+    @property
+    def epochs(self):
+        return math.ceil(self.total / self.steps_per_epoch)
+
+
+def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1,
+                    steps=None, on_warm=None):
+    """One pass over `loader` (or the part of it that `steps.total` leaves); returns
+    (mean loss, accuracy, images, seconds, seconds per step after the first).
+
+    `on_warm(images/s, seconds/step)` is called once, five steps past the first (which
+    builds the graph); it may change `steps.total`.
     """
     if hasattr(loader, 'set_epoch'):
         loader.set_epoch(epoch)
     steps_per_epoch = len(loader)
-    total_steps = cfg.epochs * steps_per_epoch
+    steps = steps or Steps(cfg.epochs * steps_per_epoch, steps_per_epoch)
     # Guessing uniformly costs ln(classes) per image (2.3 for 10); a run whose loss
     # is a hundred times that has left training behind (a diverging --lr 1e6 run
     # passed 1e25 before its loss became NaN), so it stops rather than save it.
     loss_limit = 100 * math.log(max(model.net[-1].weight.shape[0], 2))
-    bar = Progress(steps_per_epoch, f'epoch {epoch + 1}/{cfg.epochs}')
-    tic, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+    first = epoch * steps_per_epoch
+    bar = Progress(min(steps_per_epoch, steps.total - first),
+                   f'epoch {epoch + 1}/{steps.epochs}')
+    tic, seen, loss_sum, correct, done = time.time(), 0, 0.0, 0, 0
     for i, (X, y) in enumerate(loader):
-        step = epoch * steps_per_epoch + i
-        trainer.set_learning_rate(lr_at(cfg, step, total_steps))
+        step = first + i
+        if step >= steps.total:
+            break
+        trainer.set_learning_rate(lr_at(cfg, step, steps.total))
         Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
         ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
         with autograd.record():
@@ -402,13 +441,73 @@ def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1
         correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
                        for o, yi in zip(outs, ys))
         seen += X.shape[0]
+        done += 1
+        bar.total = min(steps_per_epoch, steps.total - first)
         bar.update(i + 1, seen)
         if i == 0:
             tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
-        if note_speed and i == 5:
-            note_speed((seen - seen_warm) / (time.time() - tic_warm))
-            note_speed = None
-    return loss_sum / seen, correct / seen, seen, time.time() - tic
+        if on_warm and i == 5:
+            elapsed = time.time() - tic_warm
+            on_warm((seen - seen_warm) / elapsed, elapsed / 5)
+            on_warm = None
+    end = time.time()
+    step_s = (end - tic_warm) / (done - 1) if done > 1 else end - tic
+    return loss_sum / seen, correct / seen, seen, end - tic, step_s
+
+
+class Budget:
+    """Plans and re-plans `steps.total` so that the run ends inside `cfg.budget` (budget.py);
+    does nothing without a budget."""
+
+    def __init__(self, cfg, steps, val_batches, log, elapsed, plans):
+        self.cfg, self.steps, self.log, self.elapsed = cfg, steps, log, elapsed
+        self.val_batches, self.plans = val_batches, plans
+        self.cap = cfg.epochs * steps.steps_per_epoch
+
+    def _record(self, plan, done, why):
+        self.steps.total = plan.total_steps
+        self.plans.append({'at_step': done, 'why': why, 'total_steps': plan.total_steps,
+                           'epochs': plan.epochs, 'step_s': plan.step_s,
+                           'epoch_overhead_s': plan.epoch_overhead_s,
+                           'expected_end_s': plan.end_s})
+        end = time.strftime('%H:%M:%S', time.localtime(time.time() + plan.end_s
+                                                       - self.elapsed()))
+        capped = ' (--epochs caps it)' if plan.total_steps == self.cap else ''
+        self.log(f'{why}: {plan.describe()}{capped}; expected to end at {end}, '
+                 f'{plan.end_s / 60:.1f} min into the {self.cfg.budget / 60:.1f} min budget')
+        if plan.total_steps < self.steps.steps_per_epoch:
+            self.log(f'the budget fits {plan.total_steps} of an epoch\'s '
+                     f'{self.steps.steps_per_epoch} steps: this run trains on part of the data')
+
+    def first_plan(self, step_s, done, eval_batch_s):
+        """The plan from the first timed steps and validation batches (`eval_batch_s()`
+        times one); writing the outputs is taken as 1 s until an epoch has measured it."""
+        if not self.cfg.budget:
+            return
+        overhead = self.val_batches * eval_batch_s() + 1.0
+        plan = plan_steps(self.cfg.budget, self.elapsed(), done, self.steps.steps_per_epoch,
+                          step_s, overhead, self.cap)
+        if plan is None:
+            raise UsageError(f'--budget {self.cfg.budget:.0f} s is too short for this run: '
+                             f'{self.elapsed():.0f} s went to loading and building, and a '
+                             f'step takes {step_s:.2f} s; give a longer --budget, or fewer '
+                             'images (--limit) or a smaller --resize')
+        self._record(plan, done, 'plan')
+
+    def replan(self, step_s, overhead_s, done):
+        """After an epoch: plan again from what it measured; adopt a plan that is shorter
+        (the old one would overrun) or more than 2% longer."""
+        if not self.cfg.budget or done >= self.steps.total:
+            return
+        plan = plan_steps(self.cfg.budget, self.elapsed(), done, self.steps.steps_per_epoch,
+                          step_s, overhead_s, self.cap)
+        total = plan.total_steps if plan else done
+        if total < self.steps.total or total > 1.02 * self.steps.total:
+            if plan is None:
+                self.log('re-plan: the budget is spent; the run ends here')
+                self.steps.total = done
+            else:
+                self._record(plan, done, 're-plan')
 
 
 def write_epoch(run, model, meta, rows, is_best):
@@ -469,14 +568,29 @@ def fit(cfg, data=None, log=print):
             log(f'resuming {cfg.out} after epoch {first_epoch}')
         loss_fn = make_loss(model, cfg)
         quiet = ctxs[0].device_type == 'gpu' or not writer
-        for epoch in range(first_epoch, cfg.epochs):
-            note = None if quiet or epoch > first_epoch else (
-                lambda rate, e=epoch: log(speed_note(cfg, rate, e, len(train_loader))))
-            train_loss, train_acc, seen, train_s = train_one_epoch(
-                model, trainer, train_loader, ctxs, cfg, epoch, loss_fn, workers, note)
+        spe = len(train_loader)
+        steps = Steps(state.get('total_steps', cfg.epochs * spe) if state else cfg.epochs * spe,
+                      spe)
+        budget = Budget(cfg, steps, len(val_loader), log,
+                        lambda: prior_wall + time.time() - started,
+                        state.get('plans', []) if state else [])
+        epoch = first_epoch
+        while epoch < steps.epochs:
+            fresh = epoch == first_epoch  # this process's first epoch: time the steps
+
+            def on_warm(rate, step_s, fresh=fresh):
+                if fresh and not state:
+                    budget.first_plan(step_s, epoch * spe + 6,
+                                      lambda: time_inference(model, val_loader, ctxs))
+                if fresh and not quiet:
+                    log(speed_note(cfg, rate, steps.total - epoch * spe))
+            train_loss, train_acc, seen, train_s, step_s = train_one_epoch(
+                model, trainer, train_loader, ctxs, cfg, epoch, loss_fn, workers, steps,
+                on_warm)
             if not writer:
-                log(f'[rank {rank}] epoch {epoch + 1}/{cfg.epochs}: train loss '
+                log(f'[rank {rank}] epoch {epoch + 1}/{steps.epochs}: train loss '
                     f'{train_loss:.4f} acc {train_acc:.4f} on its shard')
+                epoch += 1
                 continue
             tic = time.time()
             val_loss, val_acc, _ = evaluate(model, val_loader, ctxs)
@@ -487,14 +601,17 @@ def fit(cfg, data=None, log=print):
                    'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
                    'img_s': seen / train_s, 'seconds': train_s + time.time() - tic}
             rows.append(row)
-            log(f'epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f} '
+            log(f'epoch {epoch + 1}/{steps.epochs}: train loss {train_loss:.4f} '
                 f'acc {train_acc:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | '
                 f'{row["img_s"]:.1f} img/s | {row["seconds"]:.1f} s')
             write_epoch(run, model, meta, rows, val_acc > best_acc)
             best_acc = max(best_acc, val_acc)
+            epoch += 1
             if kv is None:  # MXNet cannot save optimizer states of a dist kvstore
-                run.save_checkpoint(model, trainer, epoch + 1, rows, cfg, best_acc,
-                                    prior_wall + time.time() - started)
+                run.save_checkpoint(model, trainer, epoch, rows, cfg, best_acc,
+                                    prior_wall + time.time() - started,
+                                    total_steps=steps.total, plans=budget.plans)
+            budget.replan(step_s, time.time() - tic, min(epoch * spe, steps.total))
         if cfg.rank_params:
             os.makedirs(cfg.rank_params, exist_ok=True)
             atomic_write(os.path.join(cfg.rank_params, f'rank-{rank}.params'),
@@ -502,8 +619,11 @@ def fit(cfg, data=None, log=print):
         if not writer:
             return None
         summary = {'config': dataclasses.asdict(cfg), 'final_val_acc': rows[-1]['val_acc'],
-                   'best_val_acc': best_acc, 'epochs': len(rows),
+                   'best_val_acc': best_acc, 'epochs': len(rows), 'steps': steps.total,
                    'wall_s': prior_wall + time.time() - started, 'model': meta,
                    'machine': runtime.machine(), 'workers': workers, 'metrics': rows}
+        if cfg.budget:
+            summary.update(budget_s=cfg.budget, plan=budget.plans[-1] if budget.plans else None,
+                           plans=budget.plans)
         atomic_text(run.path('summary.json'), json.dumps(summary, indent=1))
         return summary

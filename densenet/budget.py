@@ -1,0 +1,81 @@
+"""Time-budgeted training: how many steps fit in the time a run is given.
+
+A budgeted run measures its own step time (after the graph is built) and
+evaluation time, and plans the total number of steps so that training, one
+evaluation and the outputs per epoch, and the summary end inside the budget;
+the learning-rate schedule is laid over exactly that many steps. After every
+epoch it measures again and re-plans when the plan would overrun, or when it
+could run more than 2% longer.
+"""
+import dataclasses
+import math
+import re
+
+from .errors import UsageError
+
+_PART = re.compile(r'(\d+(?:\.\d+)?)([hms])')
+UNITS = {'h': 3600, 'm': 60, 's': 1}
+#: Share of the budget kept back for what timing cannot foresee (measured: README).
+RESERVE = 0.03
+#: Below this a run cannot even build its graph and evaluate once.
+MIN_BUDGET_S = 10
+
+
+def parse_duration(text):
+    """Seconds in '60m', '1h30m', '900s', '1.5h' (a unit is required); UsageError else."""
+    text = str(text).strip().lower()
+    parts = _PART.findall(text)
+    if not text or ''.join(n + u for n, u in parts) != text or \
+            len({u for _, u in parts}) != len(parts):
+        raise UsageError(f'{text!r} is not a duration: write it with units, e.g. '
+                         '60m, 1h30m or 900s')
+    seconds = sum(float(n) * UNITS[u] for n, u in parts)
+    if seconds < MIN_BUDGET_S:
+        raise UsageError(f'{text} is too short for any training: a run needs at least '
+                         f'{MIN_BUDGET_S} s to build its graph and evaluate once')
+    return seconds
+
+
+@dataclasses.dataclass
+class Plan:
+    """The steps a run will take, and what the plan was made from."""
+    total_steps: int
+    steps_per_epoch: int
+    step_s: float
+    epoch_overhead_s: float   # evaluation and writing outputs, per epoch
+    end_s: float              # expected wall seconds from the run's start
+
+    @property
+    def epochs(self):
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def describe(self):
+        part = self.total_steps - (self.epochs - 1) * self.steps_per_epoch
+        last = '' if part == self.steps_per_epoch else f', the last one {part} steps'
+        return (f'{self.total_steps} steps = {self.epochs} epoch(s) of {self.steps_per_epoch}'
+                f'{last}; {self.step_s * 1000:.0f} ms a step, {self.epoch_overhead_s:.1f} s '
+                f'per epoch to evaluate and write')
+
+
+def cost(total, done, steps_per_epoch, step_s, overhead_s):
+    """Seconds from now to finish `total` steps when `done` are done: the steps, and one
+    evaluation + write at the end of every epoch that has not ended yet."""
+    epochs_left = math.ceil(total / steps_per_epoch) - done // steps_per_epoch
+    return (total - done) * step_s + epochs_left * overhead_s
+
+
+def plan_steps(budget_s, elapsed_s, done, steps_per_epoch, step_s, overhead_s, cap_steps):
+    """The Plan with the most steps (at most `cap_steps`) that ends inside the budget, less
+    RESERVE; None when not even the step under way and one evaluation fit."""
+    left = budget_s * (1 - RESERVE) - elapsed_s
+    lo, hi = done, cap_steps  # cost is increasing in total: bisect for the largest that fits
+    if cost(lo + 1, done, steps_per_epoch, step_s, overhead_s) > left:
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(mid, done, steps_per_epoch, step_s, overhead_s) <= left:
+            lo = mid
+        else:
+            hi = mid - 1
+    end = elapsed_s + cost(lo, done, steps_per_epoch, step_s, overhead_s)
+    return Plan(lo, steps_per_epoch, step_s, overhead_s, end)

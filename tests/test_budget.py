@@ -1,0 +1,117 @@
+"""--budget: the run plans its steps from its own speed and ends inside the budget."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from densenet.budget import RESERVE, cost, parse_duration, plan_steps
+from densenet.errors import UsageError
+from densenet.training import TrainConfig, lr_at
+from test_cli import cli
+
+
+def test_durations():
+    assert parse_duration('60m') == 3600 and parse_duration('1h30m') == 5400
+    assert parse_duration('900s') == 900 and parse_duration('1.5h') == 5400
+    assert parse_duration(' 2m30s ') == 150
+    for bad in ('', '60', '5x', '1h1h', 'm', '-5m', '1h 30m'):
+        with pytest.raises(UsageError, match='is not a duration'):
+            parse_duration(bad)
+    with pytest.raises(UsageError, match='too short for any training'):
+        parse_duration('3s')
+
+
+def test_plan_fits_the_budget_and_is_the_longest_that_does():
+    spe, step_s, overhead = 100, 0.5, 20.0
+    plan = plan_steps(3600, 60, 6, spe, step_s, overhead, cap_steps=10_000)
+    left = 3600 * (1 - RESERVE) - 60
+    assert cost(plan.total_steps, 6, spe, step_s, overhead) <= left
+    assert cost(plan.total_steps + 1, 6, spe, step_s, overhead) > left
+    assert plan.end_s <= 3600 * (1 - RESERVE)
+    # By hand: E epochs cost 50 E + 20 E s (less the 6 done steps): 49 epochs fit.
+    assert plan.epochs == math.ceil(plan.total_steps / spe) == 49
+    assert plan_steps(3600, 60, 6, spe, step_s, overhead, cap_steps=2300).total_steps == 2300
+    short = plan_steps(120, 20, 6, spe, step_s, overhead, cap_steps=10_000)
+    assert short.total_steps < spe and short.epochs == 1  # part of one epoch, and says so
+    assert plan_steps(30, 20, 6, spe, step_s, overhead, cap_steps=10_000) is None
+
+
+def test_budget_in_the_config():
+    with pytest.raises(UsageError, match='--budget plans each process'):
+        TrainConfig(budget=600, kvstore='dist_sync').validate()
+
+
+def test_bad_durations_exit_2_and_write_nothing(tmp_path):
+    for bad, message in [('5x', "'5x' is not a duration"), ('60', 'with units'),
+                         ('3s', 'too short for any training')]:
+        proc = cli('train', '--budget', bad, '--out', str(tmp_path / 'out'), check=False)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(err) == 1 and message in err[0], proc.stderr
+    assert not os.listdir(tmp_path)
+
+
+def read_summary(out):
+    with open(os.path.join(out, 'summary.json')) as f:
+        return json.load(f)
+
+
+QUICK = ['train', '--recipe', 'fast-cpu', '--limit', '4000', '--resize', '32',
+         '--batch-size', '64', '--epochs', '50']
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_ends_inside_its_budget_with_a_complete_schedule(tmp_path,
+                                                                        real_data_dir):
+    out = str(tmp_path / 'run')
+    proc = cli(*QUICK, '--budget', '45s', '--out', out, '--data-dir', real_data_dir)
+    s = read_summary(out)
+    assert s['budget_s'] == 45 and s['plans'][0]['why'] == 'plan' and 'plan: ' in proc.stdout
+    # Measured on the 2-core EPYC: 41-42 s alone, 54 s of 60 beside another test run;
+    # the plan keeps 3% back, the rest is measured step and evaluation time.
+    assert s['wall_s'] <= 45
+    assert s['steps'] < 50 * 63  # the budget, not --epochs, set the length
+    assert s['steps'] == s['plan']['total_steps']
+    cfg = TrainConfig(**{**s['config']})
+    # The schedule was laid over exactly the steps taken: its last step has the
+    # last learning rate of a cosine over that many steps (near 0), not a cut-off one.
+    assert s['metrics'][-1]['lr'] == pytest.approx(lr_at(cfg, s['steps'] - 1, s['steps']),
+                                                   rel=1e-6)
+    assert s['metrics'][-1]['lr'] < 0.01 * cfg.lr
+
+
+@pytest.mark.slow
+def test_budget_with_resume_continues_the_same_plan(tmp_path, real_data_dir):
+    out = str(tmp_path / 'run')
+    args = [*QUICK, '--budget', '60s', '--out', out, '--data-dir', real_data_dir]
+    proc = subprocess.Popen([sys.executable, '-m', 'densenet', *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = os.path.join(out, 'checkpoint', 'state.json')
+    deadline = time.time() + 120
+    while not os.path.exists(state) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(state) as f:
+        saved = json.load(f)
+    assert saved['epoch'] == 1 and saved['plans'][0]['why'] == 'plan'
+    resumed = cli(*args, '--resume').stdout
+    assert 'plan: ' not in resumed  # no new plan: the saved one goes on (re-plans may follow)
+    s = read_summary(out)
+    assert s['plans'][:len(saved['plans'])] == saved['plans']
+    assert s['steps'] == s['plans'][-1]['total_steps']
+
+
+@pytest.mark.slow
+def test_a_budget_too_short_for_one_step_and_an_evaluation(tmp_path, real_data_dir):
+    out = str(tmp_path / 'run')
+    proc = cli('train', '--resize', '96', '--budget', '10s', '--out', out,
+               '--data-dir', real_data_dir, check=False)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and 'is too short for this run' in err[-1], proc.stderr
+    assert not os.path.exists(out)
