@@ -4,8 +4,8 @@ A budgeted run measures its own step time (after the graph is built) and
 evaluation time, and plans the total number of steps so that training, one
 evaluation and the outputs per epoch, and the summary end inside the budget;
 the learning-rate schedule is laid over exactly that many steps. After every
-epoch it measures again and re-plans when the plan would overrun, or when it
-could run more than 2% longer.
+epoch it measures again and re-plans when the plan would eat into the last
+half of the reserve, or when a plan more than 2% longer fits.
 """
 import dataclasses
 import math
@@ -15,8 +15,9 @@ from .errors import UsageError
 
 _PART = re.compile(r'(\d+(?:\.\d+)?)([hms])')
 UNITS = {'h': 3600, 'm': 60, 's': 1}
-#: Share of the budget kept back for what timing cannot foresee (measured: README).
+#: Kept back for what timing cannot foresee: this share of the budget plus RESERVE_S.
 RESERVE = 0.03
+RESERVE_S = 2.0
 #: Below this a run cannot even build its graph and evaluate once.
 MIN_BUDGET_S = 10
 
@@ -57,6 +58,11 @@ class Plan:
                 f'per epoch to evaluate and write')
 
 
+def reserve_s(budget_s):
+    """Seconds of the budget the plan leaves unused (jitter, the summary, exiting)."""
+    return RESERVE * budget_s + RESERVE_S
+
+
 def cost(total, done, steps_per_epoch, step_s, overhead_s):
     """Seconds from now to finish `total` steps when `done` are done: the steps, and one
     evaluation + write at the end of every epoch that has not ended yet."""
@@ -65,9 +71,9 @@ def cost(total, done, steps_per_epoch, step_s, overhead_s):
 
 
 def plan_steps(budget_s, elapsed_s, done, steps_per_epoch, step_s, overhead_s, cap_steps):
-    """The Plan with the most steps (at most `cap_steps`) that ends inside the budget, less
-    RESERVE; None when not even the step under way and one evaluation fit."""
-    left = budget_s * (1 - RESERVE) - elapsed_s
+    """The Plan with the most steps (at most `cap_steps`) that ends inside the budget less
+    its reserve; None when not even one more step and one evaluation fit."""
+    left = budget_s - reserve_s(budget_s) - elapsed_s
     lo, hi = done, cap_steps  # cost is increasing in total: bisect for the largest that fits
     if cost(lo + 1, done, steps_per_epoch, step_s, overhead_s) > left:
         return None

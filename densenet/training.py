@@ -24,7 +24,7 @@ from .data import TRAIN_SIZE
 from .errors import Diverged, UsageError
 from .files import atomic_text, atomic_write, pyplot, save_figure
 from .machine import summary_line
-from .budget import plan_steps
+from .budget import cost, plan_steps, reserve_s
 from .checkpoints import all_finite
 from .registry import default_cfg, get_model, model_kwargs
 from .modes import fast_concat_mode, set_concat_mode, set_memory_efficient
@@ -495,14 +495,18 @@ class Budget:
         self._record(plan, done, 'plan')
 
     def replan(self, step_s, overhead_s, done):
-        """After an epoch: plan again from what it measured; adopt a plan that is shorter
-        (the old one would overrun) or more than 2% longer."""
+        """After an epoch: plan again from what it measured; adopt the new plan when the
+        old one would overrun, or when the new one is more than 2% longer."""
         if not self.cfg.budget or done >= self.steps.total:
             return
-        plan = plan_steps(self.cfg.budget, self.elapsed(), done, self.steps.steps_per_epoch,
-                          step_s, overhead_s, self.cap)
+        spe, elapsed = self.steps.steps_per_epoch, self.elapsed()
+        plan = plan_steps(self.cfg.budget, elapsed, done, spe, step_s, overhead_s, self.cap)
         total = plan.total_steps if plan else done
-        if total < self.steps.total or total > 1.02 * self.steps.total:
+        # The plan stands while it ends with at least half the reserve left, and unless
+        # one more than 2% longer fits: measured times wobble by a few percent.
+        ends = elapsed + cost(self.steps.total, done, spe, step_s, overhead_s)
+        overruns = ends > self.cfg.budget - reserve_s(self.cfg.budget) / 2
+        if overruns or total > 1.02 * self.steps.total:
             if plan is None:
                 self.log('re-plan: the budget is spent; the run ends here')
                 self.steps.total = done
