@@ -145,7 +145,8 @@ def _add_evaluate(sub):
     p.add_argument('--data', help='an image folder: evaluate on its val split (the one the '
                                   'run held out, when it trained on this folder)')
     p.add_argument('--device', default='auto')
-    p.add_argument('--out', help='confusion-matrix PNG (default: confusion.png beside the params)')
+    p.add_argument('--out', help='confusion-matrix PNG (default: confusion.png beside the params; '
+                                 'for the shipped model, in the current folder)')
     p.add_argument('--precision', choices=['fp32', 'bf16', 'int8'], default='fp32',
                    help='bf16/int8: oneDNN CPU inference (int8 calibrated on 512 '
                         'training images)')
@@ -252,7 +253,7 @@ def load_trained(args, device='auto'):
             raise UsageError('--model names the architecture of a --params file: give '
                              '--params too (without it the shipped book model is used)')
         from .pretrained import pretrained_path
-        args.params = pretrained_path('book', 'fashion-mnist')
+        args.params, args.shipped = pretrained_path('book', 'fashion-mnist'), True
     elif not os.path.isfile(args.params):
         raise UsageError(f'--params {args.params}: no such file')
     model, meta = load_model(args.params, args.model,
@@ -339,10 +340,9 @@ def cmd_evaluate(args):
     for c, name in enumerate(names):
         total = confusion[c].sum()
         print(f'  {name:<{width}} ' + (f'{confusion[c, c] / total:.4f}' if total else '-'))
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.params)),
-                                   'confusion.png')
-    if not args.out and not os.access(os.path.dirname(out), os.W_OK):
-        out = 'confusion.png'  # the shipped weights live in the installed package
+    out = args.out or ('confusion.png' if getattr(args, 'shipped', False)  # not in the package
+                       else os.path.join(os.path.dirname(os.path.abspath(args.params)),
+                                         'confusion.png'))
     plot_confusion(confusion, names, out)
     print(f'confusion matrix: {out}')
     return 0

@@ -172,14 +172,20 @@ def test_fine_tuning_beats_scratch_and_freezing_trains_only_the_head(tmp_path, r
     assert frozen > 0.2  # above chance for 5 classes
 
 
-def test_shipped_weights_reproduce_their_accuracy(real_data_dir, capsys):
+def test_shipped_weights_reproduce_their_accuracy(real_data_dir, capsys, tmp_path,
+                                                 monkeypatch):
     from densenet import pretrained
     from densenet.pretrained import pretrained_info
     info = pretrained_info('book', 'fashion-mnist')
     assert info['recipe'] == 'fast-cpu' and info['model'] == 'book'
     model = pretrained('book', 'fashion-mnist')
     assert model.hparams['num_classes'] == 10
-    assert main(['evaluate', '--data-dir', real_data_dir, '--out', os.devnull]) == 0
+    monkeypatch.chdir(tmp_path)
+    from densenet.pretrained import WEIGHTS_DIR
+    shipped = sorted(os.listdir(WEIGHTS_DIR))
+    assert main(['evaluate', '--data-dir', real_data_dir]) == 0
+    assert os.path.isfile(tmp_path / 'confusion.png')  # here, not inside the package
+    assert sorted(os.listdir(WEIGHTS_DIR)) == shipped
     line = capsys.readouterr().out.splitlines()[0]
     acc = float(line.split()[2])
     # Recorded on the AMD EPYC (AVX-512) that trained it. Other CPUs run other oneDNN
