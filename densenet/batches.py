@@ -15,6 +15,25 @@ def to_tensor(images, resize):
     return npx.image.to_tensor(X)
 
 
+def training_part(n, limit=None, shard=None):
+    """The slice of `n` training images that `limit` (the first N) and `shard=(i, count)`
+    (the i-th of `count` equal contiguous parts; the remainder is dropped so that every
+    worker takes the same steps) keep; UsageError when they cannot."""
+    from .errors import UsageError
+    stop = n
+    if limit is not None:
+        if limit < 1:
+            raise UsageError(f'limit must be a positive number of images, got {limit}')
+        stop = min(n, limit)
+    if shard is None:
+        return slice(0, stop)
+    index, count = shard
+    size = stop // count
+    if size < 1:
+        raise UsageError(f'{stop} training images cannot be split over {count} workers')
+    return slice(index * size, (index + 1) * size)
+
+
 def augment_batch(images, rng, pad=2):
     """Random horizontal flip and random shift by up to `pad` pixels (zero fill) of
     uint8 (N, H, W) or (N, H, W, C) images."""

@@ -19,7 +19,7 @@ from d2l import mxnet as d2l
 from mxnet import gluon, np, npx
 from mxnet.gluon.data.vision import transforms
 
-from .batches import BatchLoader, augment_batch, to_tensor  # noqa: F401 (data's API)
+from .batches import BatchLoader, augment_batch, to_tensor, training_part  # noqa: F401
 from .errors import UsageError
 from .files import atomic_bytes
 from .image_folder import ImageFolder  # noqa: F401 (densenet.data.ImageFolder)
@@ -257,18 +257,8 @@ class FashionMNIST(d2l.FashionMNIST):
             images, labels = images[:-holdout], labels[:-holdout]
         else:
             self.val_arrays = load_split('val', root, allow_download)
-        if limit is not None:
-            if limit < 1:
-                raise UsageError(f'limit must be a positive number of images, got {limit}')
-            images, labels = images[:limit], labels[:limit]
-        if shard is not None:
-            index, count = shard
-            size = len(labels) // count
-            if size < 1:
-                raise UsageError(f'{len(labels)} training images cannot be split over '
-                                 f'{count} workers')
-            images = images[index * size:(index + 1) * size]
-            labels = labels[index * size:(index + 1) * size]
+        part = training_part(len(labels), limit, shard)
+        images, labels = images[part], labels[part]
         self.train_arrays = (images, labels)
         self.classes, self.channels, self.name = CLASSES, 1, 'fashion-mnist'
         trans = transforms.Compose([transforms.Resize(resize), transforms.ToTensor()])

@@ -15,7 +15,7 @@ import os
 import numpy as onp
 from d2l import mxnet as d2l
 
-from .batches import BatchLoader
+from .batches import BatchLoader, training_part
 from .errors import UsageError
 from .files import atomic_text
 
@@ -250,17 +250,7 @@ class ImageFolder(d2l.DataModule):
         val_idx = val_idx[good[val_idx]]
         # A seeded order, so that limit and shard take a mix of classes.
         train_idx = onp.random.RandomState(seed).permutation(train_idx)
-        if limit is not None:
-            if limit < 1:
-                raise UsageError(f'limit must be a positive number of images, got {limit}')
-            train_idx = train_idx[:limit]
-        if shard is not None:
-            index, count = shard
-            size = len(train_idx) // count
-            if size < 1:
-                raise UsageError(f'{len(train_idx)} training images cannot be split over '
-                                 f'{count} workers')
-            train_idx = train_idx[index * size:(index + 1) * size]
+        train_idx = train_idx[training_part(len(train_idx), limit, shard)]
         for split, index in (('training', train_idx), ('validation', val_idx)):
             if not len(index):
                 raise UsageError(f'ImageFolder {root}: no readable {split} images left; '
