@@ -122,6 +122,10 @@ class CheckedClassifier(d2l.Classifier):
 
     def forward(self, X):
         self.check_input(X)
+        if autograd.is_recording():
+            from .mirror import recomputes, train_forward
+            if recomputes(self.net):  # memory-efficient and hybridized
+                return train_forward(self.net, X)
         return self.net(X)
 
     def forward_features(self, X):
@@ -151,8 +155,9 @@ class CheckedClassifier(d2l.Classifier):
         return self.net[-1].collect_params()
 
     def set_memory_efficient(self, flag=True):
-        """Recompute each dense layer's concatenation, BatchNorm and ReLU in backward
-        (imperative training only; see modes.py); returns the model."""
+        """Recompute each dense layer in backward instead of keeping its concatenation
+        and BatchNorm/ReLU outputs (imperatively, or hybridized through MXNet's graph
+        executor; see modes.py and mirror.py); returns the model."""
         from .modes import set_memory_efficient
         set_memory_efficient(self.net, flag)
         return self

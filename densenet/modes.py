@@ -7,8 +7,11 @@ book's ``np.concatenate``. Two modes change how, never what:
   oneDNN implements on CPU (the numpy-mode one has no oneDNN kernel and forces
   a layout reorder around every concatenation); the fast path uses it.
 - ``memory_efficient=True`` keeps only each layer's new features while
-  training and recomputes the concatenation, BatchNorm and ReLU in backward
-  (imperative only): memory grows linearly, not quadratically, with depth.
+  training and recomputes the rest of the layer in backward: imperatively
+  with an autograd.Function per layer (concatenation, BatchNorm, ReLU);
+  hybridized, traced as a graph whose layer nodes are marked for MXNet's
+  executor to recompute (mirror.py), which ``model(X)`` under
+  ``autograd.record()`` then trains through.
 
 A block carries its mode in ``DenseBlock.mode``: None for the book's loop
 in blocks.py, else a `BlockMode`, which the block calls instead. Switch
@@ -29,11 +32,11 @@ from .mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves
 CONCAT_MODES = ('numpy', 'legacy')
 
 
-def concat_channels(F, X, Y, mode='numpy'):
-    """Concatenate X and Y along axis 1 (channels), by the chosen operator."""
+def concat_channels(F, *arrays, mode='numpy'):
+    """Concatenate `arrays` along axis 1 (channels), by the chosen operator."""
     if mode == 'numpy':
-        return F.np.concatenate((X, Y), axis=1)
-    return F.concat(X.as_nd_ndarray(), Y.as_nd_ndarray(), dim=1).as_np_ndarray()
+        return F.np.concatenate(arrays, axis=1)
+    return F.concat(*(a.as_nd_ndarray() for a in arrays), dim=1).as_np_ndarray()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +49,23 @@ class BlockMode:
         """The block's forward pass in this mode (DenseBlock calls it)."""
         if self.memory_efficient:
             if F is not mx.nd:
-                raise ValueError('memory_efficient=True recomputes layers in the backward '
-                                 'pass imperatively: use the model without hybridize()')
+                return self._marked(block, F, X)
             if autograd.is_recording():
                 return _checkpointed(block, X)
         for layer in block.net:
-            X = concat_channels(F, X, layer(X), self.concat)
+            X = concat_channels(F, X, layer(X), mode=self.concat)
         return X
+
+    def _marked(self, block, F, X):
+        """The traced block: each layer joins the block input and the new features so far
+        in one concatenation, and its nodes are marked for recomputation (mirror.py)."""
+        from .mirror import mark_recomputed
+        features = [X]
+        for layer in block.net:
+            joined = concat_channels(F, *features, mode=self.concat) if len(features) > 1 \
+                else X
+            features.append(mark_recomputed(layer(joined), features))
+        return concat_channels(F, *features, mode=self.concat)
 
 
 BOOK = BlockMode()  # stored as None: the book's own loop in blocks.py
@@ -120,11 +133,13 @@ def dense_blocks(net):
 
 
 def set_memory_efficient(net, flag=True):
-    """Turn every DenseBlock's memory-efficient mode on or off (imperative path only).
+    """Turn every DenseBlock's memory-efficient mode on or off.
 
     With it, a dense block keeps each layer's new features rather than every
     concatenation and BatchNorm/ReLU output, and recomputes those in backward:
     memory grows linearly instead of quadratically with the block's depth.
+    Imperatively that is an autograd.Function per layer; a hybridized net
+    trains through MXNet's recomputing graph executor (mirror.py).
     """
     from .runtime import naive_engine
     if flag and not naive_engine():
@@ -137,7 +152,15 @@ def set_memory_efficient(net, flag=True):
             raise ValueError('memory_efficient cannot recompute dropout layers '
                              'identically; use dropout=0')
         _change(block, memory_efficient=flag)
+    _retrace(net)
     return net
+
+
+def _retrace(net):
+    """Drop cached graphs and executors, so the next call traces the new modes."""
+    from .mirror import forget_executors
+    net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
+    forget_executors(net)
 
 
 # oneDNN's legacy concat writes each layer's new channels into a view of the joint
@@ -172,7 +195,7 @@ def set_concat_mode(net, mode):
         raise ValueError(f'concat mode must be one of {CONCAT_MODES}, got {mode!r}')
     for block in dense_blocks(net):
         _change(block, concat=mode)
-    net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
+    _retrace(net)
     return net
 
 
@@ -198,4 +221,4 @@ def concat_mode(net, mode, hybridize=False):
             net.hybridize(active=False)
         for block, previous in before:
             block.mode = previous
-        net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
+        _retrace(net)

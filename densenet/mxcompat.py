@@ -63,3 +63,11 @@ def load_arrays(path):
     except mx.base.MXNetError:
         with mx.util.np_array(False), mx.util.np_shape(False):
             return mx.nd.load(path)
+
+
+def mark_gradient_fresh(param, ctx):
+    """Tell gluon.Trainer that `param`'s gradient on `ctx` was just written (by a graph
+    executor rather than autograd), so that `step` uses it instead of refusing it as stale."""
+    for arr in param.list_data():
+        if arr.ctx == ctx:
+            arr._fresh_grad = True

@@ -1,0 +1,175 @@
+"""The memory-efficient fast path: the traced graph, run by MXNet's graph executor,
+recomputes the dense layers in backward.
+
+MXNet 1.9.1's Gluon CachedOp (``hybridize()``) never recomputes anything; its
+legacy graph executor does, for nodes marked ``__force_mirroring__``: it copies
+them into the backward pass ("mirrors"), where they run again just before their
+gradients need them, and the forward copies' memory is reused. A memory-efficient
+DenseBlock traced as a symbol (modes.py) joins each layer's input from the
+block input and the earlier layers' new features in one concatenation, so that a
+recomputed concatenation needs nothing recomputed before it, and marks every
+node of the layer but its convolutions (the concatenation, BatchNorm, ReLU).
+
+`train_forward` runs a training batch through such an executor bound to the
+model's own parameter, gradient and running-statistics arrays, wrapped as one
+autograd operation: the loss, ``backward()`` and ``gluon.Trainer`` see the usual
+arrays, so the training loop is the same code on every path.
+"""
+import json
+
+import mxnet as mx
+from mxnet import autograd
+
+from .modes import dense_blocks, mode_of
+from .mxcompat import is_hybridized, mark_gradient_fresh
+
+# Not recomputed: convolutions. A recomputed one would let its backward use the
+# recomputed input instead of keeping it, but MXNet gives its unused output no
+# write request, which the native kernels (float64, GPU) refuse and oneDNN's
+# writes anyway (README, Performance: what that would have saved).
+KEEP_OPS = ('Convolution',)
+
+
+def op_name(sym):
+    """The operator of a symbol's head node ('null' for a variable)."""
+    return json.loads(sym.tojson())['nodes'][-1]['op']
+
+
+def mark_recomputed(Y, inputs, keep=KEEP_OPS):
+    """Mark every operator node between `inputs` (symbols) and `Y` for recomputation in
+    backward, except those whose operator is in `keep`."""
+    stop = {s.name for s in inputs}
+    seen = set()
+    todo = [Y]
+    while todo:
+        s = todo.pop()
+        if s.name in stop or s.name in seen or s.get_children() is None:
+            continue
+        seen.add(s.name)
+        if op_name(s) not in keep:
+            s._set_attr(force_mirroring='True')
+        todo.extend(s.get_children())
+    return Y
+
+
+def trace(net):
+    """`net` traced as one legacy symbol whose input is called 'data'."""
+    out = net(mx.sym.var('data').as_np_ndarray())
+    if isinstance(out, (list, tuple)):
+        raise ValueError('the memory-efficient fast path trains networks with one output')
+    return out.as_nd_ndarray()
+
+
+def _recomputed_nodes(sym):
+    return sum(1 for n in json.loads(sym.tojson())['nodes']
+               if n.get('attrs', {}).get('__force_mirroring__') == 'True')
+
+
+class GraphExecutors:
+    """One bound executor per (context, batch shape, dtype) for a network's parameters."""
+
+    def __init__(self, net):
+        self.net = net
+        self.sym = trace(net)
+        self.recomputed = _recomputed_nodes(self.sym)
+        self.params = {p.name: p for p in net.collect_params().values()}
+        names = self.sym.list_arguments() + self.sym.list_auxiliary_states()
+        missing = [n for n in names if n != 'data' and n not in self.params]
+        if missing:
+            raise ValueError(f'the traced graph has inputs that are not parameters of the '
+                             f'network: {missing[:3]}')
+        self._executors = {}
+
+    def _arrays(self, ctx):
+        """The parameters' current arrays on `ctx`: (data, grads, aux), legacy views."""
+        args, grads, reqs = {}, {}, {}
+        for name in self.sym.list_arguments():
+            if name == 'data':
+                continue
+            p = self.params[name]
+            args[name] = p.data(ctx)
+            reqs[name] = p.grad_req
+            if p.grad_req != 'null':
+                grads[name] = p.grad(ctx)
+        aux = {n: self.params[n].data(ctx) for n in self.sym.list_auxiliary_states()}
+        return args, grads, reqs, aux
+
+    def executor(self, X):
+        """The executor for batch `X`, bound again if the parameters' arrays changed
+        (a cast, a move to other devices, a new gradient request)."""
+        ctx = X.ctx
+        key = (ctx, X.shape, X.dtype)
+        args, grads, reqs, aux = self._arrays(ctx)
+        arrays = [*args.values(), *grads.values(), *aux.values()]
+        entry = self._executors.get(key)
+        if entry is None or len(entry[1]) != len(arrays) or any(
+                a is not b for a, b in zip(entry[1], arrays)):
+            # Executors of other batch shapes on this device share one memory pool.
+            shared = next((e for (c, _, _), (e, _) in self._executors.items() if c == ctx
+                           and e is not (entry[0] if entry else None)), None)
+            legacy = {k: v.as_nd_ndarray() for k, v in args.items()}
+            legacy['data'] = mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)
+            ex = self.sym.bind(ctx, args=legacy,
+                               args_grad={k: v.as_nd_ndarray() for k, v in grads.items()},
+                               grad_req={**reqs, 'data': 'null'},
+                               aux_states={k: v.as_nd_ndarray() for k, v in aux.items()},
+                               shared_exec=shared)
+            entry = self._executors[key] = (ex, arrays)
+        return entry[0]
+
+    def planned_mb(self, X):
+        """The memory MXNet's planner allocates for this batch's forward and backward, MB."""
+        text = self.executor(X).debug_str()
+        return int(text.rsplit('Total ', 2)[-2].split()[0])
+
+
+class _GraphStep(autograd.Function):
+    """The executor's forward and backward as one recorded operation on the batch."""
+
+    def __init__(self, executors, training):
+        super().__init__()
+        self.executors, self.training = executors, training
+        self.ex = None
+
+    def forward(self, X, anchor):
+        self.ex = self.executors.executor(X)
+        self.ex.arg_dict['data'][:] = X.as_nd_ndarray()
+        out = self.ex.forward(is_train=self.training)[0]
+        return out.copy().as_np_ndarray()  # the executor reuses its output array
+
+    def backward(self, dY):
+        ex, self.ex = self.ex, None  # MXNet keeps this Function after backward
+        ex.backward([dY.as_nd_ndarray()])
+        for p in self.executors.params.values():
+            if p.grad_req != 'null':
+                mark_gradient_fresh(p, ex.arg_dict['data'].ctx)
+        data = ex.arg_dict['data']
+        return (mx.nd.zeros(data.shape, ctx=data.ctx, dtype=data.dtype),
+                mx.nd.zeros((1,), ctx=data.ctx))
+
+
+def executors_of(net):
+    """The network's executors, made on first use (kept outside Gluon's child registry)."""
+    if '_graph_executors' not in net.__dict__:
+        net.__dict__['_graph_executors'] = GraphExecutors(net)
+    return net.__dict__['_graph_executors']
+
+
+def forget_executors(net):
+    """Drop the traced graph and executors (after a change of mode or architecture)."""
+    net.__dict__.pop('_graph_executors', None)
+
+
+def recomputes(net):
+    """Whether `net` trains through the recomputing executor: hybridized, with a
+    memory-efficient dense block."""
+    return is_hybridized(net) and any(mode_of(b).memory_efficient for b in dense_blocks(net))
+
+
+def train_forward(net, X):
+    """`net(X)` for a recorded training step, through the recomputing executor."""
+    # Autograd records an operation only when an input takes part in the graph; the
+    # batch does not, so a one-element anchor does (its gradient is dropped).
+    anchor = mx.np.zeros((1,), ctx=X.ctx)
+    anchor.attach_grad()
+    return _GraphStep(executors_of(net), autograd.is_training())(X, anchor)
