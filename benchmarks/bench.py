@@ -10,9 +10,17 @@ PyTorch's best fp32 and best overall modes.
     python benchmarks/bench.py                 # full table (a few minutes on 2 cores)
     python benchmarks/bench.py --quick         # smoke run
     python benchmarks/bench.py --json out.json
-    python benchmarks/bench.py --unpooled --only mxnet-book-imperative mxnet-memory-efficient
-    python benchmarks/bench.py --unpooled --side 224 --only mxnet-book-imperative \\
-        mxnet-memory-efficient
+    python benchmarks/bench.py --unpooled --only mxnet-fast mxnet-memory-efficient-fast
+    python benchmarks/bench.py --unpooled --side 224 --only mxnet-fast \\
+        mxnet-memory-efficient-fast
+    python benchmarks/bench.py --unpooled --model densenet121 --side 224 --batch-size 32 \\
+        --only mxnet-fast mxnet-memory-efficient-fast
+
+Training rows of the fast paths also report the memory MXNet's planner gives
+their graph in its graph executor ("planned", deterministic): the
+memory-efficient fast path trains through that executor; the standard fast path
+trains through Gluon's CachedOp, which shares the planner but not this figure,
+so its row shows the same graph in the executor, nothing recomputed.
 """
 import argparse
 import json
@@ -30,6 +38,7 @@ CONFIGS = {
     'mxnet-book-imperative': ('mxnet', 'fp32', ('train',)),
     'mxnet-fast': ('mxnet', 'fp32', ('train', 'infer')),
     'mxnet-memory-efficient': ('mxnet', 'fp32', ('train',)),
+    'mxnet-memory-efficient-fast': ('mxnet', 'fp32', ('train',)),
     'mxnet-bf16': ('mxnet', 'bf16', ('infer',)),
     'mxnet-int8': ('mxnet', 'int8', ('infer',)),
     'pytorch-eager': ('pytorch', 'fp32', ('train', 'infer')),
@@ -60,23 +69,28 @@ def _timed(step, iters, warmup):
     return times
 
 
-def _mxnet_worker(name, task, batch, side, iters, warmup):
+def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
     sys.path.insert(0, os.path.dirname(HERE))
     import densenet  # noqa: F401  (sets the thread count before mxnet loads)
     import mxnet as mx
     import numpy as onp
     from mxnet import autograd, gluon, np, npx
-    from densenet import DenseNet
+    from densenet import get_model
     from densenet.training import prepare_model
     mx.random.seed(0)
-    model = DenseNet(lr=0.01)
+    model = get_model(model_name, lr=0.01, in_channels=1, num_classes=10)
     shape = (batch, 1, side, side)
     model.net(np.zeros((1, 1, side, side)))
+    memory_efficient = name.startswith('mxnet-memory-efficient')
+    X = np.random.uniform(size=shape)
+    if task == 'plan':  # the planner's figure for this graph in the graph executor
+        from densenet.mirror import GraphExecutors
+        prepare_model(model, [mx.cpu()], hybridize=True, memory_efficient=memory_efficient)
+        return GraphExecutors(model.net).planned_mb(X)
     if name == 'mxnet-memory-efficient':  # imperative, like the book path it saves on
         prepare_model(model, [mx.cpu()], hybridize=False, memory_efficient=True)
     elif name != 'mxnet-book-imperative':
-        prepare_model(model, [mx.cpu()], hybridize=True)
-    X = np.random.uniform(size=shape)
+        prepare_model(model, [mx.cpu()], hybridize=True, memory_efficient=memory_efficient)
     y = np.array(onp.random.randint(0, 10, batch).astype('int32'))
     if task == 'train':
         trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})
@@ -152,11 +166,21 @@ def _pytorch_worker(name, task, batch, side, iters, warmup):
     return _timed(infer(X), iters, warmup), _timed(infer(one), max(iters * 4, 10), warmup)
 
 
+PLANNED = ('mxnet-fast', 'mxnet-memory-efficient-fast')  # rows with the planner's figure
+
+
 def worker(args):
     framework = CONFIGS[args.worker][0]
-    run = _mxnet_worker if framework == 'mxnet' else _pytorch_worker
-    times, latency = run(args.worker, args.task, args.batch_size, args.side, args.iters,
-                         args.warmup)
+    if args.task == 'plan':
+        print(json.dumps({'planned_mb': _mxnet_worker(args.worker, 'plan', args.batch_size,
+                                                      args.side, 0, 0, args.model)}))
+        return
+    if framework == 'mxnet':
+        times, latency = _mxnet_worker(args.worker, args.task, args.batch_size, args.side,
+                                       args.iters, args.warmup, args.model)
+    else:
+        times, latency = _pytorch_worker(args.worker, args.task, args.batch_size, args.side,
+                                         args.iters, args.warmup)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({'img_s': [args.batch_size / t for t in times],
                       'latency_ms': [1000 * t for t in latency] if latency else None,
@@ -187,9 +211,10 @@ def unsupported(name, desc):
 
 def run_all(args, desc):
     configs = [c for c in CONFIGS if c in args.only] if args.only else list(CONFIGS)
-    if not have_torch():
-        print('PyTorch is not installed (pip install -e ".[bench]"): '
-              'its configurations are not run.', file=sys.stderr)
+    if not have_torch() or args.model != 'book':
+        print('PyTorch is not installed (pip install -e ".[bench]"): its configurations are '
+              'not run.' if args.model == 'book' else f'PyTorch rows are for the book model '
+              f'only: not run for {args.model}.', file=sys.stderr)
         configs = [c for c in configs if CONFIGS[c][0] != 'pytorch']
     for name in configs:
         why = unsupported(name, desc)
@@ -197,18 +222,25 @@ def run_all(args, desc):
             print(f'{name}: not supported on this CPU ({why})', file=sys.stderr)
     configs = [c for c in configs if not unsupported(c, desc)]
     jobs = [(c, t) for c in configs for t in CONFIGS[c][2]]
-    results = {job: {'img_s': [], 'latency_ms': [], 'peak_rss_mb': [], 'added_mb': []}
-               for job in jobs}
+    results = {job: {'img_s': [], 'latency_ms': [], 'peak_rss_mb': [], 'added_mb': [],
+                      'planned_mb': None} for job in jobs}
     env = dict(os.environ)
     if args.unpooled:  # freed arrays go back to the OS, so peak RSS follows live arrays
         env.update(MXNET_CPU_MEM_POOL_TYPE='Unpooled', MALLOC_MMAP_THRESHOLD_='65536',
                    MALLOC_TRIM_THRESHOLD_='0')
+    def command(name, task):
+        return [sys.executable, os.path.abspath(__file__), '--worker', name, '--task', task,
+                '--batch-size', str(args.batch_size), '--side', str(args.side),
+                '--iters', str(args.iters), '--warmup', str(args.warmup), '--model', args.model]
+    for name, task in jobs:
+        if task == 'train' and name in PLANNED:
+            proc = subprocess.run(command(name, 'plan'), capture_output=True, text=True, env=env)
+            if proc.returncode == 0:
+                results[(name, task)]['planned_mb'] = json.loads(
+                    proc.stdout.strip().splitlines()[-1])['planned_mb']
     for rep in range(args.repeats):
         for name, task in jobs:
-            cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--task', task,
-                   '--batch-size', str(args.batch_size), '--side', str(args.side),
-                   '--iters', str(args.iters), '--warmup', str(args.warmup)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            proc = subprocess.run(command(name, task), capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 print(f'{name} {task}: failed (exit {proc.returncode}): '
                       f'{proc.stderr.strip().splitlines()[-1:]}', file=sys.stderr)
@@ -224,7 +256,7 @@ def run_all(args, desc):
     return results
 
 
-def records(results, batch_size, desc, only=None):
+def records(results, batch_size, desc, only=None, side=96, model='book'):
     """One record per (configuration, task); each carries the machine description."""
     recs = []
     for name in (only or CONFIGS):
@@ -243,7 +275,8 @@ def records(results, batch_size, desc, only=None):
                      'precision': precision, 'batch_size': batch_size, 'machine': desc,
                      'img_s': statistics.median(r['img_s']), 'img_s_min': min(r['img_s']),
                      'img_s_max': max(r['img_s']), 'peak_rss_mb': max(r['peak_rss_mb']),
-                     'peak_added_mb': max(r['added_mb']),
+                     'peak_added_mb': max(r['added_mb']), 'planned_mb': r['planned_mb'],
+                     'side': side, 'model': model,
                      'latency_ms_bs1': (statistics.median(r['latency_ms'])
                                         if r['latency_ms'] else None)})
     return recs
@@ -260,37 +293,45 @@ def table(recs, desc):
         best = max((r['img_s'] for r in torch_rows), default=None)
         lines.append(f'\n{task} (batch {rows[0]["batch_size"] if rows else "-"})')
         lines.append('| configuration | precision | img/s (median) | min-max | '
-                     + ('latency bs1 ms | ' if task == 'infer' else '')
+                     + ('latency bs1 ms | ' if task == 'infer' else 'planned MB | ')
                      + 'peak RSS MB | added by the steps MB | vs PyTorch best fp32 | '
                      'vs PyTorch best |')
-        lines.append('|---|---|---|---|' + ('---|' if task == 'infer' else '')
-                     + '---|---|---|---|')
+        lines.append('|---|---|---|---|---|---|---|---|---|')
         for r in rows:
             ratio32 = f'{r["img_s"] / best32:.2f}x' if best32 else '-'
             ratio = f'{r["img_s"] / best:.2f}x' if best else '-'
-            lat = f'{r["latency_ms_bs1"]:.1f} | ' if task == 'infer' else ''
+            lat = (f'{r["latency_ms_bs1"]:.1f} | ' if task == 'infer' else
+                   f'{r["planned_mb"]} | ' if r.get('planned_mb') is not None else '- | ')
             lines.append(f'| {r["name"]} | {r["precision"]} | {r["img_s"]:.1f} | '
                          f'{r["img_s_min"]:.1f}-{r["img_s_max"]:.1f} | {lat}'
                          f'{r["peak_rss_mb"]:.0f} | {r["peak_added_mb"]:.0f} | '
                          f'{ratio32} | {ratio} |')
         for r in skipped:
-            lines.append(f'| {r["name"]} | {r["precision"]} | {r["status"]} |'
-                         + ' |' * (6 if task == 'infer' else 5))
+            lines.append(f'| {r["name"]} | {r["precision"]} | {r["status"]} |' + ' |' * 6)
     lines += memory_efficient_summary(recs)
     return '\n'.join(lines)
 
 
 def memory_efficient_summary(recs):
-    """The memory-efficient mode against the standard imperative path it replaces."""
+    """Each memory-efficient mode against the standard path it replaces."""
     train = {r['name']: r for r in recs if r['task'] == 'train'}
-    me, std = train.get('mxnet-memory-efficient'), train.get('mxnet-book-imperative')
-    if not (me and std):
-        return []
-    return ['', f'memory-efficient vs standard imperative: peak memory added by training '
-                f'{me["peak_added_mb"]:.0f} vs {std["peak_added_mb"]:.0f} MB '
-                f'({me["peak_added_mb"] / std["peak_added_mb"]:.0%}), '
-                f'speed {me["img_s"] / std["img_s"]:.0%} '
-                f'(time cost {std["img_s"] / me["img_s"] - 1:+.0%})']
+    lines = []
+    for me_name, std_name, what in (
+            ('mxnet-memory-efficient', 'mxnet-book-imperative', 'imperative'),
+            ('mxnet-memory-efficient-fast', 'mxnet-fast', 'fast path')):
+        me, std = train.get(me_name), train.get(std_name)
+        if not (me and std):
+            continue
+        planned = ''
+        if me.get('planned_mb') and std.get('planned_mb'):
+            planned = (f'; planned {me["planned_mb"]} vs {std["planned_mb"]} MB '
+                       f'({me["planned_mb"] / std["planned_mb"]:.0%})')
+        lines += ['', f'memory-efficient vs standard, {what}: peak memory added by training '
+                      f'{me["peak_added_mb"]:.0f} vs {std["peak_added_mb"]:.0f} MB '
+                      f'({me["peak_added_mb"] / std["peak_added_mb"]:.0%}){planned}, '
+                      f'speed {me["img_s"] / std["img_s"]:.0%} '
+                      f'(time cost {std["img_s"] / me["img_s"] - 1:+.0%})']
+    return lines
 
 
 def main(argv=None):
@@ -303,11 +344,13 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--side', type=int, default=96)
+    p.add_argument('--model', default='book',
+                   help='a registry name (densenet.list_models()); PyTorch rows: book only')
     p.add_argument('--unpooled', action='store_true',
                    help='turn MXNet\'s memory pool off and let glibc return freed memory, so '
                         'peak RSS measures live arrays (for memory comparisons; slower)')
     p.add_argument('--worker', choices=sorted(CONFIGS), help=argparse.SUPPRESS)
-    p.add_argument('--task', choices=['train', 'infer'], help=argparse.SUPPRESS)
+    p.add_argument('--task', choices=['train', 'infer', 'plan'], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -315,9 +358,10 @@ def main(argv=None):
         args.repeats, args.iters, args.warmup, args.batch_size, args.side = 1, 2, 1, 8, 64
     desc = describe_machine()
     from densenet.machine import summary_line
-    print(f'machine: {summary_line(desc)}; batch {args.batch_size}, '
+    print(f'machine: {summary_line(desc)}; {args.model}, batch {args.batch_size}, '
           f'{args.side}x{args.side}, 1 channel', file=sys.stderr)
-    recs = records(run_all(args, desc), args.batch_size, desc, args.only)
+    recs = records(run_all(args, desc), args.batch_size, desc, args.only, args.side,
+                   args.model)
     print(table(recs, desc))
     if args.json:
         tmp = args.json + '.tmp'

@@ -26,16 +26,20 @@ class DenseBlock(nn.HybridBlock):
     With ``c`` input channels the output has ``c + num_convs * num_channels``
     channels: the block's growth rate is `num_channels`. `layer` builds each
     unit from the growth rate (the book's `conv_block`; DenseNet-BC passes its
-    bottleneck layer).
+    bottleneck layer). ``memory_efficient=True`` recomputes the layers in
+    backward instead of keeping their outputs (modes.py).
     """
 
-    def __init__(self, num_convs, num_channels, layer=conv_block):
+    def __init__(self, num_convs, num_channels, layer=conv_block, memory_efficient=False):
         super().__init__()
         self.net = nn.HybridSequential()
         for _ in range(num_convs):
             self.net.add(layer(num_channels))
         # None: the loop below. modes.py may set another way to compute the same values.
         self.mode = None
+        if memory_efficient:
+            from .modes import set_memory_efficient
+            set_memory_efficient(self, True)
 
     def hybrid_forward(self, F, X):
         if self.mode is not None:

@@ -100,8 +100,9 @@ def _add_train(sub):
                    help='gradient aggregation (default device); dist_* inside `densenet launch`')
     p.add_argument('--gpus', help='GPU ids, e.g. 0,1 (the same as --device gpu:0,1)')
     p.add_argument('--memory-efficient', action='store_true', default=None,
-                   help='recompute concatenations and BN/ReLU in backward: less memory, '
-                        'imperative only (with --no-hybridize)')
+                   help='recompute each dense layer\'s concatenation and BN/ReLU in backward: '
+                        'less memory, more time (fast path: MXNet\'s graph executor; with '
+                        '--no-hybridize: imperative)')
     p.add_argument('--rank-params', help=argparse.SUPPRESS)
     p.add_argument('--hybridize', action=argparse.BooleanOptionalAction, default=True,
                    help='fast hybridized graph (default); --no-hybridize runs the '

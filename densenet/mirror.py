@@ -16,6 +16,7 @@ autograd operation: the loss, ``backward()`` and ``gluon.Trainer`` see the usual
 arrays, so the training loop is the same code on every path.
 """
 import json
+import os
 
 import mxnet as mx
 from mxnet import autograd
@@ -35,9 +36,10 @@ def op_name(sym):
     return json.loads(sym.tojson())['nodes'][-1]['op']
 
 
-def mark_recomputed(Y, inputs, keep=KEEP_OPS):
+def mark_recomputed(Y, inputs, keep=None):
     """Mark every operator node between `inputs` (symbols) and `Y` for recomputation in
-    backward, except those whose operator is in `keep`."""
+    backward, except those whose operator is in `keep` (default KEEP_OPS)."""
+    keep = KEEP_OPS if keep is None else keep
     stop = {s.name for s in inputs}
     seen = set()
     todo = [Y]
@@ -69,6 +71,9 @@ class GraphExecutors:
     """One bound executor per (context, batch shape, dtype) for a network's parameters."""
 
     def __init__(self, net):
+        # MXNet announces at every bind that its oneDNN graph fusion is active, which it
+        # is not for a graph with gradients; unless the user asked for the message.
+        os.environ.setdefault('MXNET_SUBGRAPH_VERBOSE', '0')
         self.net = net
         self.sym = trace(net)
         self.recomputed = _recomputed_nodes(self.sym)

@@ -57,7 +57,7 @@ class TrainConfig:
     recipe: str = 'book'
     resume: bool = False
     kvstore: str = 'device'       # or local, dist_sync, dist_device_sync
-    memory_efficient: bool = False  # recompute concat/BN/ReLU in backward (imperative)
+    memory_efficient: bool = False  # recompute concat/BN/ReLU in backward
     rank_params: str = None       # folder: every worker saves its final parameters here
     overwrite: bool = False       # replace a run already in `out`
     model: str = 'book'           # a registry name (densenet.list_models())
@@ -115,8 +115,6 @@ class TrainConfig:
         if self.kvstore not in KVSTORES:
             raise UsageError(f'--kvstore must be one of {", ".join(KVSTORES)}, '
                              f'got {self.kvstore!r}')
-        if self.memory_efficient and self.hybridize:
-            raise UsageError('--memory-efficient runs imperatively: add --no-hybridize')
         if self.budget and self.kvstore.startswith('dist'):
             raise UsageError('--budget plans each process\'s steps from its own speed, and the '
                              'workers of a dist kvstore must take the same steps: give --epochs '
@@ -173,7 +171,8 @@ def build_model(cfg, channels=1, num_classes=10):
 
 
 def prepare_model(model, ctxs, hybridize, memory_efficient=False):
-    """Move to `ctxs`; the fast path hybridizes with the oneDNN-friendly concat."""
+    """Move to `ctxs`; the fast path hybridizes with the oneDNN-friendly concat (and,
+    memory-efficient, trains through MXNet's recomputing executor: mirror.py)."""
     model.net.collect_params().reset_ctx(ctxs)
     if memory_efficient:
         set_memory_efficient(model.net, True)

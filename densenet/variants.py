@@ -51,12 +51,14 @@ class DenseNetBC(CheckedClassifier):
     ``bottleneck`` picks the BC layer (1x1 then 3x3 conv) over the plain one;
     ``compression`` (theta) sets each transition's width to
     ``floor(theta * channels)``. ``stem='imagenet'`` is the 7x7/2 conv and 3x3/2
-    max pool; ``stem='cifar'`` a single 3x3 conv.
+    max pool; ``stem='cifar'`` a single 3x3 conv. ``memory_efficient=True``
+    recomputes each dense layer in backward (modes.py, mirror.py).
     """
 
     def __init__(self, num_init_features=64, growth_rate=32, block_config=(6, 12, 24, 16),
                  bottleneck=True, bn_size=4, compression=0.5, dropout=0.0,
-                 num_classes=1000, in_channels=3, stem='imagenet', lr=0.1):
+                 num_classes=1000, in_channels=3, stem='imagenet', lr=0.1,
+                 memory_efficient=False):
         super().__init__()
         self.save_hyperparameters()
         if stem not in ('imagenet', 'cifar'):
@@ -87,6 +89,8 @@ class DenseNetBC(CheckedClassifier):
                      nn.GlobalAvgPool2D(), nn.Dense(num_classes))
         self.net.initialize(init.Xavier())
         self.num_features = channels
+        if memory_efficient:
+            self.set_memory_efficient(True)
 
 
 def densenet_imagenet(depth, num_classes=1000, in_channels=3, **kwargs):

@@ -146,6 +146,27 @@ def test_book_literal_imperative_path_trains(tmp_path, real_data_dir):
     assert cfg['hybridize'] is False and cfg['lr'] == 0.01 and cfg['recipe'] == 'book'
 
 
+def test_memory_efficient_fast_path_trains_like_the_standard_one(tmp_path, real_data_dir):
+    """--memory-efficient on the fast path: the same loop, the same learning. Four steps
+    at lr 0.1 amplify float32 rounding, so the yardstick is how far the two standard
+    paths (hybridized and book-literal imperative, the same math) already differ."""
+    args = ['train', '--resize', '32', '--limit', '256', '--batch-size', '64', '--epochs', '1',
+            '--lr', '0.1', '--data-dir', real_data_dir]
+    runs = {name: str(tmp_path / name) for name in ('fast', 'imperative', 'me')}
+    cli(*args, '--out', runs['fast'])
+    cli(*args, '--out', runs['imperative'], '--no-hybridize')
+    proc = cli(*args, '--out', runs['me'], '--memory-efficient')
+    assert 'Subgraph backend' not in proc.stderr  # MXNet's bind message is muted
+    with open(os.path.join(runs['me'], 'summary.json')) as f:
+        cfg = json.load(f)['config']
+    assert cfg['memory_efficient'] is True and cfg['hybridize'] is True
+    fast, imperative, me = (learning(read_metrics(runs[k]))[0]
+                            for k in ('fast', 'imperative', 'me'))
+    for key in ('train_loss', 'val_loss'):
+        spread = abs(float(fast[key]) - float(imperative[key]))
+        assert abs(float(me[key]) - float(fast[key])) <= 5 * spread + 1e-4, (key, fast, me)
+
+
 def test_evaluate(trained, real_data_dir):
     out, _ = trained
     png = os.path.join(out, 'cm.png')
