@@ -364,10 +364,8 @@ def main(argv=None):
                    args.model)
     print(table(recs, desc))
     if args.json:
-        tmp = args.json + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(recs, f, indent=1)
-        os.replace(tmp, args.json)
+        from densenet.files import atomic_text
+        atomic_text(args.json, json.dumps(recs, indent=1))
     return 0
 
 

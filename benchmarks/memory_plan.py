@@ -163,10 +163,8 @@ def main(argv=None):
     if args.json:
         for r in recs:
             r.update(model=args.model, side=args.side, batch_size=args.batch_size, machine=desc)
-        tmp = args.json + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(recs, f, indent=1)
-        os.replace(tmp, args.json)
+        from densenet.files import atomic_text
+        atomic_text(args.json, json.dumps(recs, indent=1))
     return 0
 
 
