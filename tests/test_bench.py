@@ -33,3 +33,19 @@ def test_quick_bench_records_the_machine_and_unsupported_precisions(tmp_path):
     cpu = recs[0]['machine']['cpu']
     assert header.startswith(f'machine: {cpu} [avx2, DNNL_MAX_CPU_ISA=AVX2]')
     assert '| mxnet-bf16 | bf16 | not supported on this CPU |' in proc.stdout
+
+
+def test_memory_plan_accounts_every_graph(tmp_path):
+    """benchmarks/memory_plan.py: the planner's log lines up with the graph's nodes, and
+    recomputing frees live tensors (ideal peak) in the order the README reports."""
+    out = tmp_path / 'plan.json'
+    script = os.path.join(os.path.dirname(BENCH), 'memory_plan.py')
+    proc = subprocess.run([sys.executable, script, '--side', '64', '--batch-size', '16',
+                           '--json', str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    std, me, convs = json.loads(out.read_text())
+    assert (std['variant'], me['variant'], convs['variant']) == (
+        'standard', 'memory-efficient', 'what-if-convolutions')
+    assert std['by_category_mb'].get('recomputed', 0) == 0
+    assert convs['ideal_peak_mb'] < me['ideal_peak_mb'] < std['ideal_peak_mb']
+    assert me['tensors'] > std['tensors']  # the mirrored copies
