@@ -83,10 +83,6 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
     model.net(np.zeros((1, 1, side, side)))
     memory_efficient = name.startswith('mxnet-memory-efficient')
     X = np.random.uniform(size=shape)
-    if task == 'plan':  # the planner's figure for this graph in the graph executor
-        from densenet.mirror import GraphExecutors
-        prepare_model(model, [mx.cpu()], hybridize=True, memory_efficient=memory_efficient)
-        return GraphExecutors(model.net).planned_mb(X)
     if name == 'mxnet-memory-efficient':  # imperative, like the book path it saves on
         prepare_model(model, [mx.cpu()], hybridize=False, memory_efficient=True)
     elif name != 'mxnet-book-imperative':
@@ -166,15 +162,22 @@ def _pytorch_worker(name, task, batch, side, iters, warmup):
     return _timed(infer(X), iters, warmup), _timed(infer(one), max(iters * 4, 10), warmup)
 
 
-PLANNED = ('mxnet-fast', 'mxnet-memory-efficient-fast')  # rows with the planner's figure
+# Rows with the planner's figure: their graph in memory_plan.py's terms.
+PLANNED = {'mxnet-fast': 'standard', 'mxnet-memory-efficient-fast': 'memory-efficient'}
+
+
+def planned_mb(name, args, env):
+    """The planner's MB for configuration `name`'s graph (benchmarks/memory_plan.py)."""
+    cmd = [sys.executable, os.path.join(HERE, 'memory_plan.py'), '--worker', PLANNED[name],
+           '--model', args.model, '--side', str(args.side), '--batch-size', str(args.batch_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])['planned_mb']
 
 
 def worker(args):
     framework = CONFIGS[args.worker][0]
-    if args.task == 'plan':
-        print(json.dumps({'planned_mb': _mxnet_worker(args.worker, 'plan', args.batch_size,
-                                                      args.side, 0, 0, args.model)}))
-        return
     if framework == 'mxnet':
         times, latency = _mxnet_worker(args.worker, args.task, args.batch_size, args.side,
                                        args.iters, args.warmup, args.model)
@@ -234,10 +237,7 @@ def run_all(args, desc):
                 '--iters', str(args.iters), '--warmup', str(args.warmup), '--model', args.model]
     for name, task in jobs:
         if task == 'train' and name in PLANNED:
-            proc = subprocess.run(command(name, 'plan'), capture_output=True, text=True, env=env)
-            if proc.returncode == 0:
-                results[(name, task)]['planned_mb'] = json.loads(
-                    proc.stdout.strip().splitlines()[-1])['planned_mb']
+            results[(name, task)]['planned_mb'] = planned_mb(name, args, env)
     for rep in range(args.repeats):
         for name, task in jobs:
             proc = subprocess.run(command(name, task), capture_output=True, text=True, env=env)
@@ -350,7 +350,7 @@ def main(argv=None):
                    help='turn MXNet\'s memory pool off and let glibc return freed memory, so '
                         'peak RSS measures live arrays (for memory comparisons; slower)')
     p.add_argument('--worker', choices=sorted(CONFIGS), help=argparse.SUPPRESS)
-    p.add_argument('--task', choices=['train', 'infer', 'plan'], help=argparse.SUPPRESS)
+    p.add_argument('--task', choices=['train', 'infer'], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)

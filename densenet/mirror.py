@@ -78,25 +78,20 @@ class GraphExecutors:
         self.sym = trace(net)
         self.recomputed = _recomputed_nodes(self.sym)
         self.params = {p.name: p for p in net.collect_params().values()}
-        names = self.sym.list_arguments() + self.sym.list_auxiliary_states()
-        missing = [n for n in names if n != 'data' and n not in self.params]
+        self.arg_names = [n for n in self.sym.list_arguments() if n != 'data']
+        self.aux_names = self.sym.list_auxiliary_states()
+        missing = [n for n in self.arg_names + self.aux_names if n not in self.params]
         if missing:
             raise ValueError(f'the traced graph has inputs that are not parameters of the '
                              f'network: {missing[:3]}')
         self._executors = {}
 
     def _arrays(self, ctx):
-        """The parameters' current arrays on `ctx`: (data, grads, aux), legacy views."""
-        args, grads, reqs = {}, {}, {}
-        for name in self.sym.list_arguments():
-            if name == 'data':
-                continue
-            p = self.params[name]
-            args[name] = p.data(ctx)
-            reqs[name] = p.grad_req
-            if p.grad_req != 'null':
-                grads[name] = p.grad(ctx)
-        aux = {n: self.params[n].data(ctx) for n in self.sym.list_auxiliary_states()}
+        """The parameters' current arrays on `ctx`: (data, grads, grad_reqs, aux)."""
+        args = {n: self.params[n].data(ctx) for n in self.arg_names}
+        reqs = {n: self.params[n].grad_req for n in self.arg_names}
+        grads = {n: self.params[n].grad(ctx) for n in self.arg_names if reqs[n] != 'null'}
+        aux = {n: self.params[n].data(ctx) for n in self.aux_names}
         return args, grads, reqs, aux
 
     def executor(self, X):
@@ -107,20 +102,22 @@ class GraphExecutors:
         args, grads, reqs, aux = self._arrays(ctx)
         arrays = [*args.values(), *grads.values(), *aux.values()]
         entry = self._executors.get(key)
-        if entry is None or len(entry[1]) != len(arrays) or any(
-                a is not b for a, b in zip(entry[1], arrays)):
-            # Executors of other batch shapes on this device share one memory pool.
-            shared = next((e for (c, _, _), (e, _) in self._executors.items() if c == ctx
-                           and e is not (entry[0] if entry else None)), None)
-            legacy = {k: v.as_nd_ndarray() for k, v in args.items()}
-            legacy['data'] = mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)
-            ex = self.sym.bind(ctx, args=legacy,
-                               args_grad={k: v.as_nd_ndarray() for k, v in grads.items()},
-                               grad_req={**reqs, 'data': 'null'},
-                               aux_states={k: v.as_nd_ndarray() for k, v in aux.items()},
-                               shared_exec=shared)
-            entry = self._executors[key] = (ex, arrays)
-        return entry[0]
+        if entry is not None and len(entry[1]) == len(arrays) and all(
+                a is b for a, b in zip(entry[1], arrays)):
+            return entry[0]
+        if entry is not None:  # new arrays: every executor on this device is stale
+            self._executors = {k: v for k, v in self._executors.items() if k[0] != ctx}
+        # Executors of other batch shapes on this device share one memory pool.
+        shared = next((ex for (c, _, _), (ex, _) in self._executors.items() if c == ctx), None)
+        legacy = {k: v.as_nd_ndarray() for k, v in args.items()}
+        legacy['data'] = mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)
+        ex = self.sym.bind(ctx, args=legacy,
+                           args_grad={k: v.as_nd_ndarray() for k, v in grads.items()},
+                           grad_req={**reqs, 'data': 'null'},
+                           aux_states={k: v.as_nd_ndarray() for k, v in aux.items()},
+                           shared_exec=shared)
+        self._executors[key] = (ex, arrays)
+        return ex
 
     def planned_mb(self, X):
         """The memory MXNet's planner allocates for this batch's forward and backward, MB."""
