@@ -70,10 +70,12 @@ def cost(total, done, steps_per_epoch, step_s, overhead_s):
     return (total - done) * step_s + epochs_left * overhead_s
 
 
-def plan_steps(budget_s, elapsed_s, done, steps_per_epoch, step_s, overhead_s, cap_steps):
+def plan_steps(budget_s, elapsed_s, done, steps_per_epoch, step_s, overhead_s, cap_steps,
+               final_s=0.0):
     """The Plan with the most steps (at most `cap_steps`) that ends inside the budget less
-    its reserve; None when not even one more step and one evaluation fit."""
-    left = budget_s - reserve_s(budget_s) - elapsed_s
+    its reserve and `final_s` (work done once after the last epoch); None when not even
+    one more step and one evaluation fit."""
+    left = budget_s - reserve_s(budget_s) - elapsed_s - final_s
     lo, hi = done, cap_steps  # cost is increasing in total: bisect for the largest that fits
     if cost(lo + 1, done, steps_per_epoch, step_s, overhead_s) > left:
         return None
@@ -83,5 +85,5 @@ def plan_steps(budget_s, elapsed_s, done, steps_per_epoch, step_s, overhead_s, c
             lo = mid
         else:
             hi = mid - 1
-    end = elapsed_s + cost(lo, done, steps_per_epoch, step_s, overhead_s)
+    end = elapsed_s + cost(lo, done, steps_per_epoch, step_s, overhead_s) + final_s
     return Plan(lo, steps_per_epoch, step_s, overhead_s, end)

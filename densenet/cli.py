@@ -83,6 +83,12 @@ def _add_train(sub):
     p.add_argument('--schedule', choices=['constant', 'cosine'])
     p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
                    help='random flips and 2-pixel shifts of training images')
+    p.add_argument('--ema', type=float, metavar='DECAY',
+                   help='also keep a moving average of the weights with this decay (e.g. '
+                        '0.999; 0: none), scored every epoch and saved as ema.params')
+    p.add_argument('--tta', action=argparse.BooleanOptionalAction, default=None,
+                   help='also score the final model (and its average) with each image\'s '
+                        'logits averaged over it and its mirror image (summary.json)')
     p.add_argument('--limit', type=_positive_int, help='use the first N training images')
     p.add_argument('--holdout', type=int,
                    help='validate on the last N training images instead of the test split '
@@ -151,6 +157,9 @@ def _add_evaluate(sub):
     p.add_argument('--precision', choices=['fp32', 'bf16', 'int8'], default='fp32',
                    help='bf16/int8: oneDNN CPU inference (int8 calibrated on 512 '
                         'training images)')
+    p.add_argument('--tta', action='store_true',
+                   help='average each image\'s logits with its mirror image\'s (test-time '
+                        'augmentation; twice the time)')
 
 
 def _add_predict(sub):
@@ -238,8 +247,11 @@ def cmd_train(args):
     if summary is None:  # a dist worker other than rank 0
         print('worker done')
         return 0
-    print(f'final val acc {summary["final_val_acc"]:.4f}, best {summary["best_val_acc"]:.4f}, '
-          f'{summary["wall_s"]:.0f} s; outputs in {cfg.out}')
+    extra = ''.join(f', {k[6:]} {summary[k]:.4f}' for k in
+                    ('final_ema_val_acc', 'final_val_acc_tta', 'final_ema_val_acc_tta')
+                    if k in summary)
+    print(f'final val acc {summary["final_val_acc"]:.4f}, best {summary["best_val_acc"]:.4f}'
+          f'{extra}, {summary["wall_s"]:.0f} s; outputs in {cfg.out}')
     return 0
 
 
@@ -326,13 +338,16 @@ def cmd_evaluate(args):
         _, fp32_acc, fp32_preds = evaluate(model, data.val_dataloader(), ctxs)
         model = inference_model(model, args.precision, calibration_images(data),
                                 input_shape=_input_shape(meta))
+    if args.tta:
+        from .tta import FlipAverage
+        model = FlipAverage(model)
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)
     labels = onp.asarray(data.val_arrays[1])
     names = [str(c) for c in meta['classes']]
     confusion = onp.zeros((len(names), len(names)), dtype=onp.int64)
     onp.add.at(confusion, (labels, preds), 1)
     print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images, '
-          f'{args.precision})')
+          f'{args.precision}' + (', flip-averaged' if args.tta else '') + ')')
     if fp32_preds is not None:
         print(f'fp32 accuracy {fp32_acc:.4f}; {args.precision} - fp32 = '
               f'{100 * (acc - fp32_acc):+.2f} points; top-1 agreement with fp32 '

@@ -155,11 +155,15 @@ class Run:
                     if _TEMPORARY.match(name):
                         os.remove(os.path.join(folder, name))
 
-    def save_checkpoint(self, model, trainer, epoch, rows, cfg, best_acc, wall_s, **extra):
+    def save_checkpoint(self, model, trainer, epoch, rows, cfg, best_acc, wall_s, ema=None,
+                        **extra):
         os.makedirs(self.ckpt, exist_ok=True)
         stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
         atomic_write(stem + '.params', model.net.save_parameters)
         atomic_write(stem + '.states', trainer.save_states)
+        if ema is not None:  # the moving average of the weights (--ema), and its count
+            atomic_write(stem + '.ema.params', ema.save)
+            extra['ema_updates'] = ema.updates
         state = {'epoch': epoch, 'rows': rows, 'config': dataclasses.asdict(cfg),
                  'best_val_acc': best_acc, 'wall_s': wall_s, **extra}
         atomic_text(os.path.join(self.ckpt, 'state.json'), json.dumps(state, indent=1))
@@ -179,7 +183,7 @@ class Run:
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f'--resume: {path} is damaged ({e}); use --overwrite to start '
                              'again, or another --out') from None
-        for ext in ('.params', '.states'):
+        for ext in ('.params', '.states') + (('.ema.params',) if 'ema_updates' in state else ()):
             if not os.path.isfile(stem + ext):
                 raise UsageError(f'--resume: {stem + ext} is missing (the checkpoint of epoch '
                                  f'{state["epoch"]}); restore it, or use --overwrite to start '

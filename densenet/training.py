@@ -26,6 +26,7 @@ from .files import atomic_text, atomic_write, pyplot, save_figure
 from .machine import summary_line
 from .budget import cost, plan_steps, reserve_s
 from .checkpoints import all_finite
+from .ema import WeightEMA
 from .registry import default_cfg, get_model, model_kwargs
 from .modes import fast_concat_mode, set_concat_mode, set_memory_efficient
 from .run_folder import Run
@@ -33,6 +34,7 @@ from .run_folder import Run
 KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
                  'lr', 'img_s', 'seconds']
+EMA_FIELDS = ['ema_val_loss', 'ema_val_acc']  # with --ema: the averaged weights' figures
 
 
 @dataclasses.dataclass
@@ -69,6 +71,8 @@ class TrainConfig:
     budget: float = None          # seconds the whole run may take (None: no budget)
     init: str = None              # params file to start from (fine-tuning)
     freeze_features: bool = False  # train only the classifier
+    ema: float = 0.0              # decay of a moving average of the weights (ema.py); 0: none
+    tta: bool = False             # also score the final model with flip averaging (tta.py)
 
     def validate(self, min_size=None):
         """Raise UsageError for values no run can use."""
@@ -107,6 +111,9 @@ class TrainConfig:
             raise UsageError(f'--seed must be between 0 and 2**32 - 1, got {self.seed}')
         if not 0 <= self.label_smoothing < 1:
             raise UsageError(f'--label-smoothing must be in [0, 1), got {self.label_smoothing}')
+        if not 0 <= self.ema < 1:
+            raise UsageError(f'--ema must be a decay in [0, 1) (0: off), e.g. 0.999; '
+                             f'got {self.ema}')
         if self.schedule not in ('constant', 'cosine'):
             raise UsageError(f'--schedule must be constant or cosine, got {self.schedule!r}')
         if min_size is not None and self.resize < min_size:
@@ -253,8 +260,11 @@ def plot_curves(rows, path):
     ep = [r['epoch'] for r in rows]
     fig, ax = pyplot().subplots(figsize=(5, 3.5))
     styles = {'train_loss': '-', 'val_loss': '--', 'train_acc': '-.', 'val_acc': ':'}
+    if 'ema_val_acc' in rows[-1]:
+        styles['ema_val_acc'] = (0, (1, 3))
     for key, style in styles.items():
-        ax.plot(ep, [r[key] for r in rows], style, marker='o', markersize=3, label=key)
+        ax.plot(ep, [r[key] for r in rows], linestyle=style, marker='o', markersize=3,
+                label=key)
     ax.set_xlabel('epoch')
     ax.set_xlim(0.5, max(ep) + 0.5)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -266,11 +276,12 @@ def plot_curves(rows, path):
 
 def write_metrics(path, rows):
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    fields = METRIC_FIELDS + [k for k in EMA_FIELDS if k in rows[-1]]
+    writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f'{r[k]:.6g}' if isinstance(r[k], float) else r[k])
-                         for k in METRIC_FIELDS})
+                         for k in fields})
     atomic_text(path, buf.getvalue())
 
 
@@ -342,8 +353,11 @@ def forward_train(model, X, frozen):
     return model.net[-1](features)
 
 
-def restore(state, model, trainer, ctxs):
+def restore(state, model, trainer, ctxs, ema=None):
     """(first epoch, rows, best accuracy, wall seconds so far) from a checkpoint state."""
+    if ema is not None:
+        ema.load(state['stem'] + '.ema.params')
+        ema.updates = state['ema_updates']
     model.net.load_parameters(state['stem'] + '.params', ctx=ctxs)
     trainer.load_states(state['stem'] + '.states')
     return state['epoch'], state['rows'], state['best_val_acc'], state['wall_s']
@@ -399,9 +413,10 @@ class Steps:
 
 
 def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1,
-                    steps=None, on_warm=None):
+                    steps=None, on_warm=None, ema=None):
     """One pass over `loader` (or the part of it that `steps.total` leaves); returns
-    (mean loss, accuracy, images, seconds, seconds per step after the first).
+    (mean loss, accuracy, images, seconds, seconds per step after the first). A
+    `WeightEMA` is updated after every step.
 
     `on_warm(images/s, seconds/step)` is called once, five steps past the first (which
     builds the graph); it may change `steps.total`.
@@ -432,6 +447,8 @@ def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1
             loss.backward()
         # Gradients are summed over devices and workers: average over the global batch.
         trainer.step(X.shape[0] * workers)
+        if ema is not None:
+            ema.update()
         batch_loss = sum(float(loss.sum()) for loss in losses)
         if not batch_loss / X.shape[0] <= loss_limit:  # also catches NaN
             raise diverged(f'mean loss {batch_loss / X.shape[0]:.4g} at step {step + 1} '
@@ -462,16 +479,23 @@ class Budget:
         self.cfg, self.steps, self.log, self.elapsed = cfg, steps, log, elapsed
         self.val_batches, self.plans = val_batches, plans
         self.cap = cfg.epochs * steps.steps_per_epoch
+        # Passes over the validation set: per epoch (the weights, and their average with
+        # --ema), and once at the end with --tta (each pass twice: image and mirror).
+        self.evals = 1 + bool(cfg.ema)
+        self.final_evals = 2 * self.evals if cfg.tta else 0
+        self.final_s = plans[-1].get('final_s', 0.0) if plans else 0.0
 
     def _record(self, plan, done, why):
         self.steps.total = plan.total_steps
         self.plans.append({'at_step': done, 'why': why, 'total_steps': plan.total_steps,
                            'epochs': plan.epochs, 'step_s': plan.step_s,
                            'epoch_overhead_s': plan.epoch_overhead_s,
-                           'expected_end_s': plan.end_s})
+                           'final_s': self.final_s, 'expected_end_s': plan.end_s})
         end = time.strftime('%H:%M:%S', time.localtime(time.time() + plan.end_s
                                                        - self.elapsed()))
         capped = ' (--epochs caps it)' if plan.total_steps == self.cap else ''
+        if self.final_s:
+            capped += f'; {self.final_s:.0f} s at the end for the flip-averaged (--tta) scores'
         self.log(f'{why}: {plan.describe()}{capped}; expected to end at {end}, '
                  f'{plan.end_s / 60:.1f} min into the {self.cfg.budget / 60:.1f} min budget')
         if plan.total_steps < self.steps.steps_per_epoch:
@@ -483,9 +507,10 @@ class Budget:
         times one); writing the outputs is taken as 1 s until an epoch has measured it."""
         if not self.cfg.budget:
             return
-        overhead = self.val_batches * eval_batch_s() + 1.0
+        pass_s = self.val_batches * eval_batch_s()
+        overhead, self.final_s = self.evals * pass_s + 1.0, self.final_evals * pass_s
         plan = plan_steps(self.cfg.budget, self.elapsed(), done, self.steps.steps_per_epoch,
-                          step_s, overhead, self.cap)
+                          step_s, overhead, self.cap, self.final_s)
         if plan is None:
             raise UsageError(f'--budget {self.cfg.budget:.0f} s is too short for this run: '
                              f'{self.elapsed():.0f} s went to loading and building, and a '
@@ -499,11 +524,12 @@ class Budget:
         if not self.cfg.budget or done >= self.steps.total:
             return
         spe, elapsed = self.steps.steps_per_epoch, self.elapsed()
-        plan = plan_steps(self.cfg.budget, elapsed, done, spe, step_s, overhead_s, self.cap)
+        plan = plan_steps(self.cfg.budget, elapsed, done, spe, step_s, overhead_s, self.cap,
+                          self.final_s)
         total = plan.total_steps if plan else done
         # The plan stands while it ends with at least half the reserve left, and unless
         # one more than 2% longer fits: measured times wobble by a few percent.
-        ends = elapsed + cost(self.steps.total, done, spe, step_s, overhead_s)
+        ends = elapsed + cost(self.steps.total, done, spe, step_s, overhead_s) + self.final_s
         overruns = ends > self.cfg.budget - reserve_s(self.cfg.budget) / 2
         if overruns or total > 1.02 * self.steps.total:
             if plan is None:
@@ -513,15 +539,31 @@ class Budget:
                 self._record(plan, done, 're-plan')
 
 
-def write_epoch(run, model, meta, rows, is_best):
-    """last.params (and best.params when it is the best so far) with their metadata,
-    metrics.csv and curves.png."""
+def write_epoch(run, model, meta, rows, is_best, ema=None):
+    """last.params (and best.params when it is the best so far; ema.params, the averaged
+    weights, with --ema) with their metadata, metrics.csv and curves.png."""
     from .checkpoints import save
-    save(model, run.path('last.params'), dict(meta, epoch=rows[-1]['epoch']))
+    meta = dict(meta, epoch=rows[-1]['epoch'])
+    save(model, run.path('last.params'), meta)
     if is_best:
-        save(model, run.path('best.params'), dict(meta, epoch=rows[-1]['epoch']))
+        save(model, run.path('best.params'), meta)
+    if ema is not None:
+        with ema.applied():
+            save(model, run.path('ema.params'), dict(meta, ema_decay=ema.decay))
     write_metrics(run.path('metrics.csv'), rows)
     plot_curves(rows, run.path('curves.png'))
+
+
+def flip_averaged_scores(model, loader, ctxs, ema, log):
+    """The summary's --tta figures: the final weights' (and average's) accuracy with
+    logits averaged over each image and its mirror image."""
+    from .tta import FlipAverage
+    scores = {'final_val_acc_tta': evaluate(FlipAverage(model), loader, ctxs)[1]}
+    if ema is not None:
+        with ema.applied():
+            scores['final_ema_val_acc_tta'] = evaluate(FlipAverage(model), loader, ctxs)[1]
+    log('flip-averaged (--tta): ' + ', '.join(f'{k} {v:.4f}' for k, v in scores.items()))
+    return scores
 
 
 def fit(cfg, data=None, log=print):
@@ -565,9 +607,10 @@ def fit(cfg, data=None, log=print):
         trainer = gluon.Trainer(params, 'sgd',
                                 {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
                                 kvstore=kv or cfg.kvstore)
+        ema = WeightEMA(model.net, cfg.ema) if cfg.ema else None
         rows, best_acc, first_epoch, prior_wall = [], -1.0, 0, 0.0
         if state is not None:
-            first_epoch, rows, best_acc, prior_wall = restore(state, model, trainer, ctxs)
+            first_epoch, rows, best_acc, prior_wall = restore(state, model, trainer, ctxs, ema)
             log(f'resuming {cfg.out} after epoch {first_epoch}')
         loss_fn = make_loss(model, cfg)
         quiet = ctxs[0].device_type == 'gpu' or not writer
@@ -589,7 +632,7 @@ def fit(cfg, data=None, log=print):
                     log(speed_note(cfg, rate, steps.total - epoch * spe))
             train_loss, train_acc, seen, train_s, step_s = train_one_epoch(
                 model, trainer, train_loader, ctxs, cfg, epoch, loss_fn, workers, steps,
-                on_warm)
+                on_warm, ema)
             if not writer:
                 log(f'[rank {rank}] epoch {epoch + 1}/{steps.epochs}: train loss '
                     f'{train_loss:.4f} acc {train_acc:.4f} on its shard')
@@ -602,18 +645,25 @@ def fit(cfg, data=None, log=print):
                                'the epoch', epoch, trainer.learning_rate)
             row = {'epoch': epoch + 1, 'train_loss': train_loss, 'train_acc': train_acc,
                    'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
-                   'img_s': seen / train_s, 'seconds': train_s + time.time() - tic}
+                   'img_s': seen / train_s}
+            averaged = ''
+            if ema is not None:
+                with ema.applied():
+                    row['ema_val_loss'], row['ema_val_acc'], _ = evaluate(model, val_loader,
+                                                                          ctxs)
+                averaged = f' (EMA {row["ema_val_acc"]:.4f})'
+            row['seconds'] = train_s + time.time() - tic
             rows.append(row)
             log(f'epoch {epoch + 1}/{steps.epochs}: train loss {train_loss:.4f} '
-                f'acc {train_acc:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} | '
+                f'acc {train_acc:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f}{averaged} | '
                 f'{row["img_s"]:.1f} img/s | {row["seconds"]:.1f} s')
-            write_epoch(run, model, meta, rows, val_acc > best_acc)
+            write_epoch(run, model, meta, rows, val_acc > best_acc, ema)
             best_acc = max(best_acc, val_acc)
             epoch += 1
             if kv is None:  # MXNet cannot save optimizer states of a dist kvstore
                 run.save_checkpoint(model, trainer, epoch, rows, cfg, best_acc,
                                     prior_wall + time.time() - started,
-                                    total_steps=steps.total, plans=budget.plans)
+                                    total_steps=steps.total, plans=budget.plans, ema=ema)
             budget.replan(step_s, time.time() - tic, min(epoch * spe, steps.total))
         if cfg.rank_params:
             os.makedirs(cfg.rank_params, exist_ok=True)
@@ -621,10 +671,14 @@ def fit(cfg, data=None, log=print):
                          model.net.save_parameters)
         if not writer:
             return None
+        final = flip_averaged_scores(model, val_loader, ctxs, ema, log) if cfg.tta else {}
+        if ema is not None:
+            final = dict(final_ema_val_acc=rows[-1]['ema_val_acc'], **final)
         summary = {'config': dataclasses.asdict(cfg), 'final_val_acc': rows[-1]['val_acc'],
                    'best_val_acc': best_acc, 'epochs': len(rows), 'steps': steps.total,
                    'wall_s': prior_wall + time.time() - started, 'model': meta,
-                   'machine': runtime.machine(), 'workers': workers, 'metrics': rows}
+                   'machine': runtime.machine(), 'workers': workers, 'metrics': rows,
+                   **final}
         if cfg.budget:
             summary.update(budget_s=cfg.budget, plan=budget.plans[-1] if budget.plans else None,
                            plans=budget.plans)

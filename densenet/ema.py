@@ -1,0 +1,58 @@
+"""An exponential moving average (EMA) of a network's weights, for evaluation.
+
+After every optimizer step each parameter's average moves towards it:
+``avg = d * avg + (1 - d) * w``, with ``d = min(decay, (1 + t) / (10 + t))`` at
+update ``t`` (so early updates, while the average still holds the random
+initialisation, weigh the new weights more). BatchNorm's running mean and
+variance are averaged alike, so the averaged network is complete on its own.
+"""
+from contextlib import contextmanager
+
+
+class WeightEMA:
+    """The moving average of every parameter of `net` (on the first device)."""
+
+    def __init__(self, net, decay, updates=0):
+        if not 0 < decay < 1:
+            from .errors import UsageError
+            raise UsageError(f'--ema must be a decay in (0, 1), e.g. 0.999; got {decay}')
+        self.net, self.decay, self.updates = net, decay, updates
+        self.params = list(net.collect_params().values())
+        self.average = [p.data().copy() for p in self.params]
+
+    def rate(self):
+        """The decay the next update uses."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    def update(self):
+        """Move the average towards the network's current parameters."""
+        d = self.rate()
+        for avg, p in zip(self.average, self.params):
+            avg *= d
+            avg += (1 - d) * p.data()
+        self.updates += 1
+
+    @contextmanager
+    def applied(self):
+        """The network with the averaged parameters inside the block, its own after it."""
+        own = [p.data().copy() for p in self.params]
+        for p, avg in zip(self.params, self.average):
+            p.set_data(avg)
+        try:
+            yield self.net
+        finally:
+            for p, w in zip(self.params, own):
+                p.set_data(w)
+
+    def save(self, path):
+        """The average as a params file of the network (loadable like any other)."""
+        with self.applied() as net:
+            net.save_parameters(path)
+
+    def load(self, path):
+        """Take the average from a file `save` wrote; the network's own weights stay."""
+        own = [p.data().copy() for p in self.params]
+        self.net.load_parameters(path, ctx=self.params[0].list_ctx())
+        self.average = [p.data().copy() for p in self.params]
+        for p, w in zip(self.params, own):
+            p.set_data(w)
