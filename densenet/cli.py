@@ -64,8 +64,9 @@ def _add_train(sub):
                    help='train only the classifier (with --init: fine-tune the head)')
     p.add_argument('--recipe', choices=sorted(RECIPES), default='book',
                    help='named defaults (book: the d2l chapter\'s recipe; fast-cpu: '
-                        '94.0-94.3%% in 23 epochs at 64x64, 40-66 min on 2-core CPUs, with '
-                        '--budget 60m, so that a slower CPU plans fewer); flags below '
+                        '94.0-94.3%% in 23 epochs at 64x64, 37-66 min on 2-core CPUs, '
+                        '94.4%% flip-averaged (--tta), with --budget 60m, so that a slower '
+                        'CPU plans fewer); flags below '
                         'override them')
     p.add_argument('--epochs', type=_positive_int,
                    help='epochs (with --budget: the most it may plan)')

@@ -71,6 +71,9 @@ def test_train_writes_every_output(trained):
     assert set(summary['machine']['precisions']) == {'fp32', 'int8', 'bf16'}
     assert summary['final_val_acc'] == pytest.approx(float(rows[-1]['val_acc']), abs=1e-5)
     assert summary['final_val_acc'] > ACC_THRESHOLD
+    # fast-cpu scores the final model with flip averaging too (--tta), on the same images.
+    assert summary['config']['tta'] and summary['final_val_acc_tta'] > ACC_THRESHOLD
+    assert 'flip-averaged (--tta): final_val_acc_tta' in proc.stdout
     assert 'epoch 2/2: train loss' in proc.stdout and 'img/s' in proc.stdout
     assert 'no GPU' in proc.stdout  # the estimate of the book's full recipe, on this CPU
     assert f'img/s on this {machine.cpuinfo()[0]} [' in proc.stdout
