@@ -2,16 +2,13 @@
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from densenet.budget import cost, parse_duration, plan_steps, reserve_s
 from densenet.errors import UsageError
 from densenet.training import TrainConfig, lr_at
+from helpers import kill_after_first_checkpoint
 from test_cli import cli
 
 
@@ -88,20 +85,10 @@ def test_a_budgeted_run_ends_inside_its_budget_with_a_complete_schedule(tmp_path
 @pytest.mark.slow
 def test_budget_with_resume_continues_the_same_plan(tmp_path, real_data_dir):
     out = str(tmp_path / 'run')
-    args = [*QUICK, '--budget', '60s', '--out', out, '--data-dir', real_data_dir]
-    proc = subprocess.Popen([sys.executable, '-m', 'densenet', *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = os.path.join(out, 'checkpoint', 'state.json')
-    deadline = time.time() + 120
-    while not os.path.exists(state) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    with open(state) as f:
-        saved = json.load(f)
+    args = [*QUICK, '--budget', '60s', '--data-dir', real_data_dir]
+    saved, _ = kill_after_first_checkpoint(args, out, wait_s=120)
     assert saved['epoch'] == 1 and saved['plans'][0]['why'] == 'plan'
-    resumed = cli(*args, '--resume').stdout
+    resumed = cli(*args, '--out', out, '--resume').stdout
     # No new plan: the saved one goes on (re-plans may follow).
     assert not [line for line in resumed.splitlines() if line.startswith('plan: ')]
     s = read_summary(out)

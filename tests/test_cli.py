@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as onp
 import pytest
 from PIL import Image
 
 from densenet.cli import main
-from helpers import digest
+from helpers import digest, kill_after_first_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -87,18 +86,8 @@ def test_seed_determinism_and_resume_after_kill(trained, tmp_path, real_data_dir
     base, _ = trained
     args = ['train', *QUICK, '--limit', '4000', '--epochs', '2', '--data-dir', real_data_dir]
     out = str(tmp_path / 'killed')
-    proc = subprocess.Popen([sys.executable, '-m', 'densenet', *args, '--out', out],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = os.path.join(out, 'checkpoint', 'state.json')
-    deadline = time.time() + 300
-    while not os.path.exists(state) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.5)  # into epoch 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    with open(state) as f:
-        assert json.load(f)['epoch'] == 1
+    saved, code = kill_after_first_checkpoint(args, out, settle=0.5)  # into epoch 2
+    assert code == -signal.SIGKILL and saved['epoch'] == 1
     assert len(read_metrics(out)) == 1
     cli(*args, '--out', out, '--resume')
     assert learning(read_metrics(out)) == learning(read_metrics(base))

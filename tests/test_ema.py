@@ -1,10 +1,6 @@
 """--ema: the moving average of the weights, against a numpy recomputation, and in a run."""
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as onp
 import pytest
@@ -15,7 +11,7 @@ from densenet.budget import plan_steps
 from densenet.ema import WeightEMA
 from densenet.errors import UsageError
 from densenet.training import Budget, Steps, TrainConfig
-from helpers import set_running_stats
+from helpers import kill_after_first_checkpoint, set_running_stats
 from test_cli import cli, read_metrics
 
 
@@ -131,17 +127,8 @@ def test_a_run_with_ema_and_tta_resumes_exactly_and_ema_params_is_the_average(
     assert acc == pytest.approx(s['final_ema_val_acc_tta'], abs=1e-4)
     # Killed after epoch 1 and resumed: the average continues from its checkpoint.
     out = str(tmp_path / 'killed')
-    proc = subprocess.Popen([sys.executable, '-m', 'densenet', *args, '--out', out],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = os.path.join(out, 'checkpoint', 'state.json')
-    deadline = time.time() + 300
-    while not os.path.exists(state) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    with open(state) as f:
-        assert json.load(f)['ema_updates'] == 32  # 2000 / 64 steps in epoch 1
+    saved, _ = kill_after_first_checkpoint(args, out)
+    assert saved['ema_updates'] == 32  # ceil(2000 / 64) steps in epoch 1
     cli(*args, '--out', out, '--resume')
     keys = ['epoch', 'val_acc', 'val_loss', 'ema_val_acc', 'ema_val_loss']
     assert [{k: r[k] for k in keys} for r in read_metrics(out)] == \
