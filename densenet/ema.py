@@ -12,11 +12,11 @@ from contextlib import contextmanager
 class WeightEMA:
     """The moving average of every parameter of `net` (on the first device)."""
 
-    def __init__(self, net, decay, updates=0):
+    def __init__(self, net, decay):
         if not 0 < decay < 1:
             from .errors import UsageError
             raise UsageError(f'--ema must be a decay in (0, 1), e.g. 0.999; got {decay}')
-        self.net, self.decay, self.updates = net, decay, updates
+        self.net, self.decay, self.updates = net, decay, 0
         self.params = list(net.collect_params().values())
         self.average = [p.data().copy() for p in self.params]
 
@@ -33,16 +33,22 @@ class WeightEMA:
         self.updates += 1
 
     @contextmanager
-    def applied(self):
-        """The network with the averaged parameters inside the block, its own after it."""
+    def _own_weights_kept(self):
+        """Whatever the block puts into the network, its own weights are back after it."""
         own = [p.data().copy() for p in self.params]
-        for p, avg in zip(self.params, self.average):
-            p.set_data(avg)
         try:
             yield self.net
         finally:
             for p, w in zip(self.params, own):
                 p.set_data(w)
+
+    @contextmanager
+    def applied(self):
+        """The network with the averaged parameters inside the block, its own after it."""
+        with self._own_weights_kept() as net:
+            for p, avg in zip(self.params, self.average):
+                p.set_data(avg)
+            yield net
 
     def save(self, path):
         """The average as a params file of the network (loadable like any other)."""
@@ -51,8 +57,6 @@ class WeightEMA:
 
     def load(self, path):
         """Take the average from a file `save` wrote; the network's own weights stay."""
-        own = [p.data().copy() for p in self.params]
-        self.net.load_parameters(path, ctx=self.params[0].list_ctx())
-        self.average = [p.data().copy() for p in self.params]
-        for p, w in zip(self.params, own):
-            p.set_data(w)
+        with self._own_weights_kept() as net:
+            net.load_parameters(path, ctx=self.params[0].list_ctx())
+            self.average = [p.data().copy() for p in self.params]

@@ -183,7 +183,8 @@ class Run:
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f'--resume: {path} is damaged ({e}); use --overwrite to start '
                              'again, or another --out') from None
-        for ext in ('.params', '.states') + (('.ema.params',) if 'ema_updates' in state else ()):
+        parts = ['.params', '.states'] + (['.ema.params'] if 'ema_updates' in state else [])
+        for ext in parts:
             if not os.path.isfile(stem + ext):
                 raise UsageError(f'--resume: {stem + ext} is missing (the checkpoint of epoch '
                                  f'{state["epoch"]}); restore it, or use --overwrite to start '
