@@ -12,6 +12,7 @@ import math
 import re
 
 from .errors import UsageError
+from .resizing import early_epochs
 
 _PART = re.compile(r'(\d+(?:\.\d+)?)([hms])')
 UNITS = {'h': 3600, 'm': 60, 's': 1}
@@ -45,6 +46,7 @@ class Plan:
     step_s: float
     epoch_overhead_s: float   # evaluation and writing outputs, per epoch
     end_s: float              # expected wall seconds from the run's start
+    early_step_s: float = None  # progressive resizing: a step at the small side
 
     @property
     def epochs(self):
@@ -54,8 +56,10 @@ class Plan:
         part = self.total_steps - (self.epochs - 1) * self.steps_per_epoch
         last = '' if part == self.steps_per_epoch else f', the last one {part} steps'
         return (f'{self.total_steps} steps = {self.epochs} epoch(s) of {self.steps_per_epoch}'
-                f'{last}; {self.step_s * 1000:.0f} ms a step, {self.epoch_overhead_s:.1f} s '
-                f'per epoch to evaluate and write')
+                f'{last}; {self.step_s * 1000:.0f} ms a step'
+                + (f' ({self.early_step_s * 1000:.0f} ms at the small side)'
+                   if self.early_step_s else '')
+                + f', {self.epoch_overhead_s:.1f} s per epoch to evaluate and write')
 
 
 def reserve_s(budget_s):
@@ -63,27 +67,45 @@ def reserve_s(budget_s):
     return RESERVE * budget_s + RESERVE_S
 
 
-def cost(total, done, steps_per_epoch, step_s, overhead_s):
+def cost(total, done, steps_per_epoch, step_s, overhead_s, early=None):
     """Seconds from now to finish `total` steps when `done` are done: the steps, and one
-    evaluation + write at the end of every epoch that has not ended yet."""
+    evaluation + write at the end of every epoch that has not ended yet. With
+    `early=(fraction, seconds)` (progressive resizing, resizing.py) the steps of the first
+    `fraction` of the epochs take `seconds` each instead of `step_s`."""
     epochs_left = math.ceil(total / steps_per_epoch) - done // steps_per_epoch
-    return (total - done) * step_s + epochs_left * overhead_s
+    seconds = (total - done) * step_s + epochs_left * overhead_s
+    if early:
+        fraction, early_s = early
+        small = early_epochs(math.ceil(total / steps_per_epoch), fraction) * steps_per_epoch
+        seconds += max(0, min(total, small) - done) * (early_s - step_s)
+    return seconds
 
 
 def plan_steps(budget_s, elapsed_s, done, steps_per_epoch, step_s, overhead_s, cap_steps,
-               final_s=0.0):
+               final_s=0.0, early=None):
     """The Plan with the most steps (at most `cap_steps`) that ends inside the budget less
     its reserve and `final_s` (work done once after the last epoch); None when not even
-    one more step and one evaluation fit."""
+    one more step and one evaluation fit. `early`: as for `cost`."""
     left = budget_s - reserve_s(budget_s) - elapsed_s - final_s
-    lo, hi = done, cap_steps  # cost is increasing in total: bisect for the largest that fits
-    if cost(lo + 1, done, steps_per_epoch, step_s, overhead_s) > left:
-        return None
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if cost(mid, done, steps_per_epoch, step_s, overhead_s) <= left:
-            lo = mid
-        else:
-            hi = mid - 1
-    end = elapsed_s + cost(lo, done, steps_per_epoch, step_s, overhead_s) + final_s
-    return Plan(lo, steps_per_epoch, step_s, overhead_s, end)
+
+    def fits(total):
+        return cost(total, done, steps_per_epoch, step_s, overhead_s, early) <= left
+    if early:
+        # More steps can cost less (one more epoch moves a whole epoch to the cheap side),
+        # so the cost is not monotone: take the longest that fits by looking at each.
+        lo = next((t for t in range(cap_steps, done, -1) if fits(t)), done)
+        if lo == done:
+            return None
+    else:
+        lo, hi = done, cap_steps  # cost is increasing in total: bisect for the largest
+        if not fits(lo + 1):
+            return None
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+    end = elapsed_s + cost(lo, done, steps_per_epoch, step_s, overhead_s, early) + final_s
+    return Plan(lo, steps_per_epoch, step_s, overhead_s, end,
+                early[1] if early else None)

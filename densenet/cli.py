@@ -76,6 +76,11 @@ def _add_train(sub):
                         'learning-rate schedule, to end inside it')
     p.add_argument('--batch-size', type=_positive_int)
     p.add_argument('--resize', type=_positive_int, help='square image side (book: 96)')
+    p.add_argument('--progressive', type=int, metavar='SIDE',
+                   help='progressive resizing: train the first epochs at this smaller side, '
+                        'the rest (and every evaluation) at --resize (0: off)')
+    p.add_argument('--progressive-until', type=float, metavar='SHARE',
+                   help='share of the epochs trained at the --progressive side (default 0.5)')
     p.add_argument('--lr', type=_positive_float)
     p.add_argument('--momentum', type=float)
     p.add_argument('--wd', type=float, help='weight decay')

@@ -26,6 +26,7 @@ from .files import atomic_text, atomic_write, pyplot, save_figure
 from .machine import summary_line
 from .budget import cost, plan_steps, reserve_s
 from .checkpoints import all_finite
+from .resizing import side_for_epoch
 from .ema import WeightEMA
 from .registry import default_cfg, get_model, model_kwargs
 from .modes import fast_concat_mode, set_concat_mode, set_memory_efficient
@@ -35,6 +36,7 @@ KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
                  'lr', 'img_s', 'seconds']
 EMA_FIELDS = ['ema_val_loss', 'ema_val_acc']  # with --ema: the averaged weights' figures
+RESIZE_FIELDS = ['side']  # with --progressive: the side each epoch trained at
 
 
 @dataclasses.dataclass
@@ -73,6 +75,8 @@ class TrainConfig:
     freeze_features: bool = False  # train only the classifier
     ema: float = 0.0              # decay of a moving average of the weights (ema.py); 0: none
     tta: bool = False             # also score the final model with flip averaging (tta.py)
+    progressive: int = 0          # side of the early epochs (resizing.py); 0: always `resize`
+    progressive_until: float = 0.5  # share of the epochs trained at that side
 
     def validate(self, min_size=None):
         """Raise UsageError for values no run can use."""
@@ -119,6 +123,16 @@ class TrainConfig:
         if min_size is not None and self.resize < min_size:
             raise UsageError(f'--resize {self.resize} is below the model\'s minimum input '
                              f'size {min_size}; use --resize {min_size} or more (the book uses 96)')
+        if self.progressive and not 0 < self.progressive < self.resize:
+            raise UsageError(f'--progressive {self.progressive} must be a side smaller than '
+                             f'--resize {self.resize} (0: off), e.g. --progressive '
+                             f'{max(self.resize * 3 // 4, 1)}')
+        if min_size is not None and self.progressive and self.progressive < min_size:
+            raise UsageError(f'--progressive {self.progressive} is below the model\'s minimum '
+                             f'input size {min_size}; use --progressive {min_size} or more')
+        if not 0 < self.progressive_until < 1:
+            raise UsageError(f'--progressive-until must be a share of the epochs between 0 '
+                             f'and 1, e.g. 0.5; got {self.progressive_until}')
         if self.kvstore not in KVSTORES:
             raise UsageError(f'--kvstore must be one of {", ".join(KVSTORES)}, '
                              f'got {self.kvstore!r}')
@@ -211,17 +225,25 @@ def evaluate(model, loader, ctxs):
     return total_loss / n, correct / n, onp.concatenate(preds)
 
 
-def time_inference(model, loader, ctxs, batches=2):
-    """Seconds per inference batch of `loader`, timed after one batch that builds the graph."""
-    it = iter(loader)
-    times = []
-    for _ in range(batches + 1):
-        X, _ = next(it, (None, None))
-        if X is None:
-            break
-        tic = time.time()
-        model(X.as_in_context(ctxs[0])).wait_to_read()
-        times.append(time.time() - tic)
+def time_inference(model, loader, ctxs, batches=2, side=None):
+    """Seconds per inference batch of `loader` (at `side` x `side` if given), timed after
+    one batch that builds the graph."""
+    resize = getattr(loader, 'resize', None)
+    if side:
+        loader.resize = (side, side)
+    try:
+        it = iter(loader)
+        times = []
+        for _ in range(batches + 1):
+            X, _ = next(it, (None, None))
+            if X is None:
+                break
+            tic = time.time()
+            model(X.as_in_context(ctxs[0])).wait_to_read()
+            times.append(time.time() - tic)
+    finally:
+        if side:
+            loader.resize = resize
     return min(times[1:] or times)
 
 
@@ -277,7 +299,7 @@ def plot_curves(rows, path):
 
 def write_metrics(path, rows):
     buf = io.StringIO()
-    fields = METRIC_FIELDS + [k for k in EMA_FIELDS if k in rows[-1]]
+    fields = METRIC_FIELDS + [k for k in EMA_FIELDS + RESIZE_FIELDS if k in rows[-1]]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:
@@ -390,14 +412,17 @@ def make_loss(model, cfg):
     return loss_fn
 
 
-def speed_note(cfg, rate, steps_left):
-    """The line a CPU run prints once it knows its speed."""
-    full = 10 * TRAIN_SIZE / rate * (96 / cfg.resize) ** 2
+def speed_note(cfg, rate, steps_left, side=None):
+    """The line a CPU run prints once it knows its speed (measured at `side`, by default
+    the run's)."""
+    side = side or cfg.resize
+    full = 10 * TRAIN_SIZE / rate * (96 / side) ** 2
     this = steps_left * cfg.batch_size / rate
+    at = f' if every step were at {side}x{side}' if side != cfg.resize else ''
     return (f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
             f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
             f'about {full / 3600:.1f} h on this machine, this run about '
-            f'{_duration(this)} of training. Quicker: '
+            f'{_duration(this)} of training{at}. Quicker: '
             + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
             + '--limit 5000 --epochs 2 --resize 32.')
 
@@ -460,6 +485,7 @@ def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1
         seen += X.shape[0]
         done += 1
         bar.total = min(steps_per_epoch, steps.total - first)
+        bar.prefix = f'epoch {epoch + 1}/{steps.epochs}'  # a budget's plan may change it
         bar.update(i + 1, seen)
         if i == 0:
             tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
@@ -485,13 +511,26 @@ class Budget:
         self.evals = 1 + bool(cfg.ema)
         self.final_evals = 2 * self.evals if cfg.tta else 0
         self.final_s = plans[-1].get('final_s', 0.0) if plans else 0.0
+        # --progressive: a full-side step over a small-side one (timed by inference).
+        self.full_over_small = plans[-1].get('full_over_small') if plans else None
+
+    def _steps(self, step_s, side):
+        """(seconds a full-side step takes, `early` for plan_steps) from a step measured at
+        `side`: while the run is still at the small side, the rest of that phase costs
+        what was measured and the full side that times the measured ratio."""
+        if side in (None, self.cfg.resize) or not self.full_over_small:
+            return step_s, None
+        return step_s * self.full_over_small, (self.cfg.progressive_until, step_s)
 
     def _record(self, plan, done, why):
         self.steps.total = plan.total_steps
         self.plans.append({'at_step': done, 'why': why, 'total_steps': plan.total_steps,
                            'epochs': plan.epochs, 'step_s': plan.step_s,
                            'epoch_overhead_s': plan.epoch_overhead_s,
-                           'final_s': self.final_s, 'expected_end_s': plan.end_s})
+                           'final_s': self.final_s, 'expected_end_s': plan.end_s,
+                           **({'early_step_s': plan.early_step_s,
+                               'full_over_small': self.full_over_small}
+                              if plan.early_step_s else {})})
         end = time.strftime('%H:%M:%S', time.localtime(time.time() + plan.end_s
                                                        - self.elapsed()))
         capped = ' (--epochs caps it)' if plan.total_steps == self.cap else ''
@@ -503,15 +542,20 @@ class Budget:
             self.log(f'the budget fits {plan.total_steps} of an epoch\'s '
                      f'{self.steps.steps_per_epoch} steps: this run trains on part of the data')
 
-    def first_plan(self, step_s, done, eval_batch_s):
-        """The plan from the first timed steps and validation batches (`eval_batch_s()`
-        times one); writing the outputs is taken as 1 s until an epoch has measured it."""
+    def first_plan(self, step_s, done, eval_batch_s, side=None):
+        """The plan from the first timed steps (at `side`) and validation batches
+        (`eval_batch_s(side)` times one, at the full side without `side`); writing the
+        outputs is taken as 1 s until an epoch has measured it."""
         if not self.cfg.budget:
             return
-        pass_s = self.val_batches * eval_batch_s()
+        full_batch_s = eval_batch_s()
+        pass_s = self.val_batches * full_batch_s
         overhead, self.final_s = self.evals * pass_s + 1.0, self.final_evals * pass_s
+        if side not in (None, self.cfg.resize):
+            self.full_over_small = full_batch_s / eval_batch_s(side)
+        full_step_s, early = self._steps(step_s, side)
         plan = plan_steps(self.cfg.budget, self.elapsed(), done, self.steps.steps_per_epoch,
-                          step_s, overhead, self.cap, self.final_s)
+                          full_step_s, overhead, self.cap, self.final_s, early)
         if plan is None:
             raise UsageError(f'--budget {self.cfg.budget:.0f} s is too short for this run: '
                              f'{self.elapsed():.0f} s went to loading and building, and a '
@@ -519,18 +563,20 @@ class Budget:
                              'images (--limit) or a smaller --resize')
         self._record(plan, done, 'plan')
 
-    def replan(self, step_s, overhead_s, done):
-        """After an epoch: plan again from what it measured; adopt the new plan when the
-        old one would overrun, or when the new one is more than 2% longer."""
+    def replan(self, step_s, overhead_s, done, side=None):
+        """After an epoch (trained at `side`): plan again from what it measured; adopt the
+        new plan when the old one would overrun, or when the new one is more than 2% longer."""
         if not self.cfg.budget or done >= self.steps.total:
             return
         spe, elapsed = self.steps.steps_per_epoch, self.elapsed()
+        step_s, early = self._steps(step_s, side)
         plan = plan_steps(self.cfg.budget, elapsed, done, spe, step_s, overhead_s, self.cap,
-                          self.final_s)
+                          self.final_s, early)
         total = plan.total_steps if plan else done
         # The plan stands while it ends with at least half the reserve left, and unless
         # one more than 2% longer fits: measured times wobble by a few percent.
-        ends = elapsed + cost(self.steps.total, done, spe, step_s, overhead_s) + self.final_s
+        ends = (elapsed + cost(self.steps.total, done, spe, step_s, overhead_s, early)
+                + self.final_s)
         overruns = ends > self.cfg.budget - reserve_s(self.cfg.budget) / 2
         if overruns or total > 1.02 * self.steps.total:
             if plan is None:
@@ -624,13 +670,17 @@ def fit(cfg, data=None, log=print):
         epoch = first_epoch
         while epoch < steps.epochs:
             fresh = epoch == first_epoch  # this process's first epoch: time the steps
+            side = side_for_epoch(cfg, epoch, steps.epochs, [r.get('side') for r in rows])
+            if cfg.progressive:
+                train_loader.resize = (side, side)
 
-            def on_warm(rate, step_s, fresh=fresh):
+            def on_warm(rate, step_s, fresh=fresh, side=side):
                 if fresh and not state:
-                    budget.first_plan(step_s, epoch * spe + 6,
-                                      lambda: time_inference(model, val_loader, ctxs))
+                    budget.first_plan(
+                        step_s, epoch * spe + 6,
+                        lambda at=None: time_inference(model, val_loader, ctxs, side=at), side)
                 if fresh and not quiet:
-                    log(speed_note(cfg, rate, steps.total - epoch * spe))
+                    log(speed_note(cfg, rate, steps.total - epoch * spe, side))
             train_loss, train_acc, seen, train_s, step_s = train_one_epoch(
                 model, trainer, train_loader, ctxs, cfg, epoch, loss_fn, workers, steps,
                 on_warm, ema)
@@ -646,7 +696,7 @@ def fit(cfg, data=None, log=print):
                                'the epoch', epoch, trainer.learning_rate)
             row = {'epoch': epoch + 1, 'train_loss': train_loss, 'train_acc': train_acc,
                    'val_loss': val_loss, 'val_acc': val_acc, 'lr': trainer.learning_rate,
-                   'img_s': seen / train_s}
+                   'img_s': seen / train_s, **({'side': side} if cfg.progressive else {})}
             averaged = ''
             if ema is not None:
                 with ema.applied():
@@ -665,7 +715,7 @@ def fit(cfg, data=None, log=print):
                 run.save_checkpoint(model, trainer, epoch, rows, cfg, best_acc,
                                     prior_wall + time.time() - started,
                                     total_steps=steps.total, plans=budget.plans, ema=ema)
-            budget.replan(step_s, time.time() - tic, min(epoch * spe, steps.total))
+            budget.replan(step_s, time.time() - tic, min(epoch * spe, steps.total), side)
         if cfg.rank_params:
             os.makedirs(cfg.rank_params, exist_ok=True)
             atomic_write(os.path.join(cfg.rank_params, f'rank-{rank}.params'),

@@ -74,6 +74,8 @@ def test_a_budgeted_run_ends_inside_its_budget_with_a_complete_schedule(tmp_path
     assert s['wall_s'] <= 45
     assert s['steps'] < 50 * 63  # the budget, not --epochs, set the length
     assert s['steps'] == s['plan']['total_steps']
+    # The first epoch's progress bar counts the planned epochs, not the --epochs cap.
+    assert f"epoch 1/{s['plans'][0]['epochs']} [" in proc.stderr, proc.stderr
     cfg = TrainConfig(**{**s['config']})
     # The schedule was laid over exactly the steps taken: its last step has the
     # last learning rate of a cosine over that many steps (near 0), not a cut-off one.
