@@ -228,9 +228,8 @@ def evaluate(model, loader, ctxs):
 def time_inference(model, loader, ctxs, batches=2, side=None):
     """Seconds per inference batch of `loader` (at `side` x `side` if given), timed after
     one batch that builds the graph."""
-    resize = getattr(loader, 'resize', None)
     if side:
-        loader.resize = (side, side)
+        resize, loader.resize = loader.resize, (side, side)
     try:
         it = iter(loader)
         times = []
@@ -485,7 +484,6 @@ def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1
         seen += X.shape[0]
         done += 1
         bar.total = min(steps_per_epoch, steps.total - first)
-        bar.prefix = f'epoch {epoch + 1}/{steps.epochs}'  # a budget's plan may change it
         bar.update(i + 1, seen)
         if i == 0:
             tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
@@ -493,6 +491,7 @@ def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1
             elapsed = time.time() - tic_warm
             on_warm((seen - seen_warm) / elapsed, elapsed / 5)
             on_warm = None
+            bar.prefix = f'epoch {epoch + 1}/{steps.epochs}'  # the first plan may change it
     end = time.time()
     step_s = (end - tic_warm) / (done - 1) if done > 1 else end - tic
     return loss_sum / seen, correct / seen, seen, end - tic, step_s
