@@ -49,18 +49,47 @@ def augment_batch(images, rng, pad=2):
     return out
 
 
+def erase_boxes(n, h, w, rng, p, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3)):
+    """Random erasing's rectangles (Zhong et al., 2017) for `n` images of h x w: with
+    probability `p` an image gets a box of a random share `area` of its pixels and a
+    log-uniform aspect ratio (height over width), clipped to the image, at a random place.
+    Returns int arrays (top, left, height, width); height 0 where nothing is erased."""
+    chosen = rng.rand(n) < p
+    share = rng.uniform(area[0], area[1], n)
+    ratio = onp.exp(rng.uniform(onp.log(aspect[0]), onp.log(aspect[1]), n))
+    bh = onp.clip(onp.rint(onp.sqrt(share * h * w * ratio)), 1, h).astype(int)
+    bw = onp.clip(onp.rint(onp.sqrt(share * h * w / ratio)), 1, w).astype(int)
+    top = (rng.rand(n) * (h - bh + 1)).astype(int)
+    left = (rng.rand(n) * (w - bw + 1)).astype(int)
+    return top, left, onp.where(chosen, bh, 0), bw
+
+
+def erase_batch(images, rng, p):
+    """Random erasing of uint8 (N, H, W) or (N, H, W, C) images: each chosen box
+    (`erase_boxes`) is filled with uniformly random pixel values, the paper's choice.
+    Returns a new array and the boxes."""
+    boxes = erase_boxes(len(images), images.shape[1], images.shape[2], rng, p)
+    out = images.copy()
+    for i, (t, l, bh, bw) in enumerate(zip(*boxes)):
+        if bh:
+            out[i, t:t + bh, l:l + bw] = rng.randint(0, 256, size=(bh, bw) + images.shape[3:])
+    return out, boxes
+
+
 class BatchLoader:
     """Batches of a decoded split, transformed a whole batch at a time.
 
     Values equal the book's per-sample ``transform_first(Resize, ToTensor)``
-    pipeline; doing it per batch keeps Python out of the per-image loop. The
+    pipeline; doing it per batch keeps Python out of the per-image loop.
+    ``augment`` flips and shifts training images, ``erase`` (a probability)
+    then erases a random rectangle of that share of them (`erase_batch`). The
     shuffled order of epoch ``e`` depends only on ``(seed, e)``, so a resumed
     run sees the same batches as an uninterrupted one.
     """
 
     def __init__(self, images, labels, batch_size, resize, shuffle=False,
-                 seed=0, augment=False, drop_last=False, pad=2):
-        self.images, self.labels, self.pad = images, labels, pad
+                 seed=0, augment=False, drop_last=False, pad=2, erase=0.0):
+        self.images, self.labels, self.pad, self.erase = images, labels, pad, erase
         self.batch_size, self.resize = batch_size, resize
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
         self.drop_last = drop_last
@@ -84,4 +113,6 @@ class BatchLoader:
             images = self.images[idx]
             if self.augment:
                 images = augment_batch(images, rng, self.pad)
+            if self.erase:
+                images, _ = erase_batch(images, rng, self.erase)
             yield to_tensor(images, self.resize), np.array(self.labels[idx])

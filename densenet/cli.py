@@ -89,6 +89,9 @@ def _add_train(sub):
     p.add_argument('--schedule', choices=['constant', 'cosine'])
     p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
                    help='random flips and 2-pixel shifts of training images')
+    p.add_argument('--erase', type=float, metavar='P',
+                   help='random erasing: a random rectangle (2-40%% of the image) of this '
+                        'share of the training images is filled with random pixels (0: off)')
     p.add_argument('--ema', type=float, metavar='DECAY',
                    help='also keep a moving average of the weights with this decay (e.g. '
                         '0.999; 0: none), scored every epoch and saved as ema.params')

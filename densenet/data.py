@@ -237,7 +237,7 @@ class FashionMNIST(d2l.FashionMNIST):
     ``shard=(i, n)`` then keeps the i-th of n equal contiguous parts (a
     distributed worker's share; the remainder is dropped so that every worker
     runs the same number of steps); ``augment`` adds random flips and shifts to
-    training batches. With
+    training batches, ``erase=p`` random erasing of a share p of them. With
     ``num_workers=0`` (default) batches are built vectorised in-process; with
     ``num_workers > 0`` Gluon's DataLoader runs the book's per-sample pipeline
     in worker processes.
@@ -245,7 +245,7 @@ class FashionMNIST(d2l.FashionMNIST):
 
     def __init__(self, batch_size=64, resize=(28, 28), root=None, num_workers=0,
                  limit=None, augment=False, seed=0, allow_download=True, shard=None,
-                 holdout=0):
+                 holdout=0, erase=0.0):
         d2l.DataModule.__init__(self, root=root, num_workers=num_workers)
         self.save_hyperparameters()
         images, labels = load_split('train', root, allow_download)
@@ -275,4 +275,5 @@ class FashionMNIST(d2l.FashionMNIST):
         images, labels = self.train_arrays if train else self.val_arrays
         return BatchLoader(images, labels, self.batch_size, self.resize, shuffle=train,
                            seed=self.seed, augment=self.augment and train,
+                           erase=self.erase if train else 0.0,
                            drop_last=train and self.shard is not None)

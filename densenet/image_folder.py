@@ -216,12 +216,12 @@ class ImageFolder(d2l.DataModule):
     every image is resized to. ``limit`` keeps N training images drawn at
     random; ``shard=(i, n)`` a distributed worker's part; ``augment`` flips and
     shifts training images by up to 1/14 of the side (2 pixels at 28, as
-    Fashion-MNIST's).
+    Fashion-MNIST's); ``erase=p`` erases a random rectangle of a share p of them.
     """
 
     def __init__(self, root, batch_size=64, resize=96, channels=None, val_split=0.2, seed=0,
                  augment=False, limit=None, shard=None, num_workers=None,
-                 skip_bad_images=False, cache_dir=None, log=print):
+                 skip_bad_images=False, cache_dir=None, log=print, erase=0.0):
         super().__init__(root=root, num_workers=num_workers)
         self.save_hyperparameters()
         side = resize[0] if isinstance(resize, (tuple, list)) else int(resize)
@@ -265,4 +265,5 @@ class ImageFolder(d2l.DataModule):
         images, labels = self.train_arrays if train else self.val_arrays
         return BatchLoader(images, labels, self.batch_size, (self.side, self.side),
                            shuffle=train, seed=self.seed, augment=self.augment and train,
-                           drop_last=train and self.shard is not None, pad=self.pad)
+                           drop_last=train and self.shard is not None, pad=self.pad,
+                           erase=self.erase if train else 0.0)

@@ -50,6 +50,7 @@ class TrainConfig:
     wd: float = 0.0
     schedule: str = 'constant'     # or 'cosine' (per step, to 0 at the end)
     augment: bool = False
+    erase: float = 0.0            # share of training images given random erasing (batches.py)
     label_smoothing: float = 0.0  # 0: the book's cross-entropy
     limit: int = None
     holdout: int = 0              # N > 0: validate on the last N training images
@@ -115,6 +116,9 @@ class TrainConfig:
             raise UsageError(f'--seed must be between 0 and 2**32 - 1, got {self.seed}')
         if not 0 <= self.label_smoothing < 1:
             raise UsageError(f'--label-smoothing must be in [0, 1), got {self.label_smoothing}')
+        if not 0 <= self.erase <= 1:
+            raise UsageError(f'--erase must be a probability in [0, 1] (0: off), e.g. 0.5; '
+                             f'got {self.erase}')
         if not 0 <= self.ema < 1:
             raise UsageError(f'--ema must be a decay in [0, 1) (0: off), e.g. 0.999; '
                              f'got {self.ema}')
@@ -320,11 +324,11 @@ def make_data(cfg, shard=None):
         return ImageFolder(cfg.data, batch_size=cfg.batch_size, resize=cfg.resize,
                            channels=cfg.channels, val_split=cfg.val_split, seed=cfg.seed,
                            augment=cfg.augment, limit=cfg.limit, shard=shard,
-                           skip_bad_images=cfg.skip_bad_images)
+                           skip_bad_images=cfg.skip_bad_images, erase=cfg.erase)
     from .data import FashionMNIST
     return FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
                         root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
-                        seed=cfg.seed, shard=shard, holdout=cfg.holdout)
+                        seed=cfg.seed, shard=shard, holdout=cfg.holdout, erase=cfg.erase)
 
 
 def initialize_from(model, path, ctxs, log=print):
@@ -578,9 +582,13 @@ class Budget:
                 + self.final_s)
         overruns = ends > self.cfg.budget - reserve_s(self.cfg.budget) / 2
         if overruns or total > 1.02 * self.steps.total:
-            if plan is None:
+            if plan is None:  # recorded too, so that the last plan is the run's length
                 self.log('re-plan: the budget is spent; the run ends here')
                 self.steps.total = done
+                self.plans.append({'at_step': done, 'why': 'budget spent', 'total_steps': done,
+                                   'epochs': math.ceil(done / spe), 'final_s': self.final_s,
+                                   **({'full_over_small': self.full_over_small}
+                                      if self.full_over_small else {})})
             else:
                 self._record(plan, done, 're-plan')
 

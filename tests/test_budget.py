@@ -7,7 +7,7 @@ import pytest
 
 from densenet.budget import cost, parse_duration, plan_steps, reserve_s
 from densenet.errors import UsageError
-from densenet.training import TrainConfig, lr_at
+from densenet.training import Budget, Steps, TrainConfig, lr_at
 from helpers import kill_after_first_checkpoint
 from test_cli import cli
 
@@ -38,6 +38,24 @@ def test_plan_fits_the_budget_and_is_the_longest_that_does():
     short = plan_steps(80, 20, 6, spe, step_s, overhead, cap_steps=10_000)
     assert short.total_steps == 77 and short.epochs == 1
     assert plan_steps(30, 20, 6, spe, step_s, overhead, cap_steps=10_000) is None
+
+
+def test_a_spent_budget_ends_the_run_and_says_so_in_the_plans():
+    """A run that finds its budget spent after an epoch (a slow machine, a resume's second
+    start-up) stops there, and its last plan is that length."""
+    plans, lines = [], []
+    cfg = TrainConfig(budget=60, epochs=50)
+    budget = Budget(cfg, Steps(50 * 63, 63), val_batches=4, log=lines.append,
+                    elapsed=lambda: 10.0, plans=plans)
+    budget.first_plan(step_s=0.1, done=6, eval_batch_s=lambda side=None: 0.05)
+    planned = plans[0]['total_steps']
+    assert plans[0]['why'] == 'plan' and 63 < planned < 50 * 63
+    budget.elapsed = lambda: 59.0  # after epoch 2, with less than a step's time left
+    budget.replan(0.1, 1.2, 126)
+    assert budget.steps.total == 126 and lines[-1] == ('re-plan: the budget is spent; the '
+                                                       'run ends here')
+    assert plans[-1] == {'at_step': 126, 'why': 'budget spent', 'total_steps': 126,
+                         'epochs': 2, 'final_s': 0.0}
 
 
 def test_budget_in_the_config():

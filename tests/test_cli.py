@@ -205,6 +205,7 @@ BAD = [
                                                     'minimum input size 29'),
     (['train', '--device', 'tpu'], "bad device 'tpu'"),
     (['train', '--label-smoothing', '1.5'], '--label-smoothing must be in [0, 1), got 1.5'),
+    (['train', '--erase', '1.5'], '--erase must be a probability in [0, 1] (0: off)'),
     (['train', '--holdout', '-5'], '--holdout must be between 0 and 59999 images, got -5'),
     (['evaluate', '--params', 'nowhere.params'], '--params nowhere.params: no such file'),
     (['train', '--wd', 'nan'], '--wd must be a finite number >= 0, got nan'),
