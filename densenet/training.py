@@ -442,13 +442,14 @@ class Steps:
 
 
 def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1,
-                    steps=None, on_warm=None, ema=None):
+                    steps=None, on_warm=None, ema=None, on_step=None):
     """One pass over `loader` (or the part of it that `steps.total` leaves); returns
     (mean loss, accuracy, images, seconds, seconds per step after the first). A
     `WeightEMA` is updated after every step.
 
     `on_warm(images/s, seconds/step)` is called once, five steps past the first (which
-    builds the graph); it may change `steps.total`.
+    builds the graph); `on_step(steps done in the run, seconds/step so far this epoch)`
+    every twentieth of an epoch after that. Both may change `steps.total`.
     """
     if hasattr(loader, 'set_epoch'):
         loader.set_epoch(epoch)
@@ -459,6 +460,7 @@ def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1
     # passed 1e25 before its loss became NaN), so it stops rather than save it.
     loss_limit = 100 * math.log(max(model.net[-1].weight.shape[0], 2))
     first = epoch * steps_per_epoch
+    check_every = max(1, steps_per_epoch // 20)
     bar = Progress(min(steps_per_epoch, steps.total - first),
                    f'epoch {epoch + 1}/{steps.epochs}')
     tic, seen, loss_sum, correct, done = time.time(), 0, 0.0, 0, 0
@@ -491,13 +493,18 @@ def train_one_epoch(model, trainer, loader, ctxs, cfg, epoch, loss_fn, workers=1
         bar.update(i + 1, seen)
         if i == 0:
             tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
+            paused = 0.0  # seconds in the callbacks (planning times inference), not steps
+        callback_tic = time.time()
         if on_warm and i == 5:
-            elapsed = time.time() - tic_warm
+            elapsed = callback_tic - tic_warm
             on_warm((seen - seen_warm) / elapsed, elapsed / 5)
             on_warm = None
             bar.prefix = f'epoch {epoch + 1}/{steps.epochs}'  # the first plan may change it
+        if on_step and i >= 5 and (i + 1) % check_every == 0:
+            on_step(step + 1, (callback_tic - tic_warm - paused) / i)
+        paused += time.time() - callback_tic
     end = time.time()
-    step_s = (end - tic_warm) / (done - 1) if done > 1 else end - tic
+    step_s = (end - tic_warm - paused) / (done - 1) if done > 1 else end - tic
     return loss_sum / seen, correct / seen, seen, end - tic, step_s
 
 
@@ -566,11 +573,15 @@ class Budget:
                              'images (--limit) or a smaller --resize')
         self._record(plan, done, 'plan')
 
-    def replan(self, step_s, overhead_s, done, side=None):
+    def replan(self, step_s, overhead_s, done, side=None, lengthen=True):
         """After an epoch (trained at `side`): plan again from what it measured; adopt the
-        new plan when the old one would overrun, or when the new one is more than 2% longer."""
+        new plan when the old one would overrun, or when the new one is more than 2% longer.
+        Within an epoch (`lengthen=False`, `overhead_s` None: the last plan's) only an
+        overrun re-plans, so that a slowdown bends the schedule before the epoch ends."""
         if not self.cfg.budget or done >= self.steps.total:
             return
+        if overhead_s is None:
+            overhead_s = self.plans[-1]['epoch_overhead_s']
         spe, elapsed = self.steps.steps_per_epoch, self.elapsed()
         step_s, early = self._steps(step_s, side)
         plan = plan_steps(self.cfg.budget, elapsed, done, spe, step_s, overhead_s, self.cap,
@@ -581,7 +592,7 @@ class Budget:
         ends = (elapsed + cost(self.steps.total, done, spe, step_s, overhead_s, early)
                 + self.final_s)
         overruns = ends > self.cfg.budget - reserve_s(self.cfg.budget) / 2
-        if overruns or total > 1.02 * self.steps.total:
+        if overruns or (lengthen and total > 1.02 * self.steps.total):
             if plan is None:  # recorded too, so that the last plan is the run's length
                 self.log('re-plan: the budget is spent; the run ends here')
                 self.steps.total = done
@@ -688,9 +699,11 @@ def fit(cfg, data=None, log=print):
                         lambda at=None: time_inference(model, val_loader, ctxs, side=at), side)
                 if fresh and not quiet:
                     log(speed_note(cfg, rate, steps.total - epoch * spe, side))
+            def on_step(done, step_s, side=side):
+                budget.replan(step_s, None, done, side, lengthen=False)
             train_loss, train_acc, seen, train_s, step_s = train_one_epoch(
                 model, trainer, train_loader, ctxs, cfg, epoch, loss_fn, workers, steps,
-                on_warm, ema)
+                on_warm, ema, on_step if cfg.budget else None)
             if not writer:
                 log(f'[rank {rank}] epoch {epoch + 1}/{steps.epochs}: train loss '
                     f'{train_loss:.4f} acc {train_acc:.4f} on its shard')
