@@ -577,12 +577,16 @@ class Budget:
         """After an epoch (trained at `side`): plan again from what it measured; adopt the
         new plan when the old one would overrun, or when the new one is more than 2% longer.
         Within an epoch (`lengthen=False`, `overhead_s` None: the last plan's) only an
-        overrun re-plans, so that a slowdown bends the schedule before the epoch ends."""
+        overrun re-plans, and only in the plan's last epoch, where no epoch end is left to
+        bend the schedule at (earlier, checks within an epoch would only chase noise)."""
+        spe = self.steps.steps_per_epoch
         if not self.cfg.budget or done >= self.steps.total:
+            return
+        if not lengthen and self.steps.total > math.ceil(done / spe) * spe:
             return
         if overhead_s is None:
             overhead_s = self.plans[-1]['epoch_overhead_s']
-        spe, elapsed = self.steps.steps_per_epoch, self.elapsed()
+        elapsed = self.elapsed()
         step_s, early = self._steps(step_s, side)
         plan = plan_steps(self.cfg.budget, elapsed, done, spe, step_s, overhead_s, self.cap,
                           self.final_s, early)

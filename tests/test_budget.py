@@ -58,24 +58,29 @@ def test_a_spent_budget_ends_the_run_and_says_so_in_the_plans():
                          'epochs': 2, 'final_s': 0.0}
 
 
-def test_within_an_epoch_only_an_overrun_re_plans():
-    """Mid-epoch checks shorten a plan that a slowdown makes overrun (so the cosine still
-    ends at the last step) and never lengthen one; epoch ends may lengthen."""
+def test_within_the_last_epoch_only_an_overrun_re_plans():
+    """Checks within an epoch shorten a plan that a slowdown makes overrun, but only in
+    its last epoch (earlier, the epoch's end re-plans), and never lengthen one."""
     plans = []
-    cfg = TrainConfig(budget=600, epochs=100)
-    budget = Budget(cfg, Steps(100 * 100, 100), val_batches=4, log=lambda s: None,
+    cfg = TrainConfig(budget=600, epochs=5)
+    budget = Budget(cfg, Steps(5 * 100, 100), val_batches=4, log=lambda s: None,
                     elapsed=lambda: 10.0, plans=plans)
     budget.first_plan(step_s=0.2, done=6, eval_batch_s=lambda side=None: 0.5)
-    planned = budget.steps.total
-    budget.elapsed = lambda: 100.0
-    budget.replan(0.1, None, 450, lengthen=False)  # twice as fast: kept within the epoch
-    assert budget.steps.total == planned and len(plans) == 1
-    budget.replan(0.3, None, 450, lengthen=False)  # 50% slower: re-planned at once
-    want = plan_steps(600, 100.0, 450, 100, 0.3, plans[0]['epoch_overhead_s'], 100 * 100)
-    assert plans[-1]['why'] == 're-plan' and plans[-1]['at_step'] == 450
-    assert budget.steps.total == want.total_steps < planned
-    budget.replan(0.1, 3.0, 500)  # an epoch end: a longer plan that fits is taken
-    assert budget.steps.total > want.total_steps
+    assert budget.steps.total == 500  # the --epochs cap fits
+    budget.elapsed = lambda: 500.0
+    budget.replan(0.5, None, 150, lengthen=False)  # overruns, but in epoch 2 of 5
+    assert budget.steps.total == 500 and len(plans) == 1
+    budget.replan(0.5, 3.0, 200)  # epoch 2's end re-plans
+    shorter = plan_steps(600, 500.0, 200, 100, 0.5, 3.0, 500).total_steps
+    assert budget.steps.total == shorter and 300 < shorter < 400  # ends in epoch 4
+    budget.elapsed = lambda: 540.0
+    budget.replan(0.1, None, 320, lengthen=False)  # faster: a longer plan fits, not taken
+    assert budget.steps.total == shorter and len(plans) == 2
+    budget.elapsed = lambda: 575.0
+    budget.replan(0.5, None, 320, lengthen=False)  # the last epoch overruns: re-planned
+    last = plan_steps(600, 575.0, 320, 100, 0.5, 3.0, 500).total_steps
+    assert plans[-1]['why'] == 're-plan' and plans[-1]['at_step'] == 320
+    assert budget.steps.total == last < shorter
 
 
 def test_budget_in_the_config():
