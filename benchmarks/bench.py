@@ -76,7 +76,7 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
     import numpy as onp
     from mxnet import autograd, gluon, np, npx
     from densenet import get_model
-    from densenet.training import prepare_model
+    from densenet.modes import prepare_model
     mx.random.seed(0)
     model = get_model(model_name, lr=0.01, in_channels=1, num_classes=10)
     shape = (batch, 1, side, side)
@@ -100,7 +100,7 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
         return _timed(step, iters, warmup), None
     net = model
     if name in ('mxnet-bf16', 'mxnet-int8'):
-        from densenet.inference import inference_model
+        from densenet.deploy.inference import inference_model
         calib = (onp.random.RandomState(0).rand(256, 28, 28) * 255).astype('uint8')
         try:
             from densenet.data import FashionMNIST
@@ -201,13 +201,13 @@ def have_torch():
 def describe_machine():
     """`densenet info`'s description of this machine (CPU, ISA, precisions, threads)."""
     sys.path.insert(0, os.path.dirname(HERE))
-    from densenet import runtime
+    from densenet.system import runtime
     return runtime.machine()
 
 
 def unsupported(name, desc):
     """Why this machine cannot run configuration `name`, or None."""
-    from densenet.machine import unsupported as why_not
+    from densenet.system.machine import unsupported as why_not
     framework, precision, _ = CONFIGS[name]
     return why_not(precision, desc['capabilities']) if framework == 'mxnet' else None
 
@@ -283,7 +283,7 @@ def records(results, batch_size, desc, only=None, side=96, model='book'):
 
 
 def table(recs, desc):
-    from densenet.machine import summary_line
+    from densenet.system.machine import summary_line
     lines = [f'machine: {summary_line(desc)}']
     for task in ('train', 'infer'):
         skipped = [r for r in recs if r['task'] == task and 'status' in r]
@@ -357,14 +357,14 @@ def main(argv=None):
     if args.quick:
         args.repeats, args.iters, args.warmup, args.batch_size, args.side = 1, 2, 1, 8, 64
     desc = describe_machine()
-    from densenet.machine import summary_line
+    from densenet.system.machine import summary_line
     print(f'machine: {summary_line(desc)}; {args.model}, batch {args.batch_size}, '
           f'{args.side}x{args.side}, 1 channel', file=sys.stderr)
     recs = records(run_all(args, desc), args.batch_size, desc, args.only, args.side,
                    args.model)
     print(table(recs, desc))
     if args.json:
-        from densenet.files import atomic_text
+        from densenet.system.files import atomic_text
         atomic_text(args.json, json.dumps(recs, indent=1))
     return 0
 

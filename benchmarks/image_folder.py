@@ -18,9 +18,9 @@ import time
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from densenet import runtime  # noqa: E402  (sets the threads first)
+from densenet.system import runtime  # noqa: E402  (sets the threads first)
 from densenet.data import CLASSES, FashionMNIST, ImageFolder, load_split  # noqa: E402
-from densenet.machine import summary_line  # noqa: E402
+from densenet.system.machine import summary_line  # noqa: E402
 
 
 def write_pngs(root, n):

@@ -41,8 +41,9 @@ def worker(variant, model_name, side, batch):
     import densenet  # noqa: F401  (sets the thread count before mxnet loads)
     import mxnet as mx
     from mxnet import np
-    from densenet import get_model, mirror
-    from densenet.training import prepare_model
+    from densenet import get_model
+    from densenet.modes import mirror
+    from densenet.modes import prepare_model
     model = get_model(model_name, in_channels=1, num_classes=10)
     model.net(np.zeros((1, 1, side, side)))
     if variant == 'what-if-convolutions':
@@ -141,8 +142,8 @@ def main(argv=None):
     if args.worker:
         return worker(args.worker, args.model, args.side, args.batch_size)
     sys.path.insert(0, os.path.dirname(HERE))
-    from densenet import runtime
-    from densenet.machine import summary_line
+    from densenet.system import runtime
+    from densenet.system.machine import summary_line
     desc = runtime.machine()
     recs = [account(v, args) for v in VARIANTS]
     std = recs[0]
@@ -163,7 +164,7 @@ def main(argv=None):
     if args.json:
         for r in recs:
             r.update(model=args.model, side=args.side, batch_size=args.batch_size, machine=desc)
-        from densenet.files import atomic_text
+        from densenet.system.files import atomic_text
         atomic_text(args.json, json.dumps(recs, indent=1))
     return 0
 

@@ -1,19 +1,25 @@
-"""DenseNet as *Dive into Deep Learning* builds it, for MXNet/Gluon."""
-from . import runtime
+"""DenseNet as *Dive into Deep Learning* builds it, for MXNet/Gluon.
+
+The packages, from the chapter up: `densenet.core` (the book's blocks and model),
+`densenet.modes` (faster or leaner ways to compute the same values),
+`densenet.data`, `densenet.models` (variants, registry, weights),
+`densenet.train`, `densenet.deploy`, `densenet.cli`, with `densenet.system`
+(the machine and MXNet's internals) beneath them all.
+"""
+from densenet.system import runtime
 
 # Before mxnet loads: the only process-level changes the package makes, listed
 # in runtime.py, the README and `densenet info`; DENSENET_RUNTIME=off skips them.
 runtime.configure()
 
 # pylint: disable=wrong-import-position
-from .blocks import DenseBlock, conv_block, transition_block
-from .model import DenseNet, min_input_size
-from .modes import set_concat_mode, set_memory_efficient
-from .variants import (DenseNetBC, densenet, densenet121, densenet161, densenet169,
-                       densenet201, densenet_bc, load_gluon_zoo_parameters)
-from .registry import default_cfg, get_model, list_models
-from .checkpoints import load_model, load_parameters
-from .pretrained import pretrained
+from densenet.core import DenseBlock, DenseNet, conv_block, min_input_size, transition_block  # noqa: E402
+from densenet.modes import set_concat_mode, set_memory_efficient  # noqa: E402
+from densenet.models import (DenseNetBC, default_cfg, densenet, densenet121,  # noqa: E402
+                             densenet161, densenet169, densenet201, densenet_bc, get_model,
+                             list_models, load_gluon_zoo_parameters, load_model,
+                             load_parameters, pretrained)
+from densenet import data  # noqa: E402,F401  (densenet.data.FashionMNIST, ImageFolder)
 
 __all__ = ['conv_block', 'DenseBlock', 'transition_block', 'DenseNet', 'min_input_size',
            'set_concat_mode', 'set_memory_efficient', 'DenseNetBC', 'densenet',

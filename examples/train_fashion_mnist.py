@@ -7,7 +7,7 @@
 import sys
 
 import densenet  # noqa: F401  (first: it sets MXNet's thread count before mxnet loads)
-from densenet.cli import main
+from densenet.cli.main import main
 
 if __name__ == '__main__':
     sys.exit(main(['train', *sys.argv[1:]]))

@@ -2,7 +2,7 @@
 import numpy as onp
 import pytest
 
-from densenet.batches import erase_batch, erase_boxes
+from densenet.data.batches import erase_batch, erase_boxes
 from densenet.data import FashionMNIST
 
 

@@ -11,7 +11,7 @@ import numpy as onp
 import pytest
 from PIL import Image
 
-from densenet.cli import main
+from densenet.cli.main import main
 from helpers import digest, kill_after_first_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def test_train_writes_every_output(trained):
     assert {'config', 'final_val_acc', 'best_val_acc', 'epochs', 'wall_s',
             'machine'} <= set(summary)
     assert summary['epochs'] == 2 and summary['config']['limit'] == 4000
-    from densenet import machine
+    from densenet.system import machine
     assert summary['machine']['cpu'] == machine.cpuinfo()[0]  # which CPU made the figures
     assert set(summary['machine']['precisions']) == {'fp32', 'int8', 'bf16'}
     assert summary['final_val_acc'] == pytest.approx(float(rows[-1]['val_acc']), abs=1e-5)
@@ -286,7 +286,7 @@ def test_params_of_another_architecture(tmp_path):
 
 def test_unexpected_errors_keep_their_traceback(monkeypatch, capsys):
     """Only usage errors become one line and status 2; a bug is raised as it is."""
-    import densenet.cli
+    import densenet.cli.main
 
     def buggy(args):
         raise ValueError('a bug inside the library, not a bad flag')

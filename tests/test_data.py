@@ -9,7 +9,7 @@ import pytest
 from mxnet import np
 from mxnet.gluon.data.vision import transforms
 
-from densenet import data as dm
+from densenet.data import fashion_mnist as dm
 from densenet.data import FashionMNIST
 
 LABELS = 'train-labels-idx1-ubyte'

@@ -12,8 +12,8 @@ from mxnet import autograd, gluon, np
 
 from densenet import DenseNet
 from densenet.data import FashionMNIST
-from densenet.launch import Cluster
-from densenet.training import prepare_model
+from densenet.system.launch import Cluster
+from densenet.modes import prepare_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
 

@@ -7,10 +7,10 @@ import pytest
 from mxnet import autograd, gluon, np
 
 from densenet import DenseNet
-from densenet.budget import plan_steps
-from densenet.ema import WeightEMA
+from densenet.train.planning import plan_steps
+from densenet.train.ema import WeightEMA
 from densenet.errors import UsageError
-from densenet.training import Budget, Steps, TrainConfig
+from densenet.train.loop import Budget, Steps, TrainConfig
 from helpers import kill_after_first_checkpoint, set_running_stats
 from test_cli import cli, read_metrics
 

@@ -7,8 +7,8 @@ import pytest
 from mxnet import np
 
 from densenet import DenseNet, densenet121
-from densenet.cli import main
-from densenet.export import export, load_mxnet, register_onnx_converters
+from densenet.cli.main import main
+from densenet.deploy.export import export, load_mxnet, register_onnx_converters
 from helpers import set_running_stats
 
 

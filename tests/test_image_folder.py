@@ -7,7 +7,7 @@ from PIL import Image
 
 from densenet.data import FashionMNIST, ImageFolder, load_split
 from densenet.errors import UsageError
-from densenet.image_folder import stratified_split
+from densenet.data.image_folder import stratified_split
 from helpers import digest
 
 NAMES = ('t-shirt', 'trouser', 'pullover')
@@ -64,7 +64,7 @@ def test_rgb_folder_and_the_cache(tmp_path, cache, real_data_dir):
     files = sorted(os.listdir(cache))
     assert len([f for f in files if f.endswith('.npy')]) == 2  # one per (side, channels)
     # A second run decodes nothing: the cached arrays are used.
-    import densenet.image_folder as imf
+    import densenet.data.image_folder as imf
     before = digest(cache)
     again = ImageFolder(str(tmp_path / 'f'), batch_size=8, resize=40)
     assert digest(cache) == before

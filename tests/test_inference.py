@@ -4,10 +4,13 @@ import numpy as onp
 import pytest
 from mxnet import autograd, np, npx
 
-from densenet import DenseNet, runtime
+from densenet import DenseNet
+
+from densenet.system import runtime
 from densenet.data import FashionMNIST
-from densenet.inference import calibration_images, inference_model
-from densenet.training import TrainConfig, evaluate, fit, prepare_model
+from densenet.deploy.inference import calibration_images, inference_model
+from densenet.modes import prepare_model
+from densenet.train.loop import TrainConfig, evaluate, fit
 from numerics import worst
 
 pytestmark = pytest.mark.slow
@@ -123,7 +126,7 @@ def test_bf16_refused_without_the_instructions(tmp_path):
     import sys
     env = dict(os.environ, DNNL_MAX_CPU_ISA='AVX2')
     code = ('import densenet\n'
-            'from densenet.inference import inference_model\n'
+            'from densenet.deploy.inference import inference_model\n'
             'try:\n'
             '    inference_model(densenet.DenseNet(), "bf16")\n'
             'except RuntimeError as e:\n'
@@ -147,7 +150,7 @@ def test_int8_needs_calibration():
 
 
 def test_percentile_collector_thresholds():
-    from densenet.inference import PercentileCollector
+    from densenet.deploy.inference import PercentileCollector
     c = PercentileCollector(percentile=99.0, per_batch=10**6)
     c.add('relu_output', onp.arange(1001, dtype='float32'))    # 0..1000
     c.add('signed_output', onp.linspace(-100, 100, 2001, dtype='float32'))

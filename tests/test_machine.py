@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from densenet import machine
+from densenet.system import machine
 
 XEON_AMX = {'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_tile',
             'amx_int8', 'amx_bf16'}
@@ -81,7 +81,7 @@ def test_densenet_info_names_the_cpu_and_what_it_runs():
 
 def test_int8_keeps_relu_outputs_signed_where_there_is_no_vnni(cpu):
     """Without VNNI oneDNN sums uint8 x int8 products in saturating 16-bit pairs."""
-    from densenet.inference import default_int8_dtype
+    from densenet.deploy.inference import default_int8_dtype
     cpu(EPYC_AVX2)
     assert default_int8_dtype(machine.capabilities()) == 'int8'
     cpu(EPYC_AVX512)

@@ -7,7 +7,9 @@ import numpy as onp
 import pytest
 from mxnet import autograd, gluon, np
 
-from densenet import DenseNet, densenet_bc, runtime, set_memory_efficient
+from densenet import DenseNet, densenet_bc, set_memory_efficient
+
+from densenet.system import runtime
 from numerics import perturbed, beyond_rounding, worst
 
 
@@ -89,7 +91,7 @@ def test_the_float32_bound_catches_a_wrong_recomputed_value(make, shape, monkeyp
     Measured margins: the book model's gradients move 750 times, the BC
     model's 17 times the rounding spread (AVX2 kernels).
     """
-    from densenet.modes import _Recompute
+    from densenet.modes.block_mode import _Recompute
     backward, done = _Recompute.backward, []
 
     def wrong(self, dY):
@@ -107,7 +109,7 @@ def test_the_float32_bound_catches_a_wrong_recomputed_value(make, shape, monkeyp
 def test_backward_releases_the_stored_features():
     """MXNet keeps each autograd.Function after backward; it must not keep the features."""
     import gc
-    from densenet.modes import _Recompute
+    from densenet.modes.block_mode import _Recompute
     _step(MODELS[0][0], True, 'float32', MODELS[0][1])
     gc.collect()
     holding = [f for f in gc.get_objects()
@@ -123,23 +125,24 @@ def test_refusals():
 
 
 def test_constructor_argument_and_method():
-    """DenseBlock(memory_efficient=True) and DenseNetBC(memory_efficient=True) build
-    blocks in that mode; the models' method switches it on a built model and back."""
+    """DenseNetBC(memory_efficient=True) builds blocks in that mode; its method, and
+    set_memory_efficient on any model or network, switch it on a built model and back."""
     from densenet import DenseBlock
-    from densenet.modes import dense_blocks, mode_of
-    assert mode_of(DenseBlock(2, 4, memory_efficient=True)).memory_efficient
+    from densenet.modes.block_mode import dense_blocks, mode_of
     assert not mode_of(DenseBlock(2, 4)).memory_efficient
     bc = densenet_bc(depth=22, growth_rate=4, memory_efficient=True)
     assert all(mode_of(b).memory_efficient for b in dense_blocks(bc.net))
+    assert bc.set_memory_efficient(False) is bc
+    assert not any(mode_of(b).memory_efficient for b in dense_blocks(bc.net))
     model = DenseNet(arch=(2, 2))
-    assert model.set_memory_efficient() is model
+    assert set_memory_efficient(model) is model
     assert all(mode_of(b).memory_efficient for b in dense_blocks(model.net))
-    model.set_memory_efficient(False)
+    set_memory_efficient(model, False)
     assert not any(mode_of(b).memory_efficient for b in dense_blocks(model.net))
 
 
 def _executors(memory_efficient, side=64, batch=64):
-    from densenet.mirror import GraphExecutors
+    from densenet.modes.mirror import GraphExecutors
     model = DenseNet()
     X = np.random.uniform(size=(batch, 1, side, side))
     model(X)
@@ -184,7 +187,7 @@ def test_training_with_a_trainer_on_the_fast_path():
         if noise:
             X = perturbed(X)
         if memory_efficient:
-            model.set_memory_efficient()
+            set_memory_efficient(model)
         model.net.hybridize()
         trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
                                 {'learning_rate': 0.1, 'momentum': 0.9})

@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as onp
 import pytest
 
-from densenet.cli import main
+from densenet.cli.main import main
 from helpers import digest
 from test_cli import cli
 from test_image_folder import write_folder
@@ -57,7 +57,7 @@ def test_train_then_evaluate_predict_export_from_the_params_alone(tmp_path, real
     # The ONNX file computes what the model computes (onnxruntime, one test image).
     import onnxruntime
     from densenet import load_model
-    from densenet.batches import to_tensor
+    from densenet.data.batches import to_tensor
     X = to_tensor(load_split('val', real_data_dir)[0][:4], (32, 32))
     net, _ = load_model(params)
     expected = net(X).asnumpy()
@@ -174,14 +174,14 @@ def test_fine_tuning_beats_scratch_and_freezing_trains_only_the_head(tmp_path, r
 
 def test_shipped_weights_reproduce_their_accuracy(real_data_dir, capsys, tmp_path,
                                                  monkeypatch):
-    from densenet import pretrained
-    from densenet.pretrained import pretrained_info
+    from densenet.models import pretrained
+    from densenet.models.pretrained import pretrained_info
     info = pretrained_info('book', 'fashion-mnist')
     assert info['recipe'] == 'fast-cpu' and info['model'] == 'book'
     model = pretrained('book', 'fashion-mnist')
     assert model.hparams['num_classes'] == 10
     monkeypatch.chdir(tmp_path)
-    from densenet.pretrained import WEIGHTS_DIR
+    from densenet.models.pretrained import WEIGHTS_DIR
     shipped = sorted(os.listdir(WEIGHTS_DIR))
     assert main(['evaluate', '--data-dir', real_data_dir]) == 0
     assert os.path.isfile(tmp_path / 'confusion.png')  # here, not inside the package

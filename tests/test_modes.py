@@ -4,10 +4,10 @@ import numpy as onp
 from mxnet import autograd, np
 
 from densenet import DenseNet, set_concat_mode
-from densenet.export import export_mxnet
-from densenet.inference import fp32_model, int8_model
-from densenet.modes import BlockMode, concat_mode, dense_blocks
-from densenet.mxcompat import is_hybridized
+from densenet.deploy.export import export_mxnet
+from densenet.deploy.inference import fp32_model, int8_model
+from densenet.modes.block_mode import BlockMode, concat_mode, dense_blocks
+from densenet.system.mxcompat import is_hybridized
 from helpers import set_running_stats
 
 SHAPE = (4, 1, 32, 32)
@@ -73,7 +73,7 @@ def test_concat_mode_restores_modes_and_hybridization():
 def test_fast_concat_is_chosen_by_growth_rate():
     """oneDNN's concat on the fast path only where it trains (growth a multiple of 16)."""
     from densenet import get_model
-    from densenet.modes import fast_concat_mode, growth_rates
+    from densenet.modes.block_mode import fast_concat_mode, growth_rates
     assert growth_rates(DenseNet().net) == [32] * 4
     assert fast_concat_mode(DenseNet().net) == 'legacy'
     assert fast_concat_mode(get_model('densenet121').net) == 'legacy'

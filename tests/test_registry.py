@@ -20,7 +20,7 @@ def test_every_name_builds_and_runs_its_default_input(name):
     out = model(np.zeros((1, cfg.channels, side, side)))
     assert out.shape == (1, cfg.num_classes)
     assert model.min_input_size() == cfg.min_input_size
-    assert model._stem_weight().shape[1] == cfg.channels
+    assert model.stem_weight().shape[1] == cfg.channels
     if cfg.params is not None:  # the paper's and torchvision's figures
         assert abs(trainable(model) - cfg.params) <= cfg.params_unit / 2, trainable(model)
 
@@ -34,13 +34,13 @@ def test_the_book_entry_is_the_book_model():
     assert [p.shape for p in book.net.collect_params().values()] == \
         [p.shape for p in ref.net.collect_params().values()]
     rgb = get_model('book', in_channels=3, num_classes=4)
-    assert rgb._stem_weight().shape[1] == 3 and rgb(np.zeros((2, 3, 64, 64))).shape == (2, 4)
+    assert rgb.stem_weight().shape[1] == 3 and rgb(np.zeros((2, 3, 64, 64))).shape == (2, 4)
 
 
 def test_keyword_arguments_reach_the_constructor():
     m = get_model('densenet_bc_100', depth=40, growth_rate=24, in_channels=1)
     assert m.hparams['block_config'] == (6, 6, 6) and m.hparams['growth_rate'] == 24
-    assert m._stem_weight().shape[1] == 1
+    assert m.stem_weight().shape[1] == 1
     assert get_model('densenet121', num_classes=5).net[-1].weight.shape[0] == 5
 
 

@@ -6,12 +6,12 @@ import mxnet as mx
 import numpy as onp
 import pytest
 
-from densenet.budget import cost, plan_steps, reserve_s
-from densenet.checkpoints import load_model
+from densenet.train.planning import cost, plan_steps, reserve_s
+from densenet.models.params import load_model
 from densenet.data import FashionMNIST
 from densenet.errors import UsageError
-from densenet.resizing import early_epochs, side_for_epoch
-from densenet.training import Budget, Steps, TrainConfig, evaluate, fit
+from densenet.train.resizing import early_epochs, side_for_epoch
+from densenet.train.loop import Budget, Steps, TrainConfig, evaluate, fit
 from test_cli import cli, read_metrics
 
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from densenet import runtime
+from densenet.system import runtime
 
 # Variables the package may set; removed from the children's environment first.
 SET_BY_IMPORT = (*runtime.THREAD_VARS, 'MXNET_ENGINE_TYPE', 'DENSENET_ENGINE',
@@ -37,7 +37,7 @@ def test_import_changes_are_listed_and_the_opt_out_leaves_the_environment_alone(
     # Without the NaiveEngine the memory-efficient mode says what it needs.
     code = ('import densenet\n'
             'try:\n'
-            '    densenet.DenseNet().set_memory_efficient()\n'
+            '    densenet.set_memory_efficient(densenet.DenseNet())\n'
             'except RuntimeError as e:\n'
             '    print(e)\n')
     me = subprocess.run([sys.executable, '-c', code], env=_env(DENSENET_RUNTIME='off'),

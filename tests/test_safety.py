@@ -12,7 +12,7 @@ from mxnet import np
 from PIL import Image
 
 from densenet import DenseNet, densenet_bc
-from densenet.images import ImageError, read_image
+from densenet.data.images import ImageError, read_image
 from helpers import digest
 
 pytestmark = pytest.mark.slow

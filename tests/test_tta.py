@@ -4,8 +4,8 @@ import mxnet as mx
 from mxnet import np
 
 from densenet import DenseNet
-from densenet.training import evaluate
-from densenet.tta import FlipAverage
+from densenet.train.loop import evaluate
+from densenet.models.tta import FlipAverage
 from helpers import set_running_stats
 
 

@@ -6,7 +6,7 @@ from mxnet.gluon.model_zoo import vision
 
 from densenet import (DenseBlock, densenet, densenet121, densenet161,
                       densenet169, densenet201, densenet_bc, load_gluon_zoo_parameters)
-from densenet.variants import bottleneck_layer, densenet_imagenet
+from densenet.models.variants import bottleneck_layer, densenet_imagenet
 from helpers import set_running_stats
 
 

@@ -19,10 +19,9 @@ from d2l import mxnet as d2l
 from mxnet import gluon, np, npx
 from mxnet.gluon.data.vision import transforms
 
-from .batches import BatchLoader, augment_batch, to_tensor, training_part  # noqa: F401
-from .errors import UsageError
-from .files import atomic_bytes
-from .image_folder import ImageFolder  # noqa: F401 (densenet.data.ImageFolder)
+from densenet.data.batches import BatchLoader, training_part
+from densenet.errors import UsageError
+from densenet.system.files import atomic_bytes
 
 npx.set_np()
 

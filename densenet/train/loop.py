@@ -19,18 +19,18 @@ import mxnet as mx
 import numpy as onp
 from mxnet import autograd, gluon, np, npx
 
-from . import runtime
-from .data import TRAIN_SIZE
-from .errors import Diverged, UsageError
-from .files import atomic_text, atomic_write, pyplot, save_figure
-from .machine import summary_line
-from .budget import cost, plan_steps, reserve_s
-from .checkpoints import all_finite
-from .resizing import side_for_epoch
-from .ema import WeightEMA
-from .registry import default_cfg, get_model, model_kwargs
-from .modes import fast_concat_mode, set_concat_mode, set_memory_efficient
-from .run_folder import Run
+from densenet.system import runtime
+from densenet.data.fashion_mnist import TRAIN_SIZE
+from densenet.errors import Diverged, UsageError
+from densenet.system.files import atomic_text, atomic_write, pyplot, save_figure
+from densenet.system.machine import summary_line
+from densenet.train.planning import cost, plan_steps, reserve_s
+from densenet.models.params import all_finite
+from densenet.train.resizing import side_for_epoch
+from densenet.train.ema import WeightEMA
+from densenet.models.registry import default_cfg, get_model, model_kwargs
+from densenet.modes import prepare_model
+from densenet.train.run_folder import Run
 
 KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
@@ -156,10 +156,10 @@ class TrainConfig:
         runtime.devices(self.device)
         Run(self.out).check_path()
         if self.data_dir:
-            from .data import check_data_dir
+            from densenet.data.fashion_mnist import check_data_dir
             check_data_dir(self.data_dir)
         if self.data:
-            from .image_folder import check_folder
+            from densenet.data.image_folder import check_folder
             check_folder(self.data)
 
 
@@ -194,18 +194,6 @@ def build_model(cfg, channels=1, num_classes=10):
     """The registered model `cfg.model` for `channels`-channel images of `num_classes`."""
     return get_model(cfg.model, lr=cfg.lr, in_channels=channels, num_classes=num_classes,
                      **cfg.model_args)
-
-
-def prepare_model(model, ctxs, hybridize, memory_efficient=False):
-    """Move to `ctxs`; the fast path hybridizes with the oneDNN-friendly concat (and,
-    memory-efficient, trains through MXNet's recomputing executor: mirror.py)."""
-    model.net.collect_params().reset_ctx(ctxs)
-    if memory_efficient:
-        set_memory_efficient(model.net, True)
-    if hybridize:
-        set_concat_mode(model.net, fast_concat_mode(model.net))
-        model.net.hybridize(static_alloc=True, static_shape=True)
-    return model
 
 
 def evaluate(model, loader, ctxs):
@@ -320,12 +308,12 @@ def diverged(what, epoch, lr):
 def make_data(cfg, shard=None):
     """The data module `cfg` names: an ImageFolder for --data, else Fashion-MNIST."""
     if cfg.data:
-        from .image_folder import ImageFolder
+        from densenet.data.image_folder import ImageFolder
         return ImageFolder(cfg.data, batch_size=cfg.batch_size, resize=cfg.resize,
                            channels=cfg.channels, val_split=cfg.val_split, seed=cfg.seed,
                            augment=cfg.augment, limit=cfg.limit, shard=shard,
                            skip_bad_images=cfg.skip_bad_images, erase=cfg.erase)
-    from .data import FashionMNIST
+    from densenet.data.fashion_mnist import FashionMNIST
     return FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
                         root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
                         seed=cfg.seed, shard=shard, holdout=cfg.holdout, erase=cfg.erase)
@@ -334,8 +322,8 @@ def make_data(cfg, shard=None):
 def initialize_from(model, path, ctxs, log=print):
     """Start `model` from the params file `path` (this library's, saved either way, or a
     Gluon model-zoo file), with a new classifier when the class counts differ."""
-    from .checkpoints import build, load_parameters, shape_args
-    from .variants import load_gluon_zoo_parameters
+    from densenet.models.params import build, load_parameters, shape_args
+    from densenet.models.variants import load_gluon_zoo_parameters
     shapes = shape_args(path)
     source = build({'model': model.registry_name,
                     'kwargs': {**model.registry_kwargs, **shapes}})
@@ -611,7 +599,7 @@ class Budget:
 def write_epoch(run, model, meta, rows, is_best, ema=None):
     """last.params (and best.params when it is the best so far; ema.params, the averaged
     weights, with --ema) with their metadata, metrics.csv and curves.png."""
-    from .checkpoints import save
+    from densenet.models.params import save
     meta = dict(meta, epoch=rows[-1]['epoch'])
     save(model, run.path('last.params'), meta)
     if is_best:
@@ -626,7 +614,7 @@ def write_epoch(run, model, meta, rows, is_best, ema=None):
 def flip_averaged_scores(model, loader, ctxs, ema, log):
     """The summary's --tta figures: the final weights' (and average's) accuracy with
     logits averaged over each image and its mirror image."""
-    from .tta import FlipAverage
+    from densenet.models.tta import FlipAverage
     scores = {'final_val_acc_tta': evaluate(FlipAverage(model), loader, ctxs)[1]}
     if ema is not None:
         with ema.applied():
@@ -637,7 +625,7 @@ def flip_averaged_scores(model, loader, ctxs, ema, log):
 
 def fit(cfg, data=None, log=print):
     """Train as `cfg` says; return the summary dict (also written to summary.json)."""
-    from .checkpoints import describe
+    from densenet.models.params import describe
     runtime.check_threads()
     started = time.time()
     ctxs = runtime.devices(cfg.device)

@@ -4,7 +4,7 @@ They are Gluon HybridBlocks. Called without ``hybridize()`` they run the same
 imperative operators as the d2l code (BatchNorm, ReLU, Conv2D and
 ``np.concatenate`` along the channel axis); hybridized, the same graph runs as
 one cached symbol. Faster or leaner ways to compute the same values live in
-modes.py.
+densenet.modes.
 """
 from mxnet import npx
 from mxnet.gluon import nn
@@ -26,20 +26,17 @@ class DenseBlock(nn.HybridBlock):
     With ``c`` input channels the output has ``c + num_convs * num_channels``
     channels: the block's growth rate is `num_channels`. `layer` builds each
     unit from the growth rate (the book's `conv_block`; DenseNet-BC passes its
-    bottleneck layer). ``memory_efficient=True`` recomputes the layers in
-    backward instead of keeping their outputs (modes.py).
+    bottleneck layer).
     """
 
-    def __init__(self, num_convs, num_channels, layer=conv_block, memory_efficient=False):
+    def __init__(self, num_convs, num_channels, layer=conv_block):
         super().__init__()
         self.net = nn.HybridSequential()
         for _ in range(num_convs):
             self.net.add(layer(num_channels))
-        # None: the loop below. modes.py may set another way to compute the same values.
+        # None: the loop below. A compute mode (densenet.modes: the fast concatenation,
+        # the memory-efficient recompute) is a callable (block, F, X) that runs instead.
         self.mode = None
-        if memory_efficient:
-            from .modes import set_memory_efficient
-            set_memory_efficient(self, True)
 
     def hybrid_forward(self, F, X):
         if self.mode is not None:

@@ -8,9 +8,9 @@ live here and in `densenet.data`.
 import dataclasses
 import inspect
 
-from .errors import UsageError
-from .model import DenseNet
-from .variants import densenet, densenet121, densenet161, densenet169, densenet201, densenet_bc
+from densenet.errors import UsageError
+from densenet.core import DenseNet
+from densenet.models.variants import densenet, densenet121, densenet161, densenet169, densenet201, densenet_bc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +80,7 @@ def constructor_args(name):
     target = DenseNet if cfg.build is _book else cfg.build
     names = {p for p in inspect.signature(target).parameters if p != 'kwargs'}
     if cfg.build is not _book:  # the rest pass through to DenseNetBC, less what the name fixes
-        from .variants import DenseNetBC
+        from densenet.models.variants import DenseNetBC
         fixed = FIXED_BY_FAMILY[cfg.dataset]
         names |= {p for p in inspect.signature(DenseNetBC).parameters if p not in fixed}
     return sorted(names | {'in_channels', 'num_classes'})

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from .errors import UsageError
+from densenet.errors import UsageError
 
 # What a scheduler or server runs: importing mxnet with DMLC_ROLE set starts
 # the parameter-server loop and exits when the workers are done.
@@ -73,7 +73,7 @@ class Cluster:
         self.num_workers, self.num_servers = num_workers, num_servers
         self.env = dict(os.environ, **cluster_env(num_workers, num_servers,
                                                   port or free_port()))
-        from . import runtime
+        from densenet.system import runtime
         if not runtime._state['user_set']:
             # Workers on one machine share its cores: one OpenMP pool each of all the
             # cores oversubscribes them (measured: 10x slower per worker on 2 cores).

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 
-from .errors import UsageError
+from densenet.errors import UsageError
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights')
 #: (model, dataset) -> file name in densenet/weights/
@@ -49,5 +49,5 @@ def pretrained_info(model='book', dataset='fashion-mnist'):
 
 def pretrained(model='book', dataset='fashion-mnist', ctx=None):
     """The model `model` with the weights trained on `dataset`, verified."""
-    from .checkpoints import load_model
+    from densenet.models.params import load_model
     return load_model(pretrained_path(model, dataset), ctx=ctx)[0]

@@ -14,7 +14,7 @@ book's ``np.concatenate``. Two modes change how, never what:
   ``autograd.record()`` then trains through.
 
 A block carries its mode in ``DenseBlock.mode``: None for the book's loop
-in blocks.py, else a `BlockMode`, which the block calls instead. Switch
+in densenet/core/blocks.py, else a `BlockMode`, which the block calls instead. Switch
 modes with `set_concat_mode` / `set_memory_efficient` (or the models'
 ``set_memory_efficient`` method), or for a ``with`` block only with
 `concat_mode`, which restores what was there.
@@ -26,8 +26,10 @@ import mxnet as mx
 from mxnet import autograd, np
 from mxnet.gluon import nn
 
-from .blocks import DenseBlock
-from .mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves
+from densenet.core.blocks import DenseBlock
+from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
+from densenet.system.mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves
+from densenet.system.runtime import naive_engine
 
 CONCAT_MODES = ('numpy', 'legacy')
 
@@ -59,7 +61,6 @@ class BlockMode:
     def _marked(self, block, F, X):
         """The traced block: each layer joins the block input and the new features so far
         in one concatenation, and its nodes are marked for recomputation (mirror.py)."""
-        from .mirror import mark_recomputed
         features = [X]
         for layer in block.net:
             joined = concat_channels(F, *features, mode=self.concat) if len(features) > 1 \
@@ -132,6 +133,24 @@ def dense_blocks(net):
     return found
 
 
+def recomputes(net):
+    """Whether `net` trains through the recomputing executor: hybridized, with a
+    memory-efficient dense block."""
+    return is_hybridized(net) and any(mode_of(b).memory_efficient for b in dense_blocks(net))
+
+
+def memory_efficient_path(net, X):
+    """The recorded training forward pass of a hybridized memory-efficient `net` through
+    MXNet's recomputing executor (mirror.py); None for any other net (it runs as usual).
+    `densenet.modes` adds this to `CheckedClassifier.training_paths`."""
+    return train_forward(net, X) if recomputes(net) else None
+
+
+def _network(model_or_net):
+    """The Gluon network of a DenseNet model (its ``.net``), or `model_or_net` itself."""
+    return getattr(model_or_net, 'net', model_or_net)
+
+
 def set_memory_efficient(net, flag=True):
     """Turn every DenseBlock's memory-efficient mode on or off.
 
@@ -139,9 +158,10 @@ def set_memory_efficient(net, flag=True):
     concatenation and BatchNorm/ReLU output, and recomputes those in backward:
     memory grows linearly instead of quadratically with the block's depth.
     Imperatively that is an autograd.Function per layer; a hybridized net
-    trains through MXNet's recomputing graph executor (mirror.py).
+    trains through MXNet's recomputing graph executor (mirror.py). `net` is a model
+    or its ``.net``; it is returned.
     """
-    from .runtime import naive_engine
+    model, net = net, _network(net)
     if flag and not naive_engine():
         raise RuntimeError('memory_efficient needs MXNet\'s NaiveEngine (its nested backward '
                            'races under the threaded engine): start Python with '
@@ -153,12 +173,11 @@ def set_memory_efficient(net, flag=True):
                              'identically; use dropout=0')
         _change(block, memory_efficient=flag)
     _retrace(net)
-    return net
+    return model
 
 
 def _retrace(net):
     """Drop cached graphs and executors, so the next call traces the new modes."""
-    from .mirror import forget_executors
     net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
     forget_executors(net)
 
@@ -193,10 +212,11 @@ def set_concat_mode(net, mode):
     """
     if mode not in CONCAT_MODES:
         raise ValueError(f'concat mode must be one of {CONCAT_MODES}, got {mode!r}')
+    model, net = net, _network(net)
     for block in dense_blocks(net):
         _change(block, concat=mode)
     _retrace(net)
-    return net
+    return model
 
 
 @contextlib.contextmanager
@@ -222,3 +242,16 @@ def concat_mode(net, mode, hybridize=False):
         for block, previous in before:
             block.mode = previous
         _retrace(net)
+
+
+def prepare_model(model, ctxs, hybridize, memory_efficient=False):
+    """Move `model` to `ctxs`; the fast path hybridizes with the oneDNN-friendly concat
+    (and, memory-efficient, trains through MXNet's recomputing executor: mirror.py).
+    Returns the model."""
+    model.net.collect_params().reset_ctx(ctxs)
+    if memory_efficient:
+        set_memory_efficient(model.net, True)
+    if hybridize:
+        set_concat_mode(model.net, fast_concat_mode(model.net))
+        model.net.hybridize(static_alloc=True, static_shape=True)
+    return model

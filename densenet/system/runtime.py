@@ -24,8 +24,8 @@ import os
 import sys
 import warnings
 
-from .machine import capabilities as _capabilities
-from .machine import cpu_has
+from densenet.system.machine import capabilities as _capabilities
+from densenet.system.machine import cpu_has
 
 THREAD_VARS = ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')
 _state = {'set_by_us': False, 'user_set': False, 'too_late': False}
@@ -181,14 +181,14 @@ def capabilities():
 
 def machine():
     """The full machine description (`densenet info`, summary.json, the bench)."""
-    from .machine import describe as describe_machine
+    from densenet.system.machine import describe as describe_machine
     return describe_machine(describe())
 
 
 def devices(device=None):
     """MXNet contexts for 'auto' (every GPU, else CPU), 'cpu', 'gpu', 'gpu:0,1'."""
     import mxnet as mx
-    from .errors import UsageError
+    from densenet.errors import UsageError
     device = (device or 'auto').strip().lower()
     if device == 'auto':
         n = mx.context.num_gpus()

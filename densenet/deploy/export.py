@@ -12,8 +12,8 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
-from .modes import concat_mode
-from .mxcompat import onnx_converters
+from densenet.modes.block_mode import concat_mode
+from densenet.system.mxcompat import onnx_converters, onnx_node_inputs
 
 FORMATS = ('mxnet', 'onnx')
 # MXNet's converters are written for opsets 12 and 13; the file declares 13.
@@ -22,8 +22,7 @@ ONNX_OPSET = 13
 
 def _convert_npi_concatenate(node, **kwargs):
     import onnx
-    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset12 import get_inputs
-    name, inputs, attrs = get_inputs(node, kwargs)
+    name, inputs, attrs = onnx_node_inputs(node, kwargs)
     axis = attrs.get('axis', '0')
     if axis in ('None', None):
         raise NotImplementedError(f'{name}: concatenate with axis=None (flattening) '
@@ -40,7 +39,7 @@ def register_onnx_converters():
 def _input_shape(model, input_shape):
     if input_shape is not None:
         return tuple(input_shape)
-    weight = model._stem_weight()
+    weight = model.stem_weight()
     channels = weight.shape[1] if weight.shape[1] > 0 else 1
     side = max(model.min_input_size(), 96 if channels == 1 else 224)
     return (1, channels, side, side)

@@ -14,7 +14,7 @@ class WeightEMA:
 
     def __init__(self, net, decay):
         if not 0 < decay < 1:
-            from .errors import UsageError
+            from densenet.errors import UsageError
             raise UsageError(f'--ema must be a decay in (0, 1), e.g. 0.999; got {decay}')
         self.net, self.decay, self.updates = net, decay, 0
         self.params = list(net.collect_params().values())

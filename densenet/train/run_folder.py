@@ -14,8 +14,8 @@ import re
 import shutil
 import socket
 
-from .errors import UsageError
-from .files import atomic_text, atomic_write
+from densenet.errors import UsageError
+from densenet.system.files import atomic_text, atomic_write
 
 #: What a run writes; any of them marks the folder as holding a run.
 RUN_FILES = ('summary.json', 'metrics.csv', 'last.params', 'best.params', 'curves.png',

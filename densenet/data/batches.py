@@ -19,7 +19,7 @@ def training_part(n, limit=None, shard=None):
     """The slice of `n` training images that `limit` (the first N) and `shard=(i, count)`
     (the i-th of `count` equal contiguous parts; the remainder is dropped so that every
     worker takes the same steps) keep; UsageError when they cannot."""
-    from .errors import UsageError
+    from densenet.errors import UsageError
     stop = n
     if limit is not None:
         if limit < 1:

@@ -21,8 +21,8 @@ import os
 import mxnet as mx
 from mxnet import autograd
 
-from .modes import dense_blocks, mode_of
-from .mxcompat import is_hybridized, mark_gradient_fresh
+from densenet.system.mxcompat import (block_cache, forget_block_cache, mark_gradient_fresh,
+                                      set_node_attr)
 
 # Not recomputed: convolutions. A recomputed one would let its backward use the
 # recomputed input instead of keeping it, but MXNet gives its unused output no
@@ -49,7 +49,7 @@ def mark_recomputed(Y, inputs, keep=None):
             continue
         seen.add(s.name)
         if op_name(s) not in keep:
-            s._set_attr(force_mirroring='True')
+            set_node_attr(s, force_mirroring='True')
         todo.extend(s.get_children())
     return Y
 
@@ -152,20 +152,12 @@ class _GraphStep(autograd.Function):
 
 def executors_of(net):
     """The network's executors, made on first use (kept outside Gluon's child registry)."""
-    if '_graph_executors' not in net.__dict__:
-        net.__dict__['_graph_executors'] = GraphExecutors(net)
-    return net.__dict__['_graph_executors']
+    return block_cache(net, '_graph_executors', lambda: GraphExecutors(net))
 
 
 def forget_executors(net):
     """Drop the traced graph and executors (after a change of mode or architecture)."""
-    net.__dict__.pop('_graph_executors', None)
-
-
-def recomputes(net):
-    """Whether `net` trains through the recomputing executor: hybridized, with a
-    memory-efficient dense block."""
-    return is_hybridized(net) and any(mode_of(b).memory_efficient for b in dense_blocks(net))
+    forget_block_cache(net, '_graph_executors')
 
 
 def train_forward(net, X):

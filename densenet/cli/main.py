@@ -5,8 +5,8 @@ import json
 import os
 import sys
 
-from . import runtime
-from .errors import Diverged, UsageError
+from densenet.system import runtime
+from densenet.errors import Diverged, UsageError
 
 PROG = 'densenet'
 
@@ -35,7 +35,7 @@ def _budget(text):
     """--budget: seconds from '60m', '1h30m', '900s'; 'off' is 0 (no budget)."""
     if text.strip().lower() in ('off', 'none'):
         return 0.0
-    from .budget import parse_duration
+    from densenet.train.planning import parse_duration
     try:
         return parse_duration(text)
     except UsageError as e:
@@ -43,7 +43,7 @@ def _budget(text):
 
 
 def _add_train(sub):
-    from .training import RECIPES
+    from densenet.train.loop import RECIPES
     p = sub.add_parser('train', help='train a DenseNet (default: the book\'s) on Fashion-MNIST '
                                      'or an image folder')
     _add_model_flags(p, 'the model to train (default book); densenet.list_models() lists them')
@@ -137,7 +137,7 @@ def _model_arg(text):
 
 
 def _add_model_flags(p, help_text):
-    from .registry import list_models
+    from densenet.models.registry import list_models
     p.add_argument('--model', choices=list_models(), help=help_text)
     p.add_argument('--model-arg', type=_model_arg, action='append', default=None,
                    metavar='KEY=VALUE', help='a constructor argument of --model, e.g. '
@@ -235,7 +235,7 @@ def build_parser():
 
 
 def train_config(args):
-    from .training import RECIPES, TrainConfig
+    from densenet.train.loop import RECIPES, TrainConfig
     if args.gpus:
         args.device = 'gpu:' + args.gpus
     values = dict(RECIPES[args.recipe], recipe=args.recipe)
@@ -249,7 +249,7 @@ def train_config(args):
 
 
 def cmd_train(args):
-    from .training import fit
+    from densenet.train.loop import fit
     cfg = train_config(args)
     cfg.validate()  # all but the model's minimum size, which fit checks first
     summary = fit(cfg)
@@ -267,14 +267,14 @@ def cmd_train(args):
 def load_trained(args, device='auto'):
     """(model on the fast path, its metadata, contexts) for --params (default: the shipped
     weights), rebuilt from its metadata or as --model for a bare file."""
-    from .checkpoints import load_model
-    from .training import prepare_model
+    from densenet.models.params import load_model
+    from densenet.modes import prepare_model
     ctxs = runtime.devices(device)
     if args.params is None:
         if args.model is not None:
             raise UsageError('--model names the architecture of a --params file: give '
                              '--params too (without it the shipped book model is used)')
-        from .pretrained import pretrained_path
+        from densenet.models.pretrained import pretrained_path
         args.params, args.shipped = pretrained_path('book', 'fashion-mnist'), True
     elif not os.path.isfile(args.params):
         raise UsageError(f'--params {args.params}: no such file')
@@ -298,10 +298,10 @@ def check_data_flags(args):
         raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
                          'datasets: give one')
     if args.data_dir:
-        from .data import check_data_dir
+        from densenet.data.fashion_mnist import check_data_dir
         check_data_dir(args.data_dir)
     if args.data:
-        from .image_folder import check_folder
+        from densenet.data.image_folder import check_folder
         check_folder(args.data)
 
 
@@ -310,7 +310,7 @@ def eval_data(args, meta, batch_size):
     test split, at the model's side and channels."""
     folder = getattr(args, 'data', None)
     if folder:
-        from .image_folder import ImageFolder
+        from densenet.data.image_folder import ImageFolder
         run_data = meta.get('data') or {}
         same = run_data.get('root') and os.path.abspath(folder) == run_data['root']
         data = ImageFolder(folder, batch_size=batch_size, resize=meta['input_size'],
@@ -326,15 +326,15 @@ def eval_data(args, meta, batch_size):
         raise UsageError(f'this model takes {meta["channels"]}-channel images of '
                          f'{len(meta["classes"])} classes, not Fashion-MNIST: give --data with '
                          'a folder of its classes')
-    from .data import FashionMNIST
+    from densenet.data.fashion_mnist import FashionMNIST
     side = meta['input_size']
     return FashionMNIST(batch_size=batch_size, resize=(side, side), root=args.data_dir)
 
 
 def cmd_evaluate(args):
     import numpy as onp
-    from .training import evaluate
-    from .machine import unsupported
+    from densenet.train.loop import evaluate
+    from densenet.system.machine import unsupported
     why = unsupported(args.precision, runtime.capabilities())
     if why:
         raise UsageError(f'--precision {args.precision}: {why}')
@@ -343,12 +343,12 @@ def cmd_evaluate(args):
     data = eval_data(args, meta, args.batch_size)
     fp32_preds = None
     if args.precision != 'fp32':
-        from .inference import calibration_images, inference_model
+        from densenet.deploy.inference import calibration_images, inference_model
         _, fp32_acc, fp32_preds = evaluate(model, data.val_dataloader(), ctxs)
         model = inference_model(model, args.precision, calibration_images(data),
                                 input_shape=_input_shape(meta))
     if args.tta:
-        from .tta import FlipAverage
+        from densenet.models.tta import FlipAverage
         model = FlipAverage(model)
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)
     labels = onp.asarray(data.val_arrays[1])
@@ -374,7 +374,7 @@ def cmd_evaluate(args):
 
 
 def plot_confusion(confusion, names, path):
-    from .files import pyplot, save_figure
+    from densenet.system.files import pyplot, save_figure
     n = len(names)
     size = max(5.5, 0.45 * n + 2)
     fig, ax = pyplot().subplots(figsize=(size + 1, size))
@@ -397,7 +397,7 @@ def load_image(path):
     """A file as a 28x28 uint8 grayscale array (full range kept), and notes on conversions."""
     import numpy as onp
     from PIL import Image
-    from .images import read_image  # its ImageError is a UsageError
+    from densenet.data.images import read_image  # its ImageError is a UsageError
     gray, notes = read_image(path)
     if gray.shape != (28, 28):
         notes.append(f'resized {gray.shape[1]}x{gray.shape[0]} to 28x28')
@@ -410,14 +410,14 @@ def read_for(meta, path):
     grayscale first (as their data was); folder models the file at its own size."""
     if meta.get('dataset') == 'fashion-mnist':
         return load_image(path)
-    from .images import read_image
+    from densenet.data.images import read_image
     return read_image(path, meta['channels'])
 
 
 def cmd_predict(args):
     from mxnet import npx
-    from .batches import to_tensor
-    from .images import read_image
+    from densenet.data.batches import to_tensor
+    from densenet.data.images import read_image
     for path in args.images:  # every file checked before the model loads
         read_image(path)
     model, meta, ctxs = load_trained(args, args.device)
@@ -434,7 +434,7 @@ def cmd_predict(args):
 
 
 def cmd_export(args):
-    from .export import export
+    from densenet.deploy.export import export
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
     model, meta, _ = load_trained(args, 'cpu')
@@ -445,7 +445,7 @@ def cmd_export(args):
 
 def cmd_features(args):
     import numpy as onp
-    from .files import atomic_write
+    from densenet.system.files import atomic_write
     if not args.out.endswith('.npz'):
         raise UsageError(f'--out {args.out}: give a file name ending in .npz')
     check_data_flags(args)
@@ -476,14 +476,14 @@ def cmd_features(args):
 
 def _plain_train(data):
     """The training images in order, without shuffling or augmentation."""
-    from .batches import BatchLoader
+    from densenet.data.batches import BatchLoader
     images, labels = data.train_arrays
     side = data.side if hasattr(data, 'side') else data.resize[0]
     return BatchLoader(images, labels, data.batch_size, (side, side))
 
 
 def cmd_launch(args):
-    from .launch import launch, multi_machine_help
+    from densenet.system.launch import launch, multi_machine_help
     command = args.worker_command
     command = command[1:] if command[:1] == ['--'] else command
     if not command:
@@ -494,7 +494,7 @@ def cmd_launch(args):
 
 
 def cmd_info(args):
-    from .machine import summary_line
+    from densenet.system.machine import summary_line
     desc = runtime.machine()
     if args.json:
         print(json.dumps(desc, indent=1))

@@ -11,9 +11,9 @@ import os
 
 import mxnet as mx
 
-from .errors import UsageError
-from .files import atomic_text, atomic_write
-from .mxcompat import load_arrays
+from densenet.errors import UsageError
+from densenet.system.files import atomic_text, atomic_write
+from densenet.system.mxcompat import load_arrays
 
 META_VERSION = 1
 #: Inputs are ToTensor's values: pixels / 255, no mean or std subtracted.
@@ -56,7 +56,7 @@ def read_meta(params):
             saved = json.load(f)
         if 'model' in saved:
             return saved['model']
-        from .data import CLASSES
+        from densenet.data.fashion_mnist import CLASSES
         return dict(LEGACY, input_size=saved['config']['resize'], classes=list(CLASSES))
     return None
 
@@ -126,7 +126,7 @@ def all_finite(net):
 
 def build(meta, **overrides):
     """The untrained model that `meta` describes, its shapes fixed."""
-    from .registry import get_model
+    from densenet.models.registry import get_model
     kwargs = {k: tuple(v) if isinstance(v, list) else v
               for k, v in {**meta.get('kwargs', {}), **overrides}.items()}
     return get_model(meta['model'], **kwargs)
@@ -139,18 +139,18 @@ def load_model(path, model_name=None, model_args=None, ctx=None):
     meta = read_meta(path)
     if model_name is not None and (meta is None or meta['model'] != model_name
                                    or model_args):
-        from .data import CLASSES
+        from densenet.data.fashion_mnist import CLASSES
         shapes = shape_args(path)
         classes = ((meta or {}).get('classes') or
                    (list(CLASSES) if shapes['num_classes'] == 10 else
                     [str(i) for i in range(shapes['num_classes'])]))
-        from .registry import default_cfg
+        from densenet.models.registry import default_cfg
         meta = {'model': model_name, 'kwargs': {**(model_args or {}), **shapes},
                 'input_size': (meta or {}).get('input_size', default_cfg(model_name).input_size),
                 'channels': shapes['in_channels'], 'classes': classes,
                 'dataset': (meta or {}).get('dataset'), 'normalize': dict(TO_TENSOR)}
     elif meta is None:
-        from .data import CLASSES
+        from densenet.data.fashion_mnist import CLASSES
         meta = dict(LEGACY, classes=list(CLASSES))
     model = build(meta)
     load_parameters(model, path, ctx=ctx)

@@ -15,9 +15,9 @@ import os
 import numpy as onp
 from d2l import mxnet as d2l
 
-from .batches import BatchLoader, training_part
-from .errors import UsageError
-from .files import atomic_text
+from densenet.data.batches import BatchLoader, training_part
+from densenet.errors import UsageError
+from densenet.system.files import atomic_text
 
 EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 CACHE_VERSION = 1
@@ -109,7 +109,7 @@ def stratified_split(labels, val_share, seed):
 
 def _decode(job):
     """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side)."""
-    from .images import ImageError, read_image
+    from densenet.data.images import ImageError, read_image
     path, channels = job
     try:
         return read_image(path, channels)[0]
@@ -229,7 +229,7 @@ class ImageFolder(d2l.DataModule):
         if ignored:
             log(f'{root}: ignored {ignored} file(s) that are not images ({", ".join(EXTENSIONS)})')
         if channels is None:
-            from .images import is_grayscale
+            from densenet.data.images import is_grayscale
             channels = 1 if all(is_grayscale(p) for p, _ in items + (val_items or [])) else 3
         if channels not in (1, 3):
             raise UsageError(f'channels must be 1 or 3, got {channels}')

@@ -1,14 +1,16 @@
-"""The book's DenseNet: a d2l.Classifier built from the blocks in blocks.py.
+"""`CheckedClassifier`: the d2l.Classifier that the book's DenseNet and DenseNet-BC share.
 
-With it, `CheckedClassifier`: the input and label checks that DenseNet-BC shares.
+It adds what the book leaves to the reader: input and label checks with a clear
+error, the smallest input side a network accepts, the pooled features, and a
+new classifier for fine-tuning. It computes nothing the book's model does not.
 """
 import numpy as onp
 from d2l import mxnet as d2l
 from mxnet import autograd, init, np
 from mxnet.gluon import nn
 
-from .blocks import DenseBlock, transition_block
-from .mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves, replace_child
+from densenet.system.mxcompat import (block_cache, drop_cached_graph, is_hybridized, layer_kwargs,
+                                      leaves, replace_child)
 
 
 def _pair(v):
@@ -61,19 +63,22 @@ class CheckedClassifier(d2l.Classifier):
     finite logits; every one of those becomes a ValueError naming the fix.
     """
 
+    #: Functions ``(net, X) -> logits or None``, tried in order for a forward pass
+    #: recorded by autograd; the first answer that is not None is the result, and with
+    #: none ``self.net(X)`` runs, as in the book. `densenet.modes` adds its recomputing
+    #: executor here (the core knows nothing of the modes).
+    training_paths: list = []
+
     def min_input_size(self):
         """Smallest square image side this network accepts (29 for the book's default)."""
         if getattr(self, '_min_size', None) is None:
             self._min_size = min_input_size(self.net)
         return self._min_size
 
-    def _stem_weight(self):
-        """The first convolution's weight (looked up once: forward calls this per batch)."""
-        if '_stem' not in self.__dict__:
-            # Set past Block.__setattr__, which would register the Parameter a second
-            # time (and model.save_parameters would then write it under '_stem').
-            self.__dict__['_stem'] = next(iter(self.net.collect_params().values()))
-        return self.__dict__['_stem']
+    def stem_weight(self):
+        """The first convolution's weight Parameter (looked up once: forward calls this per
+        batch)."""
+        return block_cache(self, '_stem', lambda: next(iter(self.net.collect_params().values())))
 
     def check_input(self, X):
         """Raise a ValueError naming the problem and the fix for a bad batch."""
@@ -83,7 +88,7 @@ class CheckedClassifier(d2l.Classifier):
                 'add the missing axes, e.g. X.reshape(1, 1, H, W) for one grayscale image')
         if X.shape[0] == 0:
             raise ValueError(f'empty batch (shape {X.shape}): pass at least one image')
-        stem = self._stem_weight()
+        stem = self.stem_weight()
         if stem.shape[1] > 0 and X.shape[1] != stem.shape[1]:
             raise ValueError(
                 f'this DenseNet was built for {stem.shape[1]}-channel images, '
@@ -123,9 +128,10 @@ class CheckedClassifier(d2l.Classifier):
     def forward(self, X):
         self.check_input(X)
         if autograd.is_recording():
-            from .mirror import recomputes, train_forward
-            if recomputes(self.net):  # memory-efficient and hybridized
-                return train_forward(self.net, X)
+            for path in self.training_paths:
+                Y = path(self.net, X)
+                if Y is not None:
+                    return Y
         return self.net(X)
 
     def forward_features(self, X):
@@ -154,53 +160,7 @@ class CheckedClassifier(d2l.Classifier):
         """The final Dense layer's parameters (what --freeze-features trains)."""
         return self.net[-1].collect_params()
 
-    def set_memory_efficient(self, flag=True):
-        """Recompute each dense layer in backward instead of keeping its concatenation
-        and BatchNorm/ReLU outputs (imperatively, or hybridized through MXNet's graph
-        executor; see modes.py and mirror.py); returns the model."""
-        from .modes import set_memory_efficient
-        set_memory_efficient(self.net, flag)
-        return self
-
     def loss(self, Y_hat, Y, averaged=True):
         """d2l's softmax cross-entropy, on checked labels."""
         self.check_labels(Y)
         return super().loss(Y_hat, Y, averaged)
-
-
-class DenseNet(CheckedClassifier):
-    """DenseNet as d2l builds it: stem, dense blocks with transitions, head.
-
-    Kept from the book on purpose: the stem always has 64 channels whatever
-    `num_channels` is (`num_channels` only seeds the running channel count that
-    sets the transition widths), and the default ``lr=0.1`` although the book
-    trains with ``DenseNet(lr=0.01)``. Batches and labels are checked
-    (`CheckedClassifier`).
-    """
-
-    def b1(self):
-        net = nn.HybridSequential()
-        net.add(nn.Conv2D(64, kernel_size=7, strides=2, padding=3),
-                nn.BatchNorm(), nn.Activation('relu'),
-                nn.MaxPool2D(pool_size=3, strides=2, padding=1))
-        return net
-
-    def __init__(self, num_channels=64, growth_rate=32, arch=(4, 4, 4, 4),
-                 lr=0.1, num_classes=10):
-        super(DenseNet, self).__init__()
-        self.save_hyperparameters()
-        self.net = nn.HybridSequential()
-        self.net.add(self.b1())
-        for i, num_convs in enumerate(arch):
-            self.net.add(DenseBlock(num_convs, growth_rate))
-            # The number of output channels in the previous dense block
-            num_channels += num_convs * growth_rate
-            # A transition layer that halves the number of channels is added
-            # between the dense blocks
-            if i != len(arch) - 1:
-                num_channels //= 2
-                self.net.add(transition_block(num_channels))
-        self.net.add(nn.BatchNorm(), nn.Activation('relu'),
-                     nn.GlobalAvgPool2D(), nn.Dense(num_classes))
-        self.net.initialize(init.Xavier())
-        self.num_features = num_channels  # width entering the final Dense

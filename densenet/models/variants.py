@@ -9,9 +9,10 @@ import functools
 from mxnet import init
 from mxnet.gluon import nn
 
-from .blocks import DenseBlock, transition_block
-from .model import CheckedClassifier
-from .mxcompat import load_arrays, load_init
+from densenet.core.blocks import DenseBlock, transition_block
+from densenet.core.classifier import CheckedClassifier
+from densenet.modes import set_memory_efficient
+from densenet.system.mxcompat import load_arrays, load_init
 
 # name: (initial features, growth rate, layers per block), as in the paper's
 # Table 1 and the Gluon model zoo.
@@ -91,6 +92,11 @@ class DenseNetBC(CheckedClassifier):
         self.num_features = channels
         if memory_efficient:
             self.set_memory_efficient(True)
+
+    def set_memory_efficient(self, flag=True):
+        """Recompute each dense layer in backward instead of keeping its concatenation and
+        BatchNorm/ReLU outputs (`densenet.modes.set_memory_efficient`); returns the model."""
+        return set_memory_efficient(self, flag)
 
 
 def densenet_imagenet(depth, num_classes=1000, in_channels=3, **kwargs):

@@ -14,11 +14,11 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
-from . import runtime
-from .machine import unsupported
-from .modes import concat_mode, fast_concat_mode, set_concat_mode
-from .mxcompat import cached_graph_json, load_init
-from .export import export_mxnet
+from densenet.system import runtime
+from densenet.system.machine import unsupported
+from densenet.modes.block_mode import concat_mode, fast_concat_mode, set_concat_mode
+from densenet.system.mxcompat import cached_graph_json, load_init
+from densenet.deploy.export import export_mxnet
 
 PRECISIONS = ('fp32', 'bf16', 'int8')
 
@@ -64,7 +64,7 @@ def _legacy_block(model, input_shape, ctx):
 
 def calibration_batches(images, batch_size=64, resize=96):
     """Calibration batches (numpy float32, N x 1 x H x W) from uint8 (N, 28, 28) images."""
-    from .batches import to_tensor
+    from densenet.data.batches import to_tensor
     batches = []
     for start in range(0, len(images), batch_size):
         X = to_tensor(images[start:start + batch_size], (resize, resize))

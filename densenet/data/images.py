@@ -10,7 +10,7 @@ EXIF orientation is applied.
 """
 import numpy as onp
 
-from .errors import UsageError
+from densenet.errors import UsageError
 
 SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 

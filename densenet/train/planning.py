@@ -11,8 +11,8 @@ import dataclasses
 import math
 import re
 
-from .errors import UsageError
-from .resizing import early_epochs
+from densenet.errors import UsageError
+from densenet.train.resizing import early_epochs
 
 _PART = re.compile(r'(\d+(?:\.\d+)?)([hms])')
 UNITS = {'h': 3600, 'm': 60, 's': 1}

@@ -42,6 +42,34 @@ def load_init(param, value, ctx):
     param._load_init(value, ctx)
 
 
+def onnx_node_inputs(node, kwargs):
+    """(name, input names, attributes) of a node, as MXNet's ONNX converters read them."""
+    from mxnet.onnx.mx2onnx._op_translations._op_translations_opset12 import get_inputs
+    return get_inputs(node, kwargs)
+
+
+def set_node_attr(sym, **attrs):
+    """Set graph attributes on a symbol's head node (``force_mirroring='True'`` becomes
+    ``__force_mirroring__``, which MXNet's graph executor reads)."""
+    sym._set_attr(**attrs)
+
+
+def block_cache(block, key, make):
+    """A value kept on a Gluon block under `key`, made by `make()` on first use.
+
+    It is stored past ``Block.__setattr__``, which would register a Parameter or
+    Block value as a child a second time (and save it under `key`).
+    """
+    if key not in block.__dict__:
+        block.__dict__[key] = make()
+    return block.__dict__[key]
+
+
+def forget_block_cache(block, key):
+    """Drop what `block_cache` keeps under `key` (nothing if there is none)."""
+    block.__dict__.pop(key, None)
+
+
 def onnx_converters(opset):
     """MXNet's ONNX exporter's table {operator name: converter} for `opset`."""
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
