@@ -7,7 +7,7 @@ import pytest
 
 from densenet.train.planning import cost, parse_duration, plan_steps, reserve_s
 from densenet.errors import UsageError
-from densenet.train.loop import Budget, Steps, TrainConfig, lr_at
+from densenet.train import Budget, Steps, TrainConfig, lr_at
 from helpers import kill_after_first_checkpoint
 from test_cli import cli
 

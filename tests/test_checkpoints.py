@@ -87,7 +87,7 @@ def test_init_from_a_gluon_zoo_file_with_other_classes(tmp_path):
     but the classifier takes the zoo's values."""
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
-    from densenet.train.loop import initialize_from
+    from densenet.train import initialize_from
     path = str(tmp_path / 'zoo.params')
     with mx.util.np_array(False), mx.util.np_shape(False):
         zoo = vision.densenet121()

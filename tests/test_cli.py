@@ -11,7 +11,7 @@ import numpy as onp
 import pytest
 from PIL import Image
 
-from densenet.cli.main import main
+from densenet.cli import main
 from helpers import digest, kill_after_first_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -286,7 +286,7 @@ def test_params_of_another_architecture(tmp_path):
 
 def test_unexpected_errors_keep_their_traceback(monkeypatch, capsys):
     """Only usage errors become one line and status 2; a bug is raised as it is."""
-    import densenet.cli.main
+    import densenet.cli
 
     def buggy(args):
         raise ValueError('a bug inside the library, not a bad flag')

@@ -8,9 +8,9 @@ from mxnet import autograd, gluon, np
 
 from densenet import DenseNet
 from densenet.train.planning import plan_steps
-from densenet.train.ema import WeightEMA
+from densenet.train.extensions.ema import WeightEMA
 from densenet.errors import UsageError
-from densenet.train.loop import Budget, Steps, TrainConfig
+from densenet.train import Budget, Steps, TrainConfig
 from helpers import kill_after_first_checkpoint, set_running_stats
 from test_cli import cli, read_metrics
 

@@ -7,7 +7,7 @@ import pytest
 from mxnet import np
 
 from densenet import DenseNet, densenet121
-from densenet.cli.main import main
+from densenet.cli import main
 from densenet.deploy.export import export, load_mxnet, register_onnx_converters
 from helpers import set_running_stats
 

@@ -10,7 +10,7 @@ from densenet.system import runtime
 from densenet.data import FashionMNIST
 from densenet.deploy.inference import calibration_images, inference_model
 from densenet.modes import prepare_model
-from densenet.train.loop import TrainConfig, evaluate, fit
+from densenet.train import TrainConfig, evaluate, fit
 from numerics import worst
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import mxnet as mx
 import numpy as onp
 import pytest
 
-from densenet.cli.main import main
+from densenet.cli import main
 from helpers import digest
 from test_cli import cli
 from test_image_folder import write_folder

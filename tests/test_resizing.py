@@ -10,8 +10,9 @@ from densenet.train.planning import cost, plan_steps, reserve_s
 from densenet.models.params import load_model
 from densenet.data import FashionMNIST
 from densenet.errors import UsageError
-from densenet.train.resizing import early_epochs, side_for_epoch
-from densenet.train.loop import Budget, Steps, TrainConfig, evaluate, fit
+from densenet.train.extensions.progressive import side_for_epoch
+from densenet.train.planning import early_epochs
+from densenet.train import Budget, Steps, TrainConfig, evaluate, fit
 from test_cli import cli, read_metrics
 
 

@@ -3,7 +3,7 @@ import numpy as onp
 from mxnet import autograd, np
 
 from densenet import DenseNet
-from densenet.train.loop import smoothed_loss
+from densenet.train import smoothed_loss
 
 
 def reference_smoothed(Y, y, eps):

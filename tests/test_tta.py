@@ -4,7 +4,7 @@ import mxnet as mx
 from mxnet import np
 
 from densenet import DenseNet
-from densenet.train.loop import evaluate
+from densenet.train import evaluate
 from densenet.models.tta import FlipAverage
 from helpers import set_running_stats
 

@@ -1,4 +1,48 @@
-"""``densenet train|evaluate|predict|export|features|launch|info``: the command line."""
-from densenet.cli.main import COMMANDS, build_parser, main
+"""``densenet train|evaluate|predict|export|features|launch|info``: the command line.
+
+One module per command, each a thin layer over library functions: ``add_parser``
+adds its sub-command, ``run`` carries it out. Errors a user can fix are one line
+on stderr (status 2 for usage, 1 for a fault such as a full disk); anything else
+is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from densenet.cli import evaluate, export, features, info, launch, predict, train
+from densenet.cli.common import PROG, Parser
+from densenet.errors import Fault, UsageError
+
+_MODULES = (train, evaluate, predict, export, features, launch, info)
+#: command name -> the function that runs it (a parsed argparse.Namespace -> exit status)
+COMMANDS: dict[str, Callable] = {m.__name__.rsplit('.', 1)[-1]: m.run for m in _MODULES}
+
+
+def build_parser() -> Parser:
+    """The ``densenet`` parser with every sub-command."""
+    parser = Parser(prog=PROG, description=__doc__.split('\n\n')[0])
+    sub = parser.add_subparsers(dest='command', required=True)
+    for module in _MODULES:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv); the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as e:  # anything else is a bug: its traceback stays, status 1
+        print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
+        return 2
+    except (Fault, FileNotFoundError) as e:  # Diverged, DiskFull: the last complete files stay
+        print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f'{PROG} {args.command}: interrupted', file=sys.stderr)
+        return 130
+
 
 __all__ = ['COMMANDS', 'build_parser', 'main']

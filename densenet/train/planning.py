@@ -12,7 +12,6 @@ import math
 import re
 
 from densenet.errors import UsageError
-from densenet.train.resizing import early_epochs
 
 _PART = re.compile(r'(\d+(?:\.\d+)?)([hms])')
 UNITS = {'h': 3600, 'm': 60, 's': 1}
@@ -21,6 +20,11 @@ RESERVE = 0.03
 RESERVE_S = 2.0
 #: Below this a run cannot even build its graph and evaluate once.
 MIN_BUDGET_S = 10
+
+
+def early_epochs(epochs, fraction):
+    """How many of a run's first `epochs` epochs train at the small side."""
+    return math.floor(fraction * epochs)
 
 
 def parse_duration(text):

@@ -6,22 +6,42 @@ the owner's pid and host refuses a second run while the first is alive, and a
 lock whose process is gone is taken over. Temporaries that a killed run left
 behind (see files.py) are removed when the next run claims the folder.
 """
+from __future__ import annotations
+
 import contextlib
-import dataclasses
 import json
 import os
 import re
 import shutil
 import socket
+from typing import Any, Callable
 
 from densenet.errors import UsageError
-from densenet.system.files import atomic_text, atomic_write
+from densenet.system.files import atomic_text
 
-#: What a run writes; any of them marks the folder as holding a run.
-RUN_FILES = ('summary.json', 'metrics.csv', 'last.params', 'best.params', 'curves.png',
-             'checkpoint', 'last.params.json', 'best.params.json')
-_TEMPORARY = re.compile(r'^\.(summary\.json|metrics\.csv|(last|best)\.params(\.json)?|'
-                        r'curves\.png|state\.json|epoch-\d+\.(params|states))\.\w{8}$')
+#: The files a run writes into its folder, by role: every writer takes its name from
+#: here, and ``--overwrite`` removes each of them (a params file with its .json).
+SUMMARY, METRICS, CURVES = 'summary.json', 'metrics.csv', 'curves.png'
+LAST, BEST, EMA = 'last.params', 'best.params', 'ema.params'
+CHECKPOINT = 'checkpoint'
+#: Written beside a run's params by ``densenet evaluate``; it describes the old model.
+CONFUSION = 'confusion.png'
+PARAMS_FILES = (LAST, BEST, EMA)
+RUN_FILES = (SUMMARY, METRICS, CURVES, *PARAMS_FILES, *(p + '.json' for p in PARAMS_FILES),
+             CHECKPOINT, CONFUSION)
+#: The files of one checkpoint, after its stem ``checkpoint/epoch-NNNN``.
+CHECKPOINT_PARTS = ('.params', '.states')
+STATE = 'state.json'
+
+
+def _temporary_pattern() -> re.Pattern[str]:
+    """The names files.atomic_write gives a run's files while it writes them."""
+    names = [re.escape(f) for f in RUN_FILES if f != CHECKPOINT] + [re.escape(STATE)]
+    parts = r'epoch-\d+(\.ema)?(' + '|'.join(re.escape(p) for p in CHECKPOINT_PARTS) + r'|\.params)'
+    return re.compile(r'^\.(' + '|'.join(names) + '|' + parts + r')\.\w{8}$')
+
+
+_TEMPORARY = _temporary_pattern()
 
 
 class Run:
@@ -155,25 +175,25 @@ class Run:
                     if _TEMPORARY.match(name):
                         os.remove(os.path.join(folder, name))
 
-    def save_checkpoint(self, model, trainer, epoch, rows, cfg, best_acc, wall_s, ema=None,
-                        **extra):
+    def save_checkpoint(self, epoch: int,
+                        write: Callable[[str], tuple[list[str], dict[str, Any]]],
+                        state: dict[str, Any]) -> None:
+        """Checkpoint `epoch`: ``write(stem)`` writes the checkpoint's files under
+        ``checkpoint/epoch-NNNN`` and returns (their suffixes, e.g. ``['.params',
+        '.states']``, more fields for the state); then state.json (`state`, those fields
+        and the suffixes), then the older epochs' files go."""
         os.makedirs(self.ckpt, exist_ok=True)
         stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
-        atomic_write(stem + '.params', model.net.save_parameters)
-        atomic_write(stem + '.states', trainer.save_states)
-        if ema is not None:  # the moving average of the weights (--ema), and its count
-            atomic_write(stem + '.ema.params', ema.save)
-            extra['ema_updates'] = ema.updates
-        state = {'epoch': epoch, 'rows': rows, 'config': dataclasses.asdict(cfg),
-                 'best_val_acc': best_acc, 'wall_s': wall_s, **extra}
-        atomic_text(os.path.join(self.ckpt, 'state.json'), json.dumps(state, indent=1))
+        parts, fields = write(stem)
+        state = {'epoch': epoch, **state, **fields, 'files': parts}
+        atomic_text(os.path.join(self.ckpt, STATE), json.dumps(state, indent=1))
         for name in os.listdir(self.ckpt):  # older epochs are no longer needed
             if name.startswith('epoch-') and not name.startswith(f'epoch-{epoch:04d}.'):
                 os.remove(os.path.join(self.ckpt, name))
 
     def load_checkpoint(self):
         """The saved state (None if there is no checkpoint); a damaged one is a UsageError."""
-        path = os.path.join(self.ckpt, 'state.json')
+        path = os.path.join(self.ckpt, STATE)
         if not os.path.exists(path):
             return None
         try:
@@ -183,7 +203,9 @@ class Run:
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f'--resume: {path} is damaged ({e}); use --overwrite to start '
                              'again, or another --out') from None
-        parts = ['.params', '.states'] + (['.ema.params'] if 'ema_updates' in state else [])
+        # Checkpoints that do not list their files have these.
+        parts = state.get('files') or (list(CHECKPOINT_PARTS)
+                                       + (['.ema.params'] if 'ema_updates' in state else []))
         for ext in parts:
             if not os.path.isfile(stem + ext):
                 raise UsageError(f'--resume: {stem + ext} is missing (the checkpoint of epoch '

@@ -1,0 +1,107 @@
+"""What the commands share: the one-line-error parser, the model flags, loading a trained
+model onto the fast path, and the labelled images a model is scored on."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from densenet.data import FashionMNIST, ImageFolder, check_data_dir, check_folder
+from densenet.errors import UsageError
+from densenet.models.params import load_model
+from densenet.models.pretrained import pretrained_path
+from densenet.models.registry import list_models
+from densenet.modes import prepare_model
+from densenet.system import runtime
+from densenet.train.config import parse_model_arg
+from densenet.train.options import positive_int
+
+PROG = 'densenet'
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors as one line (and a pointer to --help) instead of the usage block."""
+
+    def error(self, message: str) -> Any:  # argparse's own signature says NoReturn
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+def add_model_flags(p: argparse.ArgumentParser, help_text: str) -> None:
+    """--model and --model-arg, as train defines them, for a bare params file."""
+    p.add_argument('--model', choices=list_models(), help=help_text)
+    p.add_argument('--model-arg', type=parse_model_arg, action='append', default=None,
+                   dest='model_args', metavar='KEY=VALUE',
+                   help='a constructor argument of --model, e.g. depth=40 or growth_rate=24 '
+                        '(repeat for more)')
+
+
+def add_params_flags(p: argparse.ArgumentParser) -> None:
+    """--params (default: the shipped weights), the model flags and --resize."""
+    p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
+                                    'book model trained on Fashion-MNIST)')
+    add_model_flags(p, 'the architecture of a bare params file without metadata '
+                       '(default: what its .params.json or summary.json says, else book)')
+    p.add_argument('--resize', type=positive_int,
+                   help='image side (default: the one the model was trained at)')
+
+
+def load_trained(args: argparse.Namespace,
+                 device: str = 'auto') -> tuple[Any, dict[str, Any], list[Any]]:
+    """(model on the fast path, its metadata, contexts) for --params (default: the shipped
+    weights), rebuilt from its metadata or as --model for a bare file."""
+    ctxs = runtime.devices(device)
+    if args.params is None:
+        if args.model is not None:
+            raise UsageError('--model names the architecture of a --params file: give '
+                             '--params too (without it the shipped book model is used)')
+        args.params, args.shipped = pretrained_path('book', 'fashion-mnist'), True
+    elif not os.path.isfile(args.params):
+        raise UsageError(f'--params {args.params}: no such file')
+    model, meta = load_model(args.params, args.model,
+                             dict(args.model_args) if args.model_args else None)
+    meta = dict(meta, input_size=args.resize or meta['input_size'])
+    if meta['input_size'] < model.min_input_size():
+        raise UsageError(f'--resize {meta["input_size"]} is below the minimum input size '
+                         f'{model.min_input_size()}')
+    return prepare_model(model, ctxs, hybridize=True), meta, ctxs
+
+
+def input_shape(meta: dict[str, Any]) -> tuple[int, int, int, int]:
+    """The shape of one image batch for the model `meta` describes."""
+    side = meta['input_size']
+    return (1, meta['channels'], side, side)
+
+
+def check_data_flags(args: argparse.Namespace) -> None:
+    """--data and --data-dir checked before any model loads."""
+    if args.data and args.data_dir:
+        raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
+                         'datasets: give one')
+    if args.data_dir:
+        check_data_dir(args.data_dir)
+    if args.data:
+        check_folder(args.data)
+
+
+def eval_data(args: argparse.Namespace, meta: dict[str, Any], batch_size: int) -> Any:
+    """The labelled images to score: --data's (or the run's own) folder, else Fashion-MNIST's
+    test split, at the model's side and channels."""
+    folder = getattr(args, 'data', None)
+    if folder:
+        run_data = meta.get('data') or {}
+        same = run_data.get('root') and os.path.abspath(folder) == run_data['root']
+        data = ImageFolder(folder, batch_size=batch_size, resize=meta['input_size'],
+                           channels=meta['channels'],
+                           val_split=run_data.get('val_split', 0.2) if same else 0.2,
+                           seed=run_data.get('seed', 0) if same else 0)
+        if list(data.classes) != list(meta['classes']):
+            raise UsageError(f'--data {folder} has the classes {", ".join(data.classes)}, the '
+                             f'model was trained on {", ".join(map(str, meta["classes"]))}: give '
+                             'a folder with the same class folders')
+        return data
+    if meta['channels'] != 1 or len(meta['classes']) != 10:
+        raise UsageError(f'this model takes {meta["channels"]}-channel images of '
+                         f'{len(meta["classes"])} classes, not Fashion-MNIST: give --data with '
+                         'a folder of its classes')
+    side = meta['input_size']
+    return FashionMNIST(batch_size=batch_size, resize=(side, side), root=args.data_dir)

@@ -1,0 +1,26 @@
+"""``densenet export``: a trained model as MXNet's symbol + params, or ONNX."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from densenet.cli.common import add_params_flags, input_shape, load_trained
+from densenet.deploy.export import FORMATS, export
+from densenet.errors import UsageError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser('export', help='MXNet symbol + params, or ONNX, from trained params')
+    add_params_flags(p)
+    p.add_argument('--format', choices=list(FORMATS), default='mxnet')
+    p.add_argument('--out', required=True, help='output folder')
+
+
+def run(args: argparse.Namespace) -> int:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
+    model, meta, _ = load_trained(args, 'cpu')
+    for path in export(model, args.out, args.format, input_shape=input_shape(meta)):
+        print(path)
+    return 0

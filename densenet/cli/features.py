@@ -1,0 +1,37 @@
+"""``densenet features``: the embeddings and labels of a dataset, as one .npz file."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from densenet.cli.common import add_params_flags, check_data_flags, eval_data, load_trained
+from densenet.deploy.features import extract_features, save_features
+from densenet.errors import UsageError
+from densenet.train.options import positive_int
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser('features', help='embeddings (the pooled features that enter the '
+                                        'classifier) and labels of a dataset, as .npz')
+    add_params_flags(p)
+    p.add_argument('--data', help='an image folder (default: Fashion-MNIST)')
+    p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files')
+    p.add_argument('--split', choices=['train', 'val', 'all'], default='val',
+                   help='which images (Fashion-MNIST val = its test split)')
+    p.add_argument('--batch-size', type=positive_int, default=256)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--out', required=True, help='the .npz file to write')
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.out.endswith('.npz'):
+        raise UsageError(f'--out {args.out}: give a file name ending in .npz')
+    check_data_flags(args)
+    model, meta, ctxs = load_trained(args, args.device)
+    data = eval_data(args, meta, args.batch_size)
+    splits = ['train', 'val'] if args.split == 'all' else [args.split]
+    arrays = extract_features(model, data, splits, ctxs, meta['classes'])
+    save_features(args.out, arrays)
+    print(f'{args.out}: features {arrays["features"].shape}, labels '
+          f'{arrays["labels"].shape}, splits {", ".join(splits)}')
+    return 0

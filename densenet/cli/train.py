@@ -1,0 +1,47 @@
+"""``densenet train``: its flags are derived from `TrainConfig`'s fields (one definition per
+option), in argument groups."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from densenet.models.registry import list_models
+from densenet.train.config import TrainConfig
+from densenet.train.loop import fit
+from densenet.train.options import add_arguments
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser('train', help="train a DenseNet (default: the book's) on Fashion-MNIST "
+                                     'or an image folder')
+    groups = add_arguments(p, TrainConfig, choices={'model': list_models()})
+    groups['devices and scale-out'].add_argument('--gpus', help='the same as --device gpu:IDS, e.g. --gpus 0,1 (an alias '
+                                  'kept for older command lines)')
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The configuration the flags describe: the recipe's values, then every flag given."""
+    if args.gpus:
+        args.device = 'gpu:' + args.gpus
+        print(f'note: --gpus {args.gpus} is --device {args.device}', file=sys.stderr)
+    values = {name: getattr(args, name, None) for name in TrainConfig.__dataclass_fields__
+              if name != 'recipe'}
+    if values.get('model_args') is not None:
+        values['model_args'] = dict(values['model_args'])
+    return TrainConfig.from_recipe(args.recipe or 'book', **values)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = train_config(args)
+    cfg.validate()  # all but the model's minimum size, which fit checks first
+    summary = fit(cfg)
+    if summary is None:  # a dist worker other than rank 0
+        print('worker done')
+        return 0
+    extra = ''.join(f', {k[6:]} {summary[k]:.4f}' for k in
+                    ('final_ema_val_acc', 'final_val_acc_tta', 'final_ema_val_acc_tta')
+                    if k in summary)
+    print(f'final val acc {summary["final_val_acc"]:.4f}, best {summary["best_val_acc"]:.4f}'
+          f'{extra}, {summary["wall_s"]:.0f} s; outputs in {cfg.out}')
+    return 0

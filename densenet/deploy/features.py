@@ -1,0 +1,45 @@
+"""Embeddings: the pooled features that enter a model's classifier, for a dataset's splits,
+saved as one ``.npz`` file."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as onp
+
+from densenet.data.batches import BatchLoader
+from densenet.system.files import atomic_write
+
+
+def plain_train_loader(data: Any) -> BatchLoader:
+    """The training images in order, without shuffling or augmentation."""
+    images, labels = data.train_arrays
+    side = data.side if hasattr(data, 'side') else data.resize[0]
+    return BatchLoader(images, labels, data.batch_size, (side, side))
+
+
+def extract_features(model: Any, data: Any, splits: Sequence[str], ctxs: Sequence[Any],
+                     classes: Sequence[Any]) -> dict[str, onp.ndarray]:
+    """{'features', 'labels', 'split', 'classes'[, 'paths']} for the images of `splits`
+    ('train', 'val') of `data` (a FashionMNIST or ImageFolder), in order."""
+    feats, labels, which = [], [], []
+    for split in splits:
+        loader = data.get_dataloader(train=False) if split == 'val' else plain_train_loader(data)
+        for X, y in loader:
+            feats.append(model.forward_features(X.as_in_context(ctxs[0])).asnumpy())
+            labels.append(y.asnumpy())
+            which += [split] * len(y)
+    arrays = {'features': onp.concatenate(feats), 'labels': onp.concatenate(labels),
+              'split': onp.array(which), 'classes': onp.array([str(c) for c in classes])}
+    paths = getattr(data, 'paths', None)
+    if paths is not None:
+        index = {'train': data.train_index, 'val': data.val_index}
+        arrays['paths'] = onp.array([paths[i] for s in splits for i in index[s]])
+    return arrays
+
+
+def save_features(path: str, arrays: dict[str, onp.ndarray]) -> None:
+    """Write `arrays` as the .npz file `path`, atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, 'wb') as f:  # a file object: savez would add .npz to a temporary name
+            onp.savez(f, **arrays)
+    atomic_write(path, write)

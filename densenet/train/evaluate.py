@@ -1,0 +1,82 @@
+"""Scoring a model on a loader: loss, accuracy and predictions; and timing its inference."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as onp
+from mxnet import gluon
+
+from densenet.system.files import pyplot, save_figure
+
+
+def evaluate(model: Callable[[Any], Any], loader: Iterable[tuple[Any, Any]],
+             ctxs: Sequence[Any]) -> tuple[float, float, onp.ndarray]:
+    """(mean loss, accuracy, predictions) of `model` over `loader`, inference mode.
+
+    `model` is anything called on a batch that returns logits: a DenseNet, a
+    `densenet.models.tta.FlipAverage`, or an INT8/BF16
+    `densenet.deploy.inference.InferenceModel`.
+    """
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    total_loss, correct, n, preds = 0.0, 0, 0, []
+    for X, y in loader:
+        Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
+        ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
+        for Xi, yi in zip(Xs, ys):
+            Y_hat = model(Xi)
+            total_loss += float(loss_fn(Y_hat, yi).sum())
+            p = Y_hat.argmax(axis=1).astype('int32')
+            correct += int((p == yi).sum())
+            n += yi.shape[0]
+            preds.append(p.asnumpy())
+    return total_loss / n, correct / n, onp.concatenate(preds)
+
+
+def time_inference(model: Callable[[Any], Any], loader: Any, ctxs: Sequence[Any],
+                   batches: int = 2, side: int | None = None) -> float:
+    """Seconds per inference batch of `loader` (at `side` x `side` if given), timed after
+    one batch that builds the graph."""
+    if side:
+        resize, loader.resize = loader.resize, (side, side)
+    try:
+        it = iter(loader)
+        times = []
+        for _ in range(batches + 1):
+            X, _ = next(it, (None, None))
+            if X is None:
+                break
+            tic = time.time()
+            model(X.as_in_context(ctxs[0])).wait_to_read()
+            times.append(time.time() - tic)
+    finally:
+        if side:
+            loader.resize = resize
+    return min(times[1:] or times)
+
+
+def confusion_matrix(labels: onp.ndarray, preds: onp.ndarray, num_classes: int) -> onp.ndarray:
+    """Counts[i, j] of images of class i predicted as class j."""
+    confusion = onp.zeros((num_classes, num_classes), dtype=onp.int64)
+    onp.add.at(confusion, (onp.asarray(labels), onp.asarray(preds)), 1)
+    return confusion
+
+
+def plot_confusion(confusion: onp.ndarray, names: list[str], path: str) -> None:
+    """The confusion matrix as a PNG, with the counts written in (up to 30 classes)."""
+    n = len(names)
+    size = max(5.5, 0.45 * n + 2)
+    fig, ax = pyplot().subplots(figsize=(size + 1, size))
+    im = ax.imshow(confusion, cmap='Blues')
+    ax.set_xticks(range(n), names, rotation=45, ha='right')
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, confusion[i, j], ha='center', va='center', fontsize=7,
+                        color='white' if confusion[i, j] > confusion.max() / 2 else 'black')
+    fig.colorbar(im)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,166 @@
+"""--budget as an extension: the run times its own steps and evaluations, plans how many
+steps fit (planning.py), and re-plans as it goes, so that it ends inside the budget.
+
+`Budget` holds the plans and the rules for changing them; `BudgetPlanner` calls
+it at the loop's hooks: the first plan once the steps are warm, a check every
+twentieth of the plan's last epoch, and a re-plan after every epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from densenet.errors import UsageError
+from densenet.train.evaluate import time_inference
+from densenet.train.extensions.base import Extension
+from densenet.train.planning import Plan, cost, plan_steps, reserve_s
+
+if TYPE_CHECKING:
+    from densenet.train.loop import EpochResult, Loop, Steps
+
+
+class Budget:
+    """Plans and re-plans `steps.total` so that the run ends inside `cfg.budget`
+    (planning.py); does nothing without a budget."""
+
+    def __init__(self, cfg: Any, steps: Steps, val_batches: int, log: Callable[[str], None],
+                 elapsed: Callable[[], float], plans: list[dict[str, Any]]) -> None:
+        self.cfg, self.steps, self.log, self.elapsed = cfg, steps, log, elapsed
+        self.val_batches, self.plans = val_batches, plans
+        self.cap = cfg.epochs * steps.steps_per_epoch
+        # Passes over the validation set: per epoch (the weights, and their average with
+        # --ema), and once at the end with --tta (each pass twice: image and mirror).
+        self.evals = 1 + bool(cfg.ema)
+        self.final_evals = 2 * self.evals if cfg.tta else 0
+        self.final_s = plans[-1].get('final_s', 0.0) if plans else 0.0
+        # --progressive: a full-side step over a small-side one (timed by inference).
+        self.full_over_small = plans[-1].get('full_over_small') if plans else None
+
+    def _steps(self, step_s: float, side: int | None) -> tuple[float, tuple[float, float] | None]:
+        """(seconds a full-side step takes, `early` for plan_steps) from a step measured at
+        `side`: while the run is still at the small side, the rest of that phase costs
+        what was measured and the full side that times the measured ratio."""
+        if side in (None, self.cfg.resize) or not self.full_over_small:
+            return step_s, None
+        return step_s * self.full_over_small, (self.cfg.progressive_until, step_s)
+
+    def _record(self, plan: Plan, done: int, why: str) -> None:
+        self.steps.total = plan.total_steps
+        self.plans.append({'at_step': done, 'why': why, 'total_steps': plan.total_steps,
+                           'epochs': plan.epochs, 'step_s': plan.step_s,
+                           'epoch_overhead_s': plan.epoch_overhead_s,
+                           'final_s': self.final_s, 'expected_end_s': plan.end_s,
+                           **({'early_step_s': plan.early_step_s,
+                               'full_over_small': self.full_over_small}
+                              if plan.early_step_s else {})})
+        end = time.strftime('%H:%M:%S', time.localtime(time.time() + plan.end_s
+                                                       - self.elapsed()))
+        capped = ' (--epochs caps it)' if plan.total_steps == self.cap else ''
+        if self.final_s:
+            capped += f'; {self.final_s:.0f} s at the end for the flip-averaged (--tta) scores'
+        self.log(f'{why}: {plan.describe()}{capped}; expected to end at {end}, '
+                 f'{plan.end_s / 60:.1f} min into the {self.cfg.budget / 60:.1f} min budget')
+        if plan.total_steps < self.steps.steps_per_epoch:
+            self.log(f'the budget fits {plan.total_steps} of an epoch\'s '
+                     f'{self.steps.steps_per_epoch} steps: this run trains on part of the data')
+
+    def first_plan(self, step_s: float, done: int, eval_batch_s: Callable[..., float],
+                   side: int | None = None) -> None:
+        """The plan from the first timed steps (at `side`) and validation batches
+        (`eval_batch_s(side)` times one, at the full side without `side`); writing the
+        outputs is taken as 1 s until an epoch has measured it."""
+        if not self.cfg.budget:
+            return
+        full_batch_s = eval_batch_s()
+        pass_s = self.val_batches * full_batch_s
+        overhead, self.final_s = self.evals * pass_s + 1.0, self.final_evals * pass_s
+        if side not in (None, self.cfg.resize):
+            self.full_over_small = full_batch_s / eval_batch_s(side)
+        full_step_s, early = self._steps(step_s, side)
+        plan = plan_steps(self.cfg.budget, self.elapsed(), done, self.steps.steps_per_epoch,
+                          full_step_s, overhead, self.cap, self.final_s, early)
+        if plan is None:
+            raise UsageError(f'--budget {self.cfg.budget:.0f} s is too short for this run: '
+                             f'{self.elapsed():.0f} s went to loading and building, and a '
+                             f'step takes {step_s:.2f} s; give a longer --budget, or fewer '
+                             'images (--limit) or a smaller --resize')
+        self._record(plan, done, 'plan')
+
+    def replan(self, step_s: float, overhead_s: float | None, done: int,
+               side: int | None = None, lengthen: bool = True) -> None:
+        """After an epoch (trained at `side`): plan again from what it measured; adopt the
+        new plan when the old one would overrun, or when the new one is more than 2% longer.
+        Within an epoch (`lengthen=False`, `overhead_s` None: the last plan's) only an
+        overrun re-plans, and only in the plan's last epoch, where no epoch end is left to
+        bend the schedule at (earlier, checks within an epoch would only chase noise)."""
+        spe = self.steps.steps_per_epoch
+        if not self.cfg.budget or done >= self.steps.total:
+            return
+        if not lengthen and self.steps.total > math.ceil(done / spe) * spe:
+            return
+        if overhead_s is None:
+            overhead_s = self.plans[-1]['epoch_overhead_s']
+        elapsed = self.elapsed()
+        step_s, early = self._steps(step_s, side)
+        plan = plan_steps(self.cfg.budget, elapsed, done, spe, step_s, overhead_s, self.cap,
+                          self.final_s, early)
+        total = plan.total_steps if plan else done
+        # The plan stands while it ends with at least half the reserve left, and unless
+        # one more than 2% longer fits: measured times wobble by a few percent.
+        ends = (elapsed + cost(self.steps.total, done, spe, step_s, overhead_s, early)
+                + self.final_s)
+        overruns = ends > self.cfg.budget - reserve_s(self.cfg.budget) / 2
+        if overruns or (lengthen and total > 1.02 * self.steps.total):
+            if plan is None:  # recorded too, so that the last plan is the run's length
+                self.log('re-plan: the budget is spent; the run ends here')
+                self.steps.total = done
+                self.plans.append({'at_step': done, 'why': 'budget spent', 'total_steps': done,
+                                   'epochs': math.ceil(done / spe), 'final_s': self.final_s,
+                                   **({'full_over_small': self.full_over_small}
+                                      if self.full_over_small else {})})
+            else:
+                self._record(plan, done, 're-plan')
+
+
+class BudgetPlanner(Extension):
+    """Runs a `Budget` at the loop's hooks; adds budget_s, plan and plans to summary.json
+    and keeps the plans in the checkpoint."""
+
+    def __init__(self) -> None:
+        self.budget: Budget | None = None
+
+    @property
+    def planner(self) -> Budget:
+        if self.budget is None:
+            raise RuntimeError('the budget exists once the fit has started')
+        return self.budget
+
+    def on_fit_start(self, loop: Loop, state: dict[str, Any] | None) -> None:
+        self.budget = Budget(loop.cfg, loop.steps, len(loop.val_loader), loop.log,
+                             loop.elapsed, state.get('plans', []) if state else [])
+        self.resumed = state is not None
+
+    def on_warm(self, loop: Loop, images_s: float, step_s: float) -> None:
+        if self.resumed:  # a resumed run keeps its plan until its first epoch ends
+            return
+        self.planner.first_plan(
+            step_s, loop.epoch * loop.steps.steps_per_epoch + 6,
+            lambda at=None: time_inference(loop.model, loop.val_loader, loop.ctxs, side=at),
+            loop.side)
+
+    def on_check(self, loop: Loop, step: int, step_s: float) -> None:
+        self.planner.replan(step_s, None, step, loop.side, lengthen=False)
+
+    def on_epoch_end(self, loop: Loop, row: dict[str, Any], result: EpochResult) -> None:
+        done = min(loop.epoch * loop.steps.steps_per_epoch, loop.steps.total)
+        self.planner.replan(result.step_s, time.time() - loop.epoch_tic, done, loop.side)
+
+    def checkpoint(self, loop: Loop, stem: str) -> tuple[list[str], dict[str, Any]]:
+        return [], {'plans': self.planner.plans}
+
+    def on_fit_end(self, loop: Loop, summary: dict[str, Any] | None) -> None:
+        if summary is not None:
+            plans = self.planner.plans
+            summary.update(budget_s=loop.cfg.budget, plan=plans[-1] if plans else None,
+                           plans=plans)

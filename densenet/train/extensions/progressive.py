@@ -1,0 +1,36 @@
+"""Progressive resizing: the first part of a run trains on smaller images, the rest (and
+every evaluation) at the run's side. A step's cost falls about with the square of the
+side, so a slow machine fits more epochs into the same time."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from densenet.train.extensions.base import Extension
+from densenet.train.planning import early_epochs
+
+if TYPE_CHECKING:
+    from densenet.train.loop import Loop
+
+
+def side_for_epoch(cfg: Any, epoch: int, epochs: int, sides_so_far: Sequence[Any] = ()) -> int:
+    """The training side of `epoch` (0-based) in a run planned for `epochs`: the small
+    side (`cfg.progressive`) for the first `cfg.progressive_until` of the epochs, then
+    `cfg.resize`. A run that has trained at the full side stays there, even when a budget
+    re-plans to more epochs. (A budgeted run chooses its first epoch's side before it has
+    a plan, from the --epochs cap.)"""
+    if not cfg.progressive or cfg.resize in sides_so_far:
+        return cfg.resize
+    return cfg.progressive if epoch < early_epochs(epochs, cfg.progressive_until) else cfg.resize
+
+
+class ProgressiveResizing(Extension):
+    """--progressive: sets each epoch's training side (`side_for_epoch`) on the training
+    loader and records it in the epoch's row (``side``)."""
+
+    def on_epoch_start(self, loop: Loop) -> None:
+        loop.side = side_for_epoch(loop.cfg, loop.epoch, loop.steps.epochs,
+                                   [r.get('side') for r in loop.rows])
+        loop.train_loader.resize = (loop.side, loop.side)
+
+    def on_validation_end(self, loop: Loop, row: dict[str, Any]) -> None:
+        row['side'] = loop.side

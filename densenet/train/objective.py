@@ -1,0 +1,68 @@
+"""What a training step minimises and how it runs the model: the loss, the learning-rate
+schedule, and the forward pass with frozen features."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from mxnet import autograd, npx
+
+from densenet.errors import Diverged
+
+
+def smoothed_loss(Y_hat: Any, y: Any, eps: float) -> Any:
+    """Per-example cross-entropy against labels smoothed by `eps`.
+
+    The target puts 1 - eps on the label and eps spread evenly over all
+    classes; eps = 0 is the book's softmax cross-entropy.
+    """
+    logp = npx.log_softmax(Y_hat, axis=1)
+    nll = -npx.pick(logp, y, axis=1)
+    return (1 - eps) * nll - eps * logp.mean(axis=1)
+
+
+def make_loss(model: Any, cfg: Any) -> Callable[[Any, Any], Any]:
+    """Per-example loss: the book's (d2l.Classifier.loss), or label-smoothed."""
+    if cfg.label_smoothing:
+        def loss_fn(Y_hat: Any, y: Any) -> Any:
+            model.check_labels(y)
+            return smoothed_loss(Y_hat, y, cfg.label_smoothing)
+    else:
+        def loss_fn(Y_hat: Any, y: Any) -> Any:
+            return model.loss(Y_hat, y, averaged=False)
+    return loss_fn
+
+
+def lr_at(cfg: Any, step: int, total_steps: int) -> float:
+    """The learning rate of `step` (0-based) in a run of `total_steps`: constant, or cosine
+    from ``cfg.lr`` to 0."""
+    if cfg.schedule == 'cosine':
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    return cfg.lr
+
+
+def forward_train(model: Any, X: Any, frozen: bool) -> Any:
+    """Logits of a training batch; with frozen features only the classifier is recorded
+    (features come from inference-mode BatchNorm, so its statistics stay as loaded)."""
+    if not frozen:
+        return model(X)
+    with autograd.pause(train_mode=False):
+        features = model.forward_features(X)
+    return model.net[-1](features)
+
+
+def loss_limit(num_classes: int) -> float:
+    """The per-image loss above which a run has diverged.
+
+    Guessing uniformly costs ln(classes) per image (2.3 for 10); a run whose loss is a
+    hundred times that has left training behind (a diverging --lr 1e6 run passed 1e25
+    before its loss became NaN), so it stops rather than save it.
+    """
+    return 100 * math.log(max(num_classes, 2))
+
+
+def diverged(what: str, epoch: int, lr: float) -> Diverged:
+    """The error that stops a diverged run, naming where and the fix."""
+    return Diverged(f'training diverged: {what} in epoch {epoch + 1} at learning rate {lr:.4g}; '
+                    'nothing from this epoch was written (the last checkpoint, if any, is '
+                    f'intact). Try a lower --lr (e.g. --lr {lr / 10:.3g}), and check the data')

@@ -1,0 +1,171 @@
+"""One definition per option: a dataclass field whose metadata says how it is parsed,
+checked and documented.
+
+``option(default, help=..., group=...)`` makes the field; `add_arguments` derives
+the command-line flags (in argument groups) from the fields, `check_ranges` the
+per-option checks, and `reference_rows` the table the documentation prints.
+Checks that involve two options at once stay with the configuration
+(`TrainConfig.validate`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from typing import Any, Callable, Iterator, Sequence
+
+from densenet.errors import UsageError
+
+#: The argument groups of ``densenet train --help``, in the order shown.
+GROUPS = {
+    'recipe': 'named defaults that the flags below override',
+    'model': 'the network and where its weights start',
+    'data': 'Fashion-MNIST or an image folder, and how it is fed',
+    'optimisation': 'SGD and the loss',
+    'schedule and budget': 'how long the run is and how the learning rate moves',
+    'regularisation': 'augmentation, label smoothing, weight averaging',
+    'evaluation': 'how the final model is scored',
+    'run folder': 'where the run is written, resumed or replaced',
+    'devices and scale-out': 'devices, the compute path and the parameter server',
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """How one configuration field appears on the command line and what values it takes.
+
+    Attributes:
+        help: What the option does (no measured figures: those belong in the docs).
+        group: Its argument group (a key of `GROUPS`).
+        parse: The argparse ``type``; its errors are argparse's one-line errors.
+        choices: The allowed values, if they are a fixed list.
+        check: A predicate on the value; False raises UsageError(`error`).
+        error: The message for a failed `check`, formatted with ``flag`` and ``value``.
+        kind: ``'value'`` (takes an argument), ``'switch'`` (``--x`` sets True),
+            ``'toggle'`` (``--x`` / ``--no-x``) or ``'append'`` (repeatable).
+        metavar: The argument's name in ``--help``.
+        hidden: Accepted but left out of ``--help`` (internal plumbing).
+        cli: False for fields that are set by code only.
+        flag: The flag, when it is not the field's name with dashes.
+    """
+    help: str
+    group: str
+    parse: Callable[[str], Any] | None = None
+    choices: Sequence[Any] | None = None
+    check: Callable[[Any], bool] | None = None
+    error: str = ''
+    kind: str = 'value'
+    metavar: str | None = None
+    hidden: bool = False
+    cli: bool = True
+    flag: str | None = None
+
+
+def option(default: Any = None, *, factory: Callable[[], Any] | None = None,
+           **spec: Any) -> Any:
+    """A dataclass field with its `Option` in the metadata (``factory``: a mutable default)."""
+    meta = {'option': Option(**spec)}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def flag_of(name: str, spec: Option | None = None) -> str:
+    """The command-line flag of field `name` (``batch_size`` -> ``--batch-size``)."""
+    if spec is not None and spec.flag:
+        return spec.flag
+    return '--' + name.replace('_', '-')
+
+
+def options(config_cls: type) -> Iterator[tuple[dataclasses.Field, Option]]:
+    """(field, Option) for every field of `config_cls` that has one, in field order."""
+    for field in dataclasses.fields(config_cls):
+        spec = field.metadata.get('option')
+        if spec is not None:
+            yield field, spec
+
+
+def default_of(field: dataclasses.Field) -> Any:
+    """The field's default value (a fresh one for a factory default)."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
+                  choices: dict[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+    """Add a flag for every command-line option of `config_cls` to `parser`, in `GROUPS`.
+
+    Every flag defaults to None, so that a value not given on the command line
+    is taken from the recipe and then from the field's default. `choices`
+    supplies lists known only at run time (the registered model names).
+    Returns the argument groups by name.
+    """
+    groups = {name: parser.add_argument_group(name, about) for name, about in GROUPS.items()}
+    for field, spec in options(config_cls):
+        if not spec.cli:
+            continue
+        kwargs: dict[str, Any] = {'dest': field.name, 'default': None,
+                                  'help': (argparse.SUPPRESS if spec.hidden
+                                           else spec.help.replace('%', '%%'))}
+        if spec.kind == 'switch':
+            kwargs['action'] = 'store_true'
+        elif spec.kind == 'toggle':
+            kwargs['action'] = argparse.BooleanOptionalAction
+        else:
+            if spec.kind == 'append':
+                kwargs['action'] = 'append'
+            if spec.parse is not None:
+                kwargs['type'] = spec.parse
+            listed = (choices or {}).get(field.name, spec.choices)
+            if listed is not None:
+                kwargs['choices'] = list(listed)
+            if spec.metavar:
+                kwargs['metavar'] = spec.metavar
+        groups[spec.group].add_argument(flag_of(field.name, spec), **kwargs)
+    return groups
+
+
+def check_ranges(cfg: Any) -> None:
+    """Raise UsageError(the option's message) for the first value its `check` refuses."""
+    for field, spec in options(type(cfg)):
+        value = getattr(cfg, field.name)
+        if spec.check is not None and value is not None and not spec.check(value):
+            raise UsageError(spec.error.format(flag=flag_of(field.name, spec), value=value))
+
+
+def reference_rows(config_cls: type) -> list[tuple[str, str, str, str]]:
+    """(flag, group, default, help) for every command-line option: the docs' table."""
+    rows = []
+    for field, spec in options(config_cls):
+        if spec.cli and not spec.hidden:
+            rows.append((flag_of(field.name, spec), spec.group, repr(default_of(field)), spec.help))
+    return rows
+
+
+# Reusable checks and argparse types.
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f'must be positive, got {value}')
+    return value
+
+
+def finite(value: float) -> bool:
+    return math.isfinite(value)

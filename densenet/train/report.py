@@ -1,0 +1,99 @@
+"""What a run shows and leaves behind: the progress bar, the speed note, metrics.csv and
+curves.png."""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from typing import Any, TextIO
+
+from densenet.data import TRAIN_SIZE
+from densenet.system import runtime
+from densenet.system.files import atomic_text, pyplot, save_figure
+from densenet.system.machine import summary_line
+
+#: The columns of metrics.csv every run has, in order; extensions add theirs after them.
+METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
+                 'lr', 'img_s', 'seconds']
+#: Columns an extension may add, in the order they are written when present.
+EXTRA_FIELDS = ['ema_val_loss', 'ema_val_acc', 'side']
+
+
+class Progress:
+    """A one-line progress bar on stderr with throughput and ETA."""
+
+    def __init__(self, total: int, prefix: str, stream: TextIO = sys.stderr) -> None:
+        self.total, self.prefix, self.stream = total, prefix, stream
+        self.tty = stream.isatty()
+        self.start = self.last = time.time()
+
+    def update(self, done: int, images: int) -> None:
+        """Show `done` of `total` steps and `images` seen (at most every 0.5 s on a terminal,
+        every 30 s in a log)."""
+        now = time.time()
+        if not (done == self.total or now - self.last >= (0.5 if self.tty else 30)):
+            return
+        self.last = now
+        rate = images / max(now - self.start, 1e-9)
+        eta = (now - self.start) / done * (self.total - done)
+        bar = '#' * int(20 * done / self.total)
+        line = (f'{self.prefix} [{bar:<20}] {done}/{self.total} '
+                f'{rate:6.1f} img/s ETA {eta:5.0f}s')
+        self.stream.write('\r' + line if self.tty else line + '\n')
+        if self.tty and done == self.total:
+            self.stream.write('\n')
+        self.stream.flush()
+
+
+def duration(seconds: float) -> str:
+    """'12 min' or '45 s'."""
+    return f'{seconds / 60:.0f} min' if seconds >= 120 else f'{seconds:.0f} s'
+
+
+def speed_note(cfg: Any, rate: float, steps_left: int, side: int | None = None) -> str:
+    """The line a CPU run prints once it knows its speed (measured at `side`, by default
+    the run's)."""
+    side = side or cfg.resize
+    full = 10 * TRAIN_SIZE / rate * (96 / side) ** 2
+    this = steps_left * cfg.batch_size / rate
+    at = f' if every step were at {side}x{side}' if side != cfg.resize else ''
+    return (f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
+            f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
+            f'about {full / 3600:.1f} h on this machine, this run about '
+            f'{duration(this)} of training{at}. Quicker: '
+            + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
+            + '--limit 5000 --epochs 2 --resize 32.')
+
+
+def plot_curves(rows: list[dict[str, Any]], path: str) -> None:
+    """Loss and accuracy against epoch, as d2l's ProgressBoard draws them."""
+    import matplotlib.ticker
+    ep = [r['epoch'] for r in rows]
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
+    styles: dict[str, Any] = {'train_loss': '-', 'val_loss': '--', 'train_acc': '-.',
+                              'val_acc': ':'}
+    if 'ema_val_acc' in rows[-1]:
+        styles['ema_val_acc'] = (0, (1, 3))
+    for key, style in styles.items():
+        ax.plot(ep, [r[key] for r in rows], linestyle=style, marker='o', markersize=3,
+                label=key)
+    ax.set_xlabel('epoch')
+    ax.set_xlim(0.5, max(ep) + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_metrics(path: str, rows: list[dict[str, Any]]) -> None:
+    """metrics.csv: a row per epoch, the standard columns then the extensions'."""
+    buf = io.StringIO()
+    fields = METRIC_FIELDS + [k for k in EXTRA_FIELDS if k in rows[-1]]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f'{r[k]:.6g}' if isinstance(r[k], float) else r[k])
+                         for k in fields})
+    atomic_text(path, buf.getvalue())

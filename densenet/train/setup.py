@@ -1,0 +1,105 @@
+"""Everything a run builds before its first step: the data, the model (fresh, or started
+from a params file, with frozen features), the optimizer, the resume check."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+from mxnet import gluon
+
+from densenet.data import FashionMNIST, ImageFolder
+from densenet.errors import UsageError
+from densenet.models.params import build, describe, load_parameters, shape_args
+from densenet.models.registry import default_cfg, get_model
+from densenet.models.variants import load_gluon_zoo_parameters
+from densenet.train.config import TrainConfig
+from densenet.train.options import default_of
+
+
+def make_data(cfg: TrainConfig, shard: tuple[int, int] | None = None) -> Any:
+    """The data module `cfg` names: an ImageFolder for --data, else Fashion-MNIST."""
+    if cfg.data:
+        return ImageFolder(cfg.data, batch_size=cfg.batch_size, resize=cfg.resize,
+                           channels=cfg.channels, val_split=cfg.val_split, seed=cfg.seed,
+                           augment=cfg.augment, limit=cfg.limit, shard=shard,
+                           skip_bad_images=cfg.skip_bad_images, erase=cfg.erase)
+    return FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
+                        root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
+                        seed=cfg.seed, shard=shard, holdout=cfg.holdout, erase=cfg.erase)
+
+
+def build_model(cfg: TrainConfig, channels: int = 1, num_classes: int = 10) -> Any:
+    """The registered model `cfg.model` for `channels`-channel images of `num_classes`."""
+    return get_model(cfg.model, lr=cfg.lr, in_channels=channels, num_classes=num_classes,
+                     **cfg.model_args)
+
+
+def run_metadata(cfg: TrainConfig, model: Any, data: Any, classes: list[Any]) -> dict[str, Any]:
+    """What every params file of the run says about its model (models/params.py), with the
+    image folder and its split for --data (so that evaluate rebuilds the held-out part)."""
+    meta = describe(model, cfg.resize, classes, getattr(data, 'name', 'fashion-mnist'),
+                    recipe=cfg.recipe, seed=cfg.seed)
+    if cfg.data:
+        meta['data'] = {'root': os.path.abspath(cfg.data), 'val_split': cfg.val_split,
+                        'seed': cfg.seed}
+    return meta
+
+
+def initialize_from(model: Any, path: str, ctxs: list[Any],
+                    log: Callable[[str], None] = print) -> None:
+    """Start `model` from the params file `path` (this library's, saved either way, or a
+    Gluon model-zoo file), with a new classifier when the class counts differ."""
+    shapes = shape_args(path)
+    source = build({'model': model.registry_name,
+                    'kwargs': {**model.registry_kwargs, **shapes}})
+    try:
+        load_parameters(source, path)
+    except UsageError:
+        if default_cfg(model.registry_name).dataset != 'imagenet':
+            raise
+        load_gluon_zoo_parameters(source, path)  # its own clear error if this fails too
+    theirs, mine = source.classifier_params(), model.classifier_params()
+    head_kept = [p.shape for p in theirs.values()] == [p.shape for p in mine.values()]
+    skip = set() if head_kept else set(theirs.values())
+    for (_, src), (_, dst) in zip(source.net.collect_params().items(),
+                                  model.net.collect_params().items()):
+        if src not in skip:
+            if src.shape != dst.shape:
+                raise UsageError(f'--init {path}: parameter shapes {src.shape} and {dst.shape} '
+                                 f'differ: the file is not a {model.registry_name} with these '
+                                 'settings (check --model, --model-arg and the channel count)')
+            dst.set_data(src.data().copyto(dst.list_ctx()[0]))
+    log(f'initialised from {path}' + ('' if head_kept else
+        f' (its {shapes["num_classes"]}-class classifier replaced by a new '
+        f'{model.net[-1].weight.shape[0]}-class one)'))
+
+
+def freeze_features(model: Any) -> None:
+    """Train only the classifier: every other parameter stops taking gradients."""
+    head = set(model.classifier_params().values())
+    for p in model.net.collect_params().values():
+        if p not in head:
+            p.grad_req = 'null'
+
+
+def make_trainer(model: Any, cfg: TrainConfig, kvstore: Any) -> gluon.Trainer:
+    """SGD over the parameters that train (only the classifier's with --freeze-features)."""
+    params = (model.classifier_params() if cfg.freeze_features
+              else model.net.collect_params())
+    return gluon.Trainer(params, 'sgd',
+                         {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
+                         kvstore=kvstore)
+
+
+def check_resumable(state: dict[str, Any], cfg: TrainConfig) -> None:
+    """A UsageError unless the checkpoint was written with these settings."""
+    # Settings added after a checkpoint was written take their defaults.
+    defaults = {f.name: default_of(f) for f in dataclasses.fields(TrainConfig)}
+    now = dataclasses.asdict(cfg)
+    saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
+             'overwrite': cfg.overwrite}
+    if saved != now:
+        diff = sorted(k for k in saved if saved[k] != now[k])
+        raise UsageError(f'--resume: {cfg.out} was started with other settings '
+                         f'({", ".join(diff)}); rerun with the same flags or a new --out')
