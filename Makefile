@@ -8,7 +8,7 @@ ARGS ?=
 # it is installed without its declared requirements, which the test extra lists.
 ONNXRUNTIME := onnxruntime==1.15.1
 
-.PHONY: train test install clean
+.PHONY: train test install lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,6 +24,16 @@ train: install
 
 test: install
 	$(PY) -m pytest -q -rs $(ARGS)
+
+$(VENV)/.lint-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[lint]'
+	touch $@
+
+# The import contracts, the types and the style (pyproject.toml's tool sections).
+lint: $(VENV)/.lint-installed
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy densenet
+	$(VENV)/bin/ruff check densenet tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -72,9 +72,11 @@ def _timed(step, iters, warmup):
 def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
     sys.path.insert(0, os.path.dirname(HERE))
     import densenet  # noqa: F401  (sets the thread count before mxnet loads)
+    # isort: split
     import mxnet as mx
     import numpy as onp
     from mxnet import autograd, gluon, np, npx
+
     from densenet import get_model
     from densenet.modes import prepare_model
     mx.random.seed(0)

@@ -16,11 +16,11 @@ import sys
 import tempfile
 import time
 
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from densenet.system import runtime  # noqa: E402  (sets the threads first)
-from densenet.data import CLASSES, FashionMNIST, ImageFolder, load_split  # noqa: E402
-from densenet.system.machine import summary_line  # noqa: E402
+# Any densenet import sets the threads first (densenet/__init__.py), before mxnet loads.
+from densenet.data import CLASSES, FashionMNIST, ImageFolder, load_split
+from densenet.system import runtime
+from densenet.system.machine import summary_line
 
 
 def write_pngs(root, n):

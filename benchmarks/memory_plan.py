@@ -39,11 +39,12 @@ def worker(variant, model_name, side, batch):
     (the planner's per-tensor log goes to stderr)."""
     sys.path.insert(0, os.path.dirname(HERE))
     import densenet  # noqa: F401  (sets the thread count before mxnet loads)
+    # isort: split
     import mxnet as mx
     from mxnet import np
+
     from densenet import get_model
-    from densenet.modes import mirror
-    from densenet.modes import prepare_model
+    from densenet.modes import mirror, prepare_model
     model = get_model(model_name, in_channels=1, num_classes=10)
     model.net(np.zeros((1, 1, side, side)))
     if variant == 'what-if-convolutions':

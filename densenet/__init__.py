@@ -13,13 +13,31 @@ from densenet.system import runtime
 runtime.configure()
 
 # pylint: disable=wrong-import-position
-from densenet.core import DenseBlock, DenseNet, conv_block, min_input_size, transition_block  # noqa: E402
-from densenet.modes import set_concat_mode, set_memory_efficient  # noqa: E402
-from densenet.models import (DenseNetBC, default_cfg, densenet, densenet121,  # noqa: E402
-                             densenet161, densenet169, densenet201, densenet_bc, get_model,
-                             list_models, load_gluon_zoo_parameters, load_model,
-                             load_parameters, pretrained)
 from densenet import data  # noqa: E402,F401  (densenet.data.FashionMNIST, ImageFolder)
+from densenet.core import (  # noqa: E402
+    DenseBlock,
+    DenseNet,
+    conv_block,
+    min_input_size,
+    transition_block,
+)
+from densenet.models import (  # noqa: E402
+    DenseNetBC,
+    default_cfg,
+    densenet,
+    densenet121,
+    densenet161,
+    densenet169,
+    densenet201,
+    densenet_bc,
+    get_model,
+    list_models,
+    load_gluon_zoo_parameters,
+    load_model,
+    load_parameters,
+    pretrained,
+)
+from densenet.modes import set_concat_mode, set_memory_efficient  # noqa: E402
 
 __all__ = ['conv_block', 'DenseBlock', 'transition_block', 'DenseNet', 'min_input_size',
            'set_concat_mode', 'set_memory_efficient', 'DenseNetBC', 'densenet',

@@ -1,6 +1,6 @@
 """`python -m densenet ...` runs the same command line as `densenet ...`."""
 import sys
 
-from densenet.cli.main import main
+from densenet.cli import main
 
 sys.exit(main())

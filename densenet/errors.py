@@ -19,7 +19,7 @@ class Diverged(Fault):
     """Training produced a non-finite or exploding loss, or non-finite weights: exit status 1."""
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     """A byte count the way `df -h` rounds it: 0 bytes, 512 bytes, 12 KB, 3.9 MB, 1.2 GB."""
     if n < 1024:
         return f'{n} bytes'

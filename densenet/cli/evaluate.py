@@ -8,7 +8,13 @@ from typing import Any
 
 import numpy as onp
 
-from densenet.cli.common import add_params_flags, check_data_flags, eval_data, input_shape, load_trained
+from densenet.cli.common import (
+    add_params_flags,
+    check_data_flags,
+    eval_data,
+    input_shape,
+    load_trained,
+)
 from densenet.deploy.inference import calibration_images, inference_model
 from densenet.errors import UsageError
 from densenet.models.tta import FlipAverage

@@ -16,8 +16,9 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser('train', help="train a DenseNet (default: the book's) on Fashion-MNIST "
                                      'or an image folder')
     groups = add_arguments(p, TrainConfig, choices={'model': list_models()})
-    groups['devices and scale-out'].add_argument('--gpus', help='the same as --device gpu:IDS, e.g. --gpus 0,1 (an alias '
-                                  'kept for older command lines)')
+    groups['devices and scale-out'].add_argument(
+        '--gpus', help='the same as --device gpu:IDS, e.g. --gpus 0,1 (an alias kept for '
+                       'older command lines)')
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -27,8 +28,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         print(f'note: --gpus {args.gpus} is --device {args.device}', file=sys.stderr)
     values = {name: getattr(args, name, None) for name in TrainConfig.__dataclass_fields__
               if name != 'recipe'}
-    if values.get('model_args') is not None:
-        values['model_args'] = dict(values['model_args'])
+    pairs = values.get('model_args')
+    if pairs is not None:
+        values['model_args'] = dict(pairs)
     return TrainConfig.from_recipe(args.recipe or 'book', **values)
 
 

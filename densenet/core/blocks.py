@@ -6,13 +6,19 @@ imperative operators as the d2l code (BatchNorm, ReLU, Conv2D and
 one cached symbol. Faster or leaner ways to compute the same values live in
 densenet.modes.
 """
+from __future__ import annotations
+
+from typing import Callable
+
 from mxnet import npx
 from mxnet.gluon import nn
+
+from densenet.system.hints import ArrayOrSymbol, OpNamespace
 
 npx.set_np()  # the book's arrays are mxnet.numpy ones (d2l sets this too)
 
 
-def conv_block(num_channels):
+def conv_block(num_channels: int) -> nn.HybridSequential:
     """BatchNorm -> ReLU -> 3x3 convolution with `num_channels` outputs."""
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),
@@ -29,16 +35,17 @@ class DenseBlock(nn.HybridBlock):
     bottleneck layer).
     """
 
-    def __init__(self, num_convs, num_channels, layer=conv_block):
+    def __init__(self, num_convs: int, num_channels: int,
+                 layer: Callable[[int], nn.HybridBlock] = conv_block) -> None:
         super().__init__()
         self.net = nn.HybridSequential()
         for _ in range(num_convs):
             self.net.add(layer(num_channels))
         # None: the loop below. A compute mode (densenet.modes: the fast concatenation,
         # the memory-efficient recompute) is a callable (block, F, X) that runs instead.
-        self.mode = None
+        self.mode: Callable[[DenseBlock, OpNamespace, ArrayOrSymbol], ArrayOrSymbol] | None = None
 
-    def hybrid_forward(self, F, X):
+    def hybrid_forward(self, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
         if self.mode is not None:
             return self.mode(self, F, X)
         for blk in self.net:
@@ -48,7 +55,7 @@ class DenseBlock(nn.HybridBlock):
         return X
 
 
-def transition_block(num_channels, use_bias=True):
+def transition_block(num_channels: int, use_bias: bool = True) -> nn.HybridSequential:
     """BatchNorm -> ReLU -> 1x1 conv to `num_channels` -> 2x2 average pool.
 
     The pool has stride 2, so the height and width are halved (floored for odd

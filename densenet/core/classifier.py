@@ -4,20 +4,36 @@ It adds what the book leaves to the reader: input and label checks with a clear
 error, the smallest input side a network accepts, the pooled features, and a
 new classifier for fine-tuning. It computes nothing the book's model does not.
 """
+from __future__ import annotations
+
+from typing import Callable, ClassVar, List, Optional, Tuple, Union
+
 import numpy as onp
 from d2l import mxnet as d2l
-from mxnet import autograd, init, np
+from mxnet import autograd, gluon, init, np
 from mxnet.gluon import nn
 
-from densenet.system.mxcompat import (block_cache, drop_cached_graph, is_hybridized, layer_kwargs,
-                                      leaves, replace_child)
+from densenet.system.hints import Array
+from densenet.system.mxcompat import (
+    block_cache,
+    drop_cached_graph,
+    is_hybridized,
+    layer_kwargs,
+    leaves,
+    replace_child,
+)
+
+#: A layer argument given as one int or one per spatial axis (kernel, stride, pad).
+IntOrInts = Union[int, Tuple[int, ...], List[int]]
+#: A training path of `CheckedClassifier`: ``(net, X) -> logits``, or None to pass.
+TrainingPath = Callable[[nn.HybridSequential, Array], Optional[Array]]
 
 
-def _pair(v):
+def _pair(v: IntOrInts) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def _out_size(layer, size):
+def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
     """Spatial (h, w) after a Conv2D or pooling leaf layer; others keep it."""
     kw = layer_kwargs(layer)
     if isinstance(layer, (nn.Conv2D, nn.MaxPool2D, nn.AvgPool2D,
@@ -37,16 +53,18 @@ def _out_size(layer, size):
     return size
 
 
-def spatial_trace(net, size):
+def spatial_trace(net: nn.Block,
+                  size: int | tuple[int, int]) -> list[tuple[nn.Block, tuple[int, ...]]]:
     """[(layer, (h, w))] after every leaf layer of `net` for an input of `size`."""
-    trace, size = [], _pair(size)
+    trace: list[tuple[nn.Block, tuple[int, ...]]] = []
+    hw = _pair(size)
     for layer in leaves(net):
-        size = _out_size(layer, size)
-        trace.append((layer, size))
+        hw = _out_size(layer, hw)
+        trace.append((layer, hw))
     return trace
 
 
-def min_input_size(net, limit=4096):
+def min_input_size(net: nn.Block, limit: int = 4096) -> int:
     """Smallest square side for which no layer of `net` shrinks below 1x1."""
     for side in range(1, limit + 1):
         if all(min(hw) >= 1 for _, hw in spatial_trace(net, side)):
@@ -67,20 +85,20 @@ class CheckedClassifier(d2l.Classifier):
     #: recorded by autograd; the first answer that is not None is the result, and with
     #: none ``self.net(X)`` runs, as in the book. `densenet.modes` adds its recomputing
     #: executor here (the core knows nothing of the modes).
-    training_paths: list = []
+    training_paths: ClassVar[list[TrainingPath]] = []
 
-    def min_input_size(self):
+    def min_input_size(self) -> int:
         """Smallest square image side this network accepts (29 for the book's default)."""
         if getattr(self, '_min_size', None) is None:
             self._min_size = min_input_size(self.net)
         return self._min_size
 
-    def stem_weight(self):
+    def stem_weight(self) -> gluon.Parameter:
         """The first convolution's weight Parameter (looked up once: forward calls this per
         batch)."""
         return block_cache(self, '_stem', lambda: next(iter(self.net.collect_params().values())))
 
-    def check_input(self, X):
+    def check_input(self, X: Array) -> None:
         """Raise a ValueError naming the problem and the fix for a bad batch."""
         if X.ndim != 4:
             raise ValueError(
@@ -114,7 +132,7 @@ class CheckedClassifier(d2l.Classifier):
             raise ValueError(f'the batch of shape {X.shape} holds NaN or infinite values; '
                              'check how the images were read and scaled')
 
-    def check_labels(self, Y):
+    def check_labels(self, Y: Array | onp.ndarray) -> None:
         """Raise a ValueError unless every label is a class index 0..num_classes-1."""
         y = Y.asnumpy() if hasattr(Y, 'asnumpy') else onp.asarray(Y)
         classes = self.net[-1].weight.shape[0]
@@ -125,7 +143,7 @@ class CheckedClassifier(d2l.Classifier):
                              f'for this {classes}-class model, got {shown}; fix the labels '
                              'or build the model with num_classes covering them')
 
-    def forward(self, X):
+    def forward(self, X: Array) -> Array:
         self.check_input(X)
         if autograd.is_recording():
             for path in self.training_paths:
@@ -134,14 +152,14 @@ class CheckedClassifier(d2l.Classifier):
                     return Y
         return self.net(X)
 
-    def forward_features(self, X):
+    def forward_features(self, X: Array) -> Array:
         """The pooled features that enter the classifier, shape (N, num_features)."""
         self.check_input(X)
         for i in range(len(self.net) - 1):
             X = self.net[i](X)
         return X.reshape(X.shape[0], -1)
 
-    def reset_classifier(self, num_classes):
+    def reset_classifier(self, num_classes: int) -> CheckedClassifier:
         """Replace the final Dense layer by a new, Xavier-initialised one for
         `num_classes` (fine-tuning to other classes); returns the model."""
         if not (isinstance(num_classes, int) and num_classes >= 1):
@@ -156,11 +174,11 @@ class CheckedClassifier(d2l.Classifier):
         self.num_classes = self.hparams['num_classes'] = num_classes
         return self
 
-    def classifier_params(self):
+    def classifier_params(self) -> gluon.ParameterDict:
         """The final Dense layer's parameters (what --freeze-features trains)."""
         return self.net[-1].collect_params()
 
-    def loss(self, Y_hat, Y, averaged=True):
+    def loss(self, Y_hat: Array, Y: Array, averaged: bool = True) -> Array:
         """d2l's softmax cross-entropy, on checked labels."""
         self.check_labels(Y)
         return super().loss(Y_hat, Y, averaged)

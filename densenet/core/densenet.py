@@ -1,4 +1,8 @@
 """The book's DenseNet (d2l, section 8.7): a d2l.Classifier built from the blocks."""
+from __future__ import annotations
+
+from typing import Sequence
+
 from mxnet import init
 from mxnet.gluon import nn
 
@@ -16,16 +20,17 @@ class DenseNet(CheckedClassifier):
     (`CheckedClassifier`).
     """
 
-    def b1(self):
+    def b1(self) -> nn.HybridSequential:
         net = nn.HybridSequential()
         net.add(nn.Conv2D(64, kernel_size=7, strides=2, padding=3),
                 nn.BatchNorm(), nn.Activation('relu'),
                 nn.MaxPool2D(pool_size=3, strides=2, padding=1))
         return net
 
-    def __init__(self, num_channels=64, growth_rate=32, arch=(4, 4, 4, 4),
-                 lr=0.1, num_classes=10):
-        super(DenseNet, self).__init__()
+    def __init__(self, num_channels: int = 64, growth_rate: int = 32,
+                 arch: Sequence[int] = (4, 4, 4, 4), lr: float = 0.1,
+                 num_classes: int = 10) -> None:
+        super(DenseNet, self).__init__()  # noqa: UP008  (the book's line)
         self.save_hyperparameters()
         self.net = nn.HybridSequential()
         self.net.add(self.b1())

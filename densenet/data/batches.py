@@ -1,12 +1,21 @@
 """Batches of decoded uint8 images, built a whole batch at a time (Fashion-MNIST and
 image folders alike): the book's Resize + ToTensor, and the training augmentation."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator, Sequence
+
 import numpy as onp
 from mxnet import np, npx
+
+from densenet.system.hints import Array
+
+if TYPE_CHECKING:
+    from densenet.data.image_folder import Rows
 
 npx.set_np()
 
 
-def to_tensor(images, resize):
+def to_tensor(images: onp.ndarray, resize: Sequence[int]) -> Array:
     """uint8 (N, h, w) or (N, h, w, C) -> float32 (N, C, H, W) in [0, 1]: the book's
     Resize + ToTensor (bilinear, as Gluon's transforms.Resize)."""
     X = np.array(images[..., None] if images.ndim == 3 else images)
@@ -15,7 +24,8 @@ def to_tensor(images, resize):
     return npx.image.to_tensor(X)
 
 
-def training_part(n, limit=None, shard=None):
+def training_part(n: int, limit: int | None = None,
+                  shard: tuple[int, int] | None = None) -> slice:
     """The slice of `n` training images that `limit` (the first N) and `shard=(i, count)`
     (the i-th of `count` equal contiguous parts; the remainder is dropped so that every
     worker takes the same steps) keep; UsageError when they cannot."""
@@ -34,7 +44,8 @@ def training_part(n, limit=None, shard=None):
     return slice(index * size, (index + 1) * size)
 
 
-def augment_batch(images, rng, pad=2):
+def augment_batch(images: onp.ndarray, rng: onp.random.RandomState,
+                  pad: int = 2) -> onp.ndarray:
     """Random horizontal flip and random shift by up to `pad` pixels (zero fill) of
     uint8 (N, H, W) or (N, H, W, C) images."""
     n, h, w = images.shape[:3]
@@ -49,7 +60,10 @@ def augment_batch(images, rng, pad=2):
     return out
 
 
-def erase_boxes(n, h, w, rng, p, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3)):
+def erase_boxes(n: int, h: int, w: int, rng: onp.random.RandomState, p: float,
+                area: tuple[float, float] = (0.02, 0.4),
+                aspect: tuple[float, float] = (0.3, 1 / 0.3),
+                ) -> tuple[onp.ndarray, onp.ndarray, onp.ndarray, onp.ndarray]:
     """Random erasing's rectangles (Zhong et al., 2017) for `n` images of h x w: with
     probability `p` an image gets a box of a random share `area` of its pixels and a
     log-uniform aspect ratio (height over width), clipped to the image, at a random place.
@@ -64,16 +78,26 @@ def erase_boxes(n, h, w, rng, p, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3)):
     return top, left, onp.where(chosen, bh, 0), bw
 
 
-def erase_batch(images, rng, p):
+def erase_batch(images: onp.ndarray, rng: onp.random.RandomState, p: float,
+                ) -> tuple[onp.ndarray, tuple[onp.ndarray, ...]]:
     """Random erasing of uint8 (N, H, W) or (N, H, W, C) images: each chosen box
     (`erase_boxes`) is filled with uniformly random pixel values, the paper's choice.
     Returns a new array and the boxes."""
     boxes = erase_boxes(len(images), images.shape[1], images.shape[2], rng, p)
     out = images.copy()
-    for i, (t, l, bh, bw) in enumerate(zip(*boxes)):
+    for i, (t, left, bh, bw) in enumerate(zip(*boxes)):
         if bh:
-            out[i, t:t + bh, l:l + bw] = rng.randint(0, 256, size=(bh, bw) + images.shape[3:])
+            out[i, t:t + bh, left:left + bw] = rng.randint(0, 256, size=(bh, bw) + images.shape[3:])
     return out, boxes
+
+
+def training_min_last(batch_size: int) -> int:
+    """The smallest last batch a training epoch takes: half a batch. A step on a handful of
+    images normalises with BatchNorm statistics of those few and jolts the weights and the
+    running statistics (measured: a last batch of 2 of 32 images, every epoch, left a
+    3-class model at chance in inference mode). The book's Fashion-MNIST epochs (60000
+    images, batches of 128, a last batch of 96) keep every image."""
+    return -(-batch_size // 2)
 
 
 class BatchLoader:
@@ -84,26 +108,31 @@ class BatchLoader:
     ``augment`` flips and shifts training images, ``erase`` (a probability)
     then erases a random rectangle of that share of them (`erase_batch`). The
     shuffled order of epoch ``e`` depends only on ``(seed, e)``, so a resumed
-    run sees the same batches as an uninterrupted one.
+    run sees the same batches as an uninterrupted one. A last batch of fewer than
+    ``min_last`` images is left out (`training_min_last`).
     """
 
-    def __init__(self, images, labels, batch_size, resize, shuffle=False,
-                 seed=0, augment=False, drop_last=False, pad=2, erase=0.0):
+    def __init__(self, images: onp.ndarray | Rows, labels: onp.ndarray, batch_size: int,
+                 resize: Sequence[int], shuffle: bool = False, seed: int = 0,
+                 augment: bool = False, drop_last: bool = False, pad: int = 2,
+                 erase: float = 0.0, min_last: int = 1) -> None:
         self.images, self.labels, self.pad, self.erase = images, labels, pad, erase
+        self.min_last = min_last
         self.batch_size, self.resize = batch_size, resize
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
         self.drop_last = drop_last
         self.epoch = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.labels), self.batch_size)
         if self.drop_last:
-            return len(self.labels) // self.batch_size
-        return -(-len(self.labels) // self.batch_size)
+            return full
+        return full + (1 if rest and rest >= self.min_last else 0)
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Array, Array]]:
         rng = onp.random.RandomState((self.seed * 100003 + self.epoch) % 2**32)
         self.epoch += 1
         n = len(self.labels)

@@ -5,6 +5,8 @@ IDX files from the first place that has them (``root``, ``$DENSENET_DATA``,
 Gluon's cache, Debian's ``dataset-fashion-mnist``), verifies their content, and
 only then downloads from the official source.
 """
+from __future__ import annotations
+
 import gzip
 import hashlib
 import http.client
@@ -13,13 +15,14 @@ import struct
 import urllib.error
 import urllib.request
 import zlib
+from typing import Sequence, cast
 
 import numpy as onp
 from d2l import mxnet as d2l
 from mxnet import gluon, np, npx
 from mxnet.gluon.data.vision import transforms
 
-from densenet.data.batches import BatchLoader, training_part
+from densenet.data.batches import BatchLoader, training_min_last, training_part
 from densenet.errors import UsageError
 from densenet.system.files import atomic_bytes
 
@@ -30,14 +33,19 @@ OFFICIAL_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 
 # SHA-256 of the decompressed official files: Gluon's mirror, Zalando's and
 # Debian's .gz wrappers differ, their contents do not.
-FILES = {
-    'train-images-idx3-ubyte': ('c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888', 60000),
-    'train-labels-idx1-ubyte': ('bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9', 60000),
-    't10k-images-idx3-ubyte': ('5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b', 10000),
-    't10k-labels-idx1-ubyte': ('0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34', 10000),
+FILES: dict[str, tuple[str, int]] = {
+    'train-images-idx3-ubyte':
+        ('c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888', 60000),
+    'train-labels-idx1-ubyte':
+        ('bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9', 60000),
+    't10k-images-idx3-ubyte':
+        ('5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b', 10000),
+    't10k-labels-idx1-ubyte':
+        ('0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34', 10000),
 }
-SPLITS = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
-          'val': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+SPLITS: dict[str, tuple[str, str]] = {
+    'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+    'val': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 TRAIN_SIZE = FILES[SPLITS['train'][1]][1]
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 #: The ten classes, by label (as d2l's FashionMNIST.text_labels names them).
@@ -51,7 +59,7 @@ HOW_TO_GET = (
     '(.gz or raw) in a folder and pass root=... / --data-dir or set $DENSENET_DATA.')
 
 
-def candidate_dirs(root=None):
+def candidate_dirs(root: str | None = None) -> list[str]:
     """Where the IDX files are looked for, in order."""
     mxnet_home = os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
     dirs = [root, os.environ.get('DENSENET_DATA'),
@@ -59,14 +67,14 @@ def candidate_dirs(root=None):
     return [d for d in dirs if d]
 
 
-def _file_in(folder, name):
+def _file_in(folder: str, name: str) -> str | None:
     for path in (os.path.join(folder, name + '.gz'), os.path.join(folder, name)):
         if os.path.isfile(path):
             return path
     return None
 
 
-def check_data_dir(folder):
+def check_data_dir(folder: str) -> None:
     """Raise UsageError unless `folder` (a user's --data-dir) holds all four IDX files.
 
     The library searches on when `root` lacks them; a folder named on the
@@ -83,16 +91,16 @@ def check_data_dir(folder):
                          + ', '.join(candidate_dirs()))
 
 
-def locate(root=None):
+def locate(root: str | None = None) -> dict[str, str] | None:
     """The first folder holding all four files, as {name: path}, or None."""
     for folder in candidate_dirs(root):
         paths = {name: _file_in(folder, name) for name in FILES}
         if all(paths.values()):
-            return paths
+            return cast('dict[str, str]', paths)
     return None
 
 
-def _fix_hint(path):
+def _fix_hint(path: str) -> str:
     if '://' in path:
         return ('nothing was kept; the source serves another file: check '
                 '$DENSENET_DATA_URL, or get the data another way')
@@ -102,7 +110,7 @@ def _fix_hint(path):
             '$DENSENET_DATA at a good copy')
 
 
-def _read_bytes(path):
+def _read_bytes(path: str) -> bytes:
     try:
         if path.endswith('.gz'):
             with gzip.open(path, 'rb') as f:
@@ -114,9 +122,9 @@ def _read_bytes(path):
                          f'corrupt ({e}); {_fix_hint(path)}') from None
 
 
-def decode_idx(raw, name, path):
+def decode_idx(raw: bytes, name: str, path: str) -> onp.ndarray:
     """Check an IDX file's bytes against the official file `name`; return its array."""
-    def bad(what):
+    def bad(what: str) -> UsageError:
         return UsageError(f'{path}: {what}; {_fix_hint(path)}')
     sha, count = FILES[name]
     is_images = 'images' in name
@@ -130,7 +138,7 @@ def decode_idx(raw, name, path):
                   f'file starts with {magic}); it is not {name}')
     if got_count != count:
         raise bad(f'holds {got_count} items, expected {count}')
-    shape = (count,)
+    shape: tuple[int, ...] = (count,)
     if is_images:
         rows, cols = struct.unpack('>II', raw[8:16])
         if (rows, cols) != (28, 28):
@@ -146,10 +154,10 @@ def decode_idx(raw, name, path):
     return arr
 
 
-_CACHE = {}
+_CACHE: dict[tuple[str, int, int], onp.ndarray] = {}
 
 
-def load_file(path, name):
+def load_file(path: str, name: str) -> onp.ndarray:
     """Decode and verify one IDX file, once per (path, size, mtime)."""
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
@@ -158,7 +166,7 @@ def load_file(path, name):
     return _CACHE[key]
 
 
-def _fetch(url, timeout):
+def _fetch(url: str, timeout: float) -> bytes:
     """The bytes at `url`; a short read is an error, not a smaller file."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -172,7 +180,8 @@ def _fetch(url, timeout):
     return body
 
 
-def download(folder, base_url=None, timeout=60):
+def download(folder: str, base_url: str | None = None,
+             timeout: float = 60) -> dict[str, str]:
     """Fetch the four official files into `folder`, each verified before it is written."""
     base_url = base_url or os.environ.get('DENSENET_DATA_URL') or OFFICIAL_URL
     if not base_url.endswith('/'):
@@ -194,7 +203,8 @@ def download(folder, base_url=None, timeout=60):
     return paths
 
 
-def find_or_download(root=None, allow_download=True, base_url=None):
+def find_or_download(root: str | None = None, allow_download: bool = True,
+                     base_url: str | None = None) -> dict[str, str]:
     """{name: path} of verified files, downloading into the first writable place."""
     paths = locate(root)
     if paths:
@@ -219,7 +229,8 @@ def find_or_download(root=None, allow_download=True, base_url=None):
                             + HOW_TO_GET)
 
 
-def load_split(split, root=None, allow_download=True):
+def load_split(split: str, root: str | None = None,
+               allow_download: bool = True) -> tuple[onp.ndarray, onp.ndarray]:
     """(images uint8 (N, 28, 28), labels int32 (N,)) of 'train' or 'val' (the test split)."""
     paths = find_or_download(root, allow_download)
     images_name, labels_name = SPLITS[split]
@@ -242,9 +253,11 @@ class FashionMNIST(d2l.FashionMNIST):
     in worker processes.
     """
 
-    def __init__(self, batch_size=64, resize=(28, 28), root=None, num_workers=0,
-                 limit=None, augment=False, seed=0, allow_download=True, shard=None,
-                 holdout=0, erase=0.0):
+    def __init__(self, batch_size: int = 64, resize: Sequence[int] = (28, 28),
+                 root: str | None = None, num_workers: int = 0, limit: int | None = None,
+                 augment: bool = False, seed: int = 0, allow_download: bool = True,
+                 shard: tuple[int, int] | None = None, holdout: int = 0,
+                 erase: float = 0.0) -> None:
         d2l.DataModule.__init__(self, root=root, num_workers=num_workers)
         self.save_hyperparameters()
         images, labels = load_split('train', root, allow_download)
@@ -266,7 +279,7 @@ class FashionMNIST(d2l.FashionMNIST):
         self.val = gluon.data.ArrayDataset(
             np.array(self.val_arrays[0][..., None]), self.val_arrays[1]).transform_first(trans)
 
-    def get_dataloader(self, train):
+    def get_dataloader(self, train: bool) -> BatchLoader | gluon.data.DataLoader:
         if self.num_workers:
             data = self.train if train else self.val
             return gluon.data.DataLoader(data, self.batch_size, shuffle=train,
@@ -275,4 +288,5 @@ class FashionMNIST(d2l.FashionMNIST):
         return BatchLoader(images, labels, self.batch_size, self.resize, shuffle=train,
                            seed=self.seed, augment=self.augment and train,
                            erase=self.erase if train else 0.0,
-                           drop_last=train and self.shard is not None)
+                           drop_last=train and self.shard is not None,
+                           min_last=training_min_last(self.batch_size) if train else 1)

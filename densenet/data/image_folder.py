@@ -7,15 +7,22 @@ grayscale or RGB, resized to the square training side as the book resizes
 through a memory map: a folder larger than memory is never held in it, and
 later runs at the same side start at once. A cache is keyed by every file's
 path, size and modification time, so an edited folder is decoded again.
+
+A file that cannot be decoded (not an image, damaged, or more pixels than
+`densenet.data.images.max_image_pixels` allows) stops the decoding with its
+one-line error, or with ``skip_bad_images`` is left out and counted.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
+from typing import Callable, Iterator, Sequence
 
 import numpy as onp
 from d2l import mxnet as d2l
 
-from densenet.data.batches import BatchLoader, training_part
+from densenet.data.batches import BatchLoader, training_min_last, training_part
 from densenet.errors import UsageError
 from densenet.system.files import atomic_text
 
@@ -25,12 +32,12 @@ LAYOUT_HELP = ('an image folder holds one sub-folder of images per class (DIR/ca
                'DIR/dog/2.jpg, ...), or train/ and val/ folders laid out that way')
 
 
-def _class_dirs(folder):
+def _class_dirs(folder: str) -> list[str]:
     return sorted(d for d in os.listdir(folder)
                   if not d.startswith('.') and os.path.isdir(os.path.join(folder, d)))
 
 
-def _images_in(folder):
+def _images_in(folder: str) -> tuple[list[str], int]:
     """(image paths, count of other files) under `folder`, recursively, sorted."""
     found, other = [], 0
     for parent, dirs, files in os.walk(folder):
@@ -45,7 +52,7 @@ def _images_in(folder):
     return found, other
 
 
-def _scan_classes(folder, what):
+def _scan_classes(folder: str, what: str) -> tuple[list[str], list[tuple[str, int]], int]:
     """(class names, [(path, label)], ignored file count) of one class-per-folder tree."""
     classes = _class_dirs(folder)
     if len(classes) < 2:
@@ -63,7 +70,8 @@ def _scan_classes(folder, what):
     return classes, items, ignored
 
 
-def scan(root, what='--data'):
+def scan(root: str, what: str = '--data') -> tuple[list[str], list[tuple[str, int]],
+                                                   list[tuple[str, int]] | None, int]:
     """(classes, train items, val items or None, ignored count) of an image folder."""
     if not os.path.exists(root):
         raise UsageError(f'{what} {root}: no such folder; ' + LAYOUT_HELP)
@@ -89,12 +97,13 @@ def scan(root, what='--data'):
     return classes, items, val_items, ignored + val_ignored
 
 
-def check_folder(root, what='--data'):
+def check_folder(root: str, what: str = '--data') -> None:
     """Raise UsageError unless `root` is laid out as an image folder (nothing decoded)."""
     scan(root, what)
 
 
-def stratified_split(labels, val_share, seed):
+def stratified_split(labels: onp.ndarray, val_share: float,
+                     seed: int) -> tuple[onp.ndarray, onp.ndarray]:
     """(train indices, val indices): `val_share` of every class (at least one image of a
     class with two or more) held out, chosen with `seed`."""
     rng = onp.random.RandomState(seed)
@@ -107,8 +116,9 @@ def stratified_split(labels, val_share, seed):
     return onp.sort(onp.concatenate(train)), onp.sort(onp.concatenate(val))
 
 
-def _decode(job):
-    """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side)."""
+def _decode(job: tuple[str, int]) -> onp.ndarray | str:
+    """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side): an
+    unreadable file and one over the pixel limit alike."""
     from densenet.data.images import ImageError, read_image
     path, channels = job
     try:
@@ -117,8 +127,9 @@ def _decode(job):
         return str(e)
 
 
-def _decoded(paths, channels, num_workers):
-    """The decoded files in order, from `num_workers` processes (0: this one)."""
+def _decoded(paths: Sequence[str], channels: int,
+             num_workers: int | None) -> Iterator[onp.ndarray | str]:
+    """The decoded files in order, from `num_workers` processes (0 or None: this one)."""
     jobs = [(p, channels) for p in paths]
     if not num_workers:
         yield from map(_decode, jobs)
@@ -129,21 +140,32 @@ def _decoded(paths, channels, num_workers):
         yield from pool.imap(_decode, jobs, chunksize=16)
 
 
-def default_cache_dir():
+def default_cache_dir() -> str:
     return os.environ.get('DENSENET_CACHE') or os.path.join(
         os.path.expanduser('~'), '.cache', 'densenet', 'image-folder')
 
 
-def _cache_key(paths, side, channels):
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, side, channels]).encode())
+def _cache_key(paths: Sequence[str], side: int, channels: int) -> str:
+    """The cache's name: every file's path, size and time, the side and channels, and the
+    pixel limit when it is not PIL's default (it decides which files are unreadable)."""
+    from PIL import Image
+
+    from densenet.data.images import max_image_pixels
+    parts: list[int | None] = [CACHE_VERSION, side, channels]
+    limit = max_image_pixels()  # a bad DENSENET_MAX_IMAGE_PIXELS stops here, before decoding
+    if limit != Image.MAX_IMAGE_PIXELS:
+        parts.append(limit)
+    h = hashlib.sha256(json.dumps(parts).encode())
     for p in paths:
         st = os.stat(p)
         h.update(f'{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
     return h.hexdigest()[:24]
 
 
-def decode_to_cache(paths, side, channels, cache_dir=None, num_workers=None,
-                    skip_bad_images=False, log=print):
+def decode_to_cache(paths: Sequence[str], side: int, channels: int,
+                    cache_dir: str | None = None, num_workers: int | None = None,
+                    skip_bad_images: bool = False,
+                    log: Callable[[str], object] = print) -> tuple[onp.ndarray, list[int]]:
     """(uint8 memmap (N, side, side[, 3]), indices of unreadable files): every file decoded
     and resized once, cached on disk. An unreadable file stops it (UsageError naming the
     file) unless `skip_bad_images`; nothing is cached then."""
@@ -195,15 +217,15 @@ def decode_to_cache(paths, side, channels, cache_dir=None, num_workers=None,
 class Rows:
     """Rows `index` of an array (a memory map stays one: rows are read per batch)."""
 
-    def __init__(self, array, index):
+    def __init__(self, array: onp.ndarray, index: Sequence[int] | onp.ndarray) -> None:
         self.array, self.index = array, onp.asarray(index)
         self.shape = (len(self.index),) + array.shape[1:]
         self.ndim = array.ndim
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, idx):
+    def __getitem__(self, idx: int | slice | onp.ndarray) -> onp.ndarray:
         return self.array[self.index[idx]]
 
 
@@ -219,9 +241,13 @@ class ImageFolder(d2l.DataModule):
     Fashion-MNIST's); ``erase=p`` erases a random rectangle of a share p of them.
     """
 
-    def __init__(self, root, batch_size=64, resize=96, channels=None, val_split=0.2, seed=0,
-                 augment=False, limit=None, shard=None, num_workers=None,
-                 skip_bad_images=False, cache_dir=None, log=print, erase=0.0):
+    def __init__(self, root: str, batch_size: int = 64,
+                 resize: int | tuple[int, ...] | list[int] = 96,
+                 channels: int | None = None, val_split: float = 0.2, seed: int = 0,
+                 augment: bool = False, limit: int | None = None,
+                 shard: tuple[int, int] | None = None, num_workers: int | None = None,
+                 skip_bad_images: bool = False, cache_dir: str | None = None,
+                 log: Callable[[str], object] = print, erase: float = 0.0) -> None:
         super().__init__(root=root, num_workers=num_workers)
         self.save_hyperparameters()
         side = resize[0] if isinstance(resize, (tuple, list)) else int(resize)
@@ -261,9 +287,11 @@ class ImageFolder(d2l.DataModule):
         self.val_arrays = (Rows(images, val_idx), labels[val_idx])
         self.pad = max(1, round(side / 14))
 
-    def get_dataloader(self, train):
+    def get_dataloader(self, train: bool) -> BatchLoader:
         images, labels = self.train_arrays if train else self.val_arrays
         return BatchLoader(images, labels, self.batch_size, (self.side, self.side),
                            shuffle=train, seed=self.seed, augment=self.augment and train,
-                           drop_last=train and self.shard is not None, pad=self.pad,
+                           drop_last=train and self.shard is not None,
+                           min_last=training_min_last(self.batch_size) if train else 1,
+                           pad=self.pad,
                            erase=self.erase if train else 0.0)

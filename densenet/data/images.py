@@ -7,33 +7,116 @@ hold. Here every mode keeps its real range: 16-bit values are scaled by
 read as [0, 1] (or [0, 255] when they exceed 1); palette images are expanded;
 transparent pixels are composited onto black, Fashion-MNIST's background; the
 EXIF orientation is applied.
+
+Huge images: a file whose width x height exceeds a pixel limit is refused
+before it is decoded, with an `ImageError` naming the file, its size and the
+limit (a small PNG can hold a 20000x20000 image that takes gigabytes once
+decoded: a "decompression bomb"). The limit is PIL's ``Image.MAX_IMAGE_PIXELS``
+(89,478,485 pixels unless changed), or the environment variable
+``DENSENET_MAX_IMAGE_PIXELS``: a pixel count (``400000000``, ``400_000_000``),
+or ``none`` (or ``0``) for no limit, for images that are meant to be that
+large. PIL itself warns (``DecompressionBombWarning``) between one and two
+times its limit and raises above; here every image over the limit is the same
+error, and no warning reaches stderr. While a file is opened, PIL's module-wide
+limit is set to this one and then restored (not thread-safe against other
+threads changing it).
 """
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from typing import TYPE_CHECKING, Iterator
+
 import numpy as onp
 
 from densenet.errors import UsageError
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+#: The environment variable that sets the pixel limit (a count, or none).
+MAX_PIXELS_ENV = 'DENSENET_MAX_IMAGE_PIXELS'
 SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 
 
 class ImageError(UsageError):
-    """A file that is missing or not a readable image."""
+    """A file that is missing, not a readable image, or larger than `max_image_pixels`."""
 
 
-def _open(path):
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def max_image_pixels() -> int | None:
+    """The most pixels (width x height) an image file may have; None: no limit.
+
+    ``DENSENET_MAX_IMAGE_PIXELS`` when set (a count; ``none`` or ``0``: no limit),
+    else PIL's ``Image.MAX_IMAGE_PIXELS``. A value that is not a count is a UsageError.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, '').strip()
+    if not text:
+        from PIL import Image
+        return Image.MAX_IMAGE_PIXELS
+    if text.lower() in ('none', 'off', '0'):
+        return None
     try:
-        img = Image.open(path)
-        img.load()
+        value = int(text.replace(',', ''))
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise UsageError(f'{MAX_PIXELS_ENV}={text!r} is not a pixel count: give a whole '
+                         'number such as 400000000, or none for no limit')
+    return value
+
+
+def _too_large(path: str | os.PathLike[str], size: tuple[int, int], limit: int) -> ImageError:
+    w, h = size
+    return ImageError(f'{path}: {w}x{h} pixels ({w * h:,}) is over the limit of {limit:,} '
+                      'pixels, a guard against decompression bombs; if the image is meant '
+                      f'to be this large, set {MAX_PIXELS_ENV}={w * h} (or more) to allow it')
+
+
+@contextlib.contextmanager
+def _pil_limit(limit: int | None) -> Iterator[None]:
+    """PIL's own decompression-bomb checks at `limit` (None: off) for the block, its
+    warning between one and two times the limit raised as an error."""
+    from PIL import Image
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open(path: str | os.PathLike[str]) -> PILImage:
+    """The decoded image of a file, EXIF orientation applied; ImageError if it is missing,
+    unreadable, or over `max_image_pixels` (checked from its header, before decoding)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+    limit = max_image_pixels()
+    try:
+        with _pil_limit(None):  # the header only; its size is checked here, below
+            img = Image.open(path)
+        if limit is not None and img.size[0] * img.size[1] > limit:
+            img.close()
+            raise _too_large(path, img.size, limit)
+        with _pil_limit(limit):  # PIL checks the frames of animated files as it decodes
+            img.load()
     except FileNotFoundError:
         raise ImageError(f'{path}: no such file') from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        img.close()  # a frame of an animated file larger than the image itself
+        raise ImageError(f'{path}: a frame is over the limit of {limit:,} pixels ({e}); if '
+                         f'the image is meant to be this large, set {MAX_PIXELS_ENV} higher '
+                         'to allow it') from None
     except (UnidentifiedImageError, OSError) as e:
         raise ImageError(f'{path}: not a readable image ({e})') from None
     return ImageOps.exif_transpose(img)
 
 
-def to_gray8(img):
+def to_gray8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
     """A PIL image as a uint8 (H, W) array with its full range, and notes on what changed."""
-    notes, mode = [], img.mode
+    notes: list[str] = []
+    mode = img.mode
     if mode == 'L':
         return onp.asarray(img, dtype=onp.uint8), notes
     notes.append(f'converted {mode} to grayscale')
@@ -59,7 +142,7 @@ def to_gray8(img):
     return onp.clip(onp.rint(gray), 0, 255).astype(onp.uint8), notes
 
 
-def to_rgb8(img):
+def to_rgb8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
     """A PIL image as a uint8 (H, W, 3) array: colour kept, grey repeated, alpha onto black."""
     if img.mode == 'P':
         img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
@@ -75,19 +158,20 @@ def to_rgb8(img):
     return onp.repeat(gray[..., None], 3, axis=2), notes + ['grayscale repeated to RGB']
 
 
-def is_grayscale(path):
+def is_grayscale(path: str | os.PathLike[str]) -> bool:
     """Whether an image file has a single channel (read from its header, not decoded)."""
     from PIL import Image
     try:
-        with Image.open(path) as img:
+        with _pil_limit(None), Image.open(path) as img:  # a huge one: decoding names it
             return img.mode in ('1', 'L', 'LA', 'La', 'I', 'F') or img.mode.startswith('I;16')
     except OSError:
         return True  # unreadable: decoding names it
 
 
-def read_image(path, channels=1):
+def read_image(path: str | os.PathLike[str],
+               channels: int = 1) -> tuple[onp.ndarray, list[str]]:
     """(uint8 (H, W) grayscale, or (H, W, 3) for channels=3, array, notes) of an image
-    file; ImageError if unreadable."""
+    file; ImageError if unreadable or over `max_image_pixels` (see the module's doc)."""
     if channels not in (1, 3):
         raise ValueError(f'channels must be 1 or 3, got {channels}')
     try:

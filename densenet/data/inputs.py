@@ -19,7 +19,7 @@ def as_fashion_mnist(path: str) -> tuple[onp.ndarray, list[str]]:
     side = FASHION_MNIST_SIDE
     if gray.shape != (side, side):
         notes.append(f'resized {gray.shape[1]}x{gray.shape[0]} to {side}x{side}')
-        gray = onp.asarray(Image.fromarray(gray).resize((side, side), Image.BILINEAR))
+        gray = onp.asarray(Image.fromarray(gray).resize((side, side), Image.Resampling.BILINEAR))
     return gray, notes
 
 

@@ -5,13 +5,17 @@ MXNet 1.9.1's ONNX exporter has no converter for the numpy-mode
 adds one (it maps to ONNX ``Concat``, the same operation), so the exported graph
 is the model's own graph, unchanged.
 """
+from __future__ import annotations
+
 import os
 import tempfile
+from typing import Any, Sequence
 
 import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
+from densenet.core.classifier import CheckedClassifier
 from densenet.modes.block_mode import concat_mode
 from densenet.system.mxcompat import onnx_converters, onnx_node_inputs
 
@@ -20,7 +24,7 @@ FORMATS = ('mxnet', 'onnx')
 ONNX_OPSET = 13
 
 
-def _convert_npi_concatenate(node, **kwargs):
+def _convert_npi_concatenate(node: dict[str, Any], **kwargs: Any) -> list[Any]:
     import onnx
     name, inputs, attrs = onnx_node_inputs(node, kwargs)
     axis = attrs.get('axis', '0')
@@ -30,13 +34,14 @@ def _convert_npi_concatenate(node, **kwargs):
     return [onnx.helper.make_node('Concat', inputs, [name], axis=int(axis), name=name)]
 
 
-def register_onnx_converters():
+def register_onnx_converters() -> None:
     """Add the missing converters to MXNet's ONNX registry (idempotent)."""
     for opset in (12, 13):
         onnx_converters(opset).setdefault('_npi_concatenate', _convert_npi_concatenate)
 
 
-def _input_shape(model, input_shape):
+def _input_shape(model: CheckedClassifier,
+                 input_shape: Sequence[int] | None) -> tuple[int, ...]:
     if input_shape is not None:
         return tuple(input_shape)
     weight = model.stem_weight()
@@ -45,7 +50,8 @@ def _input_shape(model, input_shape):
     return (1, channels, side, side)
 
 
-def export_mxnet(model, out_dir, name='densenet', input_shape=None):
+def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
+                 input_shape: Sequence[int] | None = None) -> tuple[str, ...]:
     """Trace once (hybridized for the trace only) and write ``name-symbol.json`` +
     ``name-0000.params``."""
     shape = _input_shape(model, input_shape)
@@ -62,13 +68,14 @@ def export_mxnet(model, out_dir, name='densenet', input_shape=None):
     return tuple(paths)
 
 
-def load_mxnet(symbol_file, params_file, ctx=None):
+def load_mxnet(symbol_file: str, params_file: str,
+               ctx: mx.Context | list[mx.Context] | None = None) -> gluon.SymbolBlock:
     """The exported model as a SymbolBlock."""
     return gluon.SymbolBlock.imports(symbol_file, ['data'], params_file,
                                      ctx=ctx or mx.cpu())
 
 
-def _declare_opset(path):
+def _declare_opset(path: str) -> None:
     """Declare the opset the converters wrote for, not onnx's newest.
 
     MXNet 1.9.1 stamps the installed onnx's newest opset (19 for onnx 1.14) on
@@ -89,7 +96,8 @@ def _declare_opset(path):
     onnx.save(model, path)
 
 
-def export_onnx(model, out_dir, name='densenet', input_shape=None, dynamic_batch=True):
+def export_onnx(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
+                input_shape: Sequence[int] | None = None, dynamic_batch: bool = True) -> str:
     """Write ``name.onnx``; with `dynamic_batch` the batch axis is symbolic."""
     register_onnx_converters()
     shape = _input_shape(model, input_shape)
@@ -107,7 +115,8 @@ def export_onnx(model, out_dir, name='densenet', input_shape=None, dynamic_batch
     return final
 
 
-def export(model, out_dir, fmt='mxnet', name='densenet', input_shape=None):
+def export(model: CheckedClassifier, out_dir: str, fmt: str = 'mxnet', name: str = 'densenet',
+           input_shape: Sequence[int] | None = None) -> tuple[str, ...]:
     """Export `model` in format 'mxnet' or 'onnx'; returns the written paths."""
     if fmt == 'mxnet':
         return export_mxnet(model, out_dir, name, input_shape)

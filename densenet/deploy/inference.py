@@ -7,24 +7,32 @@ legacy SymbolBlock; `InferenceModel` hides the mode switch, taking and
 returning numpy-mode arrays like the original model. The model handed in is
 left as it was.
 """
+from __future__ import annotations
+
 import contextlib
 import tempfile
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
-from densenet.system import runtime
-from densenet.system.machine import unsupported
-from densenet.modes.block_mode import concat_mode, fast_concat_mode, set_concat_mode
-from densenet.system.mxcompat import cached_graph_json, load_init
+from densenet.core.classifier import CheckedClassifier
 from densenet.deploy.export import export_mxnet
+from densenet.modes.block_mode import concat_mode, fast_concat_mode, set_concat_mode
+from densenet.system import runtime
+from densenet.system.hints import Array
+from densenet.system.machine import unsupported
+from densenet.system.mxcompat import cached_graph_json, load_init
+
+if TYPE_CHECKING:
+    from densenet.data import FashionMNIST, ImageFolder
 
 PRECISIONS = ('fp32', 'bf16', 'int8')
 
 
 @contextlib.contextmanager
-def legacy_mode():
+def legacy_mode() -> Iterator[None]:
     """Run code under MXNet's legacy (non-numpy) array and shape semantics."""
     with mx.util.np_array(False), mx.util.np_shape(False):
         yield
@@ -33,17 +41,18 @@ def legacy_mode():
 class InferenceModel:
     """A legacy-API SymbolBlock called with numpy-mode arrays, like the model."""
 
-    def __init__(self, block, ctx):
+    def __init__(self, block: gluon.HybridBlock, ctx: mx.Context) -> None:
         self.block, self.ctx = block, ctx
 
-    def __call__(self, X):
+    def __call__(self, X: Array | onp.ndarray) -> Array:
         data = X.asnumpy() if hasattr(X, 'asnumpy') else onp.asarray(X, dtype=onp.float32)
         with legacy_mode():
             out = self.block(mx.nd.array(data, ctx=self.ctx)).asnumpy()
         return np.array(out, ctx=self.ctx)
 
 
-def _legacy_block(model, input_shape, ctx):
+def _legacy_block(model: CheckedClassifier, input_shape: Sequence[int],
+                  ctx: mx.Context) -> gluon.SymbolBlock:
     """The model's graph (legacy concat) re-imported as a legacy SymbolBlock.
 
     `model` itself is left as it was (modes and hybridization restored).
@@ -62,7 +71,8 @@ def _legacy_block(model, input_shape, ctx):
     return block
 
 
-def calibration_batches(images, batch_size=64, resize=96):
+def calibration_batches(images: onp.ndarray, batch_size: int = 64,
+                        resize: int = 96) -> list[onp.ndarray]:
     """Calibration batches (numpy float32, N x 1 x H x W) from uint8 (N, 28, 28) images."""
     from densenet.data.batches import to_tensor
     batches = []
@@ -72,14 +82,15 @@ def calibration_batches(images, batch_size=64, resize=96):
     return batches
 
 
-def calibration_images(data, n=512, seed=0):
+def calibration_images(data: FashionMNIST | ImageFolder, n: int = 512,
+                       seed: int = 0) -> onp.ndarray:
     """`n` training images of a FashionMNIST module, drawn at random (uint8)."""
     images = data.train_arrays[0]
     idx = onp.random.RandomState(seed).choice(len(images), min(n, len(images)), replace=False)
     return images[onp.sort(idx)]
 
 
-def edge_layers(block):
+def edge_layers(block: gluon.SymbolBlock) -> list[str]:
     """Graph names of a SymbolBlock's first convolution and last dense layer."""
     import json
     nodes = json.loads(cached_graph_json(block))['nodes']
@@ -96,23 +107,26 @@ class PercentileCollector:
     sample of every output and takes the `percentile` (and, for outputs that
     go negative, the mirror percentile) as the thresholds.
     """
-    include_layer = None  # MXNet's hook: None means every layer's output
+    include_layer: list[str] | None = None  # MXNet's hook: None means every layer's output
 
-    def __init__(self, percentile=99.995, per_batch=65536, seed=0):
+    def __init__(self, percentile: float = 99.995, per_batch: int = 65536,
+                 seed: int = 0) -> None:
         if not 50 < percentile <= 100:
             raise ValueError(f'percentile must be in (50, 100], got {percentile}')
         self.percentile, self.per_batch = percentile, per_batch
         self.rng = onp.random.RandomState(seed)
-        self.samples, self.lowest = {}, {}
+        self.samples: dict[str, list[onp.ndarray]] = {}
+        self.lowest: dict[str, float] = {}
 
-    def collect(self, name, arr):
+    def collect(self, name: bytes, arr: int) -> None:
         """MXNet's monitor callback: `arr` is a raw NDArray handle, ours to free."""
         import ctypes  # pylint: disable=import-outside-toplevel
+
         from mxnet.base import NDArrayHandle, py_str
         values = mx.nd.NDArray(ctypes.cast(arr, NDArrayHandle), writable=False).asnumpy()
         self.add(py_str(name), values)
 
-    def add(self, name, values):
+    def add(self, name: str, values: onp.ndarray) -> None:
         """Record the numpy array `values` as an output of layer `name`."""
         values = values.ravel()
         self.lowest[name] = min(self.lowest.get(name, onp.inf), float(values.min()))
@@ -121,9 +135,9 @@ class PercentileCollector:
         self.samples.setdefault(name, []).append(values)
 
     @property
-    def min_max_dict(self):
+    def min_max_dict(self) -> dict[str, tuple[float, float]]:
         """{layer output: (min, max) threshold}, as MXNet's calibration reads it."""
-        out = {}
+        out: dict[str, tuple[float, float]] = {}
         for name, parts in self.samples.items():
             values = onp.concatenate(parts)
             high = float(onp.percentile(values, self.percentile))
@@ -136,7 +150,7 @@ class PercentileCollector:
 CALIB_MODES = ('percentile', 'naive', 'entropy')
 
 
-def default_int8_dtype(caps):
+def default_int8_dtype(caps: dict[str, bool]) -> str:
     """'auto' (uint8 after ReLUs) with VNNI or AMX; 'int8' (signed, 7 bits for ReLU
     outputs) without, where oneDNN multiplies uint8 by int8 through saturating 16-bit
     sums: agreement with fp32 on 10,000 training images, trained fast-cpu model, AVX2
@@ -144,9 +158,10 @@ def default_int8_dtype(caps):
     return 'auto' if caps['vnni'] or caps['amx'] else 'int8'
 
 
-def int8_model(model, calib_images, input_shape=(1, 1, 96, 96), ctx=None,
-               calib_mode='percentile', keep_edges_fp32=True, percentile=99.995,
-               quantized_dtype=None):
+def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
+               input_shape: Sequence[int] = (1, 1, 96, 96), ctx: mx.Context | None = None,
+               calib_mode: str = 'percentile', keep_edges_fp32: bool = True,
+               percentile: float = 99.995, quantized_dtype: str | None = None) -> InferenceModel:
     """Quantize with oneDNN INT8, thresholds calibrated on `calib_images`.
 
     The defaults were chosen on the 23-epoch fast-cpu model by top-1
@@ -176,7 +191,8 @@ def int8_model(model, calib_images, input_shape=(1, 1, 96, 96), ctx=None,
     return InferenceModel(qnet, ctx)
 
 
-def bf16_model(model, input_shape=(1, 1, 96, 96), ctx=None, fuse=True):
+def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
+               ctx: mx.Context | None = None, fuse: bool = True) -> InferenceModel:
     """Mixed precision: oneDNN bfloat16 where AMP allows, fp32 elsewhere.
 
     `fuse` then lets oneDNN fuse the converted graph (BatchNorm with ReLU,
@@ -198,7 +214,8 @@ def bf16_model(model, input_shape=(1, 1, 96, 96), ctx=None, fuse=True):
     return InferenceModel(amp_net, ctx)
 
 
-def fp32_model(model, input_shape=(1, 1, 96, 96), ctx=None):
+def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
+               ctx: mx.Context | None = None) -> CheckedClassifier:
     """A copy of `model` on the fast fp32 path (legacy concat, static graph) on `ctx`.
 
     The caller's model is not touched: it keeps its mode and hybridization.
@@ -215,8 +232,10 @@ def fp32_model(model, input_shape=(1, 1, 96, 96), ctx=None):
     return fast
 
 
-def inference_model(model, precision, calib_images=None, input_shape=(1, 1, 96, 96),
-                    ctx=None):
+def inference_model(model: CheckedClassifier, precision: str,
+                    calib_images: onp.ndarray | None = None,
+                    input_shape: Sequence[int] = (1, 1, 96, 96),
+                    ctx: mx.Context | None = None) -> InferenceModel | CheckedClassifier:
     """`model` for `precision` in PRECISIONS; INT8 needs calibration images."""
     if precision == 'fp32':
         return fp32_model(model, input_shape, ctx)

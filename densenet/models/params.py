@@ -6,44 +6,51 @@ that `load_model(path)` rebuilds the right model with nothing repeated. Files
 from ``model.save_parameters`` (keys ``net.0.0.weight``) and from
 ``model.net.save_parameters`` (keys ``0.0.weight``) both load.
 """
+from __future__ import annotations
+
 import json
 import os
+from typing import Any, Iterable
 
 import mxnet as mx
+from mxnet.gluon import nn
 
+from densenet.core.classifier import CheckedClassifier
 from densenet.errors import UsageError
 from densenet.system.files import atomic_text, atomic_write
+from densenet.system.hints import Array
 from densenet.system.mxcompat import load_arrays
 
 META_VERSION = 1
 #: Inputs are ToTensor's values: pixels / 255, no mean or std subtracted.
-TO_TENSOR = {'scale': 1 / 255, 'mean': 0.0, 'std': 1.0}
+TO_TENSOR: dict[str, float] = {'scale': 1 / 255, 'mean': 0.0, 'std': 1.0}
 #: What a params file with neither metadata nor summary.json is taken to be:
 #: the book's DenseNet on Fashion-MNIST at the book's 96x96.
-LEGACY = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
+LEGACY: dict[str, Any] = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
           'dataset': 'fashion-mnist'}
 
 
-def meta_path(params):
+def meta_path(params: str) -> str:
     return params + '.json'
 
 
-def describe(model, input_size, classes, dataset, **extra):
+def describe(model: CheckedClassifier, input_size: int, classes: Iterable[str],
+             dataset: str | None, **extra: Any) -> dict[str, Any]:
     """The metadata of `model` (built by `registry.get_model`) trained on `classes`."""
-    kwargs = {k: list(v) if isinstance(v, tuple) else v
-              for k, v in model.registry_kwargs.items()}
+    kwargs: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v
+                              for k, v in model.registry_kwargs.items()}
     return {'format': META_VERSION, 'model': model.registry_name, 'kwargs': kwargs,
             'input_size': int(input_size), 'channels': int(kwargs['in_channels']),
             'classes': list(classes), 'dataset': dataset, 'normalize': dict(TO_TENSOR), **extra}
 
 
-def save(model, path, meta):
+def save(model: CheckedClassifier, path: str, meta: dict[str, Any]) -> None:
     """Write ``path`` (the network's parameters) and its metadata, each atomically."""
     atomic_write(path, model.net.save_parameters)
     atomic_text(meta_path(path), json.dumps(meta, indent=1))
 
 
-def read_meta(params):
+def read_meta(params: str) -> dict[str, Any] | None:
     """The metadata of a params file: its own .json, else its run's summary.json (runs
     written before metadata existed), else None."""
     own = meta_path(params)
@@ -61,7 +68,7 @@ def read_meta(params):
     return None
 
 
-def _load_arrays(path):
+def _load_arrays(path: str) -> dict[str, Array]:
     if not os.path.isfile(path):
         raise UsageError(f'{path}: no such file')
     try:
@@ -75,12 +82,12 @@ def _load_arrays(path):
     return saved
 
 
-def _index(key):
+def _index(key: str) -> tuple[int, ...]:
     """Structural position of a parameter name ('net.3.1.weight' -> (3, 1))."""
     return tuple(int(p) for p in key.split('.') if p.isdigit())
 
 
-def shape_args(path):
+def shape_args(path: str) -> dict[str, int]:
     """{'in_channels', 'num_classes'} read off a params file's first convolution and
     final Dense layer, for rebuilding a bare file's model."""
     saved = _load_arrays(path)
@@ -94,7 +101,7 @@ def shape_args(path):
     return {'in_channels': int(convs[0][1][1]), 'num_classes': int(dense[-1][1][0])}
 
 
-def _reason(error):
+def _reason(error: BaseException) -> str:
     """The informative line of an exception's message (MXNet's carry a C++ traceback)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(('Traceback', 'File ', '[bt]',
@@ -102,7 +109,8 @@ def _reason(error):
     return (useful[-1] if useful else type(error).__name__)[:200]
 
 
-def load_parameters(model, path, ctx=None):
+def load_parameters(model: CheckedClassifier, path: str,
+                    ctx: mx.Context | list[mx.Context] | None = None) -> CheckedClassifier:
     """Load `path` into `model`, whether it was saved from the model (``net.`` keys) or
     from ``model.net``; a file of another architecture is a UsageError naming it."""
     saved = _load_arrays(path)
@@ -118,13 +126,13 @@ def load_parameters(model, path, ctx=None):
     return model
 
 
-def all_finite(net):
+def all_finite(net: nn.Block) -> bool:
     """Whether every parameter (BatchNorm statistics included) of `net` is finite."""
     from mxnet import np
     return all(bool(np.isfinite(p.data()).all()) for p in net.collect_params().values())
 
 
-def build(meta, **overrides):
+def build(meta: dict[str, Any], **overrides: Any) -> CheckedClassifier:
     """The untrained model that `meta` describes, its shapes fixed."""
     from densenet.models.registry import get_model
     kwargs = {k: tuple(v) if isinstance(v, list) else v
@@ -132,7 +140,10 @@ def build(meta, **overrides):
     return get_model(meta['model'], **kwargs)
 
 
-def load_model(path, model_name=None, model_args=None, ctx=None):
+def load_model(path: str, model_name: str | None = None,
+               model_args: dict[str, Any] | None = None,
+               ctx: mx.Context | list[mx.Context] | None = None,
+               ) -> tuple[CheckedClassifier, dict[str, Any]]:
     """(model, metadata) for a params file: rebuilt from its metadata, or as
     `model_name` (with `model_args`) for a bare file, whose channel and class
     counts are read off the file; the book's DenseNet when neither is known."""

@@ -4,18 +4,26 @@
 with ``--recipe fast-cpu``; its ``.params.json`` says which run made it (recipe,
 seed, test accuracy, machine) and holds the file's SHA-256.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 from densenet.errors import UsageError
 
+if TYPE_CHECKING:
+    import mxnet as mx
+
+    from densenet.core.classifier import CheckedClassifier
+
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights')
 #: (model, dataset) -> file name in densenet/weights/
-SHIPPED = {('book', 'fashion-mnist'): 'book-fashion-mnist.params'}
+SHIPPED: dict[tuple[str, str], str] = {('book', 'fashion-mnist'): 'book-fashion-mnist.params'}
 
 
-def sha256(path):
+def sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -23,7 +31,7 @@ def sha256(path):
     return h.hexdigest()
 
 
-def pretrained_path(model='book', dataset='fashion-mnist'):
+def pretrained_path(model: str = 'book', dataset: str = 'fashion-mnist') -> str:
     """The verified path of the shipped weights for (model, dataset)."""
     if (model, dataset) not in SHIPPED:
         have = ', '.join(f'{m}/{d}' for m, d in SHIPPED)
@@ -41,13 +49,14 @@ def pretrained_path(model='book', dataset='fashion-mnist'):
     return path
 
 
-def pretrained_info(model='book', dataset='fashion-mnist'):
+def pretrained_info(model: str = 'book', dataset: str = 'fashion-mnist') -> dict[str, Any]:
     """The metadata of the shipped weights (provenance, accuracy, machine)."""
     with open(pretrained_path(model, dataset) + '.json') as f:
         return json.load(f)
 
 
-def pretrained(model='book', dataset='fashion-mnist', ctx=None):
+def pretrained(model: str = 'book', dataset: str = 'fashion-mnist',
+               ctx: mx.Context | list[mx.Context] | None = None) -> CheckedClassifier:
     """The model `model` with the weights trained on `dataset`, verified."""
     from densenet.models.params import load_model
     return load_model(pretrained_path(model, dataset), ctx=ctx)[0]

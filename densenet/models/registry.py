@@ -5,36 +5,48 @@ expects by default (input side, channels, classes) and where that comes from.
 The constants that the tools used to repeat (96x96, 1 channel, 10 classes)
 live here and in `densenet.data`.
 """
+from __future__ import annotations
+
 import dataclasses
 import inspect
+from typing import Any, Callable
 
-from densenet.errors import UsageError
 from densenet.core import DenseNet
-from densenet.models.variants import densenet, densenet121, densenet161, densenet169, densenet201, densenet_bc
+from densenet.core.classifier import CheckedClassifier
+from densenet.errors import UsageError
+from densenet.models.variants import (
+    densenet,
+    densenet121,
+    densenet161,
+    densenet169,
+    densenet201,
+    densenet_bc,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelCfg:
     """What a registered model is and what input it expects by default."""
     name: str
-    build: object            # the constructor; keyword arguments pass through
+    build: Callable[..., CheckedClassifier]  # the constructor; keyword arguments pass through
     input_size: int          # the side it is usually trained at
     min_input_size: int      # the smallest side its pooling stages accept
     channels: int
     num_classes: int
     dataset: str             # what the defaults are for
-    params: float = None     # published trainable-parameter count at these defaults, if any
-    params_unit: float = 1   # its rounding (the paper gives the CIFAR models to 0.1M)
-    kwargs: tuple = ()       # fixed constructor arguments, as (name, value) pairs
+    params: float | None = None  # published trainable-parameter count at these defaults, if any
+    params_unit: float = 1       # its rounding (the paper gives the CIFAR models to 0.1M)
+    kwargs: tuple[tuple[str, Any], ...] = ()  # fixed constructor arguments, (name, value) pairs
     doc: str = ''
 
 
-def _book(num_classes=10, in_channels=1, **kwargs):  # pylint: disable=unused-argument
+def _book(num_classes: int = 10, in_channels: int = 1,  # pylint: disable=unused-argument
+          **kwargs: Any) -> DenseNet:
     """The book's DenseNet; its stem learns `in_channels` from the first batch."""
     return DenseNet(num_classes=num_classes, **kwargs)
 
 
-MODELS = {cfg.name: cfg for cfg in [
+MODELS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in [
     ModelCfg('book', _book, 96, 29, 1, 10, 'fashion-mnist',
              doc="the book's DenseNet (d2l 8.7), unchanged: 4 blocks of 4 layers, k=32"),
     ModelCfg('densenet121', densenet121, 224, 29, 3, 1000, 'imagenet', 7_978_856,
@@ -56,25 +68,25 @@ MODELS = {cfg.name: cfg for cfg in [
 
 
 # DenseNetBC arguments that the depth-named builders set themselves.
-FIXED_BY_FAMILY = {
+FIXED_BY_FAMILY: dict[str, tuple[str, ...]] = {
     'imagenet': ('num_init_features', 'growth_rate', 'block_config'),
     'cifar': ('num_init_features', 'block_config', 'bottleneck', 'compression', 'stem'),
 }
 
 
-def list_models():
+def list_models() -> list[str]:
     """The registered names, in the order above."""
     return list(MODELS)
 
 
-def default_cfg(name):
+def default_cfg(name: str) -> ModelCfg:
     """The ModelCfg of `name`; a UsageError lists the names when it is not one."""
     if name not in MODELS:
         raise UsageError(f'no model named {name!r}; choose one of {", ".join(MODELS)}')
     return MODELS[name]
 
 
-def constructor_args(name):
+def constructor_args(name: str) -> list[str]:
     """The keyword arguments `get_model(name, ...)` accepts besides in_channels/num_classes."""
     cfg = default_cfg(name)
     target = DenseNet if cfg.build is _book else cfg.build
@@ -86,7 +98,7 @@ def constructor_args(name):
     return sorted(names | {'in_channels', 'num_classes'})
 
 
-def model_kwargs(name, kwargs):
+def model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """`kwargs` completed with the name's fixed arguments and default channels/classes."""
     cfg = default_cfg(name)
     allowed = constructor_args(name)
@@ -100,7 +112,7 @@ def model_kwargs(name, kwargs):
     return full
 
 
-def get_model(name, **kwargs):
+def get_model(name: str, **kwargs: Any) -> CheckedClassifier:
     """Build the registered model `name`, e.g. ``get_model('densenet_bc_100',
     in_channels=1)``; keyword arguments override its defaults (ModelCfg)."""
     from mxnet import np

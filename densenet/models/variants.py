@@ -4,8 +4,12 @@ The ImageNet models match the Gluon model zoo's (`densenet121/161/169/201`)
 layer for layer, so the zoo's parameter files load into them
 (`load_gluon_zoo_parameters`). The CIFAR models follow the paper's Table 2.
 """
-import functools
+from __future__ import annotations
 
+import functools
+from typing import Any, Callable, Sequence
+
+import mxnet as mx
 from mxnet import init
 from mxnet.gluon import nn
 
@@ -16,7 +20,7 @@ from densenet.system.mxcompat import load_arrays, load_init
 
 # name: (initial features, growth rate, layers per block), as in the paper's
 # Table 1 and the Gluon model zoo.
-IMAGENET_CONFIGS = {
+IMAGENET_CONFIGS: dict[int, tuple[int, int, tuple[int, ...]]] = {
     121: (64, 32, (6, 12, 24, 16)),
     161: (96, 48, (6, 12, 36, 24)),
     169: (64, 32, (6, 12, 32, 32)),
@@ -24,7 +28,8 @@ IMAGENET_CONFIGS = {
 }
 
 
-def bottleneck_layer(growth_rate, bn_size=4, dropout=0.0):
+def bottleneck_layer(growth_rate: int, bn_size: int = 4,
+                     dropout: float = 0.0) -> nn.HybridSequential:
     """BN -> ReLU -> 1x1 conv to bn_size*k -> BN -> ReLU -> 3x3 conv to k (no biases)."""
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),
@@ -36,7 +41,7 @@ def bottleneck_layer(growth_rate, bn_size=4, dropout=0.0):
     return blk
 
 
-def plain_layer(growth_rate, dropout=0.0):
+def plain_layer(growth_rate: int, dropout: float = 0.0) -> nn.HybridSequential:
     """The paper's basic layer: BN -> ReLU -> 3x3 conv (no bias) [-> dropout]."""
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),
@@ -56,10 +61,11 @@ class DenseNetBC(CheckedClassifier):
     recomputes each dense layer in backward (modes.py, mirror.py).
     """
 
-    def __init__(self, num_init_features=64, growth_rate=32, block_config=(6, 12, 24, 16),
-                 bottleneck=True, bn_size=4, compression=0.5, dropout=0.0,
-                 num_classes=1000, in_channels=3, stem='imagenet', lr=0.1,
-                 memory_efficient=False):
+    def __init__(self, num_init_features: int = 64, growth_rate: int = 32,
+                 block_config: Sequence[int] = (6, 12, 24, 16), bottleneck: bool = True,
+                 bn_size: int = 4, compression: float = 0.5, dropout: float = 0.0,
+                 num_classes: int = 1000, in_channels: int = 3, stem: str = 'imagenet',
+                 lr: float = 0.1, memory_efficient: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         if stem not in ('imagenet', 'cifar'):
@@ -77,8 +83,9 @@ class DenseNetBC(CheckedClassifier):
             b1 = nn.Conv2D(num_init_features, kernel_size=3, padding=1, use_bias=False,
                            in_channels=in_channels)
         self.net.add(b1)
-        layer = (functools.partial(bottleneck_layer, bn_size=bn_size, dropout=dropout)
-                 if bottleneck else functools.partial(plain_layer, dropout=dropout))
+        layer: Callable[[int], nn.HybridSequential] = (
+            functools.partial(bottleneck_layer, bn_size=bn_size, dropout=dropout)
+            if bottleneck else functools.partial(plain_layer, dropout=dropout))
         channels = num_init_features
         for i, num_layers in enumerate(block_config):
             self.net.add(DenseBlock(num_layers, growth_rate, layer=layer))
@@ -93,13 +100,14 @@ class DenseNetBC(CheckedClassifier):
         if memory_efficient:
             self.set_memory_efficient(True)
 
-    def set_memory_efficient(self, flag=True):
+    def set_memory_efficient(self, flag: bool = True) -> DenseNetBC:
         """Recompute each dense layer in backward instead of keeping its concatenation and
         BatchNorm/ReLU outputs (`densenet.modes.set_memory_efficient`); returns the model."""
         return set_memory_efficient(self, flag)
 
 
-def densenet_imagenet(depth, num_classes=1000, in_channels=3, **kwargs):
+def densenet_imagenet(depth: int, num_classes: int = 1000, in_channels: int = 3,
+                      **kwargs: Any) -> DenseNetBC:
     """DenseNet-BC-`depth` (121, 161, 169 or 201) for ImageNet-size inputs."""
     if depth not in IMAGENET_CONFIGS:
         raise ValueError(f'no ImageNet DenseNet of depth {depth}; '
@@ -109,23 +117,24 @@ def densenet_imagenet(depth, num_classes=1000, in_channels=3, **kwargs):
                       in_channels=in_channels, **kwargs)
 
 
-def densenet121(**kwargs):
+def densenet121(**kwargs: Any) -> DenseNetBC:
     return densenet_imagenet(121, **kwargs)
 
 
-def densenet161(**kwargs):
+def densenet161(**kwargs: Any) -> DenseNetBC:
     return densenet_imagenet(161, **kwargs)
 
 
-def densenet169(**kwargs):
+def densenet169(**kwargs: Any) -> DenseNetBC:
     return densenet_imagenet(169, **kwargs)
 
 
-def densenet201(**kwargs):
+def densenet201(**kwargs: Any) -> DenseNetBC:
     return densenet_imagenet(201, **kwargs)
 
 
-def _cifar(depth, growth_rate, bottleneck, compression, num_classes, in_channels, **kwargs):
+def _cifar(depth: int, growth_rate: int, bottleneck: bool, compression: float,
+           num_classes: int, in_channels: int, **kwargs: Any) -> DenseNetBC:
     per_block, rest = divmod(depth - 4, 6 if bottleneck else 3)
     if rest or per_block < 1:
         raise ValueError(f'depth {depth} does not fit 3 blocks: use depth = '
@@ -136,17 +145,21 @@ def _cifar(depth, growth_rate, bottleneck, compression, num_classes, in_channels
                       in_channels=in_channels, stem='cifar', **kwargs)
 
 
-def densenet_bc(depth=100, growth_rate=12, num_classes=10, in_channels=3, **kwargs):
+def densenet_bc(depth: int = 100, growth_rate: int = 12, num_classes: int = 10,
+                in_channels: int = 3, **kwargs: Any) -> DenseNetBC:
     """The paper's CIFAR DenseNet-BC: 3 blocks of bottleneck layers, theta = 0.5."""
     return _cifar(depth, growth_rate, True, 0.5, num_classes, in_channels, **kwargs)
 
 
-def densenet(depth=40, growth_rate=12, num_classes=10, in_channels=3, **kwargs):
+def densenet(depth: int = 40, growth_rate: int = 12, num_classes: int = 10,
+             in_channels: int = 3, **kwargs: Any) -> DenseNetBC:
     """The paper's plain CIFAR DenseNet: 3 blocks of 3x3 layers, no compression."""
     return _cifar(depth, growth_rate, False, 1.0, num_classes, in_channels, **kwargs)
 
 
-def load_gluon_zoo_parameters(model, path, ctx=None):
+def load_gluon_zoo_parameters(model: CheckedClassifier, path: str,
+                              ctx: mx.Context | list[mx.Context] | None = None,
+                              ) -> CheckedClassifier:
     """Load a file saved from ``gluon.model_zoo.vision.densenetN`` into `model`.
 
     The zoo and this library build the same layers in the same order, so the

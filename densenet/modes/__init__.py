@@ -6,9 +6,17 @@ memory-efficient fast path trains through MXNet's recomputing graph executor
 `CheckedClassifier.training_paths`, the core's one extension point for it.
 """
 from densenet.core.classifier import CheckedClassifier
-from densenet.modes.block_mode import (BlockMode, concat_mode, dense_blocks, fast_concat_mode,
-                                       memory_efficient_path, mode_of, prepare_model,
-                                       set_concat_mode, set_memory_efficient)
+from densenet.modes.block_mode import (
+    BlockMode,
+    concat_mode,
+    dense_blocks,
+    fast_concat_mode,
+    memory_efficient_path,
+    mode_of,
+    prepare_model,
+    set_concat_mode,
+    set_memory_efficient,
+)
 
 if memory_efficient_path not in CheckedClassifier.training_paths:
     CheckedClassifier.training_paths.append(memory_efficient_path)

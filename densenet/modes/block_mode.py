@@ -19,22 +19,29 @@ modes with `set_concat_mode` / `set_memory_efficient` (or the models'
 ``set_memory_efficient`` method), or for a ``with`` block only with
 `concat_mode`, which restores what was there.
 """
+from __future__ import annotations
+
 import contextlib
 import dataclasses
+from typing import Any, Iterator, Sequence, TypeVar, cast
 
 import mxnet as mx
 from mxnet import autograd, np
 from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock
+from densenet.core.classifier import CheckedClassifier
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
+from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
 from densenet.system.mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves
 from densenet.system.runtime import naive_engine
 
 CONCAT_MODES = ('numpy', 'legacy')
+#: A model (CheckedClassifier) or its network: what the setters take and return.
+M = TypeVar('M', bound='CheckedClassifier | nn.Block')
 
 
-def concat_channels(F, *arrays, mode='numpy'):
+def concat_channels(F: OpNamespace, *arrays: ArrayOrSymbol, mode: str = 'numpy') -> ArrayOrSymbol:
     """Concatenate `arrays` along axis 1 (channels), by the chosen operator."""
     if mode == 'numpy':
         return F.np.concatenate(arrays, axis=1)
@@ -47,7 +54,7 @@ class BlockMode:
     concat: str = 'numpy'
     memory_efficient: bool = False
 
-    def __call__(self, block, F, X):
+    def __call__(self, block: DenseBlock, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
         """The block's forward pass in this mode (DenseBlock calls it)."""
         if self.memory_efficient:
             if F is not mx.nd:
@@ -58,7 +65,7 @@ class BlockMode:
             X = concat_channels(F, X, layer(X), mode=self.concat)
         return X
 
-    def _marked(self, block, F, X):
+    def _marked(self, block: DenseBlock, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
         """The traced block: each layer joins the block input and the new features so far
         in one concatenation, and its nodes are marked for recomputation (mirror.py)."""
         features = [X]
@@ -72,16 +79,17 @@ class BlockMode:
 BOOK = BlockMode()  # stored as None: the book's own loop in blocks.py
 
 
-def mode_of(block):
-    return block.mode or BOOK
+def mode_of(block: DenseBlock) -> BlockMode:
+    # A block's mode is None or a BlockMode: only this module sets it.
+    return cast(BlockMode, block.mode or BOOK)
 
 
-def _change(block, **changes):
+def _change(block: DenseBlock, **changes: Any) -> None:
     mode = dataclasses.replace(mode_of(block), **changes)
     block.mode = None if mode == BOOK else mode
 
 
-def _checkpointed(block, X):
+def _checkpointed(block: DenseBlock, X: Array) -> Array:
     """Keep only each layer's new features; recompute the rest in backward."""
     features = [X]
     training = autograd.is_training()
@@ -99,17 +107,17 @@ class _Recompute(autograd.Function):
     memory-efficient DenseNet does the same with checkpointing).
     """
 
-    def __init__(self, block, training):
+    def __init__(self, block: nn.HybridBlock, training: bool) -> None:
         super().__init__()
         self.block, self.training = block, training
 
-    def forward(self, *features):
+    def forward(self, *features: Array) -> Array:
         with autograd.train_mode() if self.training else autograd.predict_mode():
             Y = self.block(np.concatenate(features, axis=1))
         self.save_for_backward(*features)
         return Y
 
-    def backward(self, dY):
+    def backward(self, dY: Array) -> tuple[Array, ...]:
         # MXNet calls this from its engine with legacy arrays and numpy mode off.
         with mx.util.np_shape(True), mx.util.np_array(True):
             # MXNet's BatchNorm updates its running statistics in the backward pass, so
@@ -117,7 +125,7 @@ class _Recompute(autograd.Function):
             xs = [x.copy() for x in self.saved_tensors]
             # MXNet's registry keeps this Function object after backward; drop the
             # features here, or every training step leaks them.
-            self.saved_tensors = ()
+            self.saved_tensors: tuple[Array, ...] = ()
             for x in xs:
                 x.attach_grad()
             with autograd.record(train_mode=self.training):
@@ -126,32 +134,32 @@ class _Recompute(autograd.Function):
             return tuple(x.grad.as_nd_ndarray() for x in xs)
 
 
-def dense_blocks(net):
+def dense_blocks(net: nn.Block) -> list[DenseBlock]:
     """Every DenseBlock inside `net`."""
-    found = []
+    found: list[DenseBlock] = []
     net.apply(lambda b: found.append(b) if isinstance(b, DenseBlock) else None)
     return found
 
 
-def recomputes(net):
+def recomputes(net: nn.Block) -> bool:
     """Whether `net` trains through the recomputing executor: hybridized, with a
     memory-efficient dense block."""
     return is_hybridized(net) and any(mode_of(b).memory_efficient for b in dense_blocks(net))
 
 
-def memory_efficient_path(net, X):
+def memory_efficient_path(net: nn.HybridSequential, X: Array) -> Array | None:
     """The recorded training forward pass of a hybridized memory-efficient `net` through
     MXNet's recomputing executor (mirror.py); None for any other net (it runs as usual).
     `densenet.modes` adds this to `CheckedClassifier.training_paths`."""
     return train_forward(net, X) if recomputes(net) else None
 
 
-def _network(model_or_net):
+def _network(model_or_net: CheckedClassifier | nn.Block) -> nn.Block:
     """The Gluon network of a DenseNet model (its ``.net``), or `model_or_net` itself."""
     return getattr(model_or_net, 'net', model_or_net)
 
 
-def set_memory_efficient(net, flag=True):
+def set_memory_efficient(net: M, flag: bool = True) -> M:
     """Turn every DenseBlock's memory-efficient mode on or off.
 
     With it, a dense block keeps each layer's new features rather than every
@@ -176,7 +184,7 @@ def set_memory_efficient(net, flag=True):
     return model
 
 
-def _retrace(net):
+def _retrace(net: nn.Block) -> None:
     """Drop cached graphs and executors, so the next call traces the new modes."""
     net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
     forget_executors(net)
@@ -189,7 +197,7 @@ def _retrace(net):
 SAFE_GROWTH_MULTIPLE = 16
 
 
-def growth_rates(net):
+def growth_rates(net: nn.Block) -> list[int]:
     """The growth rate (new channels per layer) of every DenseBlock inside `net`."""
     rates = []
     for block in dense_blocks(net):
@@ -198,13 +206,13 @@ def growth_rates(net):
     return rates
 
 
-def fast_concat_mode(net):
+def fast_concat_mode(net: nn.Block) -> str:
     """'legacy' (oneDNN's concat) where it is safe for every block of `net`, else 'numpy'."""
     safe = all(k % SAFE_GROWTH_MULTIPLE == 0 for k in growth_rates(net))
     return 'legacy' if safe else 'numpy'
 
 
-def set_concat_mode(net, mode):
+def set_concat_mode(net: M, mode: str) -> M:
     """Switch every DenseBlock inside `net` to concatenation `mode`.
 
     Both modes compute identical values; a hybridized net's cached graph is
@@ -220,7 +228,8 @@ def set_concat_mode(net, mode):
 
 
 @contextlib.contextmanager
-def concat_mode(net, mode, hybridize=False):
+def concat_mode(net: nn.HybridBlock, mode: str | None,
+                hybridize: bool = False) -> Iterator[nn.HybridBlock]:
     """`net` with concatenation `mode` (None: as it is), hybridized if asked, for the
     `with` body only.
 
@@ -244,7 +253,8 @@ def concat_mode(net, mode, hybridize=False):
         _retrace(net)
 
 
-def prepare_model(model, ctxs, hybridize, memory_efficient=False):
+def prepare_model(model: CheckedClassifier, ctxs: mx.Context | Sequence[mx.Context],
+                  hybridize: bool, memory_efficient: bool = False) -> CheckedClassifier:
     """Move `model` to `ctxs`; the fast path hybridizes with the oneDNN-friendly concat
     (and, memory-efficient, trains through MXNet's recomputing executor: mirror.py).
     Returns the model."""

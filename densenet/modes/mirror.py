@@ -15,14 +15,23 @@ model's own parameter, gradient and running-statistics arrays, wrapped as one
 autograd operation: the loss, ``backward()`` and ``gluon.Trainer`` see the usual
 arrays, so the training loop is the same code on every path.
 """
+from __future__ import annotations
+
 import json
 import os
+from typing import Any, Iterable, Sequence
 
 import mxnet as mx
 from mxnet import autograd
+from mxnet.gluon import nn
 
-from densenet.system.mxcompat import (block_cache, forget_block_cache, mark_gradient_fresh,
-                                      set_node_attr)
+from densenet.system.hints import Array
+from densenet.system.mxcompat import (
+    block_cache,
+    forget_block_cache,
+    mark_gradient_fresh,
+    set_node_attr,
+)
 
 # Not recomputed: convolutions. A recomputed one would let its backward use the
 # recomputed input instead of keeping it, but MXNet gives its unused output no
@@ -31,17 +40,18 @@ from densenet.system.mxcompat import (block_cache, forget_block_cache, mark_grad
 KEEP_OPS = ('Convolution',)
 
 
-def op_name(sym):
+def op_name(sym: mx.sym.Symbol) -> str:
     """The operator of a symbol's head node ('null' for a variable)."""
     return json.loads(sym.tojson())['nodes'][-1]['op']
 
 
-def mark_recomputed(Y, inputs, keep=None):
+def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol],
+                    keep: Sequence[str] | None = None) -> mx.sym.Symbol:
     """Mark every operator node between `inputs` (symbols) and `Y` for recomputation in
     backward, except those whose operator is in `keep` (default KEEP_OPS)."""
     keep = KEEP_OPS if keep is None else keep
     stop = {s.name for s in inputs}
-    seen = set()
+    seen: set[str] = set()
     todo = [Y]
     while todo:
         s = todo.pop()
@@ -54,7 +64,7 @@ def mark_recomputed(Y, inputs, keep=None):
     return Y
 
 
-def trace(net):
+def trace(net: nn.HybridBlock) -> mx.sym.Symbol:
     """`net` traced as one legacy symbol whose input is called 'data'."""
     out = net(mx.sym.var('data').as_np_ndarray())
     if isinstance(out, (list, tuple)):
@@ -62,7 +72,7 @@ def trace(net):
     return out.as_nd_ndarray()
 
 
-def _recomputed_nodes(sym):
+def _recomputed_nodes(sym: mx.sym.Symbol) -> int:
     return sum(1 for n in json.loads(sym.tojson())['nodes']
                if n.get('attrs', {}).get('__force_mirroring__') == 'True')
 
@@ -70,7 +80,7 @@ def _recomputed_nodes(sym):
 class GraphExecutors:
     """One bound executor per (context, batch shape, dtype) for a network's parameters."""
 
-    def __init__(self, net):
+    def __init__(self, net: nn.HybridBlock) -> None:
         # MXNet announces at every bind that its oneDNN graph fusion is active, which it
         # is not for a graph with gradients; unless the user asked for the message.
         os.environ.setdefault('MXNET_SUBGRAPH_VERBOSE', '0')
@@ -84,9 +94,11 @@ class GraphExecutors:
         if missing:
             raise ValueError(f'the traced graph has inputs that are not parameters of the '
                              f'network: {missing[:3]}')
-        self._executors = {}
+        # (context, shape, dtype) -> (executor, the arrays it was bound to)
+        self._executors: dict[tuple[Any, ...], tuple[mx.executor.Executor, list[Array]]] = {}
 
-    def _arrays(self, ctx):
+    def _arrays(self, ctx: mx.Context) -> tuple[dict[str, Array], dict[str, Array],
+                                                dict[str, str], dict[str, Array]]:
         """The parameters' current arrays on `ctx`: (data, grads, grad_reqs, aux)."""
         args = {n: self.params[n].data(ctx) for n in self.arg_names}
         reqs = {n: self.params[n].grad_req for n in self.arg_names}
@@ -94,7 +106,7 @@ class GraphExecutors:
         aux = {n: self.params[n].data(ctx) for n in self.aux_names}
         return args, grads, reqs, aux
 
-    def executor(self, X):
+    def executor(self, X: Array) -> mx.executor.Executor:
         """The executor for batch `X`, bound again if the parameters' arrays changed
         (a cast, a move to other devices, a new gradient request)."""
         ctx = X.ctx
@@ -119,7 +131,7 @@ class GraphExecutors:
         self._executors[key] = (ex, arrays)
         return ex
 
-    def planned_mb(self, X):
+    def planned_mb(self, X: Array) -> int:
         """The memory MXNet's planner allocates for this batch's forward and backward, MB."""
         text = self.executor(X).debug_str()
         return int(text.rsplit('Total ', 2)[-2].split()[0])
@@ -128,19 +140,20 @@ class GraphExecutors:
 class _GraphStep(autograd.Function):
     """The executor's forward and backward as one recorded operation on the batch."""
 
-    def __init__(self, executors, training):
+    def __init__(self, executors: GraphExecutors, training: bool) -> None:
         super().__init__()
         self.executors, self.training = executors, training
-        self.ex = None
+        self.ex: mx.executor.Executor | None = None
 
-    def forward(self, X, anchor):
+    def forward(self, X: Array, anchor: Array) -> Array:
         self.ex = self.executors.executor(X)
         self.ex.arg_dict['data'][:] = X.as_nd_ndarray()
         out = self.ex.forward(is_train=self.training)[0]
         return out.copy().as_np_ndarray()  # the executor reuses its output array
 
-    def backward(self, dY):
+    def backward(self, dY: Array) -> tuple[Array, Array]:
         ex, self.ex = self.ex, None  # MXNet keeps this Function after backward
+        assert ex is not None  # forward ran first
         ex.backward([dY.as_nd_ndarray()])
         for p in self.executors.params.values():
             if p.grad_req != 'null':
@@ -150,17 +163,17 @@ class _GraphStep(autograd.Function):
                 mx.nd.zeros((1,), ctx=data.ctx))
 
 
-def executors_of(net):
+def executors_of(net: nn.HybridBlock) -> GraphExecutors:
     """The network's executors, made on first use (kept outside Gluon's child registry)."""
     return block_cache(net, '_graph_executors', lambda: GraphExecutors(net))
 
 
-def forget_executors(net):
+def forget_executors(net: nn.Block) -> None:
     """Drop the traced graph and executors (after a change of mode or architecture)."""
     forget_block_cache(net, '_graph_executors')
 
 
-def train_forward(net, X):
+def train_forward(net: nn.HybridBlock, X: Array) -> Array:
     """`net(X)` for a recorded training step, through the recomputing executor."""
     # Autograd records an operation only when an input takes part in the graph; the
     # batch does not, so a one-element anchor does (its gradient is dropped).

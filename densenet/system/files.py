@@ -1,40 +1,163 @@
-"""Files are written under a temporary name and renamed: never left half-written."""
+"""Files are written under a temporary name and renamed: never left half-written.
+
+A full file system (``ENOSPC``, or ``EDQUOT`` for a full quota) while writing,
+whether Python's own ``OSError`` or MXNet's ``FileStream.Write incomplete`` from a
+``save_parameters``-like callback, becomes `densenet.errors.DiskFull`: one line
+naming the file and the space left, exit status 1 on the command line. The
+temporary file is removed and the file already at the target path is untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
 import os
+import sys
 import tempfile
+import traceback
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from densenet.errors import DiskFull
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+_FULL_ERRNOS = tuple(n for n in (errno.ENOSPC, getattr(errno, 'EDQUOT', None)) if n is not None)
+# dmlc-core's FileStream::Write: "Check failed: std::fwrite(ptr, 1, size, fp_) == size:
+# FileStream.Write incomplete" (MXNet prints it as "std: :fwrite").
+_MXNET_WRITE_FAILED = ('FileStream.Write incomplete', 'fwrite(')
 
 
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename tmp_path to path: no half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
-    os.close(fd)
+def _is_mxnet_write_failure(error: BaseException) -> bool:
+    """Whether `error` is MXNet's failed fwrite (checked by name: no mxnet import here)."""
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return 'MXNetError' in names and any(s in str(error) for s in _MXNET_WRITE_FAILED)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` says that the file system (or the quota) holding a file is full."""
+    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+        return True
+    return _is_mxnet_write_failure(error)
+
+
+def _mount_point(path: str) -> str:
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _no_space_left(folder: str) -> bool:
+    """Whether the file system holding `folder` has no free block left (for this user:
+    root may use the blocks reserved for it). MXNet's writer (dmlc-core) ignores the
+    error of its final flush, so a file that hit a full disk in its last buffered bytes
+    is left short without an error; a write that leaves no room at all is not trusted."""
     try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    free = st.f_bfree if hasattr(os, 'geteuid') and os.geteuid() == 0 else st.f_bavail
+    return st.f_blocks > 0 and free == 0
+
+
+def disk_full(path: str | os.PathLike[str], error: BaseException) -> DiskFull:
+    """The `DiskFull` for `path`, with the space now free on its file system if known."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while folder and not os.path.isdir(folder):  # makedirs itself may have failed
+        folder = os.path.dirname(folder)
+    free = mount = None
+    try:
+        st = os.statvfs(folder)
+        free, mount = st.f_bavail * st.f_frsize, _mount_point(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows), or the folder went away
+        pass
+    quota = isinstance(error, OSError) and error.errno == getattr(errno, 'EDQUOT', None)
+    return DiskFull(os.fspath(path), free, mount, quota)
+
+
+def _drop_frames(error: BaseException) -> None:
+    """Clear the locals of the finished frames in the tracebacks of `error` and the errors
+    it chains, quietly. What a failed writer abandoned there (numpy.savez's half-written
+    ZipFile) would otherwise print an 'Exception ignored in ... __del__' traceback on
+    stderr whenever it is collected; the tracebacks keep their files and lines."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        todo: list[BaseException | None] = [error]
+        seen: set[int] = set()
+        while todo:
+            e = todo.pop()
+            if e is None or id(e) in seen:
+                continue
+            seen.add(id(e))
+            traceback.clear_frames(e.__traceback__)  # skips the frames still running
+            todo += [e.__cause__, e.__context__]
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        sys.unraisablehook = hook
 
 
-def atomic_text(path, text):
-    def write(tmp):
+@contextlib.contextmanager
+def disk_full_as_error(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a full-disk error raised inside the block into `DiskFull` naming `path`.
+
+    For writers that do not go through `atomic_write` (they clean up their own
+    temporary files): the space is measured after the block has unwound.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # MXNetError is a RuntimeError
+        if isinstance(e, DiskFull) or not is_disk_full(e):
+            raise
+        _drop_frames(e)
+        raise disk_full(path, e) from e
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
+    """Call write(tmp_path), then rename tmp_path to path: no half-written file.
+
+    A full disk raises `DiskFull` (after the temporary file is removed); whatever
+    was at `path` before is left as it was. So does a write that leaves its file system
+    without a free block: it may have been cut short silently (see `_no_space_left`).
+    """
+    with disk_full_as_error(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=folder)
+        os.close(fd)
+        try:
+            write(tmp)
+            if _no_space_left(folder):
+                raise OSError(errno.ENOSPC, 'no space left once written: it may be short', tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+
+
+def atomic_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` to `path` atomically."""
+    def write(tmp: str) -> None:
         with open(tmp, 'w') as f:
             f.write(text)
     atomic_write(path, write)
 
 
-def atomic_bytes(path, data):
-    def write(tmp):
+def atomic_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    def write(tmp: str) -> None:
         with open(tmp, 'wb') as f:
             f.write(data)
     atomic_write(path, write)
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
     matplotlib.use('Agg')
@@ -42,7 +165,10 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path):
-    """Write a matplotlib figure as PNG to `path` atomically, then close it."""
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
-    pyplot().close(fig)
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Write a matplotlib figure as PNG to `path` atomically, then close it (also when the
+    write fails)."""
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
+    finally:
+        pyplot().close(fig)

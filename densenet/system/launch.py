@@ -8,6 +8,8 @@ its kvstore rank, ``[worker rank r]`` after. Every process dies with the
 launcher, even when it is killed with SIGKILL (Linux). When any process fails, or on Ctrl-C/SIGTERM,
 every process of the cluster is stopped; the exit status is the first failure's.
 """
+from __future__ import annotations
+
 import os
 import re
 import signal
@@ -16,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+from types import FrameType
+from typing import IO, Sequence
 
 from densenet.errors import UsageError
 
@@ -36,26 +40,27 @@ _DIE_WITH_PARENT = ('import ctypes, os, signal, sys\n'
 RANK_LINE = re.compile(r'^densenet: worker rank (\d+) of \d+')
 
 
-def die_with_parent(command):
+def die_with_parent(command: list[str]) -> list[str]:
     """`command` wrapped so that it is killed when this process dies (Linux)."""
     if not sys.platform.startswith('linux'):
         return command
     return [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
-def free_port(host='127.0.0.1'):
+def free_port(host: str = '127.0.0.1') -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def cluster_env(num_workers, num_servers, port, host='127.0.0.1'):
+def cluster_env(num_workers: int, num_servers: int, port: int,
+                host: str = '127.0.0.1') -> dict[str, str]:
     return {'DMLC_PS_ROOT_URI': host, 'DMLC_PS_ROOT_PORT': str(port),
             'DMLC_NUM_WORKER': str(num_workers), 'DMLC_NUM_SERVER': str(num_servers),
             'PS_VERBOSE': '0'}
 
 
-def multi_machine_help(num_workers, num_servers, command):
+def multi_machine_help(num_workers: int, num_servers: int, command: Sequence[str]) -> str:
     cmd = ' '.join(command)
     return (f'On several machines, start the same roles there with DMLC_PS_ROOT_URI set to '
             f'the scheduler machine\'s address and a shared DMLC_PS_ROOT_PORT:\n'
@@ -68,7 +73,8 @@ def multi_machine_help(num_workers, num_servers, command):
 class Cluster:
     """The processes of one local cluster, each in its own process group."""
 
-    def __init__(self, command, num_workers, num_servers, port=None, stream=sys.stdout):
+    def __init__(self, command: list[str], num_workers: int, num_servers: int,
+                 port: int | None = None, stream: IO[str] = sys.stdout) -> None:
         self.command, self.stream = command, stream
         self.num_workers, self.num_servers = num_workers, num_servers
         self.env = dict(os.environ, **cluster_env(num_workers, num_servers,
@@ -88,10 +94,11 @@ class Cluster:
             print(f'densenet launch: warning: MXNET_ENGINE_TYPE={engine}; 2-worker dist_sync '
                   'runs hung under the threaded engine in our tests. Unset it to use the '
                   'NaiveEngine.', file=stream, flush=True)
-        self.procs = []  # (label, Popen)
+        self.procs: list[tuple[str, subprocess.Popen[str]]] = []
         self.lock = threading.Lock()
 
-    def _start(self, label, role, command, forward):
+    def _start(self, label: str, role: str, command: list[str],
+               forward: bool) -> subprocess.Popen[str]:
         env = dict(self.env, DMLC_ROLE=role)
         if role == 'worker':
             env['DENSENET_WORKER_INDEX'] = label.split()[-1]
@@ -104,7 +111,8 @@ class Cluster:
             threading.Thread(target=self._forward, args=(label, proc), daemon=True).start()
         return proc
 
-    def _forward(self, label, proc):
+    def _forward(self, label: str, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None  # started with stdout=PIPE
         for line in proc.stdout:
             rank = RANK_LINE.match(line)
             if rank:  # the launch order is not the rank the scheduler assigns
@@ -115,14 +123,14 @@ class Cluster:
                         self.stream.write(f'[{label}] {part}\n')
                         self.stream.flush()
 
-    def start(self):
+    def start(self) -> None:
         self._start('scheduler', 'scheduler', PS_COMMAND, forward=False)
         for i in range(self.num_servers):
             self._start(f'server {i}', 'server', PS_COMMAND, forward=False)
         for i in range(self.num_workers):
             self._start(f'worker {i}', 'worker', self.command, forward=True)
 
-    def stop(self, grace=5.0):
+    def stop(self, grace: float = 5.0) -> None:
         """SIGTERM every process group, then SIGKILL what is left after `grace` s."""
         for _, proc in self.procs:
             if proc.poll() is None:
@@ -143,7 +151,7 @@ class Cluster:
                 pass
             proc.wait()
 
-    def wait(self, poll=0.2):
+    def wait(self, poll: float = 0.2) -> int:
         """0 when every worker succeeded; else the first failure's status (after stopping all)."""
         workers = [(label, p) for label, p in self.procs if label.startswith('worker')]
         while True:
@@ -161,7 +169,8 @@ class Cluster:
             time.sleep(poll)
 
 
-def launch(command, num_workers, num_servers, stream=sys.stdout):
+def launch(command: list[str], num_workers: int, num_servers: int,
+           stream: IO[str] = sys.stdout) -> int:
     """Run `command` as `num_workers` workers of a local cluster; return the exit status."""
     if num_workers < 1 or num_servers < 1:
         raise UsageError('a cluster needs at least one worker (-n) and one server (-s)')
@@ -169,7 +178,7 @@ def launch(command, num_workers, num_servers, stream=sys.stdout):
         raise UsageError('no command to launch: densenet launch -n 2 -s 1 -- densenet train ...')
     cluster = Cluster(command, num_workers, num_servers, stream=stream)
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:

@@ -9,8 +9,11 @@ description. oneDNN picks its kernels from the CPU's flags, capped by
 an AVX2-only one. Nothing here imports mxnet at module level: ``runtime``
 uses it before mxnet loads.
 """
+from __future__ import annotations
+
 import os
 import platform
+from typing import Any
 
 #: The CPU flags (as /proc/cpuinfo names them) that decide oneDNN's kernels.
 FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
@@ -20,13 +23,14 @@ FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
 ISA_LEVELS = ('SSE41', 'AVX', 'AVX2', 'AVX512_MIC', 'AVX512_MIC_4OPS', 'AVX512_CORE',
               'AVX512_CORE_VNNI', 'AVX512_CORE_BF16', 'AVX512_CORE_AMX')
 
-_cache = {}
+_cache: dict[str, tuple[str, set[str]]] = {}
 
 
-def cpuinfo():
+def cpuinfo() -> tuple[str, set[str]]:
     """(model name, set of flags) of the first CPU in /proc/cpuinfo; (None, set()) elsewhere."""
     if 'cpuinfo' not in _cache:
-        name, flags = None, set()
+        name: str | None = None
+        flags: set[str] = set()
         try:
             with open('/proc/cpuinfo') as f:
                 for line in f:
@@ -42,23 +46,23 @@ def cpuinfo():
     return _cache['cpuinfo']
 
 
-def cpu_has(flag):
+def cpu_has(flag: str) -> bool:
     """Whether the CPU lists feature `flag` (False where it cannot tell)."""
     return flag in cpuinfo()[1]
 
 
-def isa_cap():
+def isa_cap() -> str | None:
     """The DNNL_MAX_CPU_ISA level in force (upper-case), or None for no cap."""
     value = os.environ.get('DNNL_MAX_CPU_ISA', '').strip().upper()
     return value if value in ISA_LEVELS else None
 
 
-def _allowed(level):
+def _allowed(level: str) -> bool:
     cap = isa_cap()
     return cap is None or ISA_LEVELS.index(cap) >= ISA_LEVELS.index(level)
 
 
-def capabilities(amx_enabled=False):
+def capabilities(amx_enabled: bool = False) -> dict[str, bool]:
     """{feature: whether oneDNN may use it here}: the CPU has it and the cap allows it.
 
     AMX also needs the process's permission, which `runtime.enable_amx` asks for
@@ -76,7 +80,7 @@ def capabilities(amx_enabled=False):
     }
 
 
-def precisions(caps):
+def precisions(caps: dict[str, bool]) -> dict[str, str | None]:
     """{precision: how this machine runs it, or None where it cannot}."""
     vector = 'AVX-512' if caps['avx512'] else 'AVX2' if caps['avx2'] else 'SSE'
     if caps['amx']:
@@ -89,7 +93,7 @@ def precisions(caps):
     return {'fp32': vector, 'int8': int8, 'bf16': bf16}
 
 
-def describe(settings=None):
+def describe(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The machine as the tools record it: CPU, ISA, precisions, MXNet build, threads.
 
     `settings` is `runtime.describe()` (threads, engine, AMX permission);
@@ -109,7 +113,7 @@ def describe(settings=None):
             **settings, 'gpus': mx.context.num_gpus()}
 
 
-def unsupported(precision, caps):
+def unsupported(precision: str, caps: dict[str, bool]) -> str | None:
     """Why this machine cannot run `precision` (a sentence with the fix), or None.
 
     `caps` is `capabilities()` (`runtime.capabilities()` in this process).
@@ -122,7 +126,7 @@ def unsupported(precision, caps):
     return None
 
 
-def summary_line(desc):
+def summary_line(desc: dict[str, Any]) -> str:
     """One line naming the machine, for logs and table headers."""
     caps = ', '.join(k for k, v in desc['capabilities'].items() if v) or 'no AVX2'
     cap = f', DNNL_MAX_CPU_ISA={desc["dnnl_max_cpu_isa"]}' if desc['dnnl_max_cpu_isa'] else ''

@@ -3,9 +3,21 @@
 Gluon has no public way to do these things; an MXNet upgrade should only have
 to touch this file.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+
+if TYPE_CHECKING:  # for the annotations only: the functions import mxnet where they need it
+    import mxnet as mx
+    from mxnet import gluon
+    from mxnet.gluon import nn
+
+    from densenet.system.hints import Array
+
+T = TypeVar('T')
 
 
-def leaves(block):
+def leaves(block: nn.Block) -> Iterator[nn.Block]:
     """Every leaf layer under `block`, depth first (Gluon lists children only privately)."""
     children = list(block._children.values())
     if not children:
@@ -14,26 +26,27 @@ def leaves(block):
         yield from leaves(child)
 
 
-def layer_kwargs(layer):
+def layer_kwargs(layer: nn.Block) -> dict[str, Any]:
     """A Conv2D's or pooling layer's operator arguments (kernel, stride, pad, ...)."""
     return getattr(layer, '_kwargs', {})
 
 
-def drop_cached_graph(block):
+def drop_cached_graph(block: nn.HybridBlock) -> None:
     """Forget a hybridized block's traced graph, so the next call traces it again."""
     block._clear_cached_op()
 
 
-def is_hybridized(block):
+def is_hybridized(block: nn.HybridBlock) -> bool:
     return block._active
 
 
-def cached_graph_json(block):
+def cached_graph_json(block: nn.HybridBlock) -> str:
     """The JSON of the graph a called SymbolBlock / hybridized block has traced."""
     return block._cached_graph[1].tojson()
 
 
-def load_init(param, value, ctx):
+def load_init(param: gluon.Parameter, value: Array,
+              ctx: mx.Context | Sequence[mx.Context]) -> None:
     """Give a Parameter `value` on contexts `ctx`, initialising it if it was deferred.
 
     ``set_data`` needs an initialised parameter; loading a file into a fresh
@@ -42,19 +55,20 @@ def load_init(param, value, ctx):
     param._load_init(value, ctx)
 
 
-def onnx_node_inputs(node, kwargs):
+def onnx_node_inputs(node: dict[str, Any],
+                     kwargs: dict[str, Any]) -> tuple[str, list[str], dict[str, Any]]:
     """(name, input names, attributes) of a node, as MXNet's ONNX converters read them."""
     from mxnet.onnx.mx2onnx._op_translations._op_translations_opset12 import get_inputs
     return get_inputs(node, kwargs)
 
 
-def set_node_attr(sym, **attrs):
+def set_node_attr(sym: mx.sym.Symbol, **attrs: str) -> None:
     """Set graph attributes on a symbol's head node (``force_mirroring='True'`` becomes
     ``__force_mirroring__``, which MXNet's graph executor reads)."""
     sym._set_attr(**attrs)
 
 
-def block_cache(block, key, make):
+def block_cache(block: nn.Block, key: str, make: Callable[[], T]) -> T:
     """A value kept on a Gluon block under `key`, made by `make()` on first use.
 
     It is stored past ``Block.__setattr__``, which would register a Parameter or
@@ -65,25 +79,26 @@ def block_cache(block, key, make):
     return block.__dict__[key]
 
 
-def forget_block_cache(block, key):
+def forget_block_cache(block: nn.Block, key: str) -> None:
     """Drop what `block_cache` keeps under `key` (nothing if there is none)."""
     block.__dict__.pop(key, None)
 
 
-def onnx_converters(opset):
+def onnx_converters(opset: int) -> dict[str, Callable[..., Any]]:
     """MXNet's ONNX exporter's table {operator name: converter} for `opset`."""
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     return MXNetGraph.registry_.setdefault(opset, {})
 
 
-def replace_child(sequential, index, block):
+def replace_child(sequential: nn.Sequential | nn.HybridSequential, index: int,
+                  block: nn.Block) -> None:
     """Put `block` at position `index` of a (Hybrid)Sequential, under the same name, so
     that saved parameter names (``'5.weight'``) stay what they were."""
     key = list(sequential._children)[index]
     sequential._children[key] = block
 
 
-def load_arrays(path):
+def load_arrays(path: str) -> dict[str, Array] | list[Array]:
     """mx.nd.load for files of either array semantics (the model zoo's are legacy)."""
     import mxnet as mx
     try:
@@ -93,7 +108,7 @@ def load_arrays(path):
             return mx.nd.load(path)
 
 
-def mark_gradient_fresh(param, ctx):
+def mark_gradient_fresh(param: gluon.Parameter, ctx: mx.Context) -> None:
     """Tell gluon.Trainer that `param`'s gradient on `ctx` was just written (by a graph
     executor rather than autograd), so that `step` uses it instead of refusing it as stale."""
     for arr in param.list_data():

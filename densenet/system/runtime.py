@@ -20,18 +20,24 @@ memory-efficient mode asks for the NaiveEngine). `changes()` lists what was
 done; `densenet info` prints it. `check_threads` warns when mxnet was
 imported first.
 """
+from __future__ import annotations
+
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING, Any, MutableMapping
 
 from densenet.system.machine import capabilities as _capabilities
 from densenet.system.machine import cpu_has
 
+if TYPE_CHECKING:
+    import mxnet as mx
+
 THREAD_VARS = ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')
-_state = {'set_by_us': False, 'user_set': False, 'too_late': False}
+_state: dict[str, bool] = {'set_by_us': False, 'user_set': False, 'too_late': False}
 
 
-def available_cores():
+def available_cores() -> int:
     """CPU cores this process may run on (affinity and cgroup CPU sets respected)."""
     try:
         return len(os.sched_getaffinity(0))
@@ -39,7 +45,7 @@ def available_cores():
         return os.cpu_count() or 1
 
 
-def configure():
+def configure() -> None:
     """Make the settings above, unless DENSENET_RUNTIME=off; see `changes()`."""
     if os.environ.get('DENSENET_RUNTIME', '').strip().lower() in ('off', '0', 'false', 'no'):
         _state['opted_out'] = True
@@ -50,7 +56,7 @@ def configure():
     start_engine_quietly()
 
 
-def changes():
+def changes() -> list[str]:
     """What `configure` changed in this process, one line each (empty when nothing)."""
     if _state.get('opted_out'):
         return ['none: DENSENET_RUNTIME=off']
@@ -67,7 +73,7 @@ def changes():
     return out
 
 
-def configure_threads():
+def configure_threads() -> None:
     """Give MXNet's OpenMP pool every available core, unless the user set a count."""
     if any(v in os.environ for v in THREAD_VARS) and not _state['set_by_us']:
         _state['user_set'] = True
@@ -79,14 +85,14 @@ def configure_threads():
     _state['set_by_us'] = True
 
 
-def _cpu_only_mxnet():
+def _cpu_only_mxnet() -> bool:
     """Whether the installed MXNet is the CPU build (the 'mxnet' wheel, no mxnet-cuXX)."""
     from importlib import metadata
     names = {(d.metadata['Name'] or '').lower() for d in metadata.distributions()}
     return 'mxnet' in names and not any(n.startswith('mxnet-cu') for n in names)
 
 
-def configure_engine():
+def configure_engine() -> None:
     """Use MXNet's synchronous NaiveEngine on CPU-only builds, unless the user chose one.
 
     On a CPU the threaded engine has nothing to overlap, and the NaiveEngine is
@@ -106,12 +112,12 @@ def configure_engine():
         _state['engine_set_by_us'] = True
 
 
-def use_naive_engine(env):
+def use_naive_engine(env: MutableMapping[str, str]) -> None:
     """Set `env` (os.environ or a child's) to the NaiveEngine, marked as densenet's choice."""
     env['MXNET_ENGINE_TYPE'], env['DENSENET_ENGINE'] = 'NaiveEngine', '1'
 
 
-def start_engine_quietly():
+def start_engine_quietly() -> None:
     """Create MXNet's engine now, with stderr muted: a NaiveEngine announces itself
     on stderr ("MXNet start using engine"), which would follow every command's output."""
     if not _state.get('engine_set_by_us'):
@@ -129,11 +135,11 @@ def start_engine_quietly():
         os.close(saved)
 
 
-def naive_engine():
+def naive_engine() -> bool:
     return os.environ.get('MXNET_ENGINE_TYPE') == 'NaiveEngine'
 
 
-def check_threads():
+def check_threads() -> None:
     """Warn once if MXNet was imported before its thread count could be set."""
     if _state['too_late'] and available_cores() > 1:
         warnings.warn(
@@ -144,7 +150,7 @@ def check_threads():
         _state['too_late'] = False
 
 
-def enable_amx():
+def enable_amx() -> bool:
     """Let oneDNN use AMX tiles where the CPU has them.
 
     Linux grants AMX state per process only on request (arch_prctl
@@ -165,29 +171,31 @@ def enable_amx():
     return True
 
 
-def describe():
+def describe() -> dict[str, Any]:
     """Which thread, engine and AMX settings are in effect, for logs and summary.json."""
     how = 'set by user' if _state['user_set'] else (
         'set by densenet' if _state['set_by_us'] else 'MXNet default (half the cores)')
     return {'cores': available_cores(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
-            'threads': how, 'engine': os.environ.get('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice'),
+            'threads': how,
+            'engine': os.environ.get('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice'),
             'amx_permission': _state.get('amx', False), 'import_changes': changes()}
 
 
-def capabilities():
+def capabilities() -> dict[str, bool]:
     """What oneDNN may use in this process (`machine.capabilities`, AMX permission applied)."""
     return _capabilities(_state.get('amx', False))
 
 
-def machine():
+def machine() -> dict[str, Any]:
     """The full machine description (`densenet info`, summary.json, the bench)."""
     from densenet.system.machine import describe as describe_machine
     return describe_machine(describe())
 
 
-def devices(device=None):
+def devices(device: str | None = None) -> list[mx.Context]:
     """MXNet contexts for 'auto' (every GPU, else CPU), 'cpu', 'gpu', 'gpu:0,1'."""
     import mxnet as mx
+
     from densenet.errors import UsageError
     device = (device or 'auto').strip().lower()
     if device == 'auto':

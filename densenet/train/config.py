@@ -24,6 +24,7 @@ from densenet.train.run_folder import Run
 
 KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 SCHEDULES = ('constant', 'cosine')
+PRECISE_BN = ('auto', 'always', 'off')
 
 
 def parse_budget(text: str) -> float:
@@ -101,7 +102,7 @@ class TrainConfig:
         help='use the first N training images')
     holdout: int = option(
         0, group='data', parse=int, check=lambda v: 0 <= v < TRAIN_SIZE,
-        error='{flag} must be between 0 and %d images, got {value}' % (TRAIN_SIZE - 1),
+        error='{flag} must be between 0 and ' + str(TRAIN_SIZE - 1) + ' images, got {value}',
         help='validate on the last N training images instead of the test split (to choose '
              'settings without it); train on the rest')
     resize: int = option(
@@ -171,6 +172,12 @@ class TrainConfig:
              'none), scored every epoch and saved as ema.params')
 
     # Evaluation.
+    precise_bn: str = option(
+        'auto', group='evaluation', choices=PRECISE_BN, check=lambda v: v in PRECISE_BN,
+        error='{flag} must be one of auto, always or off, got {value!r}',
+        help='before each validation, re-estimate the BatchNorm statistics from training '
+             'images: auto when inference mode trails training mode on them by more than '
+             '10 points (a warning with off), or always')
     tta: bool = option(
         False, group='evaluation', kind='toggle',
         help="also score the final model (and its average) with each image's logits "
@@ -195,7 +202,7 @@ class TrainConfig:
     kvstore: str = option(
         'device', group='devices and scale-out', choices=KVSTORES,
         check=lambda v: v in KVSTORES,
-        error='{flag} must be one of %s, got {value!r}' % ', '.join(KVSTORES),
+        error='{flag} must be one of ' + ', '.join(KVSTORES) + ', got {value!r}',
         help='gradient aggregation (default device); dist_* inside `densenet launch`')
     hybridize: bool = option(
         True, group='devices and scale-out', kind='toggle',

@@ -32,8 +32,15 @@ from densenet.train.extensions import Extension, default_extensions
 from densenet.train.objective import diverged, forward_train, loss_limit, lr_at, make_loss
 from densenet.train.report import Progress
 from densenet.train.run_folder import SUMMARY, Run
-from densenet.train.setup import (build_model, check_resumable, freeze_features, initialize_from,
-                                  make_data, make_trainer, run_metadata)
+from densenet.train.setup import (
+    build_model,
+    check_resumable,
+    freeze_features,
+    initialize_from,
+    make_data,
+    make_trainer,
+    run_metadata,
+)
 
 E = TypeVar('E', bound=Extension)
 
@@ -71,11 +78,13 @@ class Loop:
                  train_loader: Any, val_loader: Any, steps: Steps,
                  loss_fn: Callable[[Any, Any], Any], run: Run, meta: dict[str, Any],
                  extensions: list[Extension], rank: int = 0, workers: int = 1,
-                 log: Callable[[str], None] = print, started: float | None = None) -> None:
+                 log: Callable[[str], None] = print, started: float | None = None,
+                 data: Any = None) -> None:
         self.cfg, self.model, self.trainer, self.ctxs = cfg, model, trainer, ctxs
         self.train_loader, self.val_loader, self.steps = train_loader, val_loader, steps
         self.loss_fn, self.run, self.meta, self.extensions = loss_fn, run, meta, extensions
         self.rank, self.workers, self.log = rank, workers, log
+        self.data = data  # the data module (train_arrays, classes, ...)
         self.writer = rank == 0  # only rank 0 evaluates and writes files
         self.started = time.time() if started is None else started
         self.epoch = self.first_epoch = 0
@@ -127,6 +136,7 @@ class Loop:
     def end_epoch(self, result: EpochResult) -> dict[str, Any]:
         """Validate, make and log the epoch's row; count the epoch done."""
         self.epoch_tic = time.time()
+        self.call('on_validation_start')
         val_loss, val_acc, _ = self.validate()
         if not (math.isfinite(val_loss) and all_finite(self.model.net)):
             raise diverged(f'validation loss {val_loss:.4g}, or non-finite weights, after '
@@ -263,7 +273,8 @@ def fit(cfg: TrainConfig, data: Any = None, log: Callable[[str], None] = print,
             extensions = default_extensions(cfg, writer=rank == 0, dist=kv is not None,
                                             quiet=ctxs[0].device_type == 'gpu' or rank != 0)
         loop = Loop(cfg, model, trainer, ctxs, train_loader, val_loader, steps,
-                    make_loss(model, cfg), run, meta, extensions, rank, workers, log, started)
+                    make_loss(model, cfg), run, meta, extensions, rank, workers, log, started,
+                    data)
         summary = loop.run_fit(state)
         if summary is not None:
             atomic_text(run.path(SUMMARY), json.dumps(summary, indent=1))

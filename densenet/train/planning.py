@@ -7,6 +7,8 @@ the learning-rate schedule is laid over exactly that many steps. After every
 epoch it measures again and re-plans when the plan would eat into the last
 half of the reserve, or when a plan more than 2% longer fits.
 """
+from __future__ import annotations
+
 import dataclasses
 import math
 import re
@@ -22,12 +24,12 @@ RESERVE_S = 2.0
 MIN_BUDGET_S = 10
 
 
-def early_epochs(epochs, fraction):
+def early_epochs(epochs: int, fraction: float) -> int:
     """How many of a run's first `epochs` epochs train at the small side."""
     return math.floor(fraction * epochs)
 
 
-def parse_duration(text):
+def parse_duration(text: str) -> float:
     """Seconds in '60m', '1h30m', '900s', '1.5h' (a unit is required); UsageError else."""
     text = str(text).strip().lower()
     parts = _PART.findall(text)
@@ -50,13 +52,14 @@ class Plan:
     step_s: float
     epoch_overhead_s: float   # evaluation and writing outputs, per epoch
     end_s: float              # expected wall seconds from the run's start
-    early_step_s: float = None  # progressive resizing: a step at the small side
+    early_step_s: float | None = None  # progressive resizing: a step at the small side
 
     @property
-    def epochs(self):
+    def epochs(self) -> int:
         return math.ceil(self.total_steps / self.steps_per_epoch)
 
-    def describe(self):
+    def describe(self) -> str:
+        """The plan in one line, as the run logs it."""
         part = self.total_steps - (self.epochs - 1) * self.steps_per_epoch
         last = '' if part == self.steps_per_epoch else f', the last one {part} steps'
         return (f'{self.total_steps} steps = {self.epochs} epoch(s) of {self.steps_per_epoch}'
@@ -66,16 +69,17 @@ class Plan:
                 + f', {self.epoch_overhead_s:.1f} s per epoch to evaluate and write')
 
 
-def reserve_s(budget_s):
+def reserve_s(budget_s: float) -> float:
     """Seconds of the budget the plan leaves unused (jitter, the summary, exiting)."""
     return RESERVE * budget_s + RESERVE_S
 
 
-def cost(total, done, steps_per_epoch, step_s, overhead_s, early=None):
+def cost(total: int, done: int, steps_per_epoch: int, step_s: float, overhead_s: float,
+         early: tuple[float, float] | None = None) -> float:
     """Seconds from now to finish `total` steps when `done` are done: the steps, and one
     evaluation + write at the end of every epoch that has not ended yet. With
-    `early=(fraction, seconds)` (progressive resizing, resizing.py) the steps of the first
-    `fraction` of the epochs take `seconds` each instead of `step_s`."""
+    `early=(fraction, seconds)` (progressive resizing, extensions/progressive.py) the
+    steps of the first `fraction` of the epochs take `seconds` each instead of `step_s`."""
     epochs_left = math.ceil(total / steps_per_epoch) - done // steps_per_epoch
     seconds = (total - done) * step_s + epochs_left * overhead_s
     if early:
@@ -85,14 +89,15 @@ def cost(total, done, steps_per_epoch, step_s, overhead_s, early=None):
     return seconds
 
 
-def plan_steps(budget_s, elapsed_s, done, steps_per_epoch, step_s, overhead_s, cap_steps,
-               final_s=0.0, early=None):
+def plan_steps(budget_s: float, elapsed_s: float, done: int, steps_per_epoch: int,
+               step_s: float, overhead_s: float, cap_steps: int, final_s: float = 0.0,
+               early: tuple[float, float] | None = None) -> Plan | None:
     """The Plan with the most steps (at most `cap_steps`) that ends inside the budget less
     its reserve and `final_s` (work done once after the last epoch); None when not even
     one more step and one evaluation fit. `early`: as for `cost`."""
     left = budget_s - reserve_s(budget_s) - elapsed_s - final_s
 
-    def fits(total):
+    def fits(total: int) -> bool:
         return cost(total, done, steps_per_epoch, step_s, overhead_s, early) <= left
     if early:
         # More steps can cost less (one more epoch moves a whole epoch to the cheap side),

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import socket
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from densenet.errors import UsageError
 from densenet.system.files import atomic_text
@@ -47,16 +47,17 @@ _TEMPORARY = _temporary_pattern()
 class Run:
     """Files of one run folder, and checkpoint/resume of its state."""
 
-    def __init__(self, out):
+    def __init__(self, out: str) -> None:
         self.out = out
         self.ckpt = os.path.join(out, 'checkpoint')
         self.lock = os.path.join(out, '.lock')
         self.locked = self.created = False
 
-    def path(self, name):
+    def path(self, name: str) -> str:
+        """The path of `name` inside the run folder."""
         return os.path.join(self.out, name)
 
-    def check_path(self):
+    def check_path(self) -> None:
         """Raise UsageError unless `out` is a folder or can be made one (nothing is created)."""
         path = os.path.abspath(self.out)
         if os.path.exists(path) and not os.path.isdir(path):
@@ -70,11 +71,12 @@ class Run:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f'--out {self.out}: {parent} is not writable: choose another --out')
 
-    def existing(self):
+    def existing(self) -> list[str]:
         """The run files already in the folder."""
         return [f for f in RUN_FILES if os.path.exists(self.path(f))]
 
-    def claim(self, resume, overwrite, log=print):
+    def claim(self, resume: bool, overwrite: bool,
+              log: Callable[[str], None] = print) -> dict[str, Any] | None:
         """Lock the folder for this run and return the checkpoint state to resume (or None).
 
         Raises UsageError (touching no run file) if another live run holds the
@@ -109,7 +111,8 @@ class Run:
             raise
 
     @contextlib.contextmanager
-    def claimed(self, resume, overwrite, log=print):
+    def claimed(self, resume: bool, overwrite: bool,
+                log: Callable[[str], None] = print) -> Iterator[dict[str, Any] | None]:
         """`claim` for the `with` body; the lock is released however it ends."""
         state = self.claim(resume, overwrite, log)
         try:
@@ -117,7 +120,7 @@ class Run:
         finally:
             self.release()
 
-    def _lock(self):
+    def _lock(self) -> None:
         me = f'{os.getpid()} {socket.gethostname()}'
         for _ in range(3):
             try:
@@ -139,12 +142,12 @@ class Run:
             return
         raise UsageError(f'--out {self.out}: could not take the lock file {self.lock}')
 
-    def _live_owner(self):
+    def _live_owner(self) -> str | None:
         """'pid N on HOST' of the lock's owner if it may still run, else None."""
         try:
             with open(self.lock) as f:
-                pid, host = f.read().split()
-            pid = int(pid)
+                text, host = f.read().split()
+            pid = int(text)
         except (OSError, ValueError):
             return None  # unreadable or half-written by a killed run
         if host != socket.gethostname():
@@ -157,7 +160,7 @@ class Run:
             pass
         return f'pid {pid}'
 
-    def release(self):
+    def release(self) -> None:
         """Drop the lock; a folder this run created and left empty goes too."""
         if self.locked:
             self.locked = False
@@ -168,7 +171,7 @@ class Run:
             if self.created and not os.listdir(self.out):
                 os.rmdir(self.out)
 
-    def _remove_temporaries(self):
+    def _remove_temporaries(self) -> None:
         for folder in (self.out, self.ckpt):
             if os.path.isdir(folder):
                 for name in os.listdir(folder):
@@ -191,7 +194,7 @@ class Run:
             if name.startswith('epoch-') and not name.startswith(f'epoch-{epoch:04d}.'):
                 os.remove(os.path.join(self.ckpt, name))
 
-    def load_checkpoint(self):
+    def load_checkpoint(self) -> dict[str, Any] | None:
         """The saved state (None if there is no checkpoint); a damaged one is a UsageError."""
         path = os.path.join(self.ckpt, STATE)
         if not os.path.exists(path):

@@ -11,6 +11,7 @@ from densenet.train.extensions.base import Extension
 from densenet.train.extensions.budget import BudgetPlanner
 from densenet.train.extensions.ema import WeightAveraging, WeightEMA
 from densenet.train.extensions.flip import FlipAveragedScores
+from densenet.train.extensions.precise_bn import PreciseBatchNorm
 from densenet.train.extensions.progressive import ProgressiveResizing
 from densenet.train.extensions.run_files import Checkpoints, EpochFiles, RankParams
 from densenet.train.extensions.speed import SpeedNote
@@ -24,6 +25,8 @@ def default_extensions(cfg: Any, writer: bool = True, dist: bool = False,
     exts: list[Extension] = []
     if cfg.progressive:
         exts.append(ProgressiveResizing())
+    if writer and not cfg.freeze_features:  # frozen features keep the statistics they had
+        exts.append(PreciseBatchNorm(cfg.precise_bn))
     if cfg.ema:
         exts.append(WeightAveraging(cfg.ema))
     if writer:
@@ -42,5 +45,5 @@ def default_extensions(cfg: Any, writer: bool = True, dist: bool = False,
 
 
 __all__ = ['Extension', 'default_extensions', 'BudgetPlanner', 'WeightAveraging', 'WeightEMA',
-           'FlipAveragedScores', 'ProgressiveResizing', 'Checkpoints', 'EpochFiles',
-           'RankParams', 'SpeedNote']
+           'FlipAveragedScores', 'PreciseBatchNorm', 'ProgressiveResizing', 'Checkpoints',
+           'EpochFiles', 'RankParams', 'SpeedNote']

@@ -40,6 +40,10 @@ class Extension:
         """Every twentieth of an epoch once warm, with the mean seconds per step so far this
         epoch; may shorten ``loop.steps.total``. Not counted as training time."""
 
+    def on_validation_start(self, loop: Loop) -> None:
+        """Before the epoch's validation (writer only): may change what the model computes in
+        inference mode (its BatchNorm statistics), not its weights."""
+
     def on_validation_end(self, loop: Loop, row: dict[str, Any]) -> str | None:
         """After the epoch's validation (writer only): add columns to `row`; a returned
         string is appended to the epoch's log line."""
