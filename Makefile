@@ -3,18 +3,13 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
-# onnxruntime 1.15.1's metadata asks numpy>=1.24.2, which mxnet 1.9.1 cannot
-# import; the wheel runs with numpy 1.23.5 (tests/test_export.py runs it), so
-# it is installed without its declared requirements, which the test extra lists.
-ONNXRUNTIME := onnxruntime==1.15.1
 
-.PHONY: train test install lint clean
+.PHONY: train test install lint docs clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	$(PY) -m pip install -q --no-deps $(ONNXRUNTIME)
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,5 +30,15 @@ lint: $(VENV)/.lint-installed
 	$(VENV)/bin/mypy densenet
 	$(VENV)/bin/ruff check densenet tests benchmarks examples
 
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[docs]'
+	touch $@
+
+# The documentation site (mkdocs.yml), into site/; --strict turns a broken link,
+# a missing API reference or a docstring warning into a failure (NO_MKDOCS_2_WARNING:
+# mkdocs-material's notice about MkDocs 2.0, not a build warning).
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info site

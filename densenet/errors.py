@@ -34,9 +34,14 @@ class DiskFull(Fault):
     """A file could not be written because its file system (or the user's quota) is full.
 
     Raised by `densenet.system.files.atomic_write`, which leaves no temporary file and
-    the previous file at `path` as it was. `free`: bytes still free on the file system
-    holding `path` once the temporary file is gone (None if unknown); `mount`: that file
-    system's mount point; `quota`: the user's disk quota, not the disk, ran out.
+    the previous file at `path` as it was.
+
+    Args:
+        path: the file that could not be written.
+        free: bytes still free on the file system holding `path` once the temporary
+            file is gone (None if unknown).
+        mount: that file system's mount point.
+        quota: the user's disk quota, not the disk, ran out.
     """
 
     def __init__(self, path: str, free: int | None = None, mount: str | None = None,

@@ -1,9 +1,23 @@
+"""Fixtures every test folder shares: the real data, one small image folder made of it,
+and one short trained run.
+
+Each is made once per session (with pytest-xdist, once for all its workers), under the
+session's temporary folder; tests read them and copy what they would change.
+"""
+import fcntl
+import json
 import os
+import shutil
+import subprocess
 
 import densenet  # noqa: F401  (first, so that it sets MXNet's thread count)
+
+# isort: split
 import mxnet as mx
 import pytest
-from mxnet import np, npx
+from mxnet import npx
+
+from helpers import TRAINED, cli, digest, write_folder
 
 npx.set_np()
 
@@ -21,3 +35,61 @@ def real_data_dir():
     if not os.path.isdir(DEBIAN_DATA):
         pytest.fail(f'{DEBIAN_DATA} is missing: apt-get install dataset-fashion-mnist')
     return DEBIAN_DATA
+
+
+def shared_folder(tmp_path_factory, name, make):
+    """The folder `name`, made by make(path) once per session: with pytest-xdist, once for
+    all its workers (the first makes it, under a lock; the others wait and read it)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        base = base.parent  # the workers' basetemps are siblings under this one
+    path = str(base / name)
+    with open(str(base / f'{name}.lock'), 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(path, '.made')):
+            shutil.rmtree(path, ignore_errors=True)  # what a failed attempt left
+            os.makedirs(path)
+            made = make(path)
+            with open(os.path.join(path, '.made'), 'w') as f:
+                json.dump(made, f)
+    with open(os.path.join(path, '.made')) as f:
+        return path, json.load(f)
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory, real_data_dir):
+    """(run folder, the CompletedProcess) of `densenet train` with helpers.TRAINED's
+    settings: the model of every test that needs a trained one (evaluate, predict, export,
+    inference, run-folder refusals). Tests must not write into the folder; the session
+    checks at its end that none did."""
+    def train(path):
+        out = os.path.join(path, 'run')
+        proc = cli(*TRAINED, '--out', out, '--data-dir', real_data_dir)
+        return {'args': proc.args, 'stdout': proc.stdout, 'stderr': proc.stderr}
+    path, made = shared_folder(tmp_path_factory, 'trained', train)
+    out = os.path.join(path, 'run')
+    before = digest(out)
+    yield out, subprocess.CompletedProcess(made['args'], 0, made['stdout'], made['stderr'])
+    assert digest(out) == before, 'a test changed the shared trained run: copy it instead'
+
+
+@pytest.fixture(scope='session')
+def fashion_folder(tmp_path_factory, real_data_dir):
+    """fashion_folder(rgb=False): the path of an image folder of real Fashion-MNIST
+    training images, 3 classes (0-t-shirt, 1-trouser, 2-pullover) of 200 PNGs each
+    (helpers.write_folder's layout), written once per session. Tests only read it."""
+    folders = {}
+
+    def folder(rgb=False):
+        if rgb not in folders:
+            def write(path):
+                write_folder(os.path.join(path, 'photos'), per_class=200, rgb=rgb,
+                             data_dir=real_data_dir)
+                return {}
+            path, _ = shared_folder(tmp_path_factory, 'rgb' if rgb else 'gray', write)
+            path = os.path.join(path, 'photos')
+            folders[rgb] = path, digest(path)
+        return folders[rgb][0]
+    yield folder
+    for path, before in folders.values():
+        assert digest(path) == before, 'a test changed the shared image folder: copy it instead'

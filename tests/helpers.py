@@ -1,8 +1,19 @@
 """Small helpers shared by the test files."""
+import csv
 import hashlib
 import os
+import subprocess
+import sys
 
 import numpy as onp
+
+#: Quick settings the model accepts (min input 29): small images, batches of 64.
+QUICK = ['--recipe', 'fast-cpu', '--resize', '32', '--batch-size', '64']
+#: The settings of the shared trained run (conftest.py's `trained_run`): a test that
+#: trains again to compare with it, or resumes a copy of it, trains with these.
+TRAINED_LIMIT = 4000
+TRAINED_EPOCHS = 2
+TRAINED = ['train', *QUICK, '--limit', str(TRAINED_LIMIT), '--epochs', str(TRAINED_EPOCHS)]
 
 
 def digest(folder):
@@ -52,3 +63,45 @@ def kill_after_first_checkpoint(args, out, settle=0.3, wait_s=300):
     proc.wait()
     with open(state) as f:
         return json.load(f), proc.returncode
+
+
+def cli(*args, cwd=None, check=True):
+    """`densenet *args` in a new process; raises unless it exits 0 (with `check`)."""
+    proc = subprocess.run([sys.executable, '-m', 'densenet', *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'exit {proc.returncode}: {proc.stderr[-2000:]}')
+    return proc
+
+
+def read_metrics(out):
+    with open(os.path.join(out, 'metrics.csv')) as f:
+        return list(csv.DictReader(f))
+
+
+def learning(rows):
+    """The columns a rerun must reproduce (timings excluded)."""
+    keys = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc', 'lr']
+    return [{k: r[k] for k in keys} for r in rows]
+
+
+NAMES = ('t-shirt', 'trouser', 'pullover')
+
+
+def write_folder(root, per_class=20, rgb=False, offset=0, classes=(0, 1, 2), data_dir=None):
+    """Real Fashion-MNIST training images as PNG files, one folder per class; returns the
+    {path: index} of what was written."""
+    from PIL import Image
+
+    from densenet.data import load_split
+    images, labels = load_split('train', data_dir)
+    written = {}
+    for c in classes:
+        folder = os.path.join(root, f'{c}-{NAMES[c] if c < 3 else c}')
+        os.makedirs(folder, exist_ok=True)
+        for i in onp.flatnonzero(labels == c)[offset:offset + per_class]:
+            path = os.path.join(folder, f'{i:05d}.png')
+            img = Image.fromarray(images[i])
+            (img.convert('RGB') if rgb else img).save(path)
+            written[path] = int(i)
+    return written

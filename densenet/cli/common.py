@@ -1,12 +1,17 @@
-"""What the commands share: the one-line-error parser, the model flags, loading a trained
-model onto the fast path, and the labelled images a model is scored on."""
+"""What the commands share: the one-line-error parser, the model and engine flags, loading a
+trained model onto the fast path, and the labelled images a model is scored on."""
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import Any, Callable
+
+import numpy as onp
+from mxnet import np
 
 from densenet.data import FashionMNIST, ImageFolder, check_data_dir, check_folder
+from densenet.deploy.engines import ENGINES, require, unavailable
+from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
 from densenet.models.params import load_model
 from densenet.models.pretrained import pretrained_path
@@ -43,6 +48,54 @@ def add_params_flags(p: argparse.ArgumentParser) -> None:
                        '(default: what its .params.json or summary.json says, else book)')
     p.add_argument('--resize', type=positive_int,
                    help='image side (default: the one the model was trained at)')
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """--engine and --precision, which mean the same thing for every engine.
+
+    Args:
+        p: the command's parser.
+    """
+    p.add_argument('--engine', choices=list(ENGINES), default='mxnet',
+                   help='the inference engine: MXNet, ONNX Runtime '
+                        "(pip install 'densenet[onnx]') or OpenVINO "
+                        "(pip install 'densenet[openvino]'); the last two run on the CPU")
+    p.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
+                   help='bf16: where the CPU has bfloat16 instructions (not on onnxruntime); '
+                        'int8: calibrated on 512 training images')
+
+
+def check_engine_flags(args: argparse.Namespace) -> None:
+    """--engine and --precision checked before any model loads.
+
+    Args:
+        args: the parsed command line, with `engine` and `precision`.
+
+    Raises:
+        UsageError: the engine cannot run the precision on this machine, or its extra
+            is not installed.
+    """
+    why = unavailable(args.engine, args.precision, runtime.capabilities())
+    if why:
+        flags = f'--precision {args.precision}' if args.engine == 'mxnet' else (
+            f'--engine {args.engine} --precision {args.precision}')
+        raise UsageError(f'{flags}: {why}')
+    if args.engine != 'mxnet':
+        require(args.engine)
+
+
+class MXOutputs:
+    """An engine's callable on numpy batches, called with and returning MXNet arrays.
+
+    What `densenet.train.evaluate.evaluate` and the commands call a model with.
+    """
+
+    def __init__(self, run: Callable[[onp.ndarray], onp.ndarray]) -> None:
+        self.run = run
+
+    def __call__(self, X: Any) -> Any:
+        """The logits of the MXNet batch `X`, as an MXNet array on `X`'s context."""
+        return np.array(self.run(X.asnumpy()), ctx=X.ctx)
 
 
 def load_trained(args: argparse.Namespace,

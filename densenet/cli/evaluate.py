@@ -1,5 +1,5 @@
 """``densenet evaluate``: accuracy, per-class accuracy and the confusion matrix of a trained
-model, in fp32, bf16 or int8, optionally flip-averaged."""
+model, in fp32, bf16 or int8 on MXNet, ONNX Runtime or OpenVINO, optionally flip-averaged."""
 from __future__ import annotations
 
 import argparse
@@ -9,17 +9,18 @@ from typing import Any
 import numpy as onp
 
 from densenet.cli.common import (
+    MXOutputs,
+    add_engine_flags,
     add_params_flags,
     check_data_flags,
+    check_engine_flags,
     eval_data,
     input_shape,
     load_trained,
 )
+from densenet.deploy.engines import engine
 from densenet.deploy.inference import calibration_images, inference_model
-from densenet.errors import UsageError
 from densenet.models.tta import FlipAverage
-from densenet.system import runtime
-from densenet.system.machine import unsupported
 from densenet.train.evaluate import confusion_matrix, evaluate, plot_confusion
 from densenet.train.options import positive_int
 from densenet.train.run_folder import CONFUSION
@@ -35,36 +36,38 @@ def add_parser(sub: Any) -> None:
     p.add_argument('--device', default='auto')
     p.add_argument('--out', help='confusion-matrix PNG (default: confusion.png beside the params; '
                                  'for the shipped model, in the current folder)')
-    p.add_argument('--precision', choices=['fp32', 'bf16', 'int8'], default='fp32',
-                   help='bf16/int8: oneDNN CPU inference (int8 calibrated on 512 '
-                        'training images)')
+    add_engine_flags(p)
     p.add_argument('--tta', action='store_true',
                    help="average each image's logits with its mirror image's (test-time "
                         'augmentation; twice the time)')
 
 
 def run(args: argparse.Namespace) -> int:
-    why = unsupported(args.precision, runtime.capabilities())
-    if why:
-        raise UsageError(f'--precision {args.precision}: {why}')
+    check_engine_flags(args)
     check_data_flags(args)
-    model, meta, ctxs = load_trained(args, 'cpu' if args.precision != 'fp32' else args.device)
+    on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
+    model, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
     data = eval_data(args, meta, args.batch_size)
     fp32_preds = None
-    if args.precision != 'fp32':
+    if not on_mxnet_fp32:  # scored against the package's own fp32 predictions
         _, fp32_acc, fp32_preds = evaluate(model, data.val_dataloader(), ctxs)
-        model = inference_model(model, args.precision, calibration_images(data),
-                                input_shape=input_shape(meta))
+        calib = calibration_images(data) if args.precision == 'int8' else None
+        if args.engine == 'mxnet':
+            model = inference_model(model, args.precision, calib, input_shape=input_shape(meta))
+        else:
+            model = MXOutputs(engine(model, args.engine, args.precision, calib,
+                                     input_shape(meta)))
     if args.tta:
         model = FlipAverage(model)
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)
     labels = onp.asarray(data.val_arrays[1])
     names = [str(c) for c in meta['classes']]
     confusion = confusion_matrix(labels, preds, len(names))
+    on = f'{args.precision}' + ('' if args.engine == 'mxnet' else f' on {args.engine}')
     print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images, '
-          f'{args.precision}' + (', flip-averaged' if args.tta else '') + ')')
+          f'{on}' + (', flip-averaged' if args.tta else '') + ')')
     if fp32_preds is not None:
-        print(f'fp32 accuracy {fp32_acc:.4f}; {args.precision} - fp32 = '
+        print(f'fp32 accuracy {fp32_acc:.4f}; {on} - fp32 = '
               f'{100 * (acc - fp32_acc):+.2f} points; top-1 agreement with fp32 '
               f'{(preds == fp32_preds).mean():.4f}')
     width = max(len(n) for n in names)

@@ -1,4 +1,4 @@
-"""``densenet export``: a trained model as MXNet's symbol + params, or ONNX."""
+"""``densenet export``: a trained model as MXNet's symbol + params, ONNX, or OpenVINO's IR."""
 from __future__ import annotations
 
 import argparse
@@ -11,9 +11,12 @@ from densenet.errors import UsageError
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser('export', help='MXNet symbol + params, or ONNX, from trained params')
+    p = sub.add_parser('export', help='MXNet symbol + params, ONNX or OpenVINO IR, from trained '
+                                      'params')
     add_params_flags(p)
-    p.add_argument('--format', choices=list(FORMATS), default='mxnet')
+    p.add_argument('--format', choices=list(FORMATS), default='mxnet',
+                   help="openvino: .xml + .bin, converted from the ONNX export "
+                        "(pip install 'densenet[openvino]')")
     p.add_argument('--out', required=True, help='output folder')
 
 

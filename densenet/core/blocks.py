@@ -19,7 +19,14 @@ npx.set_np()  # the book's arrays are mxnet.numpy ones (d2l sets this too)
 
 
 def conv_block(num_channels: int) -> nn.HybridSequential:
-    """BatchNorm -> ReLU -> 3x3 convolution with `num_channels` outputs."""
+    """BatchNorm -> ReLU -> 3x3 convolution with `num_channels` outputs (the book's).
+
+    Args:
+        num_channels: output channels of the convolution.
+
+    Returns:
+        The three layers as a `nn.HybridSequential`.
+    """
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),
             nn.Conv2D(num_channels, kernel_size=3, padding=1))
@@ -30,9 +37,13 @@ class DenseBlock(nn.HybridBlock):
     """`num_convs` conv blocks; each one's output is concatenated onto its input.
 
     With ``c`` input channels the output has ``c + num_convs * num_channels``
-    channels: the block's growth rate is `num_channels`. `layer` builds each
-    unit from the growth rate (the book's `conv_block`; DenseNet-BC passes its
-    bottleneck layer).
+    channels: the block's growth rate is `num_channels`.
+
+    Args:
+        num_convs: the number of layers.
+        num_channels: the channels each layer adds (the growth rate).
+        layer: builds each layer from the growth rate: the book's `conv_block`;
+            DenseNet-BC passes its bottleneck layer.
     """
 
     def __init__(self, num_convs: int, num_channels: int,
@@ -59,8 +70,15 @@ def transition_block(num_channels: int, use_bias: bool = True) -> nn.HybridSeque
     """BatchNorm -> ReLU -> 1x1 conv to `num_channels` -> 2x2 average pool.
 
     The pool has stride 2, so the height and width are halved (floored for odd
-    sizes, as MXNet's 'valid' pooling convention does). The book's conv has a
-    bias; DenseNet-BC's (and the model zoo's) has none.
+    sizes, as MXNet's 'valid' pooling convention does).
+
+    Args:
+        num_channels: output channels of the 1x1 convolution.
+        use_bias: give the convolution a bias: the book's has one; DenseNet-BC's (and
+            the model zoo's) has none.
+
+    Returns:
+        The four layers as a `nn.HybridSequential`.
     """
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),

@@ -55,7 +55,15 @@ def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
 
 def spatial_trace(net: nn.Block,
                   size: int | tuple[int, int]) -> list[tuple[nn.Block, tuple[int, ...]]]:
-    """[(layer, (h, w))] after every leaf layer of `net` for an input of `size`."""
+    """The spatial size after every leaf layer of `net` for a square input.
+
+    Args:
+        net: a network of Gluon layers.
+        size: the input side, or (height, width).
+
+    Returns:
+        [(layer, (h, w))], one entry per leaf layer, in order.
+    """
     trace: list[tuple[nn.Block, tuple[int, ...]]] = []
     hw = _pair(size)
     for layer in leaves(net):
@@ -65,7 +73,18 @@ def spatial_trace(net: nn.Block,
 
 
 def min_input_size(net: nn.Block, limit: int = 4096) -> int:
-    """Smallest square side for which no layer of `net` shrinks below 1x1."""
+    """Smallest square side for which no layer of `net` shrinks below 1x1.
+
+    Args:
+        net: a network of Gluon layers.
+        limit: the largest side tried.
+
+    Returns:
+        The side in pixels.
+
+    Raises:
+        ValueError: no side up to `limit` fits the network.
+    """
     for side in range(1, limit + 1):
         if all(min(hw) >= 1 for _, hw in spatial_trace(net, side)):
             return side
@@ -88,18 +107,35 @@ class CheckedClassifier(d2l.Classifier):
     training_paths: ClassVar[list[TrainingPath]] = []
 
     def min_input_size(self) -> int:
-        """Smallest square image side this network accepts (29 for the book's default)."""
+        """Smallest square image side this network accepts.
+
+        Returns:
+            The side in pixels, computed from the network's layers.
+        """
         if getattr(self, '_min_size', None) is None:
             self._min_size = min_input_size(self.net)
         return self._min_size
 
     def stem_weight(self) -> gluon.Parameter:
-        """The first convolution's weight Parameter (looked up once: forward calls this per
-        batch)."""
+        """The first convolution's weight (looked up once: forward calls this per batch).
+
+        Returns:
+            The weight `gluon.Parameter`.
+        """
         return block_cache(self, '_stem', lambda: next(iter(self.net.collect_params().values())))
 
     def check_input(self, X: Array) -> None:
-        """Raise a ValueError naming the problem and the fix for a bad batch."""
+        """Check a batch before it reaches MXNet.
+
+        Args:
+            X: a batch of images, (N, C, H, W).
+
+        Raises:
+            ValueError: naming the problem and the fix: not 4-D, empty, another channel
+                count than the model's, smaller than `min_input_size`, a dtype other
+                than the model's (an integer batch: divide by 255), or NaN or infinite
+                values.
+        """
         if X.ndim != 4:
             raise ValueError(
                 f'DenseNet expects a 4-D batch (N, C, H, W), got shape {X.shape}; '
@@ -133,7 +169,14 @@ class CheckedClassifier(d2l.Classifier):
                              'check how the images were read and scaled')
 
     def check_labels(self, Y: Array | onp.ndarray) -> None:
-        """Raise a ValueError unless every label is a class index 0..num_classes-1."""
+        """Check that every label is a class index.
+
+        Args:
+            Y: the labels of a batch.
+
+        Raises:
+            ValueError: a label outside ``0..num_classes-1`` or not a whole number.
+        """
         y = Y.asnumpy() if hasattr(Y, 'asnumpy') else onp.asarray(Y)
         classes = self.net[-1].weight.shape[0]
         bad = y[~(onp.isfinite(y) & (y == onp.round(y)) & (y >= 0) & (y < classes))]
@@ -144,6 +187,17 @@ class CheckedClassifier(d2l.Classifier):
                              'or build the model with num_classes covering them')
 
     def forward(self, X: Array) -> Array:
+        """The logits of a checked batch.
+
+        Args:
+            X: a batch of images, (N, C, H, W), float in [0, 1].
+
+        Returns:
+            The logits, (N, num_classes).
+
+        Raises:
+            ValueError: a bad batch (see `check_input`).
+        """
         self.check_input(X)
         if autograd.is_recording():
             for path in self.training_paths:
@@ -153,15 +207,33 @@ class CheckedClassifier(d2l.Classifier):
         return self.net(X)
 
     def forward_features(self, X: Array) -> Array:
-        """The pooled features that enter the classifier, shape (N, num_features)."""
+        """The pooled features that enter the classifier.
+
+        Args:
+            X: a batch of images, (N, C, H, W).
+
+        Returns:
+            The features, shape (N, num_features).
+        """
         self.check_input(X)
         for i in range(len(self.net) - 1):
             X = self.net[i](X)
         return X.reshape(X.shape[0], -1)
 
     def reset_classifier(self, num_classes: int) -> CheckedClassifier:
-        """Replace the final Dense layer by a new, Xavier-initialised one for
-        `num_classes` (fine-tuning to other classes); returns the model."""
+        """Replace the final Dense layer by a new, Xavier-initialised one.
+
+        For fine-tuning to other classes; the saved parameter names stay the same.
+
+        Args:
+            num_classes: outputs of the new layer.
+
+        Returns:
+            The model itself.
+
+        Raises:
+            ValueError: `num_classes` is not a positive integer.
+        """
         if not (isinstance(num_classes, int) and num_classes >= 1):
             raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
         old = self.net[-1]
@@ -175,10 +247,26 @@ class CheckedClassifier(d2l.Classifier):
         return self
 
     def classifier_params(self) -> gluon.ParameterDict:
-        """The final Dense layer's parameters (what --freeze-features trains)."""
+        """The final Dense layer's parameters (what --freeze-features trains).
+
+        Returns:
+            Their `gluon.ParameterDict`.
+        """
         return self.net[-1].collect_params()
 
     def loss(self, Y_hat: Array, Y: Array, averaged: bool = True) -> Array:
-        """d2l's softmax cross-entropy, on checked labels."""
+        """d2l's softmax cross-entropy, on checked labels.
+
+        Args:
+            Y_hat: the logits, (N, num_classes).
+            Y: the labels, (N,).
+            averaged: return the mean over the batch rather than one loss per example.
+
+        Returns:
+            The loss.
+
+        Raises:
+            ValueError: a bad label (see `check_labels`).
+        """
         self.check_labels(Y)
         return super().loss(Y_hat, Y, averaged)

@@ -13,14 +13,26 @@ from densenet.core.classifier import CheckedClassifier
 class DenseNet(CheckedClassifier):
     """DenseNet as d2l builds it: stem, dense blocks with transitions, head.
 
-    Kept from the book on purpose: the stem always has 64 channels whatever
-    `num_channels` is (`num_channels` only seeds the running channel count that
-    sets the transition widths), and the default ``lr=0.1`` although the book
-    trains with ``DenseNet(lr=0.01)``. Batches and labels are checked
-    (`CheckedClassifier`).
+    A `d2l.Classifier` (through `CheckedClassifier`, which checks batches and
+    labels). Kept from the book on purpose: the stem always has 64 channels
+    whatever `num_channels` is (`num_channels` only seeds the running channel
+    count that sets the transition widths), and the default ``lr=0.1`` although
+    the book trains with ``DenseNet(lr=0.01)``.
+
+    Args:
+        num_channels: the channel count that the transition widths start from.
+        growth_rate: the channels each dense layer adds.
+        arch: the number of layers of each dense block.
+        lr: the learning rate `d2l.Trainer` uses (`configure_optimizers`).
+        num_classes: outputs of the final Dense layer.
     """
 
     def b1(self) -> nn.HybridSequential:
+        """The book's stem: 7x7 convolution with 64 channels, BatchNorm, ReLU, 3x3 max pool.
+
+        Returns:
+            The stem as a `nn.HybridSequential`.
+        """
         net = nn.HybridSequential()
         net.add(nn.Conv2D(64, kernel_size=7, strides=2, padding=3),
                 nn.BatchNorm(), nn.Activation('relu'),

@@ -16,8 +16,15 @@ npx.set_np()
 
 
 def to_tensor(images: onp.ndarray, resize: Sequence[int]) -> Array:
-    """uint8 (N, h, w) or (N, h, w, C) -> float32 (N, C, H, W) in [0, 1]: the book's
-    Resize + ToTensor (bilinear, as Gluon's transforms.Resize)."""
+    """The book's Resize + ToTensor on a whole batch (bilinear, as Gluon's transforms.Resize).
+
+    Args:
+        images: uint8 (N, h, w) or (N, h, w, C).
+        resize: (height, width).
+
+    Returns:
+        float32 (N, C, H, W) in [0, 1].
+    """
     X = np.array(images[..., None] if images.ndim == 3 else images)
     if tuple(resize) != X.shape[1:3]:
         X = npx.image.resize(X, tuple(resize))
@@ -26,9 +33,20 @@ def to_tensor(images: onp.ndarray, resize: Sequence[int]) -> Array:
 
 def training_part(n: int, limit: int | None = None,
                   shard: tuple[int, int] | None = None) -> slice:
-    """The slice of `n` training images that `limit` (the first N) and `shard=(i, count)`
-    (the i-th of `count` equal contiguous parts; the remainder is dropped so that every
-    worker takes the same steps) keep; UsageError when they cannot."""
+    """The slice of `n` training images that `limit` and `shard` keep.
+
+    Args:
+        n: the number of training images.
+        limit: keep the first N.
+        shard: (i, count): the i-th of `count` equal contiguous parts; the remainder is
+            dropped so that every worker takes the same steps.
+
+    Returns:
+        The slice.
+
+    Raises:
+        UsageError: a `limit` below 1, or too few images for the workers.
+    """
     from densenet.errors import UsageError
     stop = n
     if limit is not None:
@@ -46,8 +64,16 @@ def training_part(n: int, limit: int | None = None,
 
 def augment_batch(images: onp.ndarray, rng: onp.random.RandomState,
                   pad: int = 2) -> onp.ndarray:
-    """Random horizontal flip and random shift by up to `pad` pixels (zero fill) of
-    uint8 (N, H, W) or (N, H, W, C) images."""
+    """Random horizontal flip and random shift by up to `pad` pixels (zero fill).
+
+    Args:
+        images: uint8 (N, H, W) or (N, H, W, C).
+        rng: the random state.
+        pad: the largest shift.
+
+    Returns:
+        The augmented images, a new array.
+    """
     n, h, w = images.shape[:3]
     padded = onp.zeros((n, h + 2 * pad, w + 2 * pad) + images.shape[3:], dtype=images.dtype)
     padded[:, pad:pad + h, pad:pad + w] = images
@@ -64,10 +90,24 @@ def erase_boxes(n: int, h: int, w: int, rng: onp.random.RandomState, p: float,
                 area: tuple[float, float] = (0.02, 0.4),
                 aspect: tuple[float, float] = (0.3, 1 / 0.3),
                 ) -> tuple[onp.ndarray, onp.ndarray, onp.ndarray, onp.ndarray]:
-    """Random erasing's rectangles (Zhong et al., 2017) for `n` images of h x w: with
-    probability `p` an image gets a box of a random share `area` of its pixels and a
-    log-uniform aspect ratio (height over width), clipped to the image, at a random place.
-    Returns int arrays (top, left, height, width); height 0 where nothing is erased."""
+    """Random erasing's rectangles (Zhong et al., 2017) for `n` images of h x w.
+
+    With probability `p` an image gets a box of a random share `area` of its
+    pixels and a log-uniform aspect ratio (height over width), clipped to the
+    image, at a random place.
+
+    Args:
+        n: the number of images.
+        h: their height.
+        w: their width.
+        rng: the random state.
+        p: the share of images that get a box.
+        area: the range of the box's share of the pixels.
+        aspect: the range of its height-to-width ratio.
+
+    Returns:
+        int arrays (top, left, height, width); height 0 where nothing is erased.
+    """
     chosen = rng.rand(n) < p
     share = rng.uniform(area[0], area[1], n)
     ratio = onp.exp(rng.uniform(onp.log(aspect[0]), onp.log(aspect[1]), n))
@@ -80,9 +120,16 @@ def erase_boxes(n: int, h: int, w: int, rng: onp.random.RandomState, p: float,
 
 def erase_batch(images: onp.ndarray, rng: onp.random.RandomState, p: float,
                 ) -> tuple[onp.ndarray, tuple[onp.ndarray, ...]]:
-    """Random erasing of uint8 (N, H, W) or (N, H, W, C) images: each chosen box
-    (`erase_boxes`) is filled with uniformly random pixel values, the paper's choice.
-    Returns a new array and the boxes."""
+    """Random erasing: each chosen box is filled with uniformly random pixel values.
+
+    Args:
+        images: uint8 (N, H, W) or (N, H, W, C).
+        rng: the random state.
+        p: the share of images that get a box (`erase_boxes`).
+
+    Returns:
+        (a new array, the boxes).
+    """
     boxes = erase_boxes(len(images), images.shape[1], images.shape[2], rng, p)
     out = images.copy()
     for i, (t, left, bh, bw) in enumerate(zip(*boxes)):
@@ -92,24 +139,41 @@ def erase_batch(images: onp.ndarray, rng: onp.random.RandomState, p: float,
 
 
 def training_min_last(batch_size: int) -> int:
-    """The smallest last batch a training epoch takes: half a batch. A step on a handful of
-    images normalises with BatchNorm statistics of those few and jolts the weights and the
-    running statistics (measured: a last batch of 2 of 32 images, every epoch, left a
-    3-class model at chance in inference mode). The book's Fashion-MNIST epochs (60000
-    images, batches of 128, a last batch of 96) keep every image."""
-    return -(-batch_size // 2)
+    """The smallest last batch a training epoch takes: a quarter of a batch.
+
+    A step on a handful of images normalises with BatchNorm statistics of those
+    few and jolts the weights and the running statistics. The book's
+    Fashion-MNIST epochs (batches of 128) keep every image.
+
+    Args:
+        batch_size: images per batch.
+
+    Returns:
+        The smallest size of a last batch that is kept.
+    """
+    return -(-batch_size // 4)
 
 
 class BatchLoader:
     """Batches of a decoded split, transformed a whole batch at a time.
 
     Values equal the book's per-sample ``transform_first(Resize, ToTensor)``
-    pipeline; doing it per batch keeps Python out of the per-image loop.
-    ``augment`` flips and shifts training images, ``erase`` (a probability)
-    then erases a random rectangle of that share of them (`erase_batch`). The
-    shuffled order of epoch ``e`` depends only on ``(seed, e)``, so a resumed
-    run sees the same batches as an uninterrupted one. A last batch of fewer than
-    ``min_last`` images is left out (`training_min_last`).
+    pipeline; doing it per batch keeps Python out of the per-image loop. The
+    shuffled order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run
+    sees the same batches as an uninterrupted one.
+
+    Args:
+        images: uint8 images (N, H, W[, C]), or `Rows` of a memory map.
+        labels: their labels.
+        batch_size: images per batch.
+        resize: (height, width).
+        shuffle: a new order every epoch.
+        seed: the order's and the augmentation's seed.
+        augment: flip and shift the images.
+        drop_last: leave out a last batch smaller than `batch_size`.
+        pad: the largest shift of `augment`.
+        erase: random erasing of this share of the images (`erase_batch`).
+        min_last: a last batch of fewer images is left out (`training_min_last`).
     """
 
     def __init__(self, images: onp.ndarray | Rows, labels: onp.ndarray, batch_size: int,
@@ -127,9 +191,15 @@ class BatchLoader:
         full, rest = divmod(len(self.labels), self.batch_size)
         if self.drop_last:
             return full
-        return full + (1 if rest and rest >= self.min_last else 0)
+        # A split smaller than min_last is still one batch: an epoch always has a step.
+        return full + (1 if rest and (rest >= self.min_last or not full) else 0)
 
     def set_epoch(self, epoch: int) -> None:
+        """Continue at epoch `epoch` (a resumed run), so its batches are that epoch's.
+
+        Args:
+            epoch: the epoch index, from 0.
+        """
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[Array, Array]]:

@@ -60,7 +60,17 @@ HOW_TO_GET = (
 
 
 def candidate_dirs(root: str | None = None) -> list[str]:
-    """Where the IDX files are looked for, in order."""
+    """Where the IDX files are looked for, in order.
+
+    `root`, ``$DENSENET_DATA``, Gluon's cache (``$MXNET_HOME/datasets/fashion-mnist``,
+    default ``~/.mxnet``), then Debian's ``/usr/share/datasets/fashion-mnist``.
+
+    Args:
+        root: a folder searched first (None: none).
+
+    Returns:
+        The folders.
+    """
     mxnet_home = os.environ.get('MXNET_HOME', os.path.join(os.path.expanduser('~'), '.mxnet'))
     dirs = [root, os.environ.get('DENSENET_DATA'),
             os.path.join(mxnet_home, 'datasets', 'fashion-mnist'), DEBIAN_DIR]
@@ -75,10 +85,16 @@ def _file_in(folder: str, name: str) -> str | None:
 
 
 def check_data_dir(folder: str) -> None:
-    """Raise UsageError unless `folder` (a user's --data-dir) holds all four IDX files.
+    """Check that `folder` (a user's --data-dir) holds all four IDX files.
 
     The library searches on when `root` lacks them; a folder named on the
     command line is what the user meant, so it is refused instead.
+
+    Args:
+        folder: the folder.
+
+    Raises:
+        UsageError: it is not a folder, or lacks one of the files (.gz or raw).
     """
     if not os.path.isdir(folder):
         raise UsageError(f'--data-dir {folder}: no such folder; give the folder holding the '
@@ -92,7 +108,14 @@ def check_data_dir(folder: str) -> None:
 
 
 def locate(root: str | None = None) -> dict[str, str] | None:
-    """The first folder holding all four files, as {name: path}, or None."""
+    """The first folder of `candidate_dirs` that holds all four files.
+
+    Args:
+        root: a folder searched first.
+
+    Returns:
+        {name: path}, or None when no folder has them.
+    """
     for folder in candidate_dirs(root):
         paths = {name: _file_in(folder, name) for name in FILES}
         if all(paths.values()):
@@ -123,7 +146,21 @@ def _read_bytes(path: str) -> bytes:
 
 
 def decode_idx(raw: bytes, name: str, path: str) -> onp.ndarray:
-    """Check an IDX file's bytes against the official file `name`; return its array."""
+    """Check an IDX file's bytes against the official file `name` and decode them.
+
+    Args:
+        raw: the decompressed bytes.
+        name: the official file's name.
+        path: the file, for the error message.
+
+    Returns:
+        The images (uint8, (N, 28, 28)) or labels (uint8, (N,)).
+
+    Raises:
+        ValueError: naming the file and the fix: too short, a wrong magic number,
+            count, size or label, or content that differs from the official file
+            (SHA-256).
+    """
     def bad(what: str) -> UsageError:
         return UsageError(f'{path}: {what}; {_fix_hint(path)}')
     sha, count = FILES[name]
@@ -158,7 +195,18 @@ _CACHE: dict[tuple[str, int, int], onp.ndarray] = {}
 
 
 def load_file(path: str, name: str) -> onp.ndarray:
-    """Decode and verify one IDX file, once per (path, size, mtime)."""
+    """Decode and verify one IDX file, once per (path, size, mtime).
+
+    Args:
+        path: the file (.gz or raw).
+        name: the official file's name.
+
+    Returns:
+        Its array (see `decode_idx`).
+
+    Raises:
+        ValueError: the file is damaged or not the official one.
+    """
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _CACHE:
@@ -182,7 +230,20 @@ def _fetch(url: str, timeout: float) -> bytes:
 
 def download(folder: str, base_url: str | None = None,
              timeout: float = 60) -> dict[str, str]:
-    """Fetch the four official files into `folder`, each verified before it is written."""
+    """Fetch the four official files into `folder`, each verified before it is written.
+
+    Args:
+        folder: where to write them.
+        base_url: the source (default ``$DENSENET_DATA_URL``, else the official one).
+        timeout: seconds per request.
+
+    Returns:
+        {name: path} of the written files.
+
+    Raises:
+        UsageError: a download that is not a complete gzip file (nothing is kept).
+        ValueError: a file whose content is not the official one.
+    """
     base_url = base_url or os.environ.get('DENSENET_DATA_URL') or OFFICIAL_URL
     if not base_url.endswith('/'):
         base_url += '/'
@@ -205,7 +266,20 @@ def download(folder: str, base_url: str | None = None,
 
 def find_or_download(root: str | None = None, allow_download: bool = True,
                      base_url: str | None = None) -> dict[str, str]:
-    """{name: path} of verified files, downloading into the first writable place."""
+    """The verified files, found offline first, else downloaded into the first writable place.
+
+    Args:
+        root: a folder searched first.
+        allow_download: download when no folder has the files.
+        base_url: the download source (default ``$DENSENET_DATA_URL``, else the official one).
+
+    Returns:
+        {name: path} of the four files.
+
+    Raises:
+        FileNotFoundError: the files are nowhere and could not be downloaded (the
+            message says where they were looked for and how to get them).
+    """
     paths = locate(root)
     if paths:
         return paths
@@ -231,7 +305,19 @@ def find_or_download(root: str | None = None, allow_download: bool = True,
 
 def load_split(split: str, root: str | None = None,
                allow_download: bool = True) -> tuple[onp.ndarray, onp.ndarray]:
-    """(images uint8 (N, 28, 28), labels int32 (N,)) of 'train' or 'val' (the test split)."""
+    """The images and labels of one split.
+
+    Args:
+        split: 'train' or 'val' (the test split, the book's validation data).
+        root: a folder searched first.
+        allow_download: download when no folder has the files.
+
+    Returns:
+        (images uint8 (N, 28, 28), labels int32 (N,)).
+
+    Raises:
+        FileNotFoundError: the files are nowhere and could not be downloaded.
+    """
     paths = find_or_download(root, allow_download)
     images_name, labels_name = SPLITS[split]
     return (load_file(paths[images_name], images_name),
@@ -241,16 +327,31 @@ def load_split(split: str, root: str | None = None,
 class FashionMNIST(d2l.FashionMNIST):
     """Fashion-MNIST as ``d2l.FashionMNIST(batch_size, resize)`` serves it, offline-first.
 
-    ``root`` is searched first; ``holdout=N`` validates on the last N training
-    images instead of the test split (for choosing settings without looking at
-    the test split) and trains on the rest; ``limit`` keeps the first N training images;
-    ``shard=(i, n)`` then keeps the i-th of n equal contiguous parts (a
-    distributed worker's share; the remainder is dropped so that every worker
-    runs the same number of steps); ``augment`` adds random flips and shifts to
-    training batches, ``erase=p`` random erasing of a share p of them. With
-    ``num_workers=0`` (default) batches are built vectorised in-process; with
-    ``num_workers > 0`` Gluon's DataLoader runs the book's per-sample pipeline
-    in worker processes.
+    With ``num_workers=0`` (default) batches are built vectorised in-process;
+    with ``num_workers > 0`` Gluon's DataLoader runs the book's per-sample
+    pipeline in worker processes. The files are found and verified by
+    `find_or_download`.
+
+    Args:
+        batch_size: images per batch.
+        resize: (height, width) every image is resized to.
+        root: a folder searched first for the IDX files.
+        num_workers: worker processes (0: batches built in this process).
+        limit: keep the first N training images.
+        augment: random flips and shifts of training images.
+        seed: the shuffling and augmentation seed.
+        allow_download: download when no folder has the files.
+        shard: (i, n): keep the i-th of n equal contiguous parts of the training
+            images (a distributed worker's share; the remainder is dropped so that
+            every worker runs the same number of steps).
+        holdout: validate on the last N training images instead of the test split
+            (to choose settings without looking at it) and train on the rest.
+        erase: random erasing of this share of the training images.
+
+    Raises:
+        UsageError: a `holdout` that leaves no training or no validation images, or
+            a `limit` or `shard` that cannot be met.
+        FileNotFoundError: the files are nowhere and could not be downloaded.
     """
 
     def __init__(self, batch_size: int = 64, resize: Sequence[int] = (28, 28),
@@ -280,6 +381,14 @@ class FashionMNIST(d2l.FashionMNIST):
             np.array(self.val_arrays[0][..., None]), self.val_arrays[1]).transform_first(trans)
 
     def get_dataloader(self, train: bool) -> BatchLoader | gluon.data.DataLoader:
+        """The training or validation batches.
+
+        Args:
+            train: the training split (shuffled, augmented when asked) or the validation one.
+
+        Returns:
+            A `BatchLoader`, or Gluon's DataLoader when `num_workers` > 0.
+        """
         if self.num_workers:
             data = self.train if train else self.val
             return gluon.data.DataLoader(data, self.batch_size, shuffle=train,

@@ -72,7 +72,20 @@ def _scan_classes(folder: str, what: str) -> tuple[list[str], list[tuple[str, in
 
 def scan(root: str, what: str = '--data') -> tuple[list[str], list[tuple[str, int]],
                                                    list[tuple[str, int]] | None, int]:
-    """(classes, train items, val items or None, ignored count) of an image folder."""
+    """The classes and image files of an image folder.
+
+    Args:
+        root: the folder: one sub-folder per class, or train/ and val/ laid out so.
+        what: how the folder is named in messages (the flag).
+
+    Returns:
+        (classes, train items, val items or None, count of ignored non-image files);
+        an item is (path, class index).
+
+    Raises:
+        UsageError: no such folder, a file, fewer than two classes, a class without
+            images, val/ without train/, or train/ and val/ with different classes.
+    """
     if not os.path.exists(root):
         raise UsageError(f'{what} {root}: no such folder; ' + LAYOUT_HELP)
     if not os.path.isdir(root):
@@ -98,14 +111,31 @@ def scan(root: str, what: str = '--data') -> tuple[list[str], list[tuple[str, in
 
 
 def check_folder(root: str, what: str = '--data') -> None:
-    """Raise UsageError unless `root` is laid out as an image folder (nothing decoded)."""
+    """Check that `root` is laid out as an image folder (nothing decoded).
+
+    Args:
+        root: the folder.
+        what: how the folder is named in messages.
+
+    Raises:
+        UsageError: as `scan`.
+    """
     scan(root, what)
 
 
 def stratified_split(labels: onp.ndarray, val_share: float,
                      seed: int) -> tuple[onp.ndarray, onp.ndarray]:
-    """(train indices, val indices): `val_share` of every class (at least one image of a
-    class with two or more) held out, chosen with `seed`."""
+    """Hold out a share of every class, chosen with a seed.
+
+    Args:
+        labels: the class index of every image.
+        val_share: the share of each class to hold out (at least one image of a
+            class with two or more).
+        seed: the seed of the choice.
+
+    Returns:
+        (train indices, val indices).
+    """
     rng = onp.random.RandomState(seed)
     train, val = [], []
     for c in onp.unique(labels):
@@ -141,6 +171,11 @@ def _decoded(paths: Sequence[str], channels: int,
 
 
 def default_cache_dir() -> str:
+    """Where decoded folders are cached.
+
+    Returns:
+        ``$DENSENET_CACHE``, else ``~/.cache/densenet/image-folder``.
+    """
     return os.environ.get('DENSENET_CACHE') or os.path.join(
         os.path.expanduser('~'), '.cache', 'densenet', 'image-folder')
 
@@ -166,9 +201,27 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
                     cache_dir: str | None = None, num_workers: int | None = None,
                     skip_bad_images: bool = False,
                     log: Callable[[str], object] = print) -> tuple[onp.ndarray, list[int]]:
-    """(uint8 memmap (N, side, side[, 3]), indices of unreadable files): every file decoded
-    and resized once, cached on disk. An unreadable file stops it (UsageError naming the
-    file) unless `skip_bad_images`; nothing is cached then."""
+    """Decode and resize every file once, into an on-disk cache.
+
+    The cache is keyed by every file's path, size and modification time, the
+    side and the channels, so a later run at that side opens it at once and an
+    edited folder is decoded again.
+
+    Args:
+        paths: the image files.
+        side: the square side to resize to.
+        channels: 1 (grayscale) or 3 (RGB).
+        cache_dir: the cache folder (default `default_cache_dir`).
+        num_workers: decoding processes (default: one per core).
+        skip_bad_images: leave unreadable files out instead of stopping.
+        log: where notes go.
+
+    Returns:
+        (uint8 memmap (N, side, side[, 3]), indices of the unreadable files).
+
+    Raises:
+        UsageError: an unreadable file, unless `skip_bad_images` (nothing is cached then).
+    """
     from mxnet import np, npx
     cache_dir = cache_dir or default_cache_dir()
     key = _cache_key(paths, side, channels)
@@ -215,7 +268,12 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
 
 
 class Rows:
-    """Rows `index` of an array (a memory map stays one: rows are read per batch)."""
+    """Rows `index` of an array (a memory map stays one: rows are read per batch).
+
+    Args:
+        array: the array or memory map.
+        index: the rows.
+    """
 
     def __init__(self, array: onp.ndarray, index: Sequence[int] | onp.ndarray) -> None:
         self.array, self.index = array, onp.asarray(index)
@@ -232,13 +290,29 @@ class Rows:
 class ImageFolder(d2l.DataModule):
     """A folder of class sub-folders as a d2l DataModule (train/val dataloaders).
 
-    ``train/`` and ``val/`` inside are used as they are; otherwise ``val_split``
-    of every class is held out (stratified, seeded). ``channels``: 1 or 3; None
-    takes 1 when every image is single-channel. ``resize``: the square side
-    every image is resized to. ``limit`` keeps N training images drawn at
-    random; ``shard=(i, n)`` a distributed worker's part; ``augment`` flips and
-    shifts training images by up to 1/14 of the side (2 pixels at 28, as
-    Fashion-MNIST's); ``erase=p`` erases a random rectangle of a share p of them.
+    The folder names are the class names (sorted). Images are decoded once into
+    an on-disk cache (`decode_to_cache`) and read through a memory map.
+
+    Args:
+        root: the folder; ``train/`` and ``val/`` inside are used as they are.
+        batch_size: images per batch.
+        resize: the square side every image is resized to (an int, or a pair).
+        channels: 1 or 3; None takes 1 when every image is single-channel.
+        val_split: without ``val/``, the share of every class held out (stratified,
+            seeded).
+        seed: the split, shuffling and augmentation seed.
+        augment: flip and shift training images by up to 1/14 of the side.
+        limit: keep N training images drawn at random.
+        shard: (i, n): a distributed worker's part of the training images.
+        num_workers: decoding processes (default: one per core).
+        skip_bad_images: leave unreadable files out (counted) instead of stopping.
+        cache_dir: the cache folder (default ``$DENSENET_CACHE``).
+        log: where notes go.
+        erase: random erasing of this share of the training images.
+
+    Raises:
+        UsageError: a folder that cannot be trained on (see `scan`), a bad
+            `channels`, an unreadable image, or no readable images left in a split.
     """
 
     def __init__(self, root: str, batch_size: int = 64,
@@ -288,6 +362,14 @@ class ImageFolder(d2l.DataModule):
         self.pad = max(1, round(side / 14))
 
     def get_dataloader(self, train: bool) -> BatchLoader:
+        """The training or validation batches.
+
+        Args:
+            train: the training split (shuffled, augmented when asked) or the validation one.
+
+        Returns:
+            A `BatchLoader`.
+        """
         images, labels = self.train_arrays if train else self.val_arrays
         return BatchLoader(images, labels, self.batch_size, (self.side, self.side),
                            shuffle=train, seed=self.seed, augment=self.augment and train,

@@ -45,10 +45,16 @@ class ImageError(UsageError):
 
 
 def max_image_pixels() -> int | None:
-    """The most pixels (width x height) an image file may have; None: no limit.
+    """The most pixels (width x height) an image file may have.
 
     ``DENSENET_MAX_IMAGE_PIXELS`` when set (a count; ``none`` or ``0``: no limit),
-    else PIL's ``Image.MAX_IMAGE_PIXELS``. A value that is not a count is a UsageError.
+    else PIL's ``Image.MAX_IMAGE_PIXELS``.
+
+    Returns:
+        The limit, or None for no limit.
+
+    Raises:
+        UsageError: the variable is set to something that is not a count.
     """
     text = os.environ.get(MAX_PIXELS_ENV, '').strip()
     if not text:
@@ -114,7 +120,17 @@ def _open(path: str | os.PathLike[str]) -> PILImage:
 
 
 def to_gray8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
-    """A PIL image as a uint8 (H, W) array with its full range, and notes on what changed."""
+    """A PIL image as a uint8 (H, W) array with its full range.
+
+    Args:
+        img: the image, of any mode.
+
+    Returns:
+        (the array, notes on what was converted).
+
+    Raises:
+        ImageError: a float image holding NaN or infinite values.
+    """
     notes: list[str] = []
     mode = img.mode
     if mode == 'L':
@@ -143,7 +159,14 @@ def to_gray8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
 
 
 def to_rgb8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
-    """A PIL image as a uint8 (H, W, 3) array: colour kept, grey repeated, alpha onto black."""
+    """A PIL image as a uint8 (H, W, 3) array: colour kept, grey repeated, alpha onto black.
+
+    Args:
+        img: the image, of any mode.
+
+    Returns:
+        (the array, notes on what was converted).
+    """
     if img.mode == 'P':
         img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
     if img.mode == 'RGB':
@@ -159,7 +182,14 @@ def to_rgb8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
 
 
 def is_grayscale(path: str | os.PathLike[str]) -> bool:
-    """Whether an image file has a single channel (read from its header, not decoded)."""
+    """Whether an image file has a single channel (read from its header, not decoded).
+
+    Args:
+        path: the file.
+
+    Returns:
+        True for a single-channel (or unreadable) file.
+    """
     from PIL import Image
     try:
         with _pil_limit(None), Image.open(path) as img:  # a huge one: decoding names it
@@ -170,8 +200,19 @@ def is_grayscale(path: str | os.PathLike[str]) -> bool:
 
 def read_image(path: str | os.PathLike[str],
                channels: int = 1) -> tuple[onp.ndarray, list[str]]:
-    """(uint8 (H, W) grayscale, or (H, W, 3) for channels=3, array, notes) of an image
-    file; ImageError if unreadable or over `max_image_pixels` (see the module's doc)."""
+    """An image file as uint8 grayscale or RGB, with its real range (see the module).
+
+    Args:
+        path: the file (PNG, JPEG, TIFF, ... of any PIL mode).
+        channels: 1 for (H, W) grayscale, 3 for (H, W, 3) RGB.
+
+    Returns:
+        (the array, notes on what was converted).
+
+    Raises:
+        ValueError: `channels` is neither 1 nor 3.
+        ImageError: the file is missing, unreadable, or over `max_image_pixels`.
+    """
     if channels not in (1, 3):
         raise ValueError(f'channels must be 1 or 3, got {channels}')
     try:

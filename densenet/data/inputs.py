@@ -13,8 +13,17 @@ FASHION_MNIST_SIDE = 28
 
 
 def as_fashion_mnist(path: str) -> tuple[onp.ndarray, list[str]]:
-    """A file as a 28x28 uint8 grayscale array (full range kept), and notes on the
-    conversions made (an unreadable file is an ImageError, a UsageError)."""
+    """A file as a 28x28 uint8 grayscale array (full range kept).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        (the array, notes on the conversions made).
+
+    Raises:
+        ImageError: the file is unreadable (a UsageError).
+    """
     gray, notes = read_image(path)
     side = FASHION_MNIST_SIDE
     if gray.shape != (side, side):
@@ -24,8 +33,21 @@ def as_fashion_mnist(path: str) -> tuple[onp.ndarray, list[str]]:
 
 
 def read_for_model(meta: dict[str, Any], path: str) -> tuple[onp.ndarray, list[str]]:
-    """An image file as the model's training data looked: Fashion-MNIST models see 28x28
-    grayscale first (as their data was); folder models the file at its own size."""
+    """An image file as the model's training data looked.
+
+    Fashion-MNIST models see 28x28 grayscale first (as their data was); folder
+    models the file at its own size, with their channel count.
+
+    Args:
+        meta: the model's metadata (`densenet.models.params`).
+        path: the image file.
+
+    Returns:
+        (the array, notes on the conversions made).
+
+    Raises:
+        ImageError: the file is unreadable.
+    """
     if meta.get('dataset') == 'fashion-mnist':
         return as_fashion_mnist(path)
     return read_image(path, meta['channels'])

@@ -1,2 +1,6 @@
-"""Trained models into service: INT8/BF16/fp32 inference (inference) and export to MXNet's
-symbol format and ONNX (export)."""
+"""Trained models into service: INT8/BF16/fp32 inference (inference), export to MXNet's
+symbol format, ONNX and OpenVINO (export), and one model on MXNet, ONNX Runtime or
+OpenVINO (engines, `engine`)."""
+from densenet.deploy.engines import ENGINES, Engine, engine
+
+__all__ = ['ENGINES', 'Engine', 'engine']

@@ -1,4 +1,5 @@
-"""Ship a trained model: MXNet symbol + params, and ONNX.
+"""Ship a trained model: MXNet symbol + params, ONNX, and OpenVINO's IR (.xml + .bin,
+converted from the ONNX export).
 
 MXNet 1.9.1's ONNX exporter has no converter for the numpy-mode
 ``_npi_concatenate`` that the book's dense block records; `register_onnx_converters`
@@ -7,8 +8,10 @@ is the model's own graph, unchanged.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
+from types import ModuleType
 from typing import Any, Sequence
 
 import mxnet as mx
@@ -16,10 +19,12 @@ import numpy as onp
 from mxnet import gluon, np
 
 from densenet.core.classifier import CheckedClassifier
+from densenet.errors import UsageError
 from densenet.modes.block_mode import concat_mode
+from densenet.system.files import disk_full_as_error
 from densenet.system.mxcompat import onnx_converters, onnx_node_inputs
 
-FORMATS = ('mxnet', 'onnx')
+FORMATS = ('mxnet', 'onnx', 'openvino')
 # MXNet's converters are written for opsets 12 and 13; the file declares 13.
 ONNX_OPSET = 13
 
@@ -115,11 +120,84 @@ def export_onnx(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
     return final
 
 
+def import_extra(module: str, needed_by: str, name: str, extra: str) -> ModuleType:
+    """Import `module`, which an optional extra of the package installs.
+
+    Args:
+        module: the module to import, e.g. 'openvino'.
+        needed_by: what needs it, as the user asked for it, e.g. '--format openvino'.
+        name: the product's name, e.g. 'OpenVINO'.
+        extra: the extra that installs it, e.g. 'openvino'.
+
+    Returns:
+        The module.
+
+    Raises:
+        UsageError: it is not installed; the message names the extra.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise UsageError(f"{needed_by} needs {name}: pip install 'densenet[{extra}]' "
+                         f'({e})') from e
+
+
+def export_openvino(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
+                    input_shape: Sequence[int] | None = None) -> tuple[str, str]:
+    """Write OpenVINO's IR, ``name.xml`` + ``name.bin``, converted from the ONNX export.
+
+    The weights stay float32 (``save_model`` would halve them to float16 by
+    default), so the IR computes what the model does; the batch axis is dynamic.
+
+    Args:
+        model: the trained model (left as it was).
+        out_dir: the folder to write into (created if missing).
+        name: the files' stem.
+        input_shape: the shape of one batch, (1, C, H, W); default: the model's.
+
+    Returns:
+        The paths of the .xml and the .bin.
+
+    Raises:
+        UsageError: OpenVINO or onnx is not installed (``pip install 'densenet[openvino]'``).
+    """
+    import_extra('onnx', '--format openvino', 'onnx', 'openvino')
+    ov = import_extra('openvino', '--format openvino', 'OpenVINO', 'openvino')
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        onnx_path = export_onnx(model, tmp, name, input_shape)
+        ov.save_model(ov.convert_model(onnx_path), os.path.join(tmp, name + '.xml'),
+                      compress_to_fp16=False)
+        paths = []
+        for ext in ('.bin', '.xml'):  # the .xml last: it names a complete .bin
+            os.replace(os.path.join(tmp, name + ext), os.path.join(out_dir, name + ext))
+            paths.append(os.path.join(out_dir, name + ext))
+    return paths[1], paths[0]
+
+
 def export(model: CheckedClassifier, out_dir: str, fmt: str = 'mxnet', name: str = 'densenet',
            input_shape: Sequence[int] | None = None) -> tuple[str, ...]:
-    """Export `model` in format 'mxnet' or 'onnx'; returns the written paths."""
-    if fmt == 'mxnet':
-        return export_mxnet(model, out_dir, name, input_shape)
-    if fmt == 'onnx':
-        return (export_onnx(model, out_dir, name, input_shape),)
-    raise ValueError(f'format must be one of {FORMATS}, got {fmt!r}')
+    """Export `model` in format 'mxnet', 'onnx' or 'openvino'; returns the written paths.
+
+    Raises:
+        ValueError: `fmt` is not one of `FORMATS`.
+        UsageError: 'openvino' without OpenVINO installed.
+        DiskFull: the disk filled up; no partial file is left, and an `out_dir` that
+            the export created is removed again.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f'format must be one of {FORMATS}, got {fmt!r}')
+    target = os.path.join(out_dir, {'mxnet': f'{name}-0000.params', 'onnx': name + '.onnx',
+                                    'openvino': name + '.bin'}[fmt])
+    created = not os.path.exists(out_dir)
+    try:
+        with disk_full_as_error(target):  # DiskFull names the file; nothing half-written stays
+            if fmt == 'mxnet':
+                return export_mxnet(model, out_dir, name, input_shape)
+            if fmt == 'openvino':
+                return export_openvino(model, out_dir, name, input_shape)
+            return (export_onnx(model, out_dir, name, input_shape),)
+    except BaseException:
+        if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise

@@ -11,7 +11,14 @@ from densenet.system.files import atomic_write
 
 
 def plain_train_loader(data: Any) -> BatchLoader:
-    """The training images in order, without shuffling or augmentation."""
+    """The training images in order, without shuffling or augmentation.
+
+    Args:
+        data: a FashionMNIST or ImageFolder module.
+
+    Returns:
+        The `BatchLoader`.
+    """
     images, labels = data.train_arrays
     side = data.side if hasattr(data, 'side') else data.resize[0]
     return BatchLoader(images, labels, data.batch_size, (side, side))
@@ -19,8 +26,18 @@ def plain_train_loader(data: Any) -> BatchLoader:
 
 def extract_features(model: Any, data: Any, splits: Sequence[str], ctxs: Sequence[Any],
                      classes: Sequence[Any]) -> dict[str, onp.ndarray]:
-    """{'features', 'labels', 'split', 'classes'[, 'paths']} for the images of `splits`
-    ('train', 'val') of `data` (a FashionMNIST or ImageFolder), in order."""
+    """The pooled features that enter the classifier, for the images of `splits`.
+
+    Args:
+        model: the trained model.
+        data: a FashionMNIST or ImageFolder module.
+        splits: 'train' and/or 'val', in order.
+        ctxs: the devices.
+        classes: the class names.
+
+    Returns:
+        {'features', 'labels', 'split', 'classes'[, 'paths']}, as arrays.
+    """
     feats, labels, which = [], [], []
     for split in splits:
         loader = data.get_dataloader(train=False) if split == 'val' else plain_train_loader(data)
@@ -38,7 +55,15 @@ def extract_features(model: Any, data: Any, splits: Sequence[str], ctxs: Sequenc
 
 
 def save_features(path: str, arrays: dict[str, onp.ndarray]) -> None:
-    """Write `arrays` as the .npz file `path`, atomically."""
+    """Write `arrays` as the .npz file `path`, atomically.
+
+    Args:
+        path: the file.
+        arrays: the arrays by name.
+
+    Raises:
+        DiskFull: the disk filled up.
+    """
     def write(tmp: str) -> None:
         with open(tmp, 'wb') as f:  # a file object: savez would add .npz to a temporary name
             onp.savez(f, **arrays)

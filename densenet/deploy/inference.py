@@ -33,18 +33,35 @@ PRECISIONS = ('fp32', 'bf16', 'int8')
 
 @contextlib.contextmanager
 def legacy_mode() -> Iterator[None]:
-    """Run code under MXNet's legacy (non-numpy) array and shape semantics."""
+    """Run code under MXNet's legacy (non-numpy) array and shape semantics.
+
+    Yields:
+        None; numpy mode is restored afterwards.
+    """
     with mx.util.np_array(False), mx.util.np_shape(False):
         yield
 
 
 class InferenceModel:
-    """A legacy-API SymbolBlock called with numpy-mode arrays, like the model."""
+    """A legacy-API SymbolBlock called with numpy-mode arrays, like the model.
+
+    Args:
+        block: the converted (INT8 or BF16) block.
+        ctx: its device.
+    """
 
     def __init__(self, block: gluon.HybridBlock, ctx: mx.Context) -> None:
         self.block, self.ctx = block, ctx
 
     def __call__(self, X: Array | onp.ndarray) -> Array:
+        """The logits of a batch.
+
+        Args:
+            X: the batch, (N, C, H, W), a numpy-mode or numpy array.
+
+        Returns:
+            The logits, a numpy-mode array on the model's device.
+        """
         data = X.asnumpy() if hasattr(X, 'asnumpy') else onp.asarray(X, dtype=onp.float32)
         with legacy_mode():
             out = self.block(mx.nd.array(data, ctx=self.ctx)).asnumpy()
@@ -73,7 +90,16 @@ def _legacy_block(model: CheckedClassifier, input_shape: Sequence[int],
 
 def calibration_batches(images: onp.ndarray, batch_size: int = 64,
                         resize: int = 96) -> list[onp.ndarray]:
-    """Calibration batches (numpy float32, N x 1 x H x W) from uint8 (N, 28, 28) images."""
+    """Calibration batches from uint8 images.
+
+    Args:
+        images: uint8 (N, 28, 28) images.
+        batch_size: images per batch.
+        resize: the square side.
+
+    Returns:
+        numpy float32 batches, N x 1 x H x W, in [0, 1].
+    """
     from densenet.data.batches import to_tensor
     batches = []
     for start in range(0, len(images), batch_size):
@@ -84,14 +110,30 @@ def calibration_batches(images: onp.ndarray, batch_size: int = 64,
 
 def calibration_images(data: FashionMNIST | ImageFolder, n: int = 512,
                        seed: int = 0) -> onp.ndarray:
-    """`n` training images of a FashionMNIST module, drawn at random (uint8)."""
+    """`n` training images of a data module, drawn at random, for INT8 calibration.
+
+    Args:
+        data: a FashionMNIST or ImageFolder module.
+        n: the number of images.
+        seed: the draw's seed.
+
+    Returns:
+        The images, uint8.
+    """
     images = data.train_arrays[0]
     idx = onp.random.RandomState(seed).choice(len(images), min(n, len(images)), replace=False)
     return images[onp.sort(idx)]
 
 
 def edge_layers(block: gluon.SymbolBlock) -> list[str]:
-    """Graph names of a SymbolBlock's first convolution and last dense layer."""
+    """Graph names of a SymbolBlock's first convolution and last dense layer.
+
+    Args:
+        block: the traced model.
+
+    Returns:
+        The names, which INT8 keeps in fp32.
+    """
     import json
     nodes = json.loads(cached_graph_json(block))['nodes']
     layers = [n['name'] for n in nodes if n['op'] in ('Convolution', 'FullyConnected')]
@@ -102,10 +144,18 @@ class PercentileCollector:
     """INT8 thresholds at a percentile of each layer's calibration outputs.
 
     MXNet 1.9.1 calibrates with the extremes ('naive', which spends the 8-bit
-    range on rare outliers) or by KL divergence ('entropy', which clipped too
-    much on these models); this is its 'customize' hook. It keeps a random
-    sample of every output and takes the `percentile` (and, for outputs that
-    go negative, the mirror percentile) as the thresholds.
+    range on rare outliers) or by KL divergence ('entropy'); this is its
+    'customize' hook. It keeps a random sample of every output and takes the
+    `percentile` (and, for outputs that go negative, the mirror percentile) as
+    the thresholds.
+
+    Args:
+        percentile: the threshold's percentile, in (50, 100].
+        per_batch: the values sampled from each output per batch.
+        seed: the sampling seed.
+
+    Raises:
+        ValueError: a percentile outside (50, 100].
     """
     include_layer: list[str] | None = None  # MXNet's hook: None means every layer's output
 
@@ -119,7 +169,12 @@ class PercentileCollector:
         self.lowest: dict[str, float] = {}
 
     def collect(self, name: bytes, arr: int) -> None:
-        """MXNet's monitor callback: `arr` is a raw NDArray handle, ours to free."""
+        """MXNet's monitor callback.
+
+        Args:
+            name: the output's name.
+            arr: a raw NDArray handle, ours to free.
+        """
         import ctypes  # pylint: disable=import-outside-toplevel
 
         from mxnet.base import NDArrayHandle, py_str
@@ -127,7 +182,12 @@ class PercentileCollector:
         self.add(py_str(name), values)
 
     def add(self, name: str, values: onp.ndarray) -> None:
-        """Record the numpy array `values` as an output of layer `name`."""
+        """Record `values` as an output of layer `name`.
+
+        Args:
+            name: the layer output's name.
+            values: a numpy array.
+        """
         values = values.ravel()
         self.lowest[name] = min(self.lowest.get(name, onp.inf), float(values.min()))
         if values.size > self.per_batch:
@@ -136,7 +196,11 @@ class PercentileCollector:
 
     @property
     def min_max_dict(self) -> dict[str, tuple[float, float]]:
-        """{layer output: (min, max) threshold}, as MXNet's calibration reads it."""
+        """The thresholds, as MXNet's calibration reads them.
+
+        Returns:
+            {layer output: (min, max) threshold}.
+        """
         out: dict[str, tuple[float, float]] = {}
         for name, parts in self.samples.items():
             values = onp.concatenate(parts)
@@ -151,10 +215,19 @@ CALIB_MODES = ('percentile', 'naive', 'entropy')
 
 
 def default_int8_dtype(caps: dict[str, bool]) -> str:
-    """'auto' (uint8 after ReLUs) with VNNI or AMX; 'int8' (signed, 7 bits for ReLU
-    outputs) without, where oneDNN multiplies uint8 by int8 through saturating 16-bit
-    sums: agreement with fp32 on 10,000 training images, trained fast-cpu model, AVX2
-    kernels, 99.46% against 99.16% for 'auto' (README)."""
+    """The INT8 activation type for this CPU.
+
+    Without VNNI or AMX oneDNN multiplies uint8 by int8 through saturating 16-bit
+    sums, so signed activations agree better with fp32 there (the results pages
+    give the figures).
+
+    Args:
+        caps: the CPU's capabilities (`densenet.system.machine.capabilities`).
+
+    Returns:
+        'auto' (uint8 after ReLUs) with VNNI or AMX; 'int8' (signed, 7 bits for ReLU
+        outputs) without.
+    """
     return 'auto' if caps['vnni'] or caps['amx'] else 'int8'
 
 
@@ -164,12 +237,27 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
                percentile: float = 99.995, quantized_dtype: str | None = None) -> InferenceModel:
     """Quantize with oneDNN INT8, thresholds calibrated on `calib_images`.
 
-    The defaults were chosen on the 23-epoch fast-cpu model by top-1
-    agreement with fp32 on 10,000 training images (README): thresholds at the
-    99.995th percentile with the first convolution (one input channel) and the
-    classifier kept in fp32 agreed best (99.39%; min/max 98.46%, entropy
-    95.03%). Calibration images are training images. `quantized_dtype`
-    (MXNet's 'auto', 'int8' or 'uint8') defaults by CPU: `default_int8_dtype`.
+    The defaults were chosen by top-1 agreement with fp32 on held-out training
+    images: thresholds at a high percentile, with the first convolution (one
+    input channel) and the classifier kept in fp32. The caller's model is not
+    changed.
+
+    Args:
+        model: the trained model.
+        calib_images: uint8 training images (never the test split).
+        input_shape: the shape the graph is traced at.
+        ctx: the device (default: the CPU).
+        calib_mode: 'percentile', 'naive' (min/max) or 'entropy'.
+        keep_edges_fp32: keep the first convolution and the classifier in fp32.
+        percentile: the percentile of 'percentile'.
+        quantized_dtype: MXNet's 'auto', 'int8' or 'uint8'; default by CPU
+            (`default_int8_dtype`).
+
+    Returns:
+        The quantized model.
+
+    Raises:
+        ValueError: an unknown `calib_mode`.
     """
     if quantized_dtype is None:
         quantized_dtype = default_int8_dtype(runtime.capabilities())
@@ -195,8 +283,18 @@ def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
                ctx: mx.Context | None = None, fuse: bool = True) -> InferenceModel:
     """Mixed precision: oneDNN bfloat16 where AMP allows, fp32 elsewhere.
 
-    `fuse` then lets oneDNN fuse the converted graph (BatchNorm with ReLU,
-    casts into their neighbours), which made it 7% faster here (README).
+    Args:
+        model: the trained model (left as it was).
+        input_shape: the shape the graph is traced at.
+        ctx: the device (default: the CPU).
+        fuse: let oneDNN fuse the converted graph (BatchNorm with ReLU, casts into
+            their neighbours).
+
+    Returns:
+        The converted model.
+
+    Raises:
+        RuntimeError: the CPU has neither avx512_bf16 nor AMX (the reason says so).
     """
     ctx = ctx or mx.cpu()
     why = unsupported('bf16', runtime.capabilities())
@@ -216,9 +314,17 @@ def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
 
 def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
                ctx: mx.Context | None = None) -> CheckedClassifier:
-    """A copy of `model` on the fast fp32 path (legacy concat, static graph) on `ctx`.
+    """A copy of `model` on the fast fp32 path (legacy concat, static graph).
 
     The caller's model is not touched: it keeps its mode and hybridization.
+
+    Args:
+        model: the trained model.
+        input_shape: the shape that fixes the copy's deferred shapes.
+        ctx: the device (default: the CPU).
+
+    Returns:
+        The copy.
     """
     ctx = ctx or mx.cpu()
     fast = type(model)(**model.hparams)
@@ -236,7 +342,22 @@ def inference_model(model: CheckedClassifier, precision: str,
                     calib_images: onp.ndarray | None = None,
                     input_shape: Sequence[int] = (1, 1, 96, 96),
                     ctx: mx.Context | None = None) -> InferenceModel | CheckedClassifier:
-    """`model` for `precision` in PRECISIONS; INT8 needs calibration images."""
+    """`model` for inference in `precision`.
+
+    Args:
+        model: the trained model.
+        precision: 'fp32', 'bf16' or 'int8' (PRECISIONS).
+        calib_images: uint8 training images; INT8 needs them.
+        input_shape: the shape the graph is traced at.
+        ctx: the device.
+
+    Returns:
+        The model for that precision.
+
+    Raises:
+        ValueError: an unknown precision, or INT8 without calibration images.
+        RuntimeError: BF16 on a CPU that cannot run it.
+    """
     if precision == 'fp32':
         return fp32_model(model, input_shape, ctx)
     if precision == 'bf16':

@@ -31,12 +31,31 @@ LEGACY: dict[str, Any] = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'chan
 
 
 def meta_path(params: str) -> str:
+    """The metadata file beside a params file.
+
+    Args:
+        params: the params file.
+
+    Returns:
+        Its path with ``.json`` added.
+    """
     return params + '.json'
 
 
 def describe(model: CheckedClassifier, input_size: int, classes: Iterable[str],
              dataset: str | None, **extra: Any) -> dict[str, Any]:
-    """The metadata of `model` (built by `registry.get_model`) trained on `classes`."""
+    """The metadata of `model` (built by `registry.get_model`) trained on `classes`.
+
+    Args:
+        model: the model.
+        input_size: the side it was trained at.
+        classes: the class names, in label order.
+        dataset: what it was trained on.
+        **extra: further fields (recipe, seed, epoch, ...).
+
+    Returns:
+        The metadata dict.
+    """
     kwargs: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v
                               for k, v in model.registry_kwargs.items()}
     return {'format': META_VERSION, 'model': model.registry_name, 'kwargs': kwargs,
@@ -45,14 +64,30 @@ def describe(model: CheckedClassifier, input_size: int, classes: Iterable[str],
 
 
 def save(model: CheckedClassifier, path: str, meta: dict[str, Any]) -> None:
-    """Write ``path`` (the network's parameters) and its metadata, each atomically."""
+    """Write ``path`` (the network's parameters) and its metadata, each atomically.
+
+    Args:
+        model: the model.
+        path: the params file.
+        meta: its metadata (`describe`).
+
+    Raises:
+        DiskFull: the disk filled up; the previous files stay as they were.
+    """
     atomic_write(path, model.net.save_parameters)
     atomic_text(meta_path(path), json.dumps(meta, indent=1))
 
 
 def read_meta(params: str) -> dict[str, Any] | None:
-    """The metadata of a params file: its own .json, else its run's summary.json (runs
-    written before metadata existed), else None."""
+    """The metadata of a params file.
+
+    Args:
+        params: the params file.
+
+    Returns:
+        Its own .json, else its run's summary.json (runs written before metadata
+        existed), else None.
+    """
     own = meta_path(params)
     if os.path.isfile(own):
         with open(own) as f:
@@ -88,8 +123,18 @@ def _index(key: str) -> tuple[int, ...]:
 
 
 def shape_args(path: str) -> dict[str, int]:
-    """{'in_channels', 'num_classes'} read off a params file's first convolution and
-    final Dense layer, for rebuilding a bare file's model."""
+    """The channel and class counts of a params file, for rebuilding a bare file's model.
+
+    Args:
+        path: the params file.
+
+    Returns:
+        {'in_channels': ..., 'num_classes': ...}, read off its first convolution and
+        its final Dense layer.
+
+    Raises:
+        UsageError: the file holds no convolution or no Dense weight.
+    """
     saved = _load_arrays(path)
     convs = sorted((_index(k), v.shape) for k, v in saved.items()
                    if k.endswith('weight') and len(v.shape) == 4)
@@ -111,8 +156,20 @@ def _reason(error: BaseException) -> str:
 
 def load_parameters(model: CheckedClassifier, path: str,
                     ctx: mx.Context | list[mx.Context] | None = None) -> CheckedClassifier:
-    """Load `path` into `model`, whether it was saved from the model (``net.`` keys) or
-    from ``model.net``; a file of another architecture is a UsageError naming it."""
+    """Load `path` into `model`, whether saved from the model (``net.`` keys) or from ``model.net``.
+
+    Args:
+        model: the model to load into.
+        path: the params file.
+        ctx: the devices to load onto (default: the model's).
+
+    Returns:
+        The model.
+
+    Raises:
+        UsageError: a file of another architecture (naming the model and MXNet's
+            reason).
+    """
     saved = _load_arrays(path)
     whole = all(k.startswith('net.') for k in saved)
     try:
@@ -127,13 +184,31 @@ def load_parameters(model: CheckedClassifier, path: str,
 
 
 def all_finite(net: nn.Block) -> bool:
-    """Whether every parameter (BatchNorm statistics included) of `net` is finite."""
+    """Whether every parameter (BatchNorm statistics included) of `net` is finite.
+
+    Args:
+        net: the network.
+
+    Returns:
+        True when no value is NaN or infinite.
+    """
     from mxnet import np
     return all(bool(np.isfinite(p.data()).all()) for p in net.collect_params().values())
 
 
 def build(meta: dict[str, Any], **overrides: Any) -> CheckedClassifier:
-    """The untrained model that `meta` describes, its shapes fixed."""
+    """The untrained model that `meta` describes, its shapes fixed.
+
+    Args:
+        meta: params metadata.
+        **overrides: constructor arguments that replace the recorded ones.
+
+    Returns:
+        The model.
+
+    Raises:
+        UsageError: an unknown model name or argument.
+    """
     from densenet.models.registry import get_model
     kwargs = {k: tuple(v) if isinstance(v, list) else v
               for k, v in {**meta.get('kwargs', {}), **overrides}.items()}
@@ -144,9 +219,26 @@ def load_model(path: str, model_name: str | None = None,
                model_args: dict[str, Any] | None = None,
                ctx: mx.Context | list[mx.Context] | None = None,
                ) -> tuple[CheckedClassifier, dict[str, Any]]:
-    """(model, metadata) for a params file: rebuilt from its metadata, or as
-    `model_name` (with `model_args`) for a bare file, whose channel and class
-    counts are read off the file; the book's DenseNet when neither is known."""
+    """The model of a params file, rebuilt, with its metadata.
+
+    Rebuilt from its metadata, or as `model_name` (with `model_args`) for a bare
+    file, whose channel and class counts are read off the file; the book's
+    DenseNet when neither is known.
+
+    Args:
+        path: the params file.
+        model_name: the registry name of a bare file's model (or to override the
+            metadata's).
+        model_args: its constructor arguments.
+        ctx: the devices to load onto.
+
+    Returns:
+        (model, metadata).
+
+    Raises:
+        UsageError: a file of another architecture, or one holding NaN or infinite
+            values.
+    """
     meta = read_meta(path)
     if model_name is not None and (meta is None or meta['model'] != model_name
                                    or model_args):

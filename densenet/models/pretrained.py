@@ -24,6 +24,14 @@ SHIPPED: dict[tuple[str, str], str] = {('book', 'fashion-mnist'): 'book-fashion-
 
 
 def sha256(path: str) -> str:
+    """The SHA-256 of a file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -32,7 +40,19 @@ def sha256(path: str) -> str:
 
 
 def pretrained_path(model: str = 'book', dataset: str = 'fashion-mnist') -> str:
-    """The verified path of the shipped weights for (model, dataset)."""
+    """The verified path of the shipped weights for (model, dataset).
+
+    Args:
+        model: the registry name.
+        dataset: what they were trained on.
+
+    Returns:
+        The params file's path.
+
+    Raises:
+        UsageError: no weights ship for the pair, the file or its .json is
+            missing, or the file's SHA-256 differs from the recorded one (damaged).
+    """
     if (model, dataset) not in SHIPPED:
         have = ', '.join(f'{m}/{d}' for m, d in SHIPPED)
         raise UsageError(f'no shipped weights for {model} on {dataset}; there are: {have}')
@@ -50,13 +70,36 @@ def pretrained_path(model: str = 'book', dataset: str = 'fashion-mnist') -> str:
 
 
 def pretrained_info(model: str = 'book', dataset: str = 'fashion-mnist') -> dict[str, Any]:
-    """The metadata of the shipped weights (provenance, accuracy, machine)."""
+    """The metadata of the shipped weights (provenance, accuracy, machine).
+
+    Args:
+        model: the registry name.
+        dataset: what they were trained on.
+
+    Returns:
+        The .params.json as a dict.
+
+    Raises:
+        UsageError: as `pretrained_path`.
+    """
     with open(pretrained_path(model, dataset) + '.json') as f:
         return json.load(f)
 
 
 def pretrained(model: str = 'book', dataset: str = 'fashion-mnist',
                ctx: mx.Context | list[mx.Context] | None = None) -> CheckedClassifier:
-    """The model `model` with the weights trained on `dataset`, verified."""
+    """The model `model` with the weights trained on `dataset`, verified.
+
+    Args:
+        model: the registry name.
+        dataset: what they were trained on.
+        ctx: the devices to load onto.
+
+    Returns:
+        The model.
+
+    Raises:
+        UsageError: as `pretrained_path`.
+    """
     from densenet.models.params import load_model
     return load_model(pretrained_path(model, dataset), ctx=ctx)[0]

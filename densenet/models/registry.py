@@ -26,7 +26,21 @@ from densenet.models.variants import (
 
 @dataclasses.dataclass(frozen=True)
 class ModelCfg:
-    """What a registered model is and what input it expects by default."""
+    """What a registered model is and what input it expects by default.
+
+    Attributes:
+        name: the registry name.
+        build: the constructor; keyword arguments pass through.
+        input_size: the side it is usually trained at.
+        min_input_size: the smallest side its pooling stages accept.
+        channels: input channels by default.
+        num_classes: classes by default.
+        dataset: what the defaults are for.
+        params: the published trainable-parameter count at these defaults, if any.
+        params_unit: its rounding (the paper gives the CIFAR models to 0.1M).
+        kwargs: fixed constructor arguments, (name, value) pairs.
+        doc: one line that says what the model is.
+    """
     name: str
     build: Callable[..., CheckedClassifier]  # the constructor; keyword arguments pass through
     input_size: int          # the side it is usually trained at
@@ -75,19 +89,43 @@ FIXED_BY_FAMILY: dict[str, tuple[str, ...]] = {
 
 
 def list_models() -> list[str]:
-    """The registered names, in the order above."""
+    """The registered names, in the registry's order.
+
+    Returns:
+        The names.
+    """
     return list(MODELS)
 
 
 def default_cfg(name: str) -> ModelCfg:
-    """The ModelCfg of `name`; a UsageError lists the names when it is not one."""
+    """What the registered model `name` is and expects by default.
+
+    Args:
+        name: a registry name.
+
+    Returns:
+        Its `ModelCfg`.
+
+    Raises:
+        UsageError: `name` is not registered (the message lists the names).
+    """
     if name not in MODELS:
         raise UsageError(f'no model named {name!r}; choose one of {", ".join(MODELS)}')
     return MODELS[name]
 
 
 def constructor_args(name: str) -> list[str]:
-    """The keyword arguments `get_model(name, ...)` accepts besides in_channels/num_classes."""
+    """The keyword arguments `get_model(name, ...)` accepts.
+
+    Args:
+        name: a registry name.
+
+    Returns:
+        The argument names, sorted, ``in_channels`` and ``num_classes`` included.
+
+    Raises:
+        UsageError: `name` is not registered.
+    """
     cfg = default_cfg(name)
     target = DenseNet if cfg.build is _book else cfg.build
     names = {p for p in inspect.signature(target).parameters if p != 'kwargs'}
@@ -99,7 +137,18 @@ def constructor_args(name: str) -> list[str]:
 
 
 def model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`kwargs` completed with the name's fixed arguments and default channels/classes."""
+    """`kwargs` completed with the name's fixed arguments and default channels/classes.
+
+    Args:
+        name: a registry name.
+        kwargs: the caller's constructor arguments.
+
+    Returns:
+        The full constructor arguments.
+
+    Raises:
+        UsageError: `name` is not registered, or takes no argument of that name.
+    """
     cfg = default_cfg(name)
     allowed = constructor_args(name)
     unknown = sorted(set(kwargs) - set(allowed))
@@ -113,8 +162,21 @@ def model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_model(name: str, **kwargs: Any) -> CheckedClassifier:
-    """Build the registered model `name`, e.g. ``get_model('densenet_bc_100',
-    in_channels=1)``; keyword arguments override its defaults (ModelCfg)."""
+    """Build the registered model `name`, e.g. ``get_model('densenet_bc_100', in_channels=1)``.
+
+    Every deferred shape is fixed (one forward pass of zeros at the smallest
+    side), so parameters can be counted and loaded at once.
+
+    Args:
+        name: a registry name (`list_models`).
+        **kwargs: constructor arguments; they override the defaults (`ModelCfg`).
+
+    Returns:
+        The model, initialised.
+
+    Raises:
+        UsageError: an unknown name or argument (the message lists the choices).
+    """
     from mxnet import np
     full = model_kwargs(name, kwargs)
     model = default_cfg(name).build(**full)

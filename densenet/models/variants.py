@@ -30,7 +30,18 @@ IMAGENET_CONFIGS: dict[int, tuple[int, int, tuple[int, ...]]] = {
 
 def bottleneck_layer(growth_rate: int, bn_size: int = 4,
                      dropout: float = 0.0) -> nn.HybridSequential:
-    """BN -> ReLU -> 1x1 conv to bn_size*k -> BN -> ReLU -> 3x3 conv to k (no biases)."""
+    """DenseNet-BC's layer: BN -> ReLU -> 1x1 conv to bn_size*k -> BN -> ReLU -> 3x3 conv to k.
+
+    No biases; dropout after each convolution when asked.
+
+    Args:
+        growth_rate: k, the channels the layer adds.
+        bn_size: the 1x1 convolution's width as a multiple of k.
+        dropout: the dropout rate (0: none).
+
+    Returns:
+        The layer as a `nn.HybridSequential`.
+    """
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),
             nn.Conv2D(bn_size * growth_rate, kernel_size=1, use_bias=False),
@@ -42,7 +53,15 @@ def bottleneck_layer(growth_rate: int, bn_size: int = 4,
 
 
 def plain_layer(growth_rate: int, dropout: float = 0.0) -> nn.HybridSequential:
-    """The paper's basic layer: BN -> ReLU -> 3x3 conv (no bias) [-> dropout]."""
+    """The paper's basic layer: BN -> ReLU -> 3x3 conv (no bias) [-> dropout].
+
+    Args:
+        growth_rate: the channels the layer adds.
+        dropout: the dropout rate (0: none).
+
+    Returns:
+        The layer as a `nn.HybridSequential`.
+    """
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),
             nn.Conv2D(growth_rate, kernel_size=3, padding=1, use_bias=False))
@@ -54,11 +73,25 @@ def plain_layer(growth_rate: int, dropout: float = 0.0) -> nn.HybridSequential:
 class DenseNetBC(CheckedClassifier):
     """DenseNet(-BC): stem, dense blocks, compressing transitions, head.
 
-    ``bottleneck`` picks the BC layer (1x1 then 3x3 conv) over the plain one;
-    ``compression`` (theta) sets each transition's width to
-    ``floor(theta * channels)``. ``stem='imagenet'`` is the 7x7/2 conv and 3x3/2
-    max pool; ``stem='cifar'`` a single 3x3 conv. ``memory_efficient=True``
-    recomputes each dense layer in backward (modes.py, mirror.py).
+    A `d2l.Classifier` built from the book's `DenseBlock` and `transition_block`,
+    with the input and label checks of `CheckedClassifier`.
+
+    Args:
+        num_init_features: the stem's output channels.
+        growth_rate: k, the channels each dense layer adds.
+        block_config: the number of layers of each dense block.
+        bottleneck: use the BC layer (1x1 then 3x3 conv) rather than the plain one.
+        bn_size: the bottleneck's width as a multiple of k.
+        compression: theta: each transition's width is ``floor(theta * channels)``.
+        dropout: the dropout rate after each convolution (0: none).
+        num_classes: outputs of the final Dense layer.
+        in_channels: input channels.
+        stem: 'imagenet' (7x7/2 conv and 3x3/2 max pool) or 'cifar' (one 3x3 conv).
+        lr: the learning rate `d2l.Trainer` uses.
+        memory_efficient: recompute each dense layer in backward (`densenet.modes`).
+
+    Raises:
+        ValueError: an unknown `stem`, or `compression` outside (0, 1].
     """
 
     def __init__(self, num_init_features: int = 64, growth_rate: int = 32,
@@ -101,14 +134,35 @@ class DenseNetBC(CheckedClassifier):
             self.set_memory_efficient(True)
 
     def set_memory_efficient(self, flag: bool = True) -> DenseNetBC:
-        """Recompute each dense layer in backward instead of keeping its concatenation and
-        BatchNorm/ReLU outputs (`densenet.modes.set_memory_efficient`); returns the model."""
+        """Recompute each dense layer in backward instead of keeping its outputs.
+
+        See `densenet.modes.set_memory_efficient`.
+
+        Args:
+            flag: on (True) or off.
+
+        Returns:
+            The model.
+        """
         return set_memory_efficient(self, flag)
 
 
 def densenet_imagenet(depth: int, num_classes: int = 1000, in_channels: int = 3,
                       **kwargs: Any) -> DenseNetBC:
-    """DenseNet-BC-`depth` (121, 161, 169 or 201) for ImageNet-size inputs."""
+    """DenseNet-BC-`depth` for ImageNet-size inputs, as the Gluon model zoo builds it.
+
+    Args:
+        depth: 121, 161, 169 or 201.
+        num_classes: outputs of the final Dense layer.
+        in_channels: input channels.
+        **kwargs: further `DenseNetBC` arguments.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: another depth.
+    """
     if depth not in IMAGENET_CONFIGS:
         raise ValueError(f'no ImageNet DenseNet of depth {depth}; '
                          f'choose one of {sorted(IMAGENET_CONFIGS)}')
@@ -118,18 +172,50 @@ def densenet_imagenet(depth: int, num_classes: int = 1000, in_channels: int = 3,
 
 
 def densenet121(**kwargs: Any) -> DenseNetBC:
+    """DenseNet-BC-121 (k=32, blocks 6, 12, 24, 16), the Gluon model zoo's layout.
+
+    Args:
+        **kwargs: `densenet_imagenet` arguments (num_classes, in_channels, ...).
+
+    Returns:
+        The model.
+    """
     return densenet_imagenet(121, **kwargs)
 
 
 def densenet161(**kwargs: Any) -> DenseNetBC:
+    """DenseNet-BC-161 (k=48, blocks 6, 12, 36, 24), the Gluon model zoo's layout.
+
+    Args:
+        **kwargs: `densenet_imagenet` arguments (num_classes, in_channels, ...).
+
+    Returns:
+        The model.
+    """
     return densenet_imagenet(161, **kwargs)
 
 
 def densenet169(**kwargs: Any) -> DenseNetBC:
+    """DenseNet-BC-169 (k=32, blocks 6, 12, 32, 32), the Gluon model zoo's layout.
+
+    Args:
+        **kwargs: `densenet_imagenet` arguments (num_classes, in_channels, ...).
+
+    Returns:
+        The model.
+    """
     return densenet_imagenet(169, **kwargs)
 
 
 def densenet201(**kwargs: Any) -> DenseNetBC:
+    """DenseNet-BC-201 (k=32, blocks 6, 12, 48, 32), the Gluon model zoo's layout.
+
+    Args:
+        **kwargs: `densenet_imagenet` arguments (num_classes, in_channels, ...).
+
+    Returns:
+        The model.
+    """
     return densenet_imagenet(201, **kwargs)
 
 
@@ -147,13 +233,41 @@ def _cifar(depth: int, growth_rate: int, bottleneck: bool, compression: float,
 
 def densenet_bc(depth: int = 100, growth_rate: int = 12, num_classes: int = 10,
                 in_channels: int = 3, **kwargs: Any) -> DenseNetBC:
-    """The paper's CIFAR DenseNet-BC: 3 blocks of bottleneck layers, theta = 0.5."""
+    """The paper's CIFAR DenseNet-BC: 3 blocks of bottleneck layers, theta = 0.5.
+
+    Args:
+        depth: the layer count, 6n + 4 (100 gives 16 layers per block).
+        growth_rate: k.
+        num_classes: outputs of the final Dense layer.
+        in_channels: input channels.
+        **kwargs: further `DenseNetBC` arguments.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: a depth that is not 6n + 4.
+    """
     return _cifar(depth, growth_rate, True, 0.5, num_classes, in_channels, **kwargs)
 
 
 def densenet(depth: int = 40, growth_rate: int = 12, num_classes: int = 10,
              in_channels: int = 3, **kwargs: Any) -> DenseNetBC:
-    """The paper's plain CIFAR DenseNet: 3 blocks of 3x3 layers, no compression."""
+    """The paper's plain CIFAR DenseNet: 3 blocks of 3x3 layers, no compression.
+
+    Args:
+        depth: the layer count, 3n + 4 (40 gives 12 layers per block).
+        growth_rate: k.
+        num_classes: outputs of the final Dense layer.
+        in_channels: input channels.
+        **kwargs: further `DenseNetBC` arguments.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: a depth that is not 3n + 4.
+    """
     return _cifar(depth, growth_rate, False, 1.0, num_classes, in_channels, **kwargs)
 
 
@@ -164,6 +278,18 @@ def load_gluon_zoo_parameters(model: CheckedClassifier, path: str,
 
     The zoo and this library build the same layers in the same order, so the
     parameters are matched by position and checked by shape.
+
+    Args:
+        model: a DenseNet-121/161/169/201 of this library.
+        path: the zoo's params file.
+        ctx: the devices to load onto (default: the model's).
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: the file holds no named parameters, another number of them, or
+            a parameter of another shape (another depth, channel or class count).
     """
     saved = load_arrays(path)  # zoo files hold legacy arrays
     if not isinstance(saved, dict):

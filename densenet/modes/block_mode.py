@@ -42,7 +42,16 @@ M = TypeVar('M', bound='CheckedClassifier | nn.Block')
 
 
 def concat_channels(F: OpNamespace, *arrays: ArrayOrSymbol, mode: str = 'numpy') -> ArrayOrSymbol:
-    """Concatenate `arrays` along axis 1 (channels), by the chosen operator."""
+    """Concatenate `arrays` along axis 1 (channels), by the chosen operator.
+
+    Args:
+        F: the operator namespace (`mx.nd` or `mx.sym`, as HybridBlocks receive it).
+        *arrays: the arrays or symbols to join.
+        mode: 'numpy' (the book's ``np.concatenate``) or 'legacy' (oneDNN's ``concat``).
+
+    Returns:
+        The concatenation.
+    """
     if mode == 'numpy':
         return F.np.concatenate(arrays, axis=1)
     return F.concat(*(a.as_nd_ndarray() for a in arrays), dim=1).as_np_ndarray()
@@ -55,7 +64,16 @@ class BlockMode:
     memory_efficient: bool = False
 
     def __call__(self, block: DenseBlock, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
-        """The block's forward pass in this mode (DenseBlock calls it)."""
+        """The block's forward pass in this mode (DenseBlock calls it).
+
+        Args:
+            block: the dense block.
+            F: the operator namespace.
+            X: the block's input.
+
+        Returns:
+            The block's output, the same values as the book's loop.
+        """
         if self.memory_efficient:
             if F is not mx.nd:
                 return self._marked(block, F, X)
@@ -80,6 +98,14 @@ BOOK = BlockMode()  # stored as None: the book's own loop in blocks.py
 
 
 def mode_of(block: DenseBlock) -> BlockMode:
+    """The compute mode of a dense block (the book's loop when none is set).
+
+    Args:
+        block: the dense block.
+
+    Returns:
+        Its `BlockMode`.
+    """
     # A block's mode is None or a BlockMode: only this module sets it.
     return cast(BlockMode, block.mode or BOOK)
 
@@ -135,22 +161,44 @@ class _Recompute(autograd.Function):
 
 
 def dense_blocks(net: nn.Block) -> list[DenseBlock]:
-    """Every DenseBlock inside `net`."""
+    """Every DenseBlock inside `net`.
+
+    Args:
+        net: a model's network, or any Gluon block.
+
+    Returns:
+        The blocks, in order.
+    """
     found: list[DenseBlock] = []
     net.apply(lambda b: found.append(b) if isinstance(b, DenseBlock) else None)
     return found
 
 
 def recomputes(net: nn.Block) -> bool:
-    """Whether `net` trains through the recomputing executor: hybridized, with a
-    memory-efficient dense block."""
+    """Whether `net` trains through the recomputing executor.
+
+    Args:
+        net: a model's network.
+
+    Returns:
+        True when it is hybridized and has a memory-efficient dense block.
+    """
     return is_hybridized(net) and any(mode_of(b).memory_efficient for b in dense_blocks(net))
 
 
 def memory_efficient_path(net: nn.HybridSequential, X: Array) -> Array | None:
-    """The recorded training forward pass of a hybridized memory-efficient `net` through
-    MXNet's recomputing executor (mirror.py); None for any other net (it runs as usual).
-    `densenet.modes` adds this to `CheckedClassifier.training_paths`."""
+    """The recorded training forward pass through MXNet's recomputing executor.
+
+    `densenet.modes` adds this to `CheckedClassifier.training_paths`.
+
+    Args:
+        net: a model's network.
+        X: the batch.
+
+    Returns:
+        The outputs for a hybridized memory-efficient `net` (mirror.py); None for any
+        other net, which then runs as usual.
+    """
     return train_forward(net, X) if recomputes(net) else None
 
 
@@ -166,8 +214,19 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
     concatenation and BatchNorm/ReLU output, and recomputes those in backward:
     memory grows linearly instead of quadratically with the block's depth.
     Imperatively that is an autograd.Function per layer; a hybridized net
-    trains through MXNet's recomputing graph executor (mirror.py). `net` is a model
-    or its ``.net``; it is returned.
+    trains through MXNet's recomputing graph executor (mirror.py).
+
+    Args:
+        net: a model, its ``.net``, or a block.
+        flag: on (True) or off.
+
+    Returns:
+        `net` itself.
+
+    Raises:
+        RuntimeError: MXNet runs another engine than the NaiveEngine, which the
+            nested backward needs.
+        ValueError: the network has dropout layers, which cannot be recomputed.
     """
     model, net = net, _network(net)
     if flag and not naive_engine():
@@ -198,7 +257,14 @@ SAFE_GROWTH_MULTIPLE = 16
 
 
 def growth_rates(net: nn.Block) -> list[int]:
-    """The growth rate (new channels per layer) of every DenseBlock inside `net`."""
+    """The growth rate (new channels per layer) of every DenseBlock inside `net`.
+
+    Args:
+        net: a model's network.
+
+    Returns:
+        One growth rate per dense block.
+    """
     rates = []
     for block in dense_blocks(net):
         convs = [leaf for leaf in leaves(block.net[0]) if isinstance(leaf, nn.Conv2D)]
@@ -207,7 +273,14 @@ def growth_rates(net: nn.Block) -> list[int]:
 
 
 def fast_concat_mode(net: nn.Block) -> str:
-    """'legacy' (oneDNN's concat) where it is safe for every block of `net`, else 'numpy'."""
+    """The concatenation that the fast path can use for every block of `net`.
+
+    Args:
+        net: a model's network.
+
+    Returns:
+        'legacy' (oneDNN's concat) where it is safe for every block, else 'numpy'.
+    """
     safe = all(k % SAFE_GROWTH_MULTIPLE == 0 for k in growth_rates(net))
     return 'legacy' if safe else 'numpy'
 
@@ -217,6 +290,16 @@ def set_concat_mode(net: M, mode: str) -> M:
 
     Both modes compute identical values; a hybridized net's cached graph is
     dropped so that the next call rebuilds it with the new operator.
+
+    Args:
+        net: a model, its ``.net``, or a block.
+        mode: 'numpy' or 'legacy'.
+
+    Returns:
+        `net` itself.
+
+    Raises:
+        ValueError: `mode` is not one of them.
     """
     if mode not in CONCAT_MODES:
         raise ValueError(f'concat mode must be one of {CONCAT_MODES}, got {mode!r}')
@@ -230,12 +313,19 @@ def set_concat_mode(net: M, mode: str) -> M:
 @contextlib.contextmanager
 def concat_mode(net: nn.HybridBlock, mode: str | None,
                 hybridize: bool = False) -> Iterator[nn.HybridBlock]:
-    """`net` with concatenation `mode` (None: as it is), hybridized if asked, for the
-    `with` body only.
+    """`net` with concatenation `mode`, hybridized if asked, for the `with` body only.
 
     Afterwards every block has its previous mode and `net` its previous
     hybridization, and the graph traced meanwhile is dropped: the caller's
     model computes, traces and trains as it did before.
+
+    Args:
+        net: a model's network.
+        mode: 'numpy', 'legacy', or None to keep each block's.
+        hybridize: hybridize `net` inside the body.
+
+    Yields:
+        `net`.
     """
     before = [(b, b.mode) for b in dense_blocks(net)]
     was_hybridized = is_hybridized(net)
@@ -255,9 +345,20 @@ def concat_mode(net: nn.HybridBlock, mode: str | None,
 
 def prepare_model(model: CheckedClassifier, ctxs: mx.Context | Sequence[mx.Context],
                   hybridize: bool, memory_efficient: bool = False) -> CheckedClassifier:
-    """Move `model` to `ctxs`; the fast path hybridizes with the oneDNN-friendly concat
-    (and, memory-efficient, trains through MXNet's recomputing executor: mirror.py).
-    Returns the model."""
+    """Move `model` to `ctxs` and put it on the fast or the book-literal path.
+
+    The fast path hybridizes with the oneDNN-friendly concatenation (and, when
+    memory-efficient, trains through MXNet's recomputing executor: mirror.py).
+
+    Args:
+        model: the model.
+        ctxs: the devices.
+        hybridize: the fast path (True) or the book's imperative code.
+        memory_efficient: recompute each dense layer in backward.
+
+    Returns:
+        The model.
+    """
     model.net.collect_params().reset_ctx(ctxs)
     if memory_efficient:
         set_memory_efficient(model.net, True)

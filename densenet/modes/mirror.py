@@ -41,14 +41,29 @@ KEEP_OPS = ('Convolution',)
 
 
 def op_name(sym: mx.sym.Symbol) -> str:
-    """The operator of a symbol's head node ('null' for a variable)."""
+    """The operator of a symbol's head node.
+
+    Args:
+        sym: a legacy symbol.
+
+    Returns:
+        The operator's name ('null' for a variable).
+    """
     return json.loads(sym.tojson())['nodes'][-1]['op']
 
 
 def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol],
                     keep: Sequence[str] | None = None) -> mx.sym.Symbol:
-    """Mark every operator node between `inputs` (symbols) and `Y` for recomputation in
-    backward, except those whose operator is in `keep` (default KEEP_OPS)."""
+    """Mark the operator nodes between `inputs` and `Y` for recomputation in backward.
+
+    Args:
+        Y: the output symbol.
+        inputs: the symbols where the marking stops.
+        keep: operators not to mark (default KEEP_OPS).
+
+    Returns:
+        `Y`, its nodes marked.
+    """
     keep = KEEP_OPS if keep is None else keep
     stop = {s.name for s in inputs}
     seen: set[str] = set()
@@ -65,7 +80,17 @@ def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol],
 
 
 def trace(net: nn.HybridBlock) -> mx.sym.Symbol:
-    """`net` traced as one legacy symbol whose input is called 'data'."""
+    """`net` traced as one legacy symbol whose input is called 'data'.
+
+    Args:
+        net: a hybridizable network.
+
+    Returns:
+        The symbol.
+
+    Raises:
+        ValueError: the network has more than one output.
+    """
     out = net(mx.sym.var('data').as_np_ndarray())
     if isinstance(out, (list, tuple)):
         raise ValueError('the memory-efficient fast path trains networks with one output')
@@ -78,7 +103,14 @@ def _recomputed_nodes(sym: mx.sym.Symbol) -> int:
 
 
 class GraphExecutors:
-    """One bound executor per (context, batch shape, dtype) for a network's parameters."""
+    """One bound executor per (context, batch shape, dtype) for a network's parameters.
+
+    Args:
+        net: the network, traced once here.
+
+    Raises:
+        ValueError: the traced graph has inputs that are not the network's parameters.
+    """
 
     def __init__(self, net: nn.HybridBlock) -> None:
         # MXNet announces at every bind that its oneDNN graph fusion is active, which it
@@ -107,8 +139,17 @@ class GraphExecutors:
         return args, grads, reqs, aux
 
     def executor(self, X: Array) -> mx.executor.Executor:
-        """The executor for batch `X`, bound again if the parameters' arrays changed
-        (a cast, a move to other devices, a new gradient request)."""
+        """The executor for batch `X`.
+
+        Bound again if the parameters' arrays changed (a cast, a move to other
+        devices, a new gradient request).
+
+        Args:
+            X: the batch.
+
+        Returns:
+            The bound `mx.executor.Executor`.
+        """
         ctx = X.ctx
         key = (ctx, X.shape, X.dtype)
         args, grads, reqs, aux = self._arrays(ctx)
@@ -132,7 +173,14 @@ class GraphExecutors:
         return ex
 
     def planned_mb(self, X: Array) -> int:
-        """The memory MXNet's planner allocates for this batch's forward and backward, MB."""
+        """The memory MXNet's planner allocates for this batch's forward and backward.
+
+        Args:
+            X: the batch.
+
+        Returns:
+            Megabytes.
+        """
         text = self.executor(X).debug_str()
         return int(text.rsplit('Total ', 2)[-2].split()[0])
 
@@ -164,17 +212,36 @@ class _GraphStep(autograd.Function):
 
 
 def executors_of(net: nn.HybridBlock) -> GraphExecutors:
-    """The network's executors, made on first use (kept outside Gluon's child registry)."""
+    """The network's executors, made on first use (kept outside Gluon's child registry).
+
+    Args:
+        net: the network.
+
+    Returns:
+        Its `GraphExecutors`.
+    """
     return block_cache(net, '_graph_executors', lambda: GraphExecutors(net))
 
 
 def forget_executors(net: nn.Block) -> None:
-    """Drop the traced graph and executors (after a change of mode or architecture)."""
+    """Drop the traced graph and executors (after a change of mode or architecture).
+
+    Args:
+        net: the network.
+    """
     forget_block_cache(net, '_graph_executors')
 
 
 def train_forward(net: nn.HybridBlock, X: Array) -> Array:
-    """`net(X)` for a recorded training step, through the recomputing executor."""
+    """`net(X)` for a recorded training step, through the recomputing executor.
+
+    Args:
+        net: a hybridized memory-efficient network.
+        X: the batch.
+
+    Returns:
+        The outputs, recorded by autograd as one operation.
+    """
     # Autograd records an operation only when an input takes part in the graph; the
     # batch does not, so a one-element anchor does (its gradient is dropped).
     anchor = mx.np.zeros((1,), ctx=X.ctx)

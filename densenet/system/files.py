@@ -35,7 +35,14 @@ def _is_mxnet_write_failure(error: BaseException) -> bool:
 
 
 def is_disk_full(error: BaseException) -> bool:
-    """Whether `error` says that the file system (or the quota) holding a file is full."""
+    """Whether `error` says that the file system (or the quota) holding a file is full.
+
+    Args:
+        error: the exception.
+
+    Returns:
+        True for ENOSPC and EDQUOT (also as MXNet reports them).
+    """
     if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
         return True
     return _is_mxnet_write_failure(error)
@@ -65,7 +72,15 @@ def _no_space_left(folder: str) -> bool:
 
 
 def disk_full(path: str | os.PathLike[str], error: BaseException) -> DiskFull:
-    """The `DiskFull` for `path`, with the space now free on its file system if known."""
+    """The `DiskFull` for `path`, with the space now free on its file system if known.
+
+    Args:
+        path: the file that could not be written.
+        error: the original error.
+
+    Returns:
+        The error, for the caller to raise.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     while folder and not os.path.isdir(folder):  # makedirs itself may have failed
         folder = os.path.dirname(folder)
@@ -106,6 +121,15 @@ def disk_full_as_error(path: str | os.PathLike[str]) -> Iterator[None]:
 
     For writers that do not go through `atomic_write` (they clean up their own
     temporary files): the space is measured after the block has unwound.
+
+    Args:
+        path: the file being written.
+
+    Yields:
+        None.
+
+    Raises:
+        DiskFull: the file system filled up inside the block.
     """
     try:
         yield
@@ -119,9 +143,16 @@ def disk_full_as_error(path: str | os.PathLike[str]) -> Iterator[None]:
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> None:
     """Call write(tmp_path), then rename tmp_path to path: no half-written file.
 
-    A full disk raises `DiskFull` (after the temporary file is removed); whatever
-    was at `path` before is left as it was. So does a write that leaves its file system
-    without a free block: it may have been cut short silently (see `_no_space_left`).
+    Whatever was at `path` before is left as it was when the write fails.
+
+    Args:
+        path: the file.
+        write: writes the content to the path it is given.
+
+    Raises:
+        DiskFull: the disk filled up (the temporary file is removed), or the write
+            left its file system without a free block, so it may have been cut
+            short silently (see `_no_space_left`).
     """
     with disk_full_as_error(path):
         folder = os.path.dirname(os.path.abspath(path))
@@ -142,7 +173,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
 
 
 def atomic_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` to `path` atomically."""
+    """Write `text` to `path` atomically.
+
+    Args:
+        path: the file.
+        text: its content.
+
+    Raises:
+        DiskFull: the disk filled up; the previous file stays as it was.
+    """
     def write(tmp: str) -> None:
         with open(tmp, 'w') as f:
             f.write(text)
@@ -150,7 +189,15 @@ def atomic_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` atomically."""
+    """Write `data` to `path` atomically.
+
+    Args:
+        path: the file.
+        data: its content.
+
+    Raises:
+        DiskFull: the disk filled up; the previous file stays as it was.
+    """
     def write(tmp: str) -> None:
         with open(tmp, 'wb') as f:
             f.write(data)
@@ -158,7 +205,11 @@ def atomic_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def pyplot() -> ModuleType:
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
+    """matplotlib's pyplot on the file-only Agg backend (no display needed).
+
+    Returns:
+        The pyplot module.
+    """
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
@@ -166,8 +217,17 @@ def pyplot() -> ModuleType:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """Write a matplotlib figure as PNG to `path` atomically, then close it (also when the
-    write fails)."""
+    """Write a matplotlib figure as PNG to `path` atomically, then close it.
+
+    The figure is closed also when the write fails.
+
+    Args:
+        fig: the figure.
+        path: the PNG file.
+
+    Raises:
+        DiskFull: the disk filled up.
+    """
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100))
     finally:

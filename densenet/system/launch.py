@@ -41,26 +41,88 @@ RANK_LINE = re.compile(r'^densenet: worker rank (\d+) of \d+')
 
 
 def die_with_parent(command: list[str]) -> list[str]:
-    """`command` wrapped so that it is killed when this process dies (Linux)."""
+    """`command` wrapped so that it is killed when this process dies (Linux).
+
+    Args:
+        command: the command line.
+
+    Returns:
+        The wrapped command line.
+    """
     if not sys.platform.startswith('linux'):
         return command
     return [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
 def free_port(host: str = '127.0.0.1') -> int:
+    """A TCP port that is free on `host` now.
+
+    Args:
+        host: the address.
+
+    Returns:
+        The port.
+    """
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
+def reserve_port(host: str = '127.0.0.1') -> tuple[int, socket.socket]:
+    """A free TCP port on `host` and the socket that holds it, until that socket is closed.
+
+    A port found free and released at once (free_port) may be taken in the second
+    or two before the scheduler binds it (another process's bind, or the ephemeral
+    port of a connection); the scheduler then exits with "bind failed" and the
+    cluster with it. The holding socket is bound with SO_REUSEADDR and never
+    listens: the scheduler (ZeroMQ binds with SO_REUSEADDR too) can still bind
+    the port, and no other bind or outgoing connection is given it meanwhile.
+
+    Args:
+        host: the address.
+
+    Returns:
+        (the port, the socket that holds it).
+    """
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, 0))
+    except BaseException:
+        s.close()
+        raise
+    return s.getsockname()[1], s
+
+
 def cluster_env(num_workers: int, num_servers: int, port: int,
                 host: str = '127.0.0.1') -> dict[str, str]:
+    """The ``DMLC_*`` variables of a cluster on `host`.
+
+    Args:
+        num_workers: the workers.
+        num_servers: the servers.
+        port: the scheduler's port.
+        host: the scheduler's address.
+
+    Returns:
+        {variable: value}.
+    """
     return {'DMLC_PS_ROOT_URI': host, 'DMLC_PS_ROOT_PORT': str(port),
             'DMLC_NUM_WORKER': str(num_workers), 'DMLC_NUM_SERVER': str(num_servers),
             'PS_VERBOSE': '0'}
 
 
 def multi_machine_help(num_workers: int, num_servers: int, command: Sequence[str]) -> str:
+    """The command lines that run this cluster's roles by hand on several machines.
+
+    Args:
+        num_workers: the workers.
+        num_servers: the servers.
+        command: the worker command.
+
+    Returns:
+        The lines, as `densenet launch` prints them.
+    """
     cmd = ' '.join(command)
     return (f'On several machines, start the same roles there with DMLC_PS_ROOT_URI set to '
             f'the scheduler machine\'s address and a shared DMLC_PS_ROOT_PORT:\n'
@@ -71,14 +133,24 @@ def multi_machine_help(num_workers: int, num_servers: int, command: Sequence[str
 
 
 class Cluster:
-    """The processes of one local cluster, each in its own process group."""
+    """The processes of one local cluster, each in its own process group.
+
+    Args:
+        command: the worker command.
+        num_workers: the workers.
+        num_servers: the servers.
+        port: the scheduler's port (default: a free one).
+        stream: where the prefixed worker output goes.
+    """
 
     def __init__(self, command: list[str], num_workers: int, num_servers: int,
                  port: int | None = None, stream: IO[str] = sys.stdout) -> None:
         self.command, self.stream = command, stream
         self.num_workers, self.num_servers = num_workers, num_servers
-        self.env = dict(os.environ, **cluster_env(num_workers, num_servers,
-                                                  port or free_port()))
+        self._port_holder: socket.socket | None = None
+        if not port:
+            port, self._port_holder = reserve_port()  # held until the cluster stops
+        self.env = dict(os.environ, **cluster_env(num_workers, num_servers, port))
         from densenet.system import runtime
         if not runtime._state['user_set']:
             # Workers on one machine share its cores: one OpenMP pool each of all the
@@ -124,6 +196,7 @@ class Cluster:
                         self.stream.flush()
 
     def start(self) -> None:
+        """Start the scheduler, the servers and the workers."""
         self._start('scheduler', 'scheduler', PS_COMMAND, forward=False)
         for i in range(self.num_servers):
             self._start(f'server {i}', 'server', PS_COMMAND, forward=False)
@@ -131,7 +204,11 @@ class Cluster:
             self._start(f'worker {i}', 'worker', self.command, forward=True)
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM every process group, then SIGKILL what is left after `grace` s."""
+        """SIGTERM every process group, then SIGKILL what is left after `grace` s.
+
+        Args:
+            grace: the seconds between the two.
+        """
         for _, proc in self.procs:
             if proc.poll() is None:
                 try:
@@ -150,9 +227,27 @@ class Cluster:
             except ProcessLookupError:
                 pass
             proc.wait()
+        self.release_port()
+
+    def release_port(self) -> None:
+        """Close the socket that holds the scheduler's port (see reserve_port)."""
+        holder = getattr(self, '_port_holder', None)  # None if __init__ failed early
+        if holder is not None:
+            holder.close()
+            self._port_holder = None
+
+    def __del__(self) -> None:
+        self.release_port()
 
     def wait(self, poll: float = 0.2) -> int:
-        """0 when every worker succeeded; else the first failure's status (after stopping all)."""
+        """Wait for the workers; stop everything when one fails.
+
+        Args:
+            poll: seconds between checks.
+
+        Returns:
+            0 when every worker succeeded; else the first failure's status.
+        """
         workers = [(label, p) for label, p in self.procs if label.startswith('worker')]
         while True:
             for label, proc in self.procs:
@@ -171,7 +266,21 @@ class Cluster:
 
 def launch(command: list[str], num_workers: int, num_servers: int,
            stream: IO[str] = sys.stdout) -> int:
-    """Run `command` as `num_workers` workers of a local cluster; return the exit status."""
+    """Run `command` as `num_workers` workers of a local cluster.
+
+    Args:
+        command: the worker command, e.g. ``densenet train --kvstore dist_sync ...``.
+        num_workers: the workers.
+        num_servers: the servers.
+        stream: where the prefixed worker output goes.
+
+    Returns:
+        The exit status (0 when every worker succeeded).
+
+    Raises:
+        UsageError: no worker or no server, or no command.
+        KeyboardInterrupt: Ctrl-C, after every process was stopped.
+    """
     if num_workers < 1 or num_servers < 1:
         raise UsageError('a cluster needs at least one worker (-n) and one server (-s)')
     if not command:

@@ -27,7 +27,11 @@ _cache: dict[str, tuple[str, set[str]]] = {}
 
 
 def cpuinfo() -> tuple[str, set[str]]:
-    """(model name, set of flags) of the first CPU in /proc/cpuinfo; (None, set()) elsewhere."""
+    """The first CPU's model name and flags, from /proc/cpuinfo.
+
+    Returns:
+        (model name, set of flags); (None, set()) where there is no /proc/cpuinfo.
+    """
     if 'cpuinfo' not in _cache:
         name: str | None = None
         flags: set[str] = set()
@@ -47,12 +51,23 @@ def cpuinfo() -> tuple[str, set[str]]:
 
 
 def cpu_has(flag: str) -> bool:
-    """Whether the CPU lists feature `flag` (False where it cannot tell)."""
+    """Whether the CPU lists feature `flag` (False where it cannot tell).
+
+    Args:
+        flag: a /proc/cpuinfo flag, e.g. 'avx512_vnni'.
+
+    Returns:
+        Whether it is listed.
+    """
     return flag in cpuinfo()[1]
 
 
 def isa_cap() -> str | None:
-    """The DNNL_MAX_CPU_ISA level in force (upper-case), or None for no cap."""
+    """The DNNL_MAX_CPU_ISA level in force.
+
+    Returns:
+        The level, upper-case, or None for no cap.
+    """
     value = os.environ.get('DNNL_MAX_CPU_ISA', '').strip().upper()
     return value if value in ISA_LEVELS else None
 
@@ -63,10 +78,16 @@ def _allowed(level: str) -> bool:
 
 
 def capabilities(amx_enabled: bool = False) -> dict[str, bool]:
-    """{feature: whether oneDNN may use it here}: the CPU has it and the cap allows it.
+    """What oneDNN may use here: the CPU has the feature and the ISA cap allows it.
 
-    AMX also needs the process's permission, which `runtime.enable_amx` asks for
-    (`amx_enabled`); without it oneDNN 2.4 does not use the tiles.
+    AMX also needs the process's permission, which `runtime.enable_amx` asks for;
+    without it oneDNN 2.4 does not use the tiles.
+
+    Args:
+        amx_enabled: the process has AMX permission.
+
+    Returns:
+        {feature: bool}.
     """
     avx512 = cpu_has('avx512f') and cpu_has('avx512bw') and _allowed('AVX512_CORE')
     amx = amx_enabled and cpu_has('amx_tile') and _allowed('AVX512_CORE_AMX')
@@ -81,7 +102,14 @@ def capabilities(amx_enabled: bool = False) -> dict[str, bool]:
 
 
 def precisions(caps: dict[str, bool]) -> dict[str, str | None]:
-    """{precision: how this machine runs it, or None where it cannot}."""
+    """How this machine runs each precision.
+
+    Args:
+        caps: `capabilities()`.
+
+    Returns:
+        {precision: how it runs (e.g. 'AVX-512 VNNI'), or None where it cannot}.
+    """
     vector = 'AVX-512' if caps['avx512'] else 'AVX2' if caps['avx2'] else 'SSE'
     if caps['amx']:
         int8 = 'AMX'
@@ -96,8 +124,12 @@ def precisions(caps: dict[str, bool]) -> dict[str, str | None]:
 def describe(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The machine as the tools record it: CPU, ISA, precisions, MXNet build, threads.
 
-    `settings` is `runtime.describe()` (threads, engine, AMX permission);
-    mxnet is imported here.
+    Args:
+        settings: `runtime.describe()` (threads, engine, AMX permission); mxnet is
+            imported here.
+
+    Returns:
+        The description dict.
     """
     import mxnet as mx
     name, flags = cpuinfo()
@@ -114,9 +146,14 @@ def describe(settings: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def unsupported(precision: str, caps: dict[str, bool]) -> str | None:
-    """Why this machine cannot run `precision` (a sentence with the fix), or None.
+    """Why this machine cannot run `precision`.
 
-    `caps` is `capabilities()` (`runtime.capabilities()` in this process).
+    Args:
+        precision: 'fp32', 'bf16' or 'int8'.
+        caps: `capabilities()` (`runtime.capabilities()` in this process).
+
+    Returns:
+        A sentence with the fix, or None when it can.
     """
     if precision == 'bf16' and not caps['bf16']:
         capped = (f' (DNNL_MAX_CPU_ISA={isa_cap()} hides it)'
@@ -127,7 +164,14 @@ def unsupported(precision: str, caps: dict[str, bool]) -> str | None:
 
 
 def summary_line(desc: dict[str, Any]) -> str:
-    """One line naming the machine, for logs and table headers."""
+    """One line naming the machine, for logs and table headers.
+
+    Args:
+        desc: a `describe` dict.
+
+    Returns:
+        The line.
+    """
     caps = ', '.join(k for k, v in desc['capabilities'].items() if v) or 'no AVX2'
     cap = f', DNNL_MAX_CPU_ISA={desc["dnnl_max_cpu_isa"]}' if desc['dnnl_max_cpu_isa'] else ''
     return (f'{desc["cpu"]} [{caps}{cap}], {desc.get("cores", os.cpu_count())} cores, '

@@ -18,7 +18,14 @@ T = TypeVar('T')
 
 
 def leaves(block: nn.Block) -> Iterator[nn.Block]:
-    """Every leaf layer under `block`, depth first (Gluon lists children only privately)."""
+    """Every leaf layer under `block`, depth first (Gluon lists children only privately).
+
+    Args:
+        block: a Gluon block.
+
+    Yields:
+        The leaf layers.
+    """
     children = list(block._children.values())
     if not children:
         yield block
@@ -27,21 +34,47 @@ def leaves(block: nn.Block) -> Iterator[nn.Block]:
 
 
 def layer_kwargs(layer: nn.Block) -> dict[str, Any]:
-    """A Conv2D's or pooling layer's operator arguments (kernel, stride, pad, ...)."""
+    """A Conv2D's or pooling layer's operator arguments (kernel, stride, pad, ...).
+
+    Args:
+        layer: the layer.
+
+    Returns:
+        {argument: value}.
+    """
     return getattr(layer, '_kwargs', {})
 
 
 def drop_cached_graph(block: nn.HybridBlock) -> None:
-    """Forget a hybridized block's traced graph, so the next call traces it again."""
+    """Forget a hybridized block's traced graph, so the next call traces it again.
+
+    Args:
+        block: the block.
+    """
     block._clear_cached_op()
 
 
 def is_hybridized(block: nn.HybridBlock) -> bool:
+    """Whether `block` is hybridized.
+
+    Args:
+        block: the block.
+
+    Returns:
+        Its hybridization flag.
+    """
     return block._active
 
 
 def cached_graph_json(block: nn.HybridBlock) -> str:
-    """The JSON of the graph a called SymbolBlock / hybridized block has traced."""
+    """The JSON of the graph a called SymbolBlock / hybridized block has traced.
+
+    Args:
+        block: the block, called at least once.
+
+    Returns:
+        The graph's JSON.
+    """
     return block._cached_graph[1].tojson()
 
 
@@ -51,20 +84,40 @@ def load_init(param: gluon.Parameter, value: Array,
 
     ``set_data`` needs an initialised parameter; loading a file into a fresh
     model (zoo weights, re-imported graphs) has only this private route.
+
+    Args:
+        param: the parameter.
+        value: its value.
+        ctx: the contexts.
     """
     param._load_init(value, ctx)
 
 
 def onnx_node_inputs(node: dict[str, Any],
                      kwargs: dict[str, Any]) -> tuple[str, list[str], dict[str, Any]]:
-    """(name, input names, attributes) of a node, as MXNet's ONNX converters read them."""
+    """A node as MXNet's ONNX converters read it.
+
+    Args:
+        node: the node.
+        kwargs: the converter's keyword arguments.
+
+    Returns:
+        (name, input names, attributes).
+    """
     from mxnet.onnx.mx2onnx._op_translations._op_translations_opset12 import get_inputs
     return get_inputs(node, kwargs)
 
 
 def set_node_attr(sym: mx.sym.Symbol, **attrs: str) -> None:
-    """Set graph attributes on a symbol's head node (``force_mirroring='True'`` becomes
-    ``__force_mirroring__``, which MXNet's graph executor reads)."""
+    """Set graph attributes on a symbol's head node.
+
+    ``force_mirroring='True'`` becomes ``__force_mirroring__``, which MXNet's graph
+    executor reads.
+
+    Args:
+        sym: the symbol.
+        **attrs: the attributes.
+    """
     sym._set_attr(**attrs)
 
 
@@ -73,6 +126,14 @@ def block_cache(block: nn.Block, key: str, make: Callable[[], T]) -> T:
 
     It is stored past ``Block.__setattr__``, which would register a Parameter or
     Block value as a child a second time (and save it under `key`).
+
+    Args:
+        block: the block.
+        key: the attribute name.
+        make: makes the value.
+
+    Returns:
+        The value.
     """
     if key not in block.__dict__:
         block.__dict__[key] = make()
@@ -80,26 +141,52 @@ def block_cache(block: nn.Block, key: str, make: Callable[[], T]) -> T:
 
 
 def forget_block_cache(block: nn.Block, key: str) -> None:
-    """Drop what `block_cache` keeps under `key` (nothing if there is none)."""
+    """Drop what `block_cache` keeps under `key` (nothing if there is none).
+
+    Args:
+        block: the block.
+        key: the attribute name.
+    """
     block.__dict__.pop(key, None)
 
 
 def onnx_converters(opset: int) -> dict[str, Callable[..., Any]]:
-    """MXNet's ONNX exporter's table {operator name: converter} for `opset`."""
+    """MXNet's ONNX exporter's table {operator name: converter} for `opset`.
+
+    Args:
+        opset: the ONNX opset.
+
+    Returns:
+        The table (changes to it register converters).
+    """
     from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
     return MXNetGraph.registry_.setdefault(opset, {})
 
 
 def replace_child(sequential: nn.Sequential | nn.HybridSequential, index: int,
                   block: nn.Block) -> None:
-    """Put `block` at position `index` of a (Hybrid)Sequential, under the same name, so
-    that saved parameter names (``'5.weight'``) stay what they were."""
+    """Put `block` at position `index` of a (Hybrid)Sequential, under the same name.
+
+    So saved parameter names (``'5.weight'``) stay what they were.
+
+    Args:
+        sequential: the container.
+        index: the position.
+        block: the new child.
+    """
     key = list(sequential._children)[index]
     sequential._children[key] = block
 
 
 def load_arrays(path: str) -> dict[str, Array] | list[Array]:
-    """mx.nd.load for files of either array semantics (the model zoo's are legacy)."""
+    """mx.nd.load for files of either array semantics (the model zoo's are legacy).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The arrays, by name or in order.
+    """
     import mxnet as mx
     try:
         return mx.nd.load(path)
@@ -109,8 +196,15 @@ def load_arrays(path: str) -> dict[str, Array] | list[Array]:
 
 
 def mark_gradient_fresh(param: gluon.Parameter, ctx: mx.Context) -> None:
-    """Tell gluon.Trainer that `param`'s gradient on `ctx` was just written (by a graph
-    executor rather than autograd), so that `step` uses it instead of refusing it as stale."""
+    """Tell gluon.Trainer that `param`'s gradient on `ctx` was just written.
+
+    Written by a graph executor rather than autograd, so that `step` uses it
+    instead of refusing it as stale.
+
+    Args:
+        param: the parameter.
+        ctx: the context.
+    """
     for arr in param.list_data():
         if arr.ctx == ctx:
             arr._fresh_grad = True

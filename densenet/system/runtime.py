@@ -38,7 +38,11 @@ _state: dict[str, bool] = {'set_by_us': False, 'user_set': False, 'too_late': Fa
 
 
 def available_cores() -> int:
-    """CPU cores this process may run on (affinity and cgroup CPU sets respected)."""
+    """CPU cores this process may run on (affinity and cgroup CPU sets respected).
+
+    Returns:
+        The count.
+    """
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -57,7 +61,11 @@ def configure() -> None:
 
 
 def changes() -> list[str]:
-    """What `configure` changed in this process, one line each (empty when nothing)."""
+    """What `configure` changed in this process, one line each.
+
+    Returns:
+        The lines (empty when nothing was changed).
+    """
     if _state.get('opted_out'):
         return ['none: DENSENET_RUNTIME=off']
     out = []
@@ -113,7 +121,11 @@ def configure_engine() -> None:
 
 
 def use_naive_engine(env: MutableMapping[str, str]) -> None:
-    """Set `env` (os.environ or a child's) to the NaiveEngine, marked as densenet's choice."""
+    """Set `env` to the NaiveEngine, marked as densenet's choice.
+
+    Args:
+        env: os.environ, or a child process's environment.
+    """
     env['MXNET_ENGINE_TYPE'], env['DENSENET_ENGINE'] = 'NaiveEngine', '1'
 
 
@@ -136,6 +148,11 @@ def start_engine_quietly() -> None:
 
 
 def naive_engine() -> bool:
+    """Whether this process runs MXNet's NaiveEngine.
+
+    Returns:
+        True when ``MXNET_ENGINE_TYPE`` is ``NaiveEngine``.
+    """
     return os.environ.get('MXNET_ENGINE_TYPE') == 'NaiveEngine'
 
 
@@ -156,8 +173,10 @@ def enable_amx() -> bool:
     Linux grants AMX state per process only on request (arch_prctl
     ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA), and the oneDNN 2.4 in MXNet
     1.9.1 does not ask, dying with SIGILL instead; it also needs
-    DNNL_MAX_CPU_ISA=AVX512_CORE_AMX. Both must happen before mxnet loads.
-    Returns whether AMX is enabled.
+    ``DNNL_MAX_CPU_ISA=AVX512_CORE_AMX``. Both must happen before mxnet loads.
+
+    Returns:
+        Whether AMX is enabled.
     """
     if not cpu_has('amx_tile') or 'mxnet' in sys.modules:
         return False
@@ -172,7 +191,11 @@ def enable_amx() -> bool:
 
 
 def describe() -> dict[str, Any]:
-    """Which thread, engine and AMX settings are in effect, for logs and summary.json."""
+    """Which thread, engine and AMX settings are in effect, for logs and summary.json.
+
+    Returns:
+        {setting: value}.
+    """
     how = 'set by user' if _state['user_set'] else (
         'set by densenet' if _state['set_by_us'] else 'MXNet default (half the cores)')
     return {'cores': available_cores(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
@@ -182,18 +205,37 @@ def describe() -> dict[str, Any]:
 
 
 def capabilities() -> dict[str, bool]:
-    """What oneDNN may use in this process (`machine.capabilities`, AMX permission applied)."""
+    """What oneDNN may use in this process (`machine.capabilities`, AMX permission applied).
+
+    Returns:
+        {feature: bool}.
+    """
     return _capabilities(_state.get('amx', False))
 
 
 def machine() -> dict[str, Any]:
-    """The full machine description (`densenet info`, summary.json, the bench)."""
+    """The full machine description (`densenet info`, summary.json, the benchmark).
+
+    Returns:
+        The description dict (`machine.describe`).
+    """
     from densenet.system.machine import describe as describe_machine
     return describe_machine(describe())
 
 
 def devices(device: str | None = None) -> list[mx.Context]:
-    """MXNet contexts for 'auto' (every GPU, else CPU), 'cpu', 'gpu', 'gpu:0,1'."""
+    """The MXNet contexts a device flag names.
+
+    Args:
+        device: 'auto' (every GPU, else the CPU; also for None), 'cpu', 'gpu' or
+            'gpu:0,1'.
+
+    Returns:
+        The contexts.
+
+    Raises:
+        UsageError: a bad device name, or a GPU that MXNet does not see.
+    """
     import mxnet as mx
 
     from densenet.errors import UsageError

@@ -28,7 +28,17 @@ PRECISE_BN = ('auto', 'always', 'off')
 
 
 def parse_budget(text: str) -> float:
-    """--budget: seconds from '60m', '1h30m', '900s'; 'off' is 0 (no budget)."""
+    """``--budget``: a duration in seconds.
+
+    Args:
+        text: '60m', '1h30m', '900s', a number of seconds, or 'off' (no budget).
+
+    Returns:
+        The seconds (0 for 'off').
+
+    Raises:
+        argparse.ArgumentTypeError: text that is not a duration.
+    """
     if text.strip().lower() in ('off', 'none'):
         return 0.0
     try:
@@ -38,7 +48,17 @@ def parse_budget(text: str) -> float:
 
 
 def parse_model_arg(text: str) -> tuple[str, Any]:
-    """KEY=VALUE with VALUE a Python literal (12, 0.5, (6, 12, 24)) or else a string."""
+    """``--model-arg``: one constructor argument.
+
+    Args:
+        text: KEY=VALUE, VALUE a Python literal (12, 0.5, (6, 12, 24)) or else a string.
+
+    Returns:
+        (key, value).
+
+    Raises:
+        argparse.ArgumentTypeError: text without '='.
+    """
     key, sep, value = text.partition('=')
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f'{text!r} is not KEY=VALUE, e.g. growth_rate=24')
@@ -50,7 +70,13 @@ def parse_model_arg(text: str) -> tuple[str, Any]:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything that defines a run; the defaults are the book's recipe."""
+    """Everything that defines a run; the defaults are the book's recipe.
+
+    Each field is one option, defined once with `densenet.train.options.option`:
+    its flag, type, check, default, help and group. The command line's
+    ``densenet train`` flags, their validation and the reference docs' table
+    follow from the fields.
+    """
 
     recipe: str = option(
         'book', group='recipe', choices=tuple(sorted(RECIPES)),
@@ -216,7 +242,18 @@ class TrainConfig:
 
     @classmethod
     def from_recipe(cls, recipe: str = 'book', **overrides: Any) -> TrainConfig:
-        """The recipe's values, then `overrides` (None values are left to the recipe)."""
+        """The configuration of a recipe, with `overrides` applied.
+
+        Args:
+            recipe: a name in `densenet.train.recipes.RECIPES`.
+            **overrides: field values; None values are left to the recipe.
+
+        Returns:
+            The configuration (not yet validated).
+
+        Raises:
+            UsageError: an unknown recipe.
+        """
         if recipe not in RECIPES:
             raise UsageError(f'no recipe {recipe!r}; choose one of {", ".join(sorted(RECIPES))}')
         values = dict(RECIPES[recipe], recipe=recipe)
@@ -224,8 +261,14 @@ class TrainConfig:
         return cls(**values)
 
     def validate(self, min_size: int | None = None) -> None:
-        """Raise UsageError for values no run can use (`min_size`: the model's smallest
-        input side, checked once the model is built)."""
+        """Check the values, alone and together, before anything is built or written.
+
+        Args:
+            min_size: the model's smallest input side, checked once the model is built.
+
+        Raises:
+            UsageError: naming the flag and the fix, for a value no run can use.
+        """
         check_ranges(self)
         model_kwargs(self.model, self.model_args)  # a UsageError naming the choices
         self._check_combinations(min_size)

@@ -12,11 +12,17 @@ from densenet.system.files import pyplot, save_figure
 
 def evaluate(model: Callable[[Any], Any], loader: Iterable[tuple[Any, Any]],
              ctxs: Sequence[Any]) -> tuple[float, float, onp.ndarray]:
-    """(mean loss, accuracy, predictions) of `model` over `loader`, inference mode.
+    """The mean loss, accuracy and predictions of `model` over `loader`, in inference mode.
 
-    `model` is anything called on a batch that returns logits: a DenseNet, a
-    `densenet.models.tta.FlipAverage`, or an INT8/BF16
-    `densenet.deploy.inference.InferenceModel`.
+    Args:
+        model: anything called on a batch that returns logits: a DenseNet, a
+            `densenet.models.tta.FlipAverage`, or an INT8/BF16
+            `densenet.deploy.inference.InferenceModel`.
+        loader: batches of (images, labels).
+        ctxs: the devices; each batch is split over them.
+
+    Returns:
+        (mean loss, accuracy, predictions).
     """
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     total_loss, correct, n, preds = 0.0, 0, 0, []
@@ -35,8 +41,18 @@ def evaluate(model: Callable[[Any], Any], loader: Iterable[tuple[Any, Any]],
 
 def time_inference(model: Callable[[Any], Any], loader: Any, ctxs: Sequence[Any],
                    batches: int = 2, side: int | None = None) -> float:
-    """Seconds per inference batch of `loader` (at `side` x `side` if given), timed after
-    one batch that builds the graph."""
+    """Seconds per inference batch, timed after one batch that builds the graph.
+
+    Args:
+        model: called on a batch, returns logits.
+        loader: the batches.
+        ctxs: the devices.
+        batches: the batches timed.
+        side: resize the batches to `side` x `side` first (None: as they are).
+
+    Returns:
+        The seconds per batch.
+    """
     if side:
         resize, loader.resize = loader.resize, (side, side)
     try:
@@ -56,14 +72,29 @@ def time_inference(model: Callable[[Any], Any], loader: Any, ctxs: Sequence[Any]
 
 
 def confusion_matrix(labels: onp.ndarray, preds: onp.ndarray, num_classes: int) -> onp.ndarray:
-    """Counts[i, j] of images of class i predicted as class j."""
+    """Counts[i, j] of images of class i predicted as class j.
+
+    Args:
+        labels: the true classes.
+        preds: the predicted classes.
+        num_classes: the class count.
+
+    Returns:
+        The (num_classes, num_classes) matrix.
+    """
     confusion = onp.zeros((num_classes, num_classes), dtype=onp.int64)
     onp.add.at(confusion, (onp.asarray(labels), onp.asarray(preds)), 1)
     return confusion
 
 
 def plot_confusion(confusion: onp.ndarray, names: list[str], path: str) -> None:
-    """The confusion matrix as a PNG, with the counts written in (up to 30 classes)."""
+    """Write the confusion matrix as a PNG, with the counts written in (up to 30 classes).
+
+    Args:
+        confusion: the matrix.
+        names: the class names.
+        path: the PNG file.
+    """
     n = len(names)
     size = max(5.5, 0.45 * n + 2)
     fig, ax = pyplot().subplots(figsize=(size + 1, size))

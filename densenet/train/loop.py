@@ -46,19 +46,33 @@ E = TypeVar('E', bound=Extension)
 
 
 class Steps:
-    """The run's planned number of steps; a budget may change it between epochs."""
+    """The run's planned number of steps; a budget may change it between epochs.
+
+    Args:
+        total: the steps of the whole run.
+        steps_per_epoch: the steps of one epoch.
+    """
 
     def __init__(self, total: int, steps_per_epoch: int) -> None:
         self.total, self.steps_per_epoch = total, steps_per_epoch
 
     @property
     def epochs(self) -> int:
+        """The epochs the planned steps take (the last one may be partial)."""
         return math.ceil(self.total / self.steps_per_epoch)
 
 
 @dataclasses.dataclass
 class EpochResult:
-    """What an epoch of training measured."""
+    """What an epoch of training measured.
+
+    Attributes:
+        loss: mean training loss per image.
+        acc: training accuracy (training mode, as the steps saw it).
+        images: images trained on.
+        seconds: the epoch's training time.
+        step_s: seconds per step after the first (which builds the graph).
+    """
     loss: float          # mean training loss per image
     acc: float           # training accuracy (training mode, as the steps saw it)
     images: int
@@ -72,6 +86,25 @@ class Loop:
     Extensions read these attributes and may change the ones their hooks name
     (extensions/base.py): ``steps.total`` (a budget), ``side`` (progressive
     resizing), ``epoch``/``rows``/``best_acc``/``prior_wall`` (a resumed checkpoint).
+    `fit` builds one; the arguments are what it built.
+
+    Args:
+        cfg: the configuration.
+        model: the model, on its devices.
+        trainer: the optimizer.
+        ctxs: the devices.
+        train_loader: the training batches.
+        val_loader: the validation batches.
+        steps: the planned steps.
+        loss_fn: the per-example loss.
+        run: the run folder.
+        meta: the model's metadata, written beside every params file.
+        extensions: the extensions, in the order their hooks are called.
+        rank: this worker's rank (0 evaluates and writes).
+        workers: the number of workers.
+        log: where lines go.
+        started: when the run started (default: now).
+        data: the data module.
     """
 
     def __init__(self, cfg: TrainConfig, model: Any, trainer: gluon.Trainer, ctxs: list[Any],
@@ -94,27 +127,64 @@ class Loop:
         self.epoch_tic = self.started
 
     def elapsed(self) -> float:
-        """Wall seconds of the run so far, across resumes."""
+        """Wall seconds of the run so far, across resumes.
+
+        Returns:
+            The seconds.
+        """
         return self.prior_wall + time.time() - self.started
 
     def find(self, kind: type[E]) -> E | None:
-        """The run's extension of type `kind`, if it has one."""
+        """The run's extension of type `kind`, if it has one.
+
+        Args:
+            kind: an `Extension` class.
+
+        Returns:
+            The extension, or None.
+        """
         return next((e for e in self.extensions if isinstance(e, kind)), None)
 
     def config_dict(self) -> dict[str, Any]:
+        """The configuration as a dict, as summary.json and the checkpoint record it.
+
+        Returns:
+            {field: value}.
+        """
         return dataclasses.asdict(self.cfg)
 
     def call(self, hook: str, *args: Any) -> list[Any]:
-        """Call `hook` on every extension, in order; their answers."""
+        """Call `hook` on every extension, in order.
+
+        Args:
+            hook: the hook's name (`Extension`'s methods).
+            *args: its arguments.
+
+        Returns:
+            Their answers.
+        """
         return [getattr(ext, hook)(self, *args) for ext in self.extensions]
 
     def validate(self) -> tuple[float, float, onp.ndarray]:
-        """(loss, accuracy, predictions) of the model as it is now on the validation data."""
+        """The model as it is now on the validation data.
+
+        Returns:
+            (loss, accuracy, predictions).
+        """
         return evaluate(self.model, self.val_loader, self.ctxs)
 
     def run_fit(self, state: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """Train until the planned steps are done; the summary (None on a worker that does
-        not write)."""
+        """Train until the planned steps are done.
+
+        Args:
+            state: the checkpoint being resumed, or None.
+
+        Returns:
+            The summary, or None on a worker that does not write.
+
+        Raises:
+            Diverged: a non-finite or exploding loss, or non-finite weights.
+        """
         self.call('on_fit_start', state)
         while self.epoch < self.steps.epochs:
             self.side = self.cfg.resize
@@ -134,7 +204,17 @@ class Loop:
         return summary
 
     def end_epoch(self, result: EpochResult) -> dict[str, Any]:
-        """Validate, make and log the epoch's row; count the epoch done."""
+        """Validate, make and log the epoch's row; count the epoch done.
+
+        Args:
+            result: what the epoch's training measured.
+
+        Returns:
+            The row (metrics.csv's columns, and the extensions').
+
+        Raises:
+            Diverged: a non-finite validation loss or non-finite weights.
+        """
         self.epoch_tic = time.time()
         self.call('on_validation_start')
         val_loss, val_acc, _ = self.validate()
@@ -156,7 +236,11 @@ class Loop:
         return row
 
     def summary(self) -> dict[str, Any]:
-        """summary.json's common fields; extensions add theirs at on_fit_end."""
+        """summary.json's common fields; extensions add theirs at on_fit_end.
+
+        Returns:
+            The summary dict.
+        """
         return {'config': self.config_dict(), 'final_val_acc': self.rows[-1]['val_acc'],
                 'best_val_acc': self.best_acc, 'epochs': len(self.rows),
                 'steps': self.steps.total, 'wall_s': self.elapsed(), 'model': self.meta,
@@ -164,8 +248,16 @@ class Loop:
 
 
 def train_step(loop: Loop, X: Any, y: Any) -> tuple[list[Any], list[Any], list[Any]]:
-    """Forward, backward and an SGD step on one batch (split over the devices); the
-    outputs, labels and per-example losses of each device's part."""
+    """Forward, backward and an SGD step on one batch, split over the devices.
+
+    Args:
+        loop: the run.
+        X: the images.
+        y: the labels.
+
+    Returns:
+        (outputs, labels, per-example losses), one entry per device's part.
+    """
     Xs = gluon.utils.split_and_load(X, loop.ctxs, even_split=False)
     ys = gluon.utils.split_and_load(y, loop.ctxs, even_split=False)
     with autograd.record():
@@ -185,6 +277,15 @@ def train_one_epoch(loop: Loop) -> EpochResult:
     process's first epoch five steps past the first (which builds the graph), and
     ``on_check`` every twentieth of an epoch after that; the time of the last two is
     left out of the step times.
+
+    Args:
+        loop: the run.
+
+    Returns:
+        What the epoch measured.
+
+    Raises:
+        Diverged: a batch loss that is not finite or above `loss_limit`.
     """
     cfg, loader, steps, epoch = loop.cfg, loop.train_loader, loop.steps, loop.epoch
     if hasattr(loader, 'set_epoch'):
@@ -231,11 +332,22 @@ def train_one_epoch(loop: Loop) -> EpochResult:
 
 def fit(cfg: TrainConfig, data: Any = None, log: Callable[[str], None] = print,
         extensions: list[Extension] | None = None) -> dict[str, Any] | None:
-    """Train as `cfg` says; return the summary dict (also written to summary.json), or None
-    on a worker of a dist kvstore that is not rank 0.
+    """Train as `cfg` says, writing the run folder.
 
-    `data` replaces the data module `cfg` names; `extensions` replaces the list the
-    configuration asks for (`default_extensions`).
+    Args:
+        cfg: the configuration.
+        data: a data module that replaces the one `cfg` names.
+        log: where lines go.
+        extensions: replaces the list the configuration asks for (`default_extensions`).
+
+    Returns:
+        The summary dict (also written to summary.json), or None on a worker of a
+        dist kvstore that is not rank 0.
+
+    Raises:
+        UsageError: a bad value, path or file (nothing written).
+        Diverged: the run diverged (nothing from that epoch is written).
+        DiskFull: the disk filled up (the last complete files stay).
     """
     runtime.check_threads()
     started = time.time()

@@ -63,7 +63,16 @@ class Option:
 
 def option(default: Any = None, *, factory: Callable[[], Any] | None = None,
            **spec: Any) -> Any:
-    """A dataclass field with its `Option` in the metadata (``factory``: a mutable default)."""
+    """A dataclass field with its `Option` in the metadata.
+
+    Args:
+        default: the default value.
+        factory: makes a mutable default instead.
+        **spec: the `Option`'s fields (help, group, parse, check, error, ...).
+
+    Returns:
+        The `dataclasses.field`.
+    """
     meta = {'option': Option(**spec)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
@@ -71,14 +80,29 @@ def option(default: Any = None, *, factory: Callable[[], Any] | None = None,
 
 
 def flag_of(name: str, spec: Option | None = None) -> str:
-    """The command-line flag of field `name` (``batch_size`` -> ``--batch-size``)."""
+    """The command-line flag of field `name` (``batch_size`` -> ``--batch-size``).
+
+    Args:
+        name: the field's name.
+        spec: its `Option`, which may name the flag itself.
+
+    Returns:
+        The flag.
+    """
     if spec is not None and spec.flag:
         return spec.flag
     return '--' + name.replace('_', '-')
 
 
 def options(config_cls: type) -> Iterator[tuple[dataclasses.Field, Option]]:
-    """(field, Option) for every field of `config_cls` that has one, in field order."""
+    """Every field of `config_cls` that has an `Option`, in field order.
+
+    Args:
+        config_cls: a dataclass such as `TrainConfig`.
+
+    Yields:
+        (field, Option).
+    """
     for field in dataclasses.fields(config_cls):
         spec = field.metadata.get('option')
         if spec is not None:
@@ -86,7 +110,14 @@ def options(config_cls: type) -> Iterator[tuple[dataclasses.Field, Option]]:
 
 
 def default_of(field: dataclasses.Field) -> Any:
-    """The field's default value (a fresh one for a factory default)."""
+    """The field's default value (a fresh one for a factory default).
+
+    Args:
+        field: a dataclass field.
+
+    Returns:
+        The default.
+    """
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return field.default
@@ -97,9 +128,15 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
     """Add a flag for every command-line option of `config_cls` to `parser`, in `GROUPS`.
 
     Every flag defaults to None, so that a value not given on the command line
-    is taken from the recipe and then from the field's default. `choices`
-    supplies lists known only at run time (the registered model names).
-    Returns the argument groups by name.
+    is taken from the recipe and then from the field's default.
+
+    Args:
+        parser: the sub-command's parser.
+        config_cls: a dataclass such as `TrainConfig`.
+        choices: lists known only at run time (the registered model names), by field.
+
+    Returns:
+        The argument groups, by name.
     """
     groups = {name: parser.add_argument_group(name, about) for name, about in GROUPS.items()}
     for field, spec in options(config_cls):
@@ -127,7 +164,14 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
 
 
 def check_ranges(cfg: Any) -> None:
-    """Raise UsageError(the option's message) for the first value its `check` refuses."""
+    """Check every value against its option's `check`.
+
+    Args:
+        cfg: a configuration.
+
+    Raises:
+        UsageError: the option's message, for the first value its check refuses.
+    """
     for field, spec in options(type(cfg)):
         value = getattr(cfg, field.name)
         if spec.check is not None and value is not None and not spec.check(value):
@@ -135,7 +179,15 @@ def check_ranges(cfg: Any) -> None:
 
 
 def reference_rows(config_cls: type) -> list[tuple[str, str, str, str]]:
-    """(flag, group, default, help) for every command-line option: the docs' table."""
+    """Every command-line option of `config_cls`, for the reference docs' table.
+
+    Args:
+        config_cls: a dataclass such as `TrainConfig`.
+
+    Returns:
+        (flag, group, default, help) per option that is on the command line and not
+        hidden.
+    """
     rows = []
     for field, spec in options(config_cls):
         if spec.cli and not spec.hidden:
@@ -146,7 +198,17 @@ def reference_rows(config_cls: type) -> list[tuple[str, str, str, str]]:
 # Reusable checks and argparse types.
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+    """argparse type: an integer of at least 1.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The integer.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer, or below 1.
+    """
     try:
         value = int(text)
     except ValueError:
@@ -157,7 +219,17 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a number above 0."""
+    """argparse type: a number above 0.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        The number.
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, or not above 0.
+    """
     try:
         value = float(text)
     except ValueError:
@@ -168,4 +240,12 @@ def positive_float(text: str) -> float:
 
 
 def finite(value: float) -> bool:
+    """Whether `value` is a finite number.
+
+    Args:
+        value: the number.
+
+    Returns:
+        False for NaN and infinities.
+    """
     return math.isfinite(value)

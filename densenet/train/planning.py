@@ -25,12 +25,30 @@ MIN_BUDGET_S = 10
 
 
 def early_epochs(epochs: int, fraction: float) -> int:
-    """How many of a run's first `epochs` epochs train at the small side."""
+    """How many of a run's first `epochs` epochs train at the small side.
+
+    Args:
+        epochs: the run's epochs.
+        fraction: ``--progressive-until``.
+
+    Returns:
+        The number of epochs.
+    """
     return math.floor(fraction * epochs)
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in '60m', '1h30m', '900s', '1.5h' (a unit is required); UsageError else."""
+    """Seconds in '60m', '1h30m', '900s', '1.5h' (a unit is required).
+
+    Args:
+        text: the duration.
+
+    Returns:
+        The seconds.
+
+    Raises:
+        UsageError: text that is not a duration, or one too short for any training.
+    """
     text = str(text).strip().lower()
     parts = _PART.findall(text)
     if not text or ''.join(n + u for n, u in parts) != text or \
@@ -56,10 +74,15 @@ class Plan:
 
     @property
     def epochs(self) -> int:
+        """The epochs the planned steps take (the last one may be partial)."""
         return math.ceil(self.total_steps / self.steps_per_epoch)
 
     def describe(self) -> str:
-        """The plan in one line, as the run logs it."""
+        """The plan in one line, as the run logs it.
+
+        Returns:
+            The line.
+        """
         part = self.total_steps - (self.epochs - 1) * self.steps_per_epoch
         last = '' if part == self.steps_per_epoch else f', the last one {part} steps'
         return (f'{self.total_steps} steps = {self.epochs} epoch(s) of {self.steps_per_epoch}'
@@ -70,16 +93,36 @@ class Plan:
 
 
 def reserve_s(budget_s: float) -> float:
-    """Seconds of the budget the plan leaves unused (jitter, the summary, exiting)."""
+    """Seconds of the budget the plan leaves unused (jitter, the summary, exiting).
+
+    Args:
+        budget_s: the budget.
+
+    Returns:
+        The reserve: the share `RESERVE` of the budget plus `RESERVE_S` seconds.
+    """
     return RESERVE * budget_s + RESERVE_S
 
 
 def cost(total: int, done: int, steps_per_epoch: int, step_s: float, overhead_s: float,
          early: tuple[float, float] | None = None) -> float:
-    """Seconds from now to finish `total` steps when `done` are done: the steps, and one
-    evaluation + write at the end of every epoch that has not ended yet. With
-    `early=(fraction, seconds)` (progressive resizing, extensions/progressive.py) the
-    steps of the first `fraction` of the epochs take `seconds` each instead of `step_s`."""
+    """Seconds from now to finish `total` steps when `done` are done.
+
+    The steps, and one evaluation + write at the end of every epoch that has not
+    ended yet.
+
+    Args:
+        total: the planned steps.
+        done: the steps done.
+        steps_per_epoch: the steps of one epoch.
+        step_s: seconds per step (at the full side).
+        overhead_s: seconds to evaluate and write after an epoch.
+        early: (fraction, seconds): with progressive resizing, the steps of the
+            first `fraction` of the epochs take `seconds` each.
+
+    Returns:
+        The seconds.
+    """
     epochs_left = math.ceil(total / steps_per_epoch) - done // steps_per_epoch
     seconds = (total - done) * step_s + epochs_left * overhead_s
     if early:
@@ -92,9 +135,23 @@ def cost(total: int, done: int, steps_per_epoch: int, step_s: float, overhead_s:
 def plan_steps(budget_s: float, elapsed_s: float, done: int, steps_per_epoch: int,
                step_s: float, overhead_s: float, cap_steps: int, final_s: float = 0.0,
                early: tuple[float, float] | None = None) -> Plan | None:
-    """The Plan with the most steps (at most `cap_steps`) that ends inside the budget less
-    its reserve and `final_s` (work done once after the last epoch); None when not even
-    one more step and one evaluation fit. `early`: as for `cost`."""
+    """The Plan with the most steps that ends inside the budget.
+
+    Args:
+        budget_s: the budget.
+        elapsed_s: the seconds spent so far.
+        done: the steps done.
+        steps_per_epoch: the steps of one epoch.
+        step_s: seconds per step.
+        overhead_s: seconds to evaluate and write after an epoch.
+        cap_steps: the most steps (``--epochs``).
+        final_s: work done once after the last epoch (flip-averaged scores).
+        early: as for `cost`.
+
+    Returns:
+        The plan (at most `cap_steps`, ending inside the budget less its reserve and
+        `final_s`), or None when not even one more step and one evaluation fit.
+    """
     left = budget_s - reserve_s(budget_s) - elapsed_s - final_s
 
     def fits(total: int) -> bool:

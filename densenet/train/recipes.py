@@ -21,5 +21,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def recipe_table() -> list[tuple[str, dict[str, Any]]]:
-    """(name, the values it sets) per recipe, for the reference docs."""
+    """Every recipe and the values it sets, for the reference docs.
+
+    Returns:
+        (name, the values it sets) per recipe.
+    """
     return [(name, dict(values)) for name, values in RECIPES.items()]

@@ -21,7 +21,13 @@ EXTRA_FIELDS = ['ema_val_loss', 'ema_val_acc', 'side']
 
 
 class Progress:
-    """A one-line progress bar on stderr with throughput and ETA."""
+    """A one-line progress bar on stderr with throughput and ETA.
+
+    Args:
+        total: the steps of the epoch.
+        prefix: the text before the bar.
+        stream: where it is drawn.
+    """
 
     def __init__(self, total: int, prefix: str, stream: TextIO = sys.stderr) -> None:
         self.total, self.prefix, self.stream = total, prefix, stream
@@ -29,8 +35,12 @@ class Progress:
         self.start = self.last = time.time()
 
     def update(self, done: int, images: int) -> None:
-        """Show `done` of `total` steps and `images` seen (at most every 0.5 s on a terminal,
-        every 30 s in a log)."""
+        """Show `done` of `total` steps (at most every 0.5 s on a terminal, every 30 s in a log).
+
+        Args:
+            done: the steps done.
+            images: the images seen.
+        """
         now = time.time()
         if not (done == self.total or now - self.last >= (0.5 if self.tty else 30)):
             return
@@ -47,13 +57,29 @@ class Progress:
 
 
 def duration(seconds: float) -> str:
-    """'12 min' or '45 s'."""
+    """A duration for a log line: '12 min' or '45 s'.
+
+    Args:
+        seconds: the duration.
+
+    Returns:
+        The text.
+    """
     return f'{seconds / 60:.0f} min' if seconds >= 120 else f'{seconds:.0f} s'
 
 
 def speed_note(cfg: Any, rate: float, steps_left: int, side: int | None = None) -> str:
-    """The line a CPU run prints once it knows its speed (measured at `side`, by default
-    the run's)."""
+    """The line a CPU run prints once it knows its speed.
+
+    Args:
+        cfg: the configuration.
+        rate: the measured images per second.
+        steps_left: the steps still to take.
+        side: the side the rate was measured at (default: the run's).
+
+    Returns:
+        The line: how long the book's full recipe, and this run, take here.
+    """
     side = side or cfg.resize
     full = 10 * TRAIN_SIZE / rate * (96 / side) ** 2
     this = steps_left * cfg.batch_size / rate
@@ -67,7 +93,12 @@ def speed_note(cfg: Any, rate: float, steps_left: int, side: int | None = None) 
 
 
 def plot_curves(rows: list[dict[str, Any]], path: str) -> None:
-    """Loss and accuracy against epoch, as d2l's ProgressBoard draws them."""
+    """Write loss and accuracy against epoch as a PNG, as d2l's ProgressBoard draws them.
+
+    Args:
+        rows: the epochs' rows.
+        path: the PNG file.
+    """
     import matplotlib.ticker
     ep = [r['epoch'] for r in rows]
     fig, ax = pyplot().subplots(figsize=(5, 3.5))
@@ -88,7 +119,12 @@ def plot_curves(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def write_metrics(path: str, rows: list[dict[str, Any]]) -> None:
-    """metrics.csv: a row per epoch, the standard columns then the extensions'."""
+    """Write metrics.csv: a row per epoch, the standard columns then the extensions'.
+
+    Args:
+        path: the CSV file.
+        rows: the epochs' rows.
+    """
     buf = io.StringIO()
     fields = METRIC_FIELDS + [k for k in EXTRA_FIELDS if k in rows[-1]]
     writer = csv.DictWriter(buf, fieldnames=fields)

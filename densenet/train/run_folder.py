@@ -45,7 +45,11 @@ _TEMPORARY = _temporary_pattern()
 
 
 class Run:
-    """Files of one run folder, and checkpoint/resume of its state."""
+    """Files of one run folder, and checkpoint/resume of its state.
+
+    Args:
+        out: the folder (``--out``).
+    """
 
     def __init__(self, out: str) -> None:
         self.out = out
@@ -54,11 +58,22 @@ class Run:
         self.locked = self.created = False
 
     def path(self, name: str) -> str:
-        """The path of `name` inside the run folder."""
+        """The path of `name` inside the run folder.
+
+        Args:
+            name: a file name (`RUN_FILES`).
+
+        Returns:
+            The path.
+        """
         return os.path.join(self.out, name)
 
     def check_path(self) -> None:
-        """Raise UsageError unless `out` is a folder or can be made one (nothing is created)."""
+        """Check that `out` is a folder or can be made one (nothing is created).
+
+        Raises:
+            UsageError: `out` is a file, lies below one, or cannot be written.
+        """
         path = os.path.abspath(self.out)
         if os.path.exists(path) and not os.path.isdir(path):
             raise UsageError(f'--out {self.out} is a file, not a folder: choose a folder')
@@ -72,15 +87,31 @@ class Run:
             raise UsageError(f'--out {self.out}: {parent} is not writable: choose another --out')
 
     def existing(self) -> list[str]:
-        """The run files already in the folder."""
+        """The run files already in the folder.
+
+        Returns:
+            Their names, in `RUN_FILES` order.
+        """
         return [f for f in RUN_FILES if os.path.exists(self.path(f))]
 
     def claim(self, resume: bool, overwrite: bool,
               log: Callable[[str], None] = print) -> dict[str, Any] | None:
-        """Lock the folder for this run and return the checkpoint state to resume (or None).
+        """Lock the folder for this run and return the checkpoint state to resume.
 
-        Raises UsageError (touching no run file) if another live run holds the
-        folder, or if it holds a run and neither `resume` nor `overwrite` is set.
+        Temporaries that a killed run left are removed; with `overwrite` the old run's
+        files are.
+
+        Args:
+            resume: continue the run in the folder.
+            overwrite: replace the run in the folder.
+            log: where notes go.
+
+        Returns:
+            The checkpoint state to resume, or None.
+
+        Raises:
+            UsageError: touching no run file, when another live run holds the folder,
+                or when it holds a run and neither `resume` nor `overwrite` is set.
         """
         self.check_path()
         self.created = not os.path.exists(self.out)
@@ -113,7 +144,19 @@ class Run:
     @contextlib.contextmanager
     def claimed(self, resume: bool, overwrite: bool,
                 log: Callable[[str], None] = print) -> Iterator[dict[str, Any] | None]:
-        """`claim` for the `with` body; the lock is released however it ends."""
+        """`claim` for the `with` body; the lock is released however it ends.
+
+        Args:
+            resume: continue the run in the folder.
+            overwrite: replace the run in the folder.
+            log: where notes go.
+
+        Yields:
+            The checkpoint state to resume, or None.
+
+        Raises:
+            UsageError: as `claim`.
+        """
         state = self.claim(resume, overwrite, log)
         try:
             yield state
@@ -181,10 +224,18 @@ class Run:
     def save_checkpoint(self, epoch: int,
                         write: Callable[[str], tuple[list[str], dict[str, Any]]],
                         state: dict[str, Any]) -> None:
-        """Checkpoint `epoch`: ``write(stem)`` writes the checkpoint's files under
-        ``checkpoint/epoch-NNNN`` and returns (their suffixes, e.g. ``['.params',
-        '.states']``, more fields for the state); then state.json (`state`, those fields
-        and the suffixes), then the older epochs' files go."""
+        """Checkpoint `epoch`.
+
+        ``write(stem)`` writes the checkpoint's files under ``checkpoint/epoch-NNNN``
+        and returns (their suffixes, e.g. ``['.params', '.states']``, more fields for
+        the state); then state.json (`state`, those fields and the suffixes) is
+        written, then the older epochs' files go.
+
+        Args:
+            epoch: the epochs done.
+            write: writes the files, as above.
+            state: the loop's state (rows, config, best accuracy, wall time, steps).
+        """
         os.makedirs(self.ckpt, exist_ok=True)
         stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
         parts, fields = write(stem)
@@ -195,7 +246,14 @@ class Run:
                 os.remove(os.path.join(self.ckpt, name))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The saved state (None if there is no checkpoint); a damaged one is a UsageError."""
+        """The saved state of the folder's checkpoint.
+
+        Returns:
+            The state, or None if there is no checkpoint.
+
+        Raises:
+            UsageError: a damaged checkpoint, or one whose files are missing.
+        """
         path = os.path.join(self.ckpt, STATE)
         if not os.path.exists(path):
             return None

@@ -18,7 +18,18 @@ from densenet.train.options import default_of
 
 
 def make_data(cfg: TrainConfig, shard: tuple[int, int] | None = None) -> Any:
-    """The data module `cfg` names: an ImageFolder for --data, else Fashion-MNIST."""
+    """The data module `cfg` names: an ImageFolder for --data, else Fashion-MNIST.
+
+    Args:
+        cfg: the configuration.
+        shard: (i, n): a distributed worker's part of the training images.
+
+    Returns:
+        The data module.
+
+    Raises:
+        UsageError: a folder that cannot be trained on, or data that is not there.
+    """
     if cfg.data:
         return ImageFolder(cfg.data, batch_size=cfg.batch_size, resize=cfg.resize,
                            channels=cfg.channels, val_split=cfg.val_split, seed=cfg.seed,
@@ -30,14 +41,38 @@ def make_data(cfg: TrainConfig, shard: tuple[int, int] | None = None) -> Any:
 
 
 def build_model(cfg: TrainConfig, channels: int = 1, num_classes: int = 10) -> Any:
-    """The registered model `cfg.model` for `channels`-channel images of `num_classes`."""
+    """The registered model `cfg.model`, initialised.
+
+    Args:
+        cfg: the configuration (``model``, ``model_args``, ``memory_efficient``).
+        channels: input channels.
+        num_classes: the class count.
+
+    Returns:
+        The model.
+
+    Raises:
+        UsageError: an unknown model name or argument.
+    """
     return get_model(cfg.model, lr=cfg.lr, in_channels=channels, num_classes=num_classes,
                      **cfg.model_args)
 
 
 def run_metadata(cfg: TrainConfig, model: Any, data: Any, classes: list[Any]) -> dict[str, Any]:
-    """What every params file of the run says about its model (models/params.py), with the
-    image folder and its split for --data (so that evaluate rebuilds the held-out part)."""
+    """What every params file of the run says about its model (models/params.py).
+
+    For --data it includes the image folder and its split, so that ``densenet
+    evaluate`` rebuilds the held-out part.
+
+    Args:
+        cfg: the configuration.
+        model: the model.
+        data: the data module.
+        classes: the class names.
+
+    Returns:
+        The metadata dict.
+    """
     meta = describe(model, cfg.resize, classes, getattr(data, 'name', 'fashion-mnist'),
                     recipe=cfg.recipe, seed=cfg.seed)
     if cfg.data:
@@ -48,8 +83,17 @@ def run_metadata(cfg: TrainConfig, model: Any, data: Any, classes: list[Any]) ->
 
 def initialize_from(model: Any, path: str, ctxs: list[Any],
                     log: Callable[[str], None] = print) -> None:
-    """Start `model` from the params file `path` (this library's, saved either way, or a
-    Gluon model-zoo file), with a new classifier when the class counts differ."""
+    """Start `model` from the params file `path` (a new classifier if the class counts differ).
+
+    Args:
+        model: the model.
+        path: this library's params file (saved either way) or a Gluon model-zoo file.
+        ctxs: the devices.
+        log: where notes go.
+
+    Raises:
+        UsageError: a file of another architecture.
+    """
     shapes = shape_args(path)
     source = build({'model': model.registry_name,
                     'kwargs': {**model.registry_kwargs, **shapes}})
@@ -76,7 +120,11 @@ def initialize_from(model: Any, path: str, ctxs: list[Any],
 
 
 def freeze_features(model: Any) -> None:
-    """Train only the classifier: every other parameter stops taking gradients."""
+    """Train only the classifier: every other parameter stops taking gradients.
+
+    Args:
+        model: the model.
+    """
     head = set(model.classifier_params().values())
     for p in model.net.collect_params().values():
         if p not in head:
@@ -84,7 +132,16 @@ def freeze_features(model: Any) -> None:
 
 
 def make_trainer(model: Any, cfg: TrainConfig, kvstore: Any) -> gluon.Trainer:
-    """SGD over the parameters that train (only the classifier's with --freeze-features)."""
+    """SGD over the parameters that train (only the classifier's with --freeze-features).
+
+    Args:
+        model: the model.
+        cfg: the configuration (``lr``, ``momentum``, ``wd``).
+        kvstore: the gradient aggregation (a name or a KVStore).
+
+    Returns:
+        The `gluon.Trainer`.
+    """
     params = (model.classifier_params() if cfg.freeze_features
               else model.net.collect_params())
     return gluon.Trainer(params, 'sgd',
@@ -93,7 +150,15 @@ def make_trainer(model: Any, cfg: TrainConfig, kvstore: Any) -> gluon.Trainer:
 
 
 def check_resumable(state: dict[str, Any], cfg: TrainConfig) -> None:
-    """A UsageError unless the checkpoint was written with these settings."""
+    """Check that the checkpoint was written with these settings.
+
+    Args:
+        state: the checkpoint's record.
+        cfg: this run's configuration.
+
+    Raises:
+        UsageError: a setting that differs (the message lists them).
+    """
     # Settings added after a checkpoint was written take their defaults.
     defaults = {f.name: default_of(f) for f in dataclasses.fields(TrainConfig)}
     now = dataclasses.asdict(cfg)

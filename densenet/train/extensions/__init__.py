@@ -19,9 +19,17 @@ from densenet.train.extensions.speed import SpeedNote
 
 def default_extensions(cfg: Any, writer: bool = True, dist: bool = False,
                        quiet: bool = False) -> list[Extension]:
-    """The extensions `cfg` asks for. `writer`: this process writes the run folder (rank 0);
-    `dist`: a dist kvstore (no checkpoints: MXNet cannot save its optimizer states);
-    `quiet`: no speed note (on a GPU, or a worker that is not rank 0)."""
+    """The extensions `cfg` asks for, in the order the loop calls them.
+
+    Args:
+        cfg: the configuration.
+        writer: this process writes the run folder (rank 0).
+        dist: a dist kvstore (no checkpoints: MXNet cannot save its optimizer states).
+        quiet: no speed note (on a GPU, or a worker that is not rank 0).
+
+    Returns:
+        The extensions.
+    """
     exts: list[Extension] = []
     if cfg.progressive:
         exts.append(ProgressiveResizing())

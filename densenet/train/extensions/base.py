@@ -23,41 +23,98 @@ class Extension:
     """
 
     def on_fit_start(self, loop: Loop, state: dict[str, Any] | None) -> None:
-        """Before the first epoch; `state` is the checkpoint being resumed, or None."""
+        """Before the first epoch.
+
+        Args:
+            loop: the run.
+            state: the checkpoint being resumed, or None.
+        """
 
     def on_epoch_start(self, loop: Loop) -> None:
-        """Before an epoch trains (``loop.epoch`` is 0-based); may set ``loop.side``."""
+        """Before an epoch trains (``loop.epoch`` is 0-based); may set ``loop.side``.
+
+        Args:
+            loop: the run.
+        """
 
     def on_step_end(self, loop: Loop, step: int) -> None:
-        """After every optimizer step; `step` counts the run's steps so far. Its time
-        counts as training time."""
+        """After every optimizer step. Its time counts as training time.
+
+        Args:
+            loop: the run.
+            step: the run's steps so far.
+        """
 
     def on_warm(self, loop: Loop, images_s: float, step_s: float) -> None:
-        """Once per process, five steps after the first (which builds the graph), with the
-        measured speed. Its time is not counted as training time."""
+        """Once per process, five steps after the first (which builds the graph).
+
+        Its time is not counted as training time.
+
+        Args:
+            loop: the run.
+            images_s: the measured images per second.
+            step_s: the measured seconds per step.
+        """
 
     def on_check(self, loop: Loop, step: int, step_s: float) -> None:
-        """Every twentieth of an epoch once warm, with the mean seconds per step so far this
-        epoch; may shorten ``loop.steps.total``. Not counted as training time."""
+        """Every twentieth of an epoch once warm; may shorten ``loop.steps.total``.
+
+        Not counted as training time.
+
+        Args:
+            loop: the run.
+            step: the run's steps so far.
+            step_s: the mean seconds per step so far this epoch.
+        """
 
     def on_validation_start(self, loop: Loop) -> None:
-        """Before the epoch's validation (writer only): may change what the model computes in
-        inference mode (its BatchNorm statistics), not its weights."""
+        """Before the epoch's validation (writer only).
+
+        May change what the model computes in inference mode (its BatchNorm
+        statistics), not its weights.
+
+        Args:
+            loop: the run.
+        """
 
     def on_validation_end(self, loop: Loop, row: dict[str, Any]) -> str | None:
-        """After the epoch's validation (writer only): add columns to `row`; a returned
-        string is appended to the epoch's log line."""
+        """After the epoch's validation (writer only): add columns to `row`.
+
+        Args:
+            loop: the run.
+            row: the epoch's row.
+
+        Returns:
+            A string appended to the epoch's log line, or None.
+        """
         return None
 
     def on_epoch_end(self, loop: Loop, row: dict[str, Any], result: EpochResult) -> None:
-        """After the epoch's row is logged (writer only; ``loop.epoch`` now counts the
-        epochs done)."""
+        """After the epoch's row is logged (writer only).
+
+        Args:
+            loop: the run (``loop.epoch`` now counts the epochs done).
+            row: the epoch's row.
+            result: what the epoch's training measured.
+        """
 
     def checkpoint(self, loop: Loop, stem: str) -> tuple[list[str], dict[str, Any]]:
-        """Files to keep in the checkpoint: write them as ``stem + suffix`` and return
-        (suffixes, fields for its state.json)."""
+        """Files to keep in the checkpoint, written as ``stem + suffix``.
+
+        Args:
+            loop: the run.
+            stem: the checkpoint's path stem.
+
+        Returns:
+            (suffixes, fields for its state.json).
+        """
         return [], {}
 
     def on_fit_end(self, loop: Loop, summary: dict[str, Any] | None) -> None:
-        """After the last epoch, on every process; `summary` (the writer's, else None) takes
-        the extension's fields for summary.json."""
+        """After the last epoch, on every process.
+
+        Args:
+            loop: the run.
+            summary: the writer's summary, which takes the extension's fields for
+                summary.json; None on other processes.
+        """

@@ -21,8 +21,18 @@ if TYPE_CHECKING:
 
 
 class Budget:
-    """Plans and re-plans `steps.total` so that the run ends inside `cfg.budget`
-    (planning.py); does nothing without a budget."""
+    """Plans and re-plans `steps.total` so that the run ends inside `cfg.budget`.
+
+    Does nothing without a budget.
+
+    Args:
+        cfg: the configuration (``budget``, ``epochs``, ``progressive``, ...).
+        steps: the run's planned steps, which the plans change.
+        val_batches: the validation batches an evaluation takes.
+        log: where the plan lines go.
+        elapsed: the run's wall seconds so far.
+        plans: the plans made so far (a resumed run's).
+    """
 
     def __init__(self, cfg: Any, steps: Steps, val_batches: int, log: Callable[[str], None],
                  elapsed: Callable[[], float], plans: list[dict[str, Any]]) -> None:
@@ -67,9 +77,20 @@ class Budget:
 
     def first_plan(self, step_s: float, done: int, eval_batch_s: Callable[..., float],
                    side: int | None = None) -> None:
-        """The plan from the first timed steps (at `side`) and validation batches
-        (`eval_batch_s(side)` times one, at the full side without `side`); writing the
-        outputs is taken as 1 s until an epoch has measured it."""
+        """The plan from the first timed steps and validation batches.
+
+        Writing the outputs is taken as 1 s until an epoch has measured it.
+
+        Args:
+            step_s: the measured seconds per step.
+            done: the steps done.
+            eval_batch_s: `eval_batch_s(side)` times one validation batch (at the full
+                side without `side`).
+            side: the side the steps were timed at (None: the full side).
+
+        Raises:
+            UsageError: a budget too short for one step and one evaluation.
+        """
         if not self.cfg.budget:
             return
         full_batch_s = eval_batch_s()
@@ -89,11 +110,20 @@ class Budget:
 
     def replan(self, step_s: float, overhead_s: float | None, done: int,
                side: int | None = None, lengthen: bool = True) -> None:
-        """After an epoch (trained at `side`): plan again from what it measured; adopt the
-        new plan when the old one would overrun, or when the new one is more than 2% longer.
-        Within an epoch (`lengthen=False`, `overhead_s` None: the last plan's) only an
-        overrun re-plans, and only in the plan's last epoch, where no epoch end is left to
-        bend the schedule at (earlier, checks within an epoch would only chase noise)."""
+        """Plan again from what the last epoch (or the steps so far) measured.
+
+        After an epoch the new plan is adopted when the old one would overrun, or
+        when the new one is more than 2% longer. Within an epoch (`lengthen=False`,
+        `overhead_s` None: the last plan's) only a plan that would overrun is
+        shortened. A budget spent ends the run (``why: budget spent``).
+
+        Args:
+            step_s: the measured seconds per step.
+            overhead_s: the measured seconds to evaluate and write, or None.
+            done: the steps done.
+            side: the side the steps were trained at.
+            lengthen: whether the plan may grow.
+        """
         spe = self.steps.steps_per_epoch
         if not self.cfg.budget or done >= self.steps.total:
             return
@@ -124,14 +154,22 @@ class Budget:
 
 
 class BudgetPlanner(Extension):
-    """Runs a `Budget` at the loop's hooks; adds budget_s, plan and plans to summary.json
-    and keeps the plans in the checkpoint."""
+    """``--budget``: runs a `Budget` at the loop's hooks.
+
+    Adds budget_s, plan and plans to summary.json and keeps the plans in the
+    checkpoint.
+    """
 
     def __init__(self) -> None:
         self.budget: Budget | None = None
 
     @property
     def planner(self) -> Budget:
+        """The run's `Budget`.
+
+        Raises:
+            RuntimeError: before the fit has started.
+        """
         if self.budget is None:
             raise RuntimeError('the budget exists once the fit has started')
         return self.budget

@@ -22,7 +22,18 @@ if TYPE_CHECKING:
 
 
 class WeightEMA:
-    """The moving average of every parameter of `net` (on the first device)."""
+    """The moving average of every parameter of `net` (on the first device).
+
+    After every step ``avg = d avg + (1 - d) w`` with ``d = min(decay, (1 + t) / (10 + t))``
+    at step ``t``, BatchNorm's running statistics included.
+
+    Args:
+        net: the network.
+        decay: the decay, in (0, 1).
+
+    Raises:
+        UsageError: a decay outside (0, 1).
+    """
 
     def __init__(self, net: Any, decay: float) -> None:
         if not 0 < decay < 1:
@@ -55,28 +66,46 @@ class WeightEMA:
 
     @contextmanager
     def applied(self) -> Iterator[Any]:
-        """The network with the averaged parameters inside the block, its own after it."""
+        """The network with the averaged parameters inside the block, its own after it.
+
+        Yields:
+            The network.
+        """
         with self._own_weights_kept() as net:
             for p, avg in zip(self.params, self.average):
                 p.set_data(avg)
             yield net
 
     def save(self, path: str) -> None:
-        """The average as a params file of the network (loadable like any other)."""
+        """Write the average as a params file of the network (loadable like any other).
+
+        Args:
+            path: the params file.
+        """
         with self.applied() as net:
             net.save_parameters(path)
 
     def load(self, path: str) -> None:
-        """Take the average from a file `save` wrote; the network's own weights stay."""
+        """Take the average from a file `save` wrote; the network's own weights stay.
+
+        Args:
+            path: the params file.
+        """
         with self._own_weights_kept() as net:
             net.load_parameters(path, ctx=self.params[0].list_ctx())
             self.average = [p.data().copy() for p in self.params]
 
 
 class WeightAveraging(Extension):
-    """--ema: keeps a `WeightEMA` updated after every step, scores it every epoch
-    (ema_val_loss, ema_val_acc), saves it as ema.params, keeps it in the checkpoint, and
-    reports its final accuracy (final_ema_val_acc)."""
+    """``--ema``: keeps a `WeightEMA` updated after every step.
+
+    It scores the average every epoch (ema_val_loss, ema_val_acc), saves it as
+    ema.params, keeps it in the checkpoint, and reports its final accuracy
+    (final_ema_val_acc).
+
+    Args:
+        decay: the decay of the average.
+    """
 
     def __init__(self, decay: float) -> None:
         self.decay = decay
@@ -93,6 +122,11 @@ class WeightAveraging(Extension):
 
     @property
     def average(self) -> WeightEMA:
+        """The run's `WeightEMA`.
+
+        Raises:
+            RuntimeError: before the fit has started.
+        """
         if self.ema is None:
             raise RuntimeError('the weight average exists once the fit has started')
         return self.ema

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class FlipAveragedScores(Extension):
-    """Adds final_val_acc_tta (and final_ema_val_acc_tta) to summary.json."""
+    """``--tta``: adds final_val_acc_tta (and final_ema_val_acc_tta) to summary.json."""
 
     def on_fit_end(self, loop: Loop, summary: dict[str, Any] | None) -> None:
         if summary is None:

@@ -13,19 +13,32 @@ if TYPE_CHECKING:
 
 
 def side_for_epoch(cfg: Any, epoch: int, epochs: int, sides_so_far: Sequence[Any] = ()) -> int:
-    """The training side of `epoch` (0-based) in a run planned for `epochs`: the small
-    side (`cfg.progressive`) for the first `cfg.progressive_until` of the epochs, then
-    `cfg.resize`. A run that has trained at the full side stays there, even when a budget
-    re-plans to more epochs. (A budgeted run chooses its first epoch's side before it has
-    a plan, from the --epochs cap.)"""
+    """The training side of `epoch` (0-based) in a run planned for `epochs`.
+
+    The small side (``cfg.progressive``) for the first ``cfg.progressive_until``
+    of the epochs, then ``cfg.resize``. A run that has trained at the full side
+    stays there, even when a re-plan adds epochs.
+
+    Args:
+        cfg: the configuration.
+        epoch: the epoch.
+        epochs: the planned epochs.
+        sides_so_far: the sides of the epochs already trained.
+
+    Returns:
+        The side.
+    """
     if not cfg.progressive or cfg.resize in sides_so_far:
         return cfg.resize
     return cfg.progressive if epoch < early_epochs(epochs, cfg.progressive_until) else cfg.resize
 
 
 class ProgressiveResizing(Extension):
-    """--progressive: sets each epoch's training side (`side_for_epoch`) on the training
-    loader and records it in the epoch's row (``side``)."""
+    """``--progressive``: sets each epoch's training side (`side_for_epoch`).
+
+    It sets the side on the training loader and records it in the epoch's row
+    (``side``).
+    """
 
     def on_epoch_start(self, loop: Loop) -> None:
         loop.side = side_for_epoch(loop.cfg, loop.epoch, loop.steps.epochs,

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 
 class EpochFiles(Extension):
-    """After every epoch: last.params (and best.params when its validation accuracy is the
-    best so far) with their metadata, metrics.csv and curves.png."""
+    """After every epoch: last.params (and best.params), their metadata, metrics.csv, curves.png."""
 
     def on_epoch_end(self, loop: Loop, row: dict[str, Any], result: EpochResult) -> None:
         meta = dict(loop.meta, epoch=row['epoch'])
@@ -29,8 +28,11 @@ class EpochFiles(Extension):
 
 
 class Checkpoints(Extension):
-    """After every epoch, the checkpoint (parameters, optimizer states, every extension's
-    own part, the rows so far); at the start of a resumed run, everything back from it."""
+    """After every epoch, the checkpoint; when a run resumes, everything back from it.
+
+    The checkpoint holds the parameters, the optimizer states, every extension's
+    own part and the rows so far.
+    """
 
     def on_fit_start(self, loop: Loop, state: dict[str, Any] | None) -> None:
         if state is None:
@@ -58,8 +60,13 @@ class Checkpoints(Extension):
 
 
 class RankParams(Extension):
-    """Every worker's final parameters as ``rank-N.params`` in a folder (the distributed
-    tests compare them)."""
+    """Every worker's final parameters as ``rank-N.params`` in a folder.
+
+    The distributed tests compare them.
+
+    Args:
+        folder: where the files go.
+    """
 
     def __init__(self, folder: str) -> None:
         self.folder = folder

@@ -1,0 +1,51 @@
+"""benchmarks/bench.py: records name their machine; precisions it lacks are reported, not failed."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH = os.path.join(ROOT, 'benchmarks', 'bench.py')
+
+
+def test_quick_bench_records_the_machine_and_unsupported_precisions(tmp_path):
+    out = tmp_path / 'bench.json'
+    # An AVX2-only machine, as oneDNN sees it: bf16 inference is not supported there.
+    env = dict(os.environ, DNNL_MAX_CPU_ISA='AVX2')
+    proc = subprocess.run([sys.executable, BENCH, '--quick', '--only', 'mxnet-fast',
+                           'mxnet-bf16', '--json', str(out)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    recs = json.loads(out.read_text())
+    by_name = {(r['name'], r['task']): r for r in recs}
+    assert set(by_name) == {('mxnet-fast', 'train'), ('mxnet-fast', 'infer'),
+                            ('mxnet-bf16', 'infer')}
+    assert by_name[('mxnet-bf16', 'infer')]['status'] == 'not supported on this CPU'
+    assert by_name[('mxnet-fast', 'train')]['img_s'] > 0
+    for r in recs:
+        assert r['machine']['dnnl_max_cpu_isa'] == 'AVX2'
+        assert r['machine']['precisions']['bf16'] is None
+    header = proc.stdout.splitlines()[0]
+    cpu = recs[0]['machine']['cpu']
+    assert header.startswith(f'machine: {cpu} [avx2, DNNL_MAX_CPU_ISA=AVX2]')
+    assert '| mxnet-bf16 | bf16 | not supported on this CPU |' in proc.stdout
+
+
+def test_memory_plan_accounts_every_graph(tmp_path):
+    """benchmarks/memory_plan.py: the planner's log lines up with the graph's nodes, and
+    recomputing frees live tensors (ideal peak) in the order the README reports."""
+    out = tmp_path / 'plan.json'
+    script = os.path.join(os.path.dirname(BENCH), 'memory_plan.py')
+    proc = subprocess.run([sys.executable, script, '--side', '64', '--batch-size', '16',
+                           '--json', str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    std, me, convs = json.loads(out.read_text())
+    assert (std['variant'], me['variant'], convs['variant']) == (
+        'standard', 'memory-efficient', 'what-if-convolutions')
+    assert std['by_category_mb'].get('recomputed', 0) == 0
+    assert convs['ideal_peak_mb'] < me['ideal_peak_mb'] < std['ideal_peak_mb']
+    assert me['tensors'] > std['tensors']  # the mirrored copies

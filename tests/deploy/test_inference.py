@@ -1,0 +1,162 @@
+"""INT8/BF16 inference and the fast fp32 path against the book-literal model."""
+import mxnet as mx
+import numpy as onp
+import pytest
+from mxnet import autograd, np, npx
+
+from densenet import DenseNet
+from densenet.data import FashionMNIST
+from densenet.deploy.inference import calibration_images, inference_model
+from densenet.modes import prepare_model
+from densenet.system import runtime
+from densenet.train import TrainConfig, evaluate, fit
+
+from numerics import worst
+
+pytestmark = pytest.mark.slow
+
+
+def _forward_and_grads(fast, dtype, X, y):
+    mx.random.seed(1)
+    m = DenseNet()
+    m(X.astype('float32'))
+    if dtype == 'float64':
+        m.net.cast('float64')
+    if fast:
+        prepare_model(m, [mx.cpu()], hybridize=True)  # legacy concat + static_alloc
+    X = X.astype(dtype)
+    out = m(X).asnumpy()
+    with autograd.record():
+        loss = m.loss(m(X), y)
+    loss.backward()
+    return out, [p.grad().asnumpy() for p in m.net.collect_params().values()
+                 if p.grad_req != 'null']
+
+
+def test_fast_path_equals_book_literal_forward_and_gradients(real_data_dir):
+    data = FashionMNIST(batch_size=8, resize=(64, 64), root=real_data_dir)
+    X, y = next(iter(data.val_dataloader()))
+    book32, fast32 = (_forward_and_grads(f, 'float32', X, y) for f in (False, True))
+    assert abs(book32[0] - fast32[0]).max() <= 1e-5
+    # The two concatenations are the same math: identical in float64.
+    book64, fast64 = (_forward_and_grads(f, 'float64', X, y) for f in (False, True))
+    assert abs(book64[0] - fast64[0]).max() <= 1e-12
+    assert worst(book64[1], fast64[1]) <= 1e-12
+    # In float32 the stem's weight gradient (summed over the whole batch through
+    # BatchNorm) carries rounding error of ~1e-2 on either path, so the paths
+    # cannot agree to 1e-5 there. The fast path is held to the book path's own
+    # float32 accuracy against float64.
+    book_err, fast_err = worst(book32[1], book64[1]), worst(fast32[1], book64[1])
+    assert fast_err <= 2 * book_err
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, real_data_dir):
+    cfg = TrainConfig(epochs=2, limit=6000, resize=32, batch_size=64, lr=0.1, momentum=0.9,
+                      wd=5e-4, schedule='cosine', data_dir=real_data_dir,
+                      out=str(tmp_path_factory.mktemp('inference')))
+    fit(cfg, log=lambda *a: None)
+    model = DenseNet()
+    model.net(np.zeros((1, 1, 32, 32)))
+    model.net.load_parameters(cfg.out + '/last.params')
+    data = FashionMNIST(batch_size=250, resize=(32, 32), root=real_data_dir)
+    return model, data
+
+
+def _accuracy(model, data):
+    return evaluate(model, data.val_dataloader(), [mx.cpu()])
+
+
+def _compare_with_fp32(model, data, precision):
+    """fp32 and `precision` on the test split: accuracies, agreement, and more."""
+    probs = onp.concatenate([npx.softmax(model(X)).asnumpy()
+                             for X, _ in data.val_dataloader()])
+    fp32_pred = probs.argmax(axis=1)
+    fp32_acc = (fp32_pred == data.val_arrays[1]).mean()
+    low = inference_model(model, precision, calibration_images(data),
+                          input_shape=(1, 1, 32, 32))
+    _, acc, pred = _accuracy(low, data)
+    top2 = onp.sort(probs, axis=1)[:, -2:]
+    confident = top2[:, 1] - top2[:, 0] > 0.5  # fp32's winner leads by 0.5 or more
+    r = {'fp32_acc': fp32_acc, 'acc': acc, 'agreement': (pred == fp32_pred).mean(),
+         'kept': (pred == fp32_pred)[confident].mean(), 'confident': confident.mean(),
+         'disagreements': int((pred != fp32_pred).sum()), 'n': len(pred)}
+    print(f'{precision} on {runtime.machine()["precisions"][precision]}: fp32 '
+          f'{fp32_acc:.4f} -> {acc:.4f}, top-1 agreement {r["agreement"]:.4f}, on the '
+          f'{r["confident"]:.0%} confident images {r["kept"]:.4f}')
+    assert fp32_acc > 0.75
+    # Predictions fp32 is sure of must survive.
+    assert r['kept'] >= 0.99
+    return r
+
+
+def test_int8_accuracy(trained):
+    """INT8 runs on every x86 CPU (VNNI, AMX, or AVX2's 16-bit products)."""
+    r = _compare_with_fp32(*trained, 'int8')
+    # This 2-epoch model has many near-ties, where any rounding may flip the
+    # winner, and how many depends on the model, which depends on the CPU it
+    # was trained on: agreement 98.1% on an AMX Xeon, 96.6% on an AVX-512
+    # EPYC; on the model trained with AVX2 kernels 93.8% with AVX2 int8 (92.8%
+    # with unsigned ReLU outputs, the VNNI default) and 93.3% with VNNI int8
+    # on training images (so it is the model, not the int8 kernels). Each
+    # disagreement moves the accuracy by 1/n either way; if int8 only adds
+    # noise, the net change has a spread of sqrt(D)/n for D disagreements:
+    # allow three of those (0.75 points at 93.8% agreement), at least the
+    # README's goal of 0.3 points. The trained model's figures are the README's.
+    tolerance = max(0.003, 3 * onp.sqrt(r['disagreements']) / r['n'])
+    assert abs(r['acc'] - r['fp32_acc']) <= tolerance
+    assert r['agreement'] >= 0.90  # lowest measured: 92.8% (AVX2, unsigned)
+
+
+@pytest.mark.cpu_feature
+def test_bf16_accuracy_needs_avx512_bf16_or_amx(trained):
+    if not runtime.capabilities()['bf16']:
+        pytest.skip('this CPU has no bfloat16 instructions (avx512_bf16 or AMX); '
+                    'test_bf16_refused_without_the_instructions covers it')
+    r = _compare_with_fp32(*trained, 'bf16')
+    assert abs(r['acc'] - r['fp32_acc']) <= 0.003
+    assert r['agreement'] >= 0.99  # bf16 measured 99.6%
+
+
+def test_bf16_refused_without_the_instructions(tmp_path):
+    """On a CPU without bf16 the library and the CLI say so: oneDNN's own ISA cap
+    (DNNL_MAX_CPU_ISA=AVX2) makes this machine one, whatever it is."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, DNNL_MAX_CPU_ISA='AVX2')
+    code = ('import densenet\n'
+            'from densenet.deploy.inference import inference_model\n'
+            'try:\n'
+            '    inference_model(densenet.DenseNet(), "bf16")\n'
+            'except RuntimeError as e:\n'
+            '    print(e)\n')
+    lib = subprocess.run([sys.executable, '-c', code], env=env,
+                         capture_output=True, text=True, check=True)
+    assert 'no bfloat16 instructions' in lib.stdout and 'use fp32 or int8' in lib.stdout
+    params = tmp_path / 'never-read.params'
+    cli = subprocess.run([sys.executable, '-m', 'densenet', 'evaluate', '--params', str(params),
+                          '--precision', 'bf16'], env=env,
+                         capture_output=True, text=True)
+    assert cli.returncode == 2
+    assert cli.stderr.strip().count('\n') == 0
+    assert 'no bfloat16 instructions' in cli.stderr and '--precision bf16' in cli.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_needs_calibration():
+    with pytest.raises(ValueError, match='calibration images'):
+        inference_model(DenseNet(), 'int8')
+
+
+def test_percentile_collector_thresholds():
+    from densenet.deploy.inference import PercentileCollector
+    c = PercentileCollector(percentile=99.0, per_batch=10**6)
+    c.add('relu_output', onp.arange(1001, dtype='float32'))    # 0..1000
+    c.add('signed_output', onp.linspace(-100, 100, 2001, dtype='float32'))
+    th = c.min_max_dict
+    assert th['relu_output'][0] == 0.0  # never negative: stays unsigned
+    assert abs(th['relu_output'][1] - 990.0) < 1e-3
+    assert abs(th['signed_output'][0] + 98.0) < 1e-3 and abs(th['signed_output'][1] - 98.0) < 1e-3
+    with pytest.raises(ValueError, match='percentile'):
+        PercentileCollector(percentile=30)
