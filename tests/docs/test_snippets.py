@@ -6,8 +6,9 @@ Every fenced block of README.md and docs/**/*.md is one of:
   namespace, in a temporary folder that holds the files the pages use
   (`photos/`, a folder of images per class, and the images `shoe.png` and
   `bag.png`);
-- ```bash: each line is a `densenet ...` command, run through the installed
-  command line in that folder; a line that is not one fails the test;
+- ```bash: each line is a `densenet ...` command, run in that folder through the
+  command line's `main` (``densenet launch``, which starts processes, through the
+  installed command); a line that is not one fails the test;
 - anything else (```text, output): not run.
 
 An HTML comment right before a block changes that:
@@ -133,6 +134,12 @@ def run_shell(snippet: Snippet, cwd: Path) -> None:
         for w in words[1:]:
             found = sorted(os.path.relpath(f, cwd) for f in glob.glob(str(cwd / w)))
             args += (found or [w]) if '*' in w else [w]
+        if args[0] != 'launch':  # in this process: no interpreter and mxnet start per line
+            from densenet.cli import main
+            assert os.getcwd() == str(cwd)
+            code = main(args)
+            assert code == 0, f'{snippet.where}: `{" ".join(words)}` exited {code}'
+            continue
         proc = subprocess.run([sys.executable, '-m', 'densenet', *args], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (
@@ -183,18 +190,8 @@ def test_fast_snippets(page: Path, workdir: Path) -> None:
         run_python(s, namespace)
 
 
-# Pages whose commands hit a known bug of the package; strict, so a fix shows up as XPASS.
-KNOWN_BUGS = {
-    'docs/how-to/parameter-server.md':
-        '--precise-bn re-estimates BatchNorm statistics with Parameter.set_data, which resets '
-        "the trainer's kvstore: a dist_sync worker stops with 'Cannot reset distributed "
-        "KVStore.' when the re-estimation triggers",
-}
-
-
 def _slow_params() -> list:
-    return [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[_id(p)]))
-            if _id(p) in KNOWN_BUGS else p for p in _pages(slow=True)]
+    return _pages(slow=True)
 
 
 @pytest.mark.slow
