@@ -8,7 +8,8 @@ Every fenced block of README.md and docs/**/*.md is one of:
   `bag.png`);
 - ```bash: each line is a `densenet ...` command, run in that folder through the
   command line's `main` (``densenet launch``, which starts processes, through the
-  installed command); a line that is not one fails the test;
+  installed command); `test_every_command_parses` (quick) parses every line with the
+  real parser; a line that is not a densenet command fails the test;
 - anything else (```text, output): not run.
 
 An HTML comment right before a block changes that:
@@ -192,6 +193,33 @@ def test_fast_snippets(page: Path, workdir: Path) -> None:
 
 def _slow_params() -> list:
     return _pages(slow=True)
+
+
+def parse_shell(snippet: Snippet) -> None:
+    """Each `densenet ...` line of a shell block parses with the real parser (a renamed
+    flag or a bad value fails here; argparse exits 2)."""
+    from densenet.cli import build_parser
+    for words in commands(snippet):
+        if words[:3] == ['python', '-m', 'densenet']:
+            words = ['densenet'] + words[3:]
+        assert words[0] == 'densenet', f'{snippet.where}: `{" ".join(words)}` is not densenet'
+        args = words[1:]
+        if args[0] == 'launch':  # the worker command after -- is a command line too
+            inner = args[args.index('--') + 1:]
+            assert inner[0] == 'densenet', snippet.where
+            build_parser().parse_args(inner[1:])
+        try:
+            build_parser().parse_args(args)
+        except SystemExit as e:
+            pytest.fail(f'{snippet.where}: `{" ".join(words)}` does not parse (exit {e.code})')
+
+
+def test_every_command_parses() -> None:
+    """Every command line of the pages parses (quick; the slow test runs them)."""
+    for page in PAGES:
+        for s in runnable(page, slow=True):
+            if s.lang in SHELL:
+                parse_shell(s)
 
 
 @pytest.mark.slow
