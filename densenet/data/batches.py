@@ -2,7 +2,7 @@
 image folders alike): the book's Resize + ToTensor, and the training augmentation."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as onp
 from mxnet import np, npx
@@ -215,3 +215,21 @@ class BatchLoader:
             if self.erase:
                 images, _ = erase_batch(images, rng, self.erase)
             yield to_tensor(images, self.resize), np.array(self.labels[idx])
+
+
+def unaugmented_train_loader(data: Any, shuffle: bool = False, seed: int = 0) -> BatchLoader:
+    """The training images of a data module without augmentation or erasing, at its side.
+
+    Args:
+        data: a FashionMNIST or ImageFolder module (its ``train_arrays``).
+        shuffle: draw the order from the loader's own generator (seeded by `seed`), so
+            that no batch holds one class only; False keeps the stored order.
+        seed: the order's seed.
+
+    Returns:
+        The `BatchLoader`.
+    """
+    images, labels = data.train_arrays
+    side = data.side if hasattr(data, 'side') else data.resize[0]
+    return BatchLoader(images, labels, data.batch_size, (side, side), shuffle=shuffle,
+                       seed=seed)

@@ -6,22 +6,8 @@ from typing import Any, Sequence
 
 import numpy as onp
 
-from densenet.data.batches import BatchLoader
+from densenet.data.batches import unaugmented_train_loader
 from densenet.system.files import atomic_write
-
-
-def plain_train_loader(data: Any) -> BatchLoader:
-    """The training images in order, without shuffling or augmentation.
-
-    Args:
-        data: a FashionMNIST or ImageFolder module.
-
-    Returns:
-        The `BatchLoader`.
-    """
-    images, labels = data.train_arrays
-    side = data.side if hasattr(data, 'side') else data.resize[0]
-    return BatchLoader(images, labels, data.batch_size, (side, side))
 
 
 def extract_features(model: Any, data: Any, splits: Sequence[str], ctxs: Sequence[Any],
@@ -40,7 +26,8 @@ def extract_features(model: Any, data: Any, splits: Sequence[str], ctxs: Sequenc
     """
     feats, labels, which = [], [], []
     for split in splits:
-        loader = data.get_dataloader(train=False) if split == 'val' else plain_train_loader(data)
+        loader = (data.get_dataloader(train=False) if split == 'val'
+                  else unaugmented_train_loader(data))
         for X, y in loader:
             feats.append(model.forward_features(X.as_in_context(ctxs[0])).asnumpy())
             labels.append(y.asnumpy())

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mxnet import autograd
 from mxnet.gluon import nn
 
-from densenet.data.batches import BatchLoader
+from densenet.data.batches import BatchLoader, unaugmented_train_loader
 from densenet.system.mxcompat import layer_kwargs
 from densenet.train.extensions.base import Extension
 
@@ -149,12 +149,9 @@ class PreciseBatchNorm(Extension):
         class has the statistics of that class only); None for a data module without
         training arrays. The loader's own generator draws the order: nothing of the run's
         random state is used."""
-        arrays = getattr(loop.data, 'train_arrays', None)
-        if arrays is None:
+        if getattr(loop.data, 'train_arrays', None) is None:
             return None
-        images, labels = arrays
-        return BatchLoader(images, labels, loop.cfg.batch_size, (loop.cfg.resize,) * 2,
-                           shuffle=True, seed=loop.cfg.seed)
+        return unaugmented_train_loader(loop.data, shuffle=True, seed=loop.cfg.seed)
 
     def on_validation_start(self, loop: Loop) -> None:
         ctx, loader = loop.ctxs[0], self._loader(loop)
