@@ -36,8 +36,8 @@ def add_model_flags(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument('--model', choices=list_models(), help=help_text)
     p.add_argument('--model-arg', type=parse_model_arg, action='append', default=None,
                    dest='model_args', metavar='KEY=VALUE',
-                   help='a constructor argument of --model, e.g. depth=40 or growth_rate=24 '
-                        '(repeat for more)')
+                   help='a constructor argument of --model, e.g. depth=40, growth_rate=24 or '
+                        'transition_pool=max (repeat for more)')
 
 
 def add_params_flags(p: argparse.ArgumentParser) -> None:

@@ -66,8 +66,9 @@ class DenseBlock(nn.HybridBlock):
         return X
 
 
-def transition_block(num_channels: int, use_bias: bool = True) -> nn.HybridSequential:
-    """BatchNorm -> ReLU -> 1x1 conv to `num_channels` -> 2x2 average pool.
+def transition_block(num_channels: int, use_bias: bool = True,
+                     pool: str = 'avg') -> nn.HybridSequential:
+    """BatchNorm -> ReLU -> 1x1 conv to `num_channels` -> 2x2 average (or max) pool.
 
     The pool has stride 2, so the height and width are halved (floored for odd
     sizes, as MXNet's 'valid' pooling convention does).
@@ -76,12 +77,20 @@ def transition_block(num_channels: int, use_bias: bool = True) -> nn.HybridSeque
         num_channels: output channels of the 1x1 convolution.
         use_bias: give the convolution a bias: the book's has one; DenseNet-BC's (and
             the model zoo's) has none.
+        pool: 'avg', the book's average pooling, or 'max' for max pooling (the
+            chapter's first exercise); both 2x2 with stride 2.
 
     Returns:
         The four layers as a `nn.HybridSequential`.
+
+    Raises:
+        ValueError: `pool` is neither 'avg' nor 'max'.
     """
+    if pool not in ('avg', 'max'):
+        raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+    pooling = nn.AvgPool2D if pool == 'avg' else nn.MaxPool2D
     blk = nn.HybridSequential()
     blk.add(nn.BatchNorm(), nn.Activation('relu'),
             nn.Conv2D(num_channels, kernel_size=1, use_bias=use_bias),
-            nn.AvgPool2D(pool_size=2, strides=2))
+            pooling(pool_size=2, strides=2))
     return blk

@@ -2,9 +2,10 @@
 converted from the ONNX export).
 
 MXNet 1.9.1's ONNX exporter has no converter for the numpy-mode
-``_npi_concatenate`` that the book's dense block records; `register_onnx_converters`
-adds one (it maps to ONNX ``Concat``, the same operation), so the exported graph
-is the model's own graph, unchanged.
+``_npi_concatenate`` that the book's dense block records, nor for the ``_npi_add``
+of a residual block (``d2l_resnet18``); `register_onnx_converters` adds them (they
+map to ONNX ``Concat`` and ``Add``, the same operations), so the exported graph is
+the model's own graph, unchanged.
 """
 from __future__ import annotations
 
@@ -39,10 +40,18 @@ def _convert_npi_concatenate(node: dict[str, Any], **kwargs: Any) -> list[Any]:
     return [onnx.helper.make_node('Concat', inputs, [name], axis=int(axis), name=name)]
 
 
+def _convert_npi_add(node: dict[str, Any], **kwargs: Any) -> list[Any]:
+    import onnx
+    name, inputs, _ = onnx_node_inputs(node, kwargs)
+    # numpy's broadcasting is ONNX's multidirectional broadcasting.
+    return [onnx.helper.make_node('Add', inputs, [name], name=name)]
+
+
 def register_onnx_converters() -> None:
     """Add the missing converters to MXNet's ONNX registry (idempotent)."""
     for opset in (12, 13):
         onnx_converters(opset).setdefault('_npi_concatenate', _convert_npi_concatenate)
+        onnx_converters(opset).setdefault('_npi_add', _convert_npi_add)
 
 
 def _input_shape(model: CheckedClassifier,

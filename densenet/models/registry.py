@@ -14,7 +14,11 @@ from typing import Any, Callable
 from densenet.core import DenseNet
 from densenet.core.classifier import CheckedClassifier
 from densenet.errors import UsageError
+from densenet.models.resnet import D2LResNet18
 from densenet.models.variants import (
+    TRANSITION_POOLS,
+    DenseNetBC,
+    TransitionPoolDenseNet,
     densenet,
     densenet121,
     densenet161,
@@ -55,14 +59,30 @@ class ModelCfg:
 
 
 def _book(num_classes: int = 10, in_channels: int = 1,  # pylint: disable=unused-argument
-          **kwargs: Any) -> DenseNet:
-    """The book's DenseNet; its stem learns `in_channels` from the first batch."""
-    return DenseNet(num_classes=num_classes, **kwargs)
+          transition_pool: str = 'avg', **kwargs: Any) -> DenseNet:
+    """The book's DenseNet; its stem learns `in_channels` from the first batch.
+
+    With ``transition_pool='max'`` its transitions max-pool (the chapter's first
+    exercise); with the default 'avg' it is `DenseNet` itself.
+    """
+    if transition_pool not in TRANSITION_POOLS:
+        raise UsageError(f"transition_pool must be 'avg' or 'max', got {transition_pool!r}")
+    if transition_pool == 'avg':
+        return DenseNet(num_classes=num_classes, **kwargs)
+    return TransitionPoolDenseNet(transition_pool, num_classes=num_classes, **kwargs)
+
+
+def _d2l_resnet18(num_classes: int = 10,
+                  in_channels: int = 1,  # pylint: disable=unused-argument
+                  **kwargs: Any) -> D2LResNet18:
+    """d2l's ResNet-18; its stem learns `in_channels` from the first batch."""
+    return D2LResNet18(num_classes=num_classes, **kwargs)
 
 
 MODELS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in [
     ModelCfg('book', _book, 96, 29, 1, 10, 'fashion-mnist',
-             doc="the book's DenseNet (d2l 8.7), unchanged: 4 blocks of 4 layers, k=32"),
+             doc="the book's DenseNet (d2l 8.7), unchanged: 4 blocks of 4 layers, k=32; "
+                 "transition_pool='max' max-pools in the transitions"),
     ModelCfg('densenet121', densenet121, 224, 29, 3, 1000, 'imagenet', 7_978_856,
              doc='DenseNet-BC-121 (k=32), the Gluon zoo layout'),
     ModelCfg('densenet161', densenet161, 224, 29, 3, 1000, 'imagenet', 28_681_000,
@@ -78,8 +98,15 @@ MODELS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in [
     ModelCfg('densenet_40', densenet, 32, 4, 3, 10, 'cifar', 1.0e6, 0.1e6,
              kwargs=(('depth', 40), ('growth_rate', 12)),
              doc='DenseNet (L=40, k=12), plain layers; depth= (3n+4) and growth_rate= vary it'),
+    ModelCfg('d2l_resnet18', _d2l_resnet18, 96, 1, 1, 10, 'fashion-mnist',
+             doc="the book's ResNet-18 (d2l.resnet18: 3x3 stem, no max pool), the "
+                 'baseline the DenseNet is compared with'),
 ]}
 
+
+# The class that a builder's other keyword arguments reach.
+PASSED_TO: dict[Callable[..., CheckedClassifier], type] = {
+    _book: DenseNet, _d2l_resnet18: D2LResNet18}
 
 # DenseNetBC arguments that the depth-named builders set themselves.
 FIXED_BY_FAMILY: dict[str, tuple[str, ...]] = {
@@ -127,12 +154,13 @@ def constructor_args(name: str) -> list[str]:
         UsageError: `name` is not registered.
     """
     cfg = default_cfg(name)
-    target = DenseNet if cfg.build is _book else cfg.build
-    names = {p for p in inspect.signature(target).parameters if p != 'kwargs'}
-    if cfg.build is not _book:  # the rest pass through to DenseNetBC, less what the name fixes
-        from densenet.models.variants import DenseNetBC
+    names = set(inspect.signature(cfg.build).parameters)
+    if cfg.build in PASSED_TO:
+        names |= set(inspect.signature(PASSED_TO[cfg.build]).parameters)
+    else:  # the rest pass through to DenseNetBC, less what the name fixes
         fixed = FIXED_BY_FAMILY[cfg.dataset]
         names |= {p for p in inspect.signature(DenseNetBC).parameters if p not in fixed}
+    names.discard('kwargs')
     return sorted(names | {'in_channels', 'num_classes'})
 
 

@@ -15,8 +15,9 @@ from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock, transition_block
 from densenet.core.classifier import CheckedClassifier
+from densenet.core.densenet import DenseNet
 from densenet.modes import set_memory_efficient
-from densenet.system.mxcompat import load_arrays, load_init
+from densenet.system.mxcompat import load_arrays, load_init, replace_child
 
 # name: (initial features, growth rate, layers per block), as in the paper's
 # Table 1 and the Gluon model zoo.
@@ -145,6 +146,76 @@ class DenseNetBC(CheckedClassifier):
             The model.
         """
         return set_memory_efficient(self, flag)
+
+
+#: The pooling a transition can end with (`transition_block`'s `pool`).
+TRANSITION_POOLS = ('avg', 'max')
+
+
+def transitions(net: nn.HybridSequential) -> list[nn.HybridSequential]:
+    """The transition blocks of a DenseNet's network: the blocks that follow a dense block.
+
+    Args:
+        net: a model's ``.net``.
+
+    Returns:
+        The transitions, in order.
+    """
+    return [child for before, child in zip(net, list(net)[1:])
+            if isinstance(before, DenseBlock) and isinstance(child, nn.HybridSequential)]
+
+
+def set_transition_pool(net: nn.HybridSequential, pool: str) -> nn.HybridSequential:
+    """End every transition of `net` with `pool`'s 2x2, stride-2 pooling layer.
+
+    Only the parameter-free pooling layer changes, each in its place, so the
+    weights, their initial values and their saved names stay what they were.
+
+    Args:
+        net: a model's ``.net``, not yet hybridized.
+        pool: 'avg' or 'max' (`transition_block`'s `pool`).
+
+    Returns:
+        `net` itself.
+
+    Raises:
+        ValueError: `pool` is neither 'avg' nor 'max'.
+    """
+    for transition in transitions(net):
+        # The pooling layer exactly as transition_block(..., pool=pool) builds it.
+        replace_child(transition, len(transition) - 1, transition_block(1, pool=pool)[-1])
+    return net
+
+
+class TransitionPoolDenseNet(DenseNet):
+    """The book's DenseNet with another pooling in its transitions (the chapter's exercise 1).
+
+    `DenseNet` built as the book builds it, then each transition's 2x2 average
+    pool replaced by `transition_pool`'s: the same layers, parameters and
+    initial values otherwise. ``hparams`` records `transition_pool`, so
+    ``type(model)(**model.hparams)`` builds the same model again.
+
+    Args:
+        transition_pool: 'max' (or 'avg', which computes what `DenseNet` does).
+        num_channels: the channel count that the transition widths start from.
+        growth_rate: the channels each dense layer adds.
+        arch: the number of layers of each dense block.
+        lr: the learning rate `d2l.Trainer` uses.
+        num_classes: outputs of the final Dense layer.
+
+    Raises:
+        ValueError: `transition_pool` is neither 'avg' nor 'max'.
+    """
+
+    def __init__(self, transition_pool: str = 'max', num_channels: int = 64,
+                 growth_rate: int = 32, arch: Sequence[int] = (4, 4, 4, 4), lr: float = 0.1,
+                 num_classes: int = 10) -> None:
+        if transition_pool not in TRANSITION_POOLS:
+            raise ValueError(f"transition_pool must be 'avg' or 'max', got {transition_pool!r}")
+        super().__init__(num_channels=num_channels, growth_rate=growth_rate, arch=arch,
+                         lr=lr, num_classes=num_classes)
+        set_transition_pool(self.net, transition_pool)
+        self.transition_pool = self.hparams['transition_pool'] = transition_pool
 
 
 def densenet_imagenet(depth: int, num_classes: int = 1000, in_channels: int = 3,

@@ -31,6 +31,7 @@ from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock
 from densenet.core.classifier import CheckedClassifier
+from densenet.errors import UsageError
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
 from densenet.system.mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves
@@ -203,8 +204,9 @@ def memory_efficient_path(net: nn.HybridSequential, X: Array) -> Array | None:
 
 
 def _network(model_or_net: CheckedClassifier | nn.Block) -> nn.Block:
-    """The Gluon network of a DenseNet model (its ``.net``), or `model_or_net` itself."""
-    return getattr(model_or_net, 'net', model_or_net)
+    """The Gluon network of a DenseNet model (its ``.net``), or `model_or_net` itself (a
+    network or a block: a DenseBlock's own ``.net`` holds only its layers)."""
+    return model_or_net.net if isinstance(model_or_net, CheckedClassifier) else model_or_net
 
 
 def set_memory_efficient(net: M, flag: bool = True) -> M:
@@ -227,8 +229,12 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
         RuntimeError: MXNet runs another engine than the NaiveEngine, which the
             nested backward needs.
         ValueError: the network has dropout layers, which cannot be recomputed.
+        UsageError: turning it on for a network without dense blocks (a ResNet).
     """
     model, net = net, _network(net)
+    if flag and not dense_blocks(net):
+        raise UsageError(f'memory_efficient recomputes the layers of dense blocks, and this '
+                         f'{type(model).__name__} has none')
     if flag and not naive_engine():
         raise RuntimeError('memory_efficient needs MXNet\'s NaiveEngine (its nested backward '
                            'races under the threaded engine): start Python with '

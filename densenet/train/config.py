@@ -92,8 +92,8 @@ class TrainConfig:
     model_args: dict = option(
         factory=dict, group='model', kind='append', parse=parse_model_arg, metavar='KEY=VALUE',
         flag='--model-arg',
-        help='a constructor argument of --model, e.g. depth=40 or growth_rate=24 (repeat '
-             'for more)')
+        help='a constructor argument of --model, e.g. depth=40, growth_rate=24 or '
+             'transition_pool=max (repeat for more)')
     init: str | None = option(
         None, group='model', check=os.path.isfile,
         error='{flag} {value}: no such file; give a .params file of the same architecture',

@@ -13,6 +13,7 @@ from densenet.errors import UsageError
 from densenet.models.params import build, describe, load_parameters, shape_args
 from densenet.models.registry import default_cfg, get_model
 from densenet.models.variants import load_gluon_zoo_parameters
+from densenet.modes import dense_blocks
 from densenet.train.config import TrainConfig
 from densenet.train.options import default_of
 
@@ -52,10 +53,15 @@ def build_model(cfg: TrainConfig, channels: int = 1, num_classes: int = 10) -> A
         The model.
 
     Raises:
-        UsageError: an unknown model name or argument.
+        UsageError: an unknown model name or argument, or --memory-efficient for a
+            model without dense blocks.
     """
-    return get_model(cfg.model, lr=cfg.lr, in_channels=channels, num_classes=num_classes,
-                     **cfg.model_args)
+    model = get_model(cfg.model, lr=cfg.lr, in_channels=channels, num_classes=num_classes,
+                      **cfg.model_args)
+    if cfg.memory_efficient and not dense_blocks(model.net):
+        raise UsageError(f'--memory-efficient recomputes the layers of dense blocks, and '
+                         f'{cfg.model} has none: train it without --memory-efficient')
+    return model
 
 
 def run_metadata(cfg: TrainConfig, model: Any, data: Any, classes: list[Any]) -> dict[str, Any]:

@@ -1,3 +1,4 @@
+import numpy as onp
 import pytest
 from mxnet import autograd, np
 from mxnet.gluon import nn
@@ -62,3 +63,35 @@ def test_legacy_concat_equals_numpy_concat():
 def test_bad_concat_mode():
     with pytest.raises(ValueError, match='concat mode'):
         set_concat_mode(DenseBlock(1, 2), 'fast')
+
+
+def test_transition_pool_max_takes_each_window_maximum():
+    """pool='max': the same 2x2/2 pooling, by maximum; compared with a hand computation
+    (the pool after an identity 1x1 convolution, so that it sees the ReLU's output)."""
+    trans = transition_block(2, pool='max')
+    trans.initialize()
+    assert [type(layer) for layer in trans] == [
+        nn.BatchNorm, nn.Activation, nn.Conv2D, nn.MaxPool2D]
+    pool = trans[3]
+    assert pool._kwargs['kernel'] == (2, 2) and pool._kwargs['stride'] == (2, 2)
+    X = onp.arange(2 * 2 * 5 * 5, dtype='float32').reshape(2, 2, 5, 5) % 7 - 3
+    Y = pool(np.array(X)).asnumpy()
+    expected = onp.empty((2, 2, 2, 2), dtype='float32')
+    for i in range(2):
+        for j in range(2):
+            expected[:, :, i, j] = X[:, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].max(axis=(2, 3))
+    assert onp.array_equal(Y, expected)
+    # The whole transition: BN (fresh: identity in inference mode), ReLU, 1x1 conv, max.
+    trans[2].weight.set_data(np.array(onp.eye(2, dtype='float32').reshape(2, 2, 1, 1)))
+    trans[2].bias.set_data(np.zeros(2))
+    got = trans(np.array(X)).asnumpy()
+    relu = onp.maximum(X / onp.sqrt(1 + 1e-5), 0)
+    windows = onp.stack([relu[:, :, a:4:2, b:4:2] for a in (0, 1) for b in (0, 1)])
+    assert abs(got - windows.max(axis=0)).max() <= 1e-6
+    avg = transition_block(2)
+    assert isinstance(avg[3], nn.AvgPool2D)
+
+
+def test_transition_pool_other_values_are_one_line_errors():
+    with pytest.raises(ValueError, match=r"^pool must be 'avg' or 'max', got 'min'$"):
+        transition_block(4, pool='min')

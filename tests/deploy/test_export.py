@@ -73,3 +73,16 @@ def test_cli_export(tmp_path, capsys):
     assert main(['export', '--params', params, '--out', str(tmp_path / 'x'),
                  '--resize', '20']) == 2
     assert not (tmp_path / 'x').exists()
+
+
+def test_the_books_resnet_exports_with_its_residual_additions(tmp_path):
+    """d2l_resnet18's graph adds each residual branch (numpy-mode ``_npi_add``): exported
+    as ONNX Add, computing what the model computes."""
+    from densenet import get_model
+    model = _with_stats(get_model('d2l_resnet18'), (1, 1, 32, 32))
+    X = onp.random.RandomState(1).uniform(size=(2, 1, 32, 32)).astype('float32')
+    expected = model(np.array(X)).asnumpy()
+    (path,) = export(model, str(tmp_path), 'onnx', input_shape=(1, 1, 32, 32))
+    assert 'Add' in {n.op_type for n in onnx.load(path).graph.node}
+    got, _ = _onnx_run(path, X)
+    assert abs(got - expected).max() <= 1e-4 * max(1.0, abs(expected).max())

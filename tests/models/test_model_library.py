@@ -215,3 +215,35 @@ def test_damaged_shipped_weights_are_refused(tmp_path, monkeypatch):
     from densenet.errors import UsageError
     with pytest.raises(UsageError, match='differs from the recorded .* the file is damaged'):
         pt.pretrained()
+
+
+def test_the_books_resnet_through_every_command(tmp_path, fashion_folder):
+    """d2l_resnet18, the DenseNet's baseline: one short training on an image folder, then
+    evaluate, predict and export (MXNet, ONNX) from the params file alone."""
+    folder = fashion_folder()
+    out = str(tmp_path / 'run')
+    cli('train', '--model', 'd2l_resnet18', '--data', folder, '--limit', '128',
+        '--resize', '16', '--batch-size', '32', '--epochs', '1', '--out', out)
+    params = os.path.join(out, 'best.params')
+    with open(os.path.join(out, 'summary.json')) as f:
+        summary = json.load(f)
+    assert summary['model']['model'] == 'd2l_resnet18'
+    ev = cli('evaluate', '--params', params, '--data', folder).stdout
+    assert f'test accuracy {summary["best_val_acc"]:.4f} (loss' in ev  # the run's val split
+    image = os.path.join(folder, '1-trouser', sorted(os.listdir(
+        os.path.join(folder, '1-trouser')))[0])
+    pred = cli('predict', '--params', params, image).stdout
+    assert pred.split(': ')[1].split(' (')[0] in summary['model']['classes']
+    for fmt in ('mxnet', 'onnx'):
+        cli('export', '--params', params, '--format', fmt, '--out', str(tmp_path / fmt))
+    assert os.path.isfile(tmp_path / 'mxnet' / 'densenet-symbol.json')
+    import onnxruntime
+
+    from densenet import load_model
+    from densenet.data.batches import to_tensor
+    from densenet.data.images import read_image
+    X = to_tensor(read_image(image, 1)[0][None], (16, 16))
+    expected = load_model(params)[0](X).asnumpy()
+    sess = onnxruntime.InferenceSession(str(tmp_path / 'onnx' / 'densenet.onnx'))
+    got = sess.run(None, {sess.get_inputs()[0].name: X.asnumpy()})[0]
+    assert abs(got - expected).max() <= 1e-4 * max(1.0, abs(expected).max())

@@ -106,3 +106,25 @@ def test_init_from_a_gluon_zoo_file_with_other_classes(tmp_path):
     assert ours[-2].shape == (3, 1024) and zoo_values[-2].shape == (1000, 1024)
     assert said == [f'initialised from {path} (its 1000-class classifier replaced by a new '
                     '3-class one)']
+
+
+@pytest.mark.parametrize('name,kwargs', [('book', {'transition_pool': 'max'}),
+                                         ('d2l_resnet18', {})])
+def test_metadata_rebuilds_the_max_pool_book_model_and_the_resnet(tmp_path, name, kwargs):
+    """save + load_model: the metadata's arguments rebuild the same model, and its
+    fp32 inference copy (rebuilt from its hyperparameters) computes the same logits."""
+    from densenet.deploy.inference import fp32_model
+    model = get_model(name, **kwargs)
+    set_running_stats(model.net, seed=4)
+    X = np.array(onp.random.RandomState(4).uniform(size=(2, 1, 32, 32)).astype('float32'))
+    path = str(tmp_path / 'best.params')
+    save(model, path, describe(model, 32, [str(i) for i in range(10)], 'fashion-mnist'))
+    with open(path + '.json') as f:
+        assert json.load(f)['kwargs'] == {'in_channels': 1, 'num_classes': 10, **kwargs}
+    rebuilt, meta = load_model(path)
+    assert type(rebuilt) is type(model) and rebuilt.hparams == model.hparams
+    assert meta['model'] == name and meta['input_size'] == 32
+    expected = model(X).asnumpy()
+    assert onp.array_equal(rebuilt(X).asnumpy(), expected)
+    fast = fp32_model(rebuilt, (1, 1, 32, 32))
+    assert abs(fast(X).asnumpy() - expected).max() <= 1e-5

@@ -1,0 +1,179 @@
+"""A model's size and cost: trainable parameters and forward FLOPs per image.
+
+Both are read off the network's graph: the model is traced as a symbol and
+MXNet's ``infer_shape`` gives every node's shape at the input side asked for,
+so any Gluon network (the DenseNets, ``d2l_resnet18``) is measured the same
+way, including one whose shapes are still deferred.
+
+Counted: the multiply-accumulates (MACs) of the convolutions and Dense layers,
+which are nearly all of the arithmetic; BatchNorm, ReLU, pooling, additions and
+concatenations are left out. FLOPs are two per MAC (one multiply, one add).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+import mxnet as mx
+from mxnet.gluon import nn
+
+from densenet.core.classifier import CheckedClassifier
+
+#: The operators whose multiply-accumulates are counted.
+COUNTED_OPS = ('Convolution', 'FullyConnected')
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphNode:
+    """One node of a traced graph, with its shape.
+
+    Attributes:
+        name: the node's name ('data' for the input; a parameter's name for a weight).
+        op: its operator ('null' for the input and the parameters).
+        inputs: the indices, in the node list, of the nodes whose first output it reads.
+        shape: the shape of its first output.
+        attrs: the operator's arguments, as MXNet writes them (strings).
+    """
+    name: str
+    op: str
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    attrs: dict[str, str]
+
+
+def network(model: CheckedClassifier | nn.Block) -> nn.Block:
+    """The Gluon network of a model (its ``.net``), or `model` itself if it is a network.
+
+    Args:
+        model: a model or a network.
+
+    Returns:
+        The network.
+    """
+    return model.net if isinstance(model, CheckedClassifier) else model
+
+
+def trace(block: nn.Block) -> mx.sym.Symbol:
+    """`block` applied to a symbol named 'data', as a legacy symbol.
+
+    Args:
+        block: a Gluon HybridBlock (a model's ``.net``, a layer).
+
+    Returns:
+        The output symbol (shape-free: `graph_nodes` infers the shapes).
+    """
+    data = mx.sym.var('data').as_np_ndarray()
+    return block(data).as_nd_ndarray()
+
+
+def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphNode]:
+    """Every node of `sym` with its first output's shape, for input 'data' of `input_shape`.
+
+    Args:
+        sym: a legacy symbol with one input named 'data'.
+        input_shape: the input's shape.
+
+    Returns:
+        The nodes, in topological order.
+    """
+    internals = sym.get_internals()
+    _, out_shapes, _ = internals.infer_shape(data=tuple(input_shape))
+    first: dict[str, tuple[int, ...]] = {}  # node name -> its first output's shape
+    for j, shape in enumerate(out_shapes):
+        first.setdefault(internals[j].name, tuple(shape))
+    nodes = []
+    for node in json.loads(sym.tojson())['nodes']:
+        nodes.append(GraphNode(node['name'], node['op'], tuple(i[0] for i in node['inputs']),
+                               first[node['name']], dict(node.get('attrs', {}))))
+    return nodes
+
+
+def input_channels(net: nn.Block) -> int:
+    """The input channels of a network: its first convolution's, or 1 while deferred.
+
+    Args:
+        net: a network.
+
+    Returns:
+        The channel count.
+    """
+    first = next(iter(net.collect_params().values()))
+    return first.shape[1] if len(first.shape) == 4 and first.shape[1] > 0 else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Complexity:
+    """A model's size and forward cost for one image.
+
+    Attributes:
+        params: trainable parameters (weights, biases, BatchNorm's scale and shift;
+            not its running statistics).
+        macs: multiply-accumulates of the convolutions and Dense layers per image.
+        side: the input side the cost is for.
+        channels: the input channels.
+    """
+    params: int
+    macs: int
+    side: int
+    channels: int
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations per image: two per multiply-accumulate."""
+        return 2 * self.macs
+
+
+def node_macs(node: GraphNode, nodes: list[GraphNode]) -> int:
+    """The multiply-accumulates of one node for its whole batch (0 for uncounted ops).
+
+    Args:
+        node: a node of `nodes`.
+        nodes: the graph.
+
+    Returns:
+        The MACs: output values times the weight's values per output channel.
+    """
+    if node.op not in COUNTED_OPS:
+        return 0
+    weight = nodes[node.inputs[1]].shape
+    return math.prod(node.shape) * math.prod(weight[1:])
+
+
+def complexity(model: CheckedClassifier | nn.Block, side: int,
+               channels: int | None = None) -> Complexity:
+    """Trainable parameters and forward MACs/FLOPs per image of `model` at `side`.
+
+    Args:
+        model: a model (``get_model('book')``, ``get_model('d2l_resnet18')``...) or
+            its ``.net``.
+        side: the square input side.
+        channels: the input channels (default: the stem's, or 1 while deferred).
+
+    Returns:
+        The `Complexity`.
+    """
+    net = network(model)
+    if channels is None:
+        channels = input_channels(net)
+    shape = (1, channels, side, side)
+    sym = trace(net)
+    nodes = graph_nodes(sym, shape)
+    arg_shapes, _, _ = sym.infer_shape(data=shape)
+    params = sum(math.prod(s) for n, s in zip(sym.list_arguments(), arg_shapes)
+                 if n != 'data')
+    macs = sum(node_macs(n, nodes) for n in nodes)
+    return Complexity(int(params), int(macs), side, channels)
+
+
+def describe(c: Complexity) -> dict[str, Any]:
+    """A `Complexity` as a dict with its FLOPs, for JSON and tables.
+
+    Args:
+        c: the figures.
+
+    Returns:
+        {'params', 'macs', 'flops', 'side', 'channels'}.
+    """
+    return {**dataclasses.asdict(c), 'flops': c.flops}

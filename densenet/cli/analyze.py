@@ -1,0 +1,35 @@
+"""``densenet analyze``: how much each layer reuses the features before it (the paper's
+Figure 5), as a heat map, a CSV table and the paper's four observations measured."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from densenet.analysis.feature_reuse import FIGURE, TABLE, write_feature_reuse
+from densenet.cli.common import add_model_flags, load_trained
+from densenet.errors import UsageError
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser('analyze', help='feature reuse: the weight each layer gives every '
+                                       'earlier one (Huang et al. 2017, Figure 5)')
+    p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
+                                    'book model trained on Fashion-MNIST)')
+    add_model_flags(p, 'the architecture of a bare params file without metadata '
+                       '(default: what its .params.json or summary.json says, else book)')
+    p.set_defaults(resize=None)  # the weights alone are read: no image side to choose
+    p.add_argument('--out', required=True,
+                   help=f'output folder: {FIGURE} (one heat map per dense block) and {TABLE}')
+
+
+def run(args: argparse.Namespace) -> int:
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
+    model, _, _ = load_trained(args, 'cpu')
+    _, summary = write_feature_reuse(model, args.out)
+    for line in summary.lines():
+        print(line)
+    print(os.path.join(args.out, FIGURE))
+    print(os.path.join(args.out, TABLE))
+    return 0
