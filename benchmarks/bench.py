@@ -4,12 +4,18 @@ Each (configuration, repetition) runs in its own process, so that peak RSS is
 that configuration's alone; repetitions are interleaved across configurations
 so that drifts of a shared machine hit all of them alike. Reported: train img/s
 (one SGD step on a batch), inference img/s at the batch size, latency at batch
-1, peak RSS and how much of it the timed steps added, and ratios against
-PyTorch's best fp32 and best overall modes.
+1 and 8, peak RSS and how much of it the timed steps added, and ratios against
+PyTorch's best fp32 and best overall modes. Inference rows of the book's model
+time its shipped Fashion-MNIST weights (`densenet.pretrained()`, trained at 64x64:
+``--side 64`` is their input), INT8 calibrated on training images; the ONNX
+Runtime and OpenVINO rows run the same model exported to ONNX, with the thread
+count MXNet has.
 
     python benchmarks/bench.py                 # full table (a few minutes on 2 cores)
     python benchmarks/bench.py --quick         # smoke run
     python benchmarks/bench.py --json out.json
+    python benchmarks/bench.py --side 64 --only mxnet-fast mxnet-int8 onnxruntime-fp32 \\
+        openvino-fp32 openvino-bf16     # inference engines side by side
     python benchmarks/bench.py --unpooled --only mxnet-fast mxnet-memory-efficient-fast
     python benchmarks/bench.py --unpooled --side 224 --only mxnet-fast \\
         mxnet-memory-efficient-fast
@@ -41,6 +47,12 @@ CONFIGS = {
     'mxnet-memory-efficient-fast': ('mxnet', 'fp32', ('train',)),
     'mxnet-bf16': ('mxnet', 'bf16', ('infer',)),
     'mxnet-int8': ('mxnet', 'int8', ('infer',)),
+    # The exported model on the other CPU engines (densenet.deploy.engines), inference only.
+    'onnxruntime-fp32': ('onnxruntime', 'fp32', ('infer',)),
+    'onnxruntime-int8': ('onnxruntime', 'int8', ('infer',)),
+    'openvino-fp32': ('openvino', 'fp32', ('infer',)),
+    'openvino-bf16': ('openvino', 'bf16', ('infer',)),
+    'openvino-int8': ('openvino', 'int8', ('infer',)),
     'pytorch-eager': ('pytorch', 'fp32', ('train', 'infer')),
     'pytorch-channels-last': ('pytorch', 'fp32', ('train', 'infer')),
     'pytorch-channels-last-bf16': ('pytorch', 'bf16', ('train', 'infer')),
@@ -48,6 +60,8 @@ CONFIGS = {
 
 
 _START_RSS = []
+ENGINES = ('onnxruntime', 'openvino')
+EXTRAS = {'onnxruntime': 'onnx', 'openvino': 'openvino'}
 
 
 def _rss_mb():
@@ -77,10 +91,9 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
     import numpy as onp
     from mxnet import autograd, gluon, np, npx
 
-    from densenet import get_model
     from densenet.modes import prepare_model
     mx.random.seed(0)
-    model = get_model(model_name, lr=0.01, in_channels=1, num_classes=10)
+    model = _model(model_name, task)
     shape = (batch, 1, side, side)
     model.net(np.zeros((1, 1, side, side)))
     memory_efficient = name.startswith('mxnet-memory-efficient')
@@ -103,23 +116,62 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
     net = model
     if name in ('mxnet-bf16', 'mxnet-int8'):
         from densenet.deploy.inference import inference_model
-        calib = (onp.random.RandomState(0).rand(256, 28, 28) * 255).astype('uint8')
-        try:
-            from densenet.data import FashionMNIST
-            calib = FashionMNIST(resize=(side, side)).train_arrays[0][:256]
-        except Exception as e:  # data not installed: random images still time the path
-            print(f'note: calibrating on random images ({e})', file=sys.stderr)
-        net = inference_model(model, name.split('-')[1], calib, input_shape=(1, 1, side, side))
+        net = inference_model(model, name.split('-')[1], _calibration(side),
+                              input_shape=(1, 1, side, side))
 
     def infer(Xb):
         def step():
             out = net(Xb)
             out.wait_to_read()
         return step
-    times = _timed(infer(X), iters, warmup)
-    one = np.random.uniform(size=(1, 1, side, side))
-    latency = _timed(infer(one), max(iters * 4, 10), warmup)
+    return _inference_times(infer, lambda n: np.random.uniform(size=(n, 1, side, side)),
+                            batch, iters, warmup)
+
+
+def _model(model_name, task):
+    """The model a worker times: for inference of the book's model, its shipped weights."""
+    from densenet import get_model, pretrained
+    if task == 'infer' and model_name == 'book':
+        return pretrained()
+    return get_model(model_name, lr=0.01, in_channels=1, num_classes=10)
+
+
+def _calibration(side):
+    """INT8 calibration images: Fashion-MNIST training images (random ones without it)."""
+    import numpy as onp
+    try:
+        from densenet.data import FashionMNIST
+        return FashionMNIST(resize=(side, side)).train_arrays[0][:256]
+    except Exception as e:  # data not installed: random images still time the path
+        print(f'note: calibrating on random images ({e})', file=sys.stderr)
+        return (onp.random.RandomState(0).rand(256, 28, 28) * 255).astype('uint8')
+
+
+def _inference_times(infer, batch_of, batch, iters, warmup):
+    """Step times at `batch`, and latencies at batch 1 and 8 ({size: times})."""
+    times = _timed(infer(batch_of(batch)), iters, warmup)
+    latency = {n: _timed(infer(batch_of(n)), max(iters * (40 if n == 1 else 8), 10), warmup)
+               for n in (1, 8)}
     return times, latency
+
+
+def _engine_worker(name, batch, side, iters, warmup, model_name='book'):
+    sys.path.insert(0, os.path.dirname(HERE))
+    import densenet  # noqa: F401  (sets the thread count before mxnet loads)
+    # isort: split
+    import numpy as onp
+
+    from densenet.deploy.engines import engine
+    engine_name, precision, _ = CONFIGS[name]
+    model = _model(model_name, 'infer')
+    calib = _calibration(side) if precision == 'int8' else None
+    run = engine(model, engine_name, precision, calib, input_shape=(1, 1, side, side))
+    rng = onp.random.RandomState(0)
+
+    def infer(Xb):
+        return lambda: run(Xb)
+    return _inference_times(infer, lambda n: rng.rand(n, 1, side, side).astype('float32'),
+                            batch, iters, warmup)
 
 
 def _pytorch_worker(name, task, batch, side, iters, warmup):
@@ -158,10 +210,10 @@ def _pytorch_worker(name, task, batch, side, iters, warmup):
             with torch.inference_mode(), autocast():
                 model(Xb)
         return step
-    one = torch.rand(1, 1, side, side)
-    if channels_last:
-        one = one.contiguous(memory_format=torch.channels_last)
-    return _timed(infer(X), iters, warmup), _timed(infer(one), max(iters * 4, 10), warmup)
+    def batch_of(n):
+        Xn = torch.rand(n, 1, side, side)
+        return Xn.contiguous(memory_format=torch.channels_last) if channels_last else Xn
+    return _inference_times(infer, batch_of, batch, iters, warmup)
 
 
 # Rows with the planner's figure: their graph in memory_plan.py's terms.
@@ -183,12 +235,16 @@ def worker(args):
     if framework == 'mxnet':
         times, latency = _mxnet_worker(args.worker, args.task, args.batch_size, args.side,
                                        args.iters, args.warmup, args.model)
+    elif framework in ENGINES:
+        times, latency = _engine_worker(args.worker, args.batch_size, args.side, args.iters,
+                                        args.warmup, args.model)
     else:
         times, latency = _pytorch_worker(args.worker, args.task, args.batch_size, args.side,
                                          args.iters, args.warmup)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({'img_s': [args.batch_size / t for t in times],
-                      'latency_ms': [1000 * t for t in latency] if latency else None,
+                      'latency_ms': ({n: [1000 * t for t in ts] for n, ts in latency.items()}
+                                     if latency else None),
                       'peak_rss_mb': peak, 'start_rss_mb': _START_RSS[0]}))
 
 
@@ -211,6 +267,13 @@ def unsupported(name, desc):
     """Why this machine cannot run configuration `name`, or None."""
     from densenet.system.machine import unsupported as why_not
     framework, precision, _ = CONFIGS[name]
+    if framework in ENGINES:
+        import importlib.util
+
+        from densenet.deploy.engines import unavailable
+        if importlib.util.find_spec(framework) is None:
+            return f"{framework} is not installed (pip install -e '.[{EXTRAS[framework]}]')"
+        return unavailable(framework, precision, desc['capabilities'])
     return why_not(precision, desc['capabilities']) if framework == 'mxnet' else None
 
 
@@ -227,7 +290,7 @@ def run_all(args, desc):
             print(f'{name}: not supported on this CPU ({why})', file=sys.stderr)
     configs = [c for c in configs if not unsupported(c, desc)]
     jobs = [(c, t) for c in configs for t in CONFIGS[c][2]]
-    results = {job: {'img_s': [], 'latency_ms': [], 'peak_rss_mb': [], 'added_mb': [],
+    results = {job: {'img_s': [], 'latency_ms': {}, 'peak_rss_mb': [], 'added_mb': [],
                       'planned_mb': None} for job in jobs}
     env = dict(os.environ)
     if args.unpooled:  # freed arrays go back to the OS, so peak RSS follows live arrays
@@ -250,7 +313,8 @@ def run_all(args, desc):
             out = json.loads(proc.stdout.strip().splitlines()[-1])
             r = results[(name, task)]
             r['img_s'] += out['img_s']
-            r['latency_ms'] += out['latency_ms'] or []
+            for n, ts in (out['latency_ms'] or {}).items():
+                r['latency_ms'].setdefault(n, []).extend(ts)
             r['peak_rss_mb'].append(out['peak_rss_mb'])
             r['added_mb'].append(out['peak_rss_mb'] - out['start_rss_mb'])
             print(f'[{rep + 1}/{args.repeats}] {name:28s} {task:5s} '
@@ -267,7 +331,9 @@ def records(results, batch_size, desc, only=None, side=96, model='book'):
             framework, precision, tasks = CONFIGS[name]
             recs += [{'name': name, 'framework': framework, 'task': task,
                       'precision': precision, 'batch_size': batch_size,
-                      'status': 'not supported on this CPU', 'reason': why, 'machine': desc}
+                      'status': ('not installed' if 'not installed' in why
+                                 else 'not supported on this CPU'),
+                      'reason': why, 'machine': desc}
                      for task in tasks]
     for (name, task), r in results.items():
         if not r['img_s']:
@@ -279,8 +345,8 @@ def records(results, batch_size, desc, only=None, side=96, model='book'):
                      'img_s_max': max(r['img_s']), 'peak_rss_mb': max(r['peak_rss_mb']),
                      'peak_added_mb': max(r['added_mb']), 'planned_mb': r['planned_mb'],
                      'side': side, 'model': model,
-                     'latency_ms_bs1': (statistics.median(r['latency_ms'])
-                                        if r['latency_ms'] else None)})
+                     **{f'latency_ms_bs{n}': statistics.median(ts)
+                        for n, ts in r['latency_ms'].items()}})
     return recs
 
 
@@ -295,21 +361,23 @@ def table(recs, desc):
         best = max((r['img_s'] for r in torch_rows), default=None)
         lines.append(f'\n{task} (batch {rows[0]["batch_size"] if rows else "-"})')
         lines.append('| configuration | precision | img/s (median) | min-max | '
-                     + ('latency bs1 ms | ' if task == 'infer' else 'planned MB | ')
+                     + ('latency bs1 ms | bs8 ms | ' if task == 'infer' else 'planned MB | ')
                      + 'peak RSS MB | added by the steps MB | vs PyTorch best fp32 | '
                      'vs PyTorch best |')
-        lines.append('|---|---|---|---|---|---|---|---|---|')
+        lines.append('|---' * (10 if task == 'infer' else 9) + '|')
         for r in rows:
             ratio32 = f'{r["img_s"] / best32:.2f}x' if best32 else '-'
             ratio = f'{r["img_s"] / best:.2f}x' if best else '-'
-            lat = (f'{r["latency_ms_bs1"]:.1f} | ' if task == 'infer' else
+            lat = (f'{r["latency_ms_bs1"]:.2f} | {r["latency_ms_bs8"]:.2f} | '
+                   if task == 'infer' else
                    f'{r["planned_mb"]} | ' if r.get('planned_mb') is not None else '- | ')
             lines.append(f'| {r["name"]} | {r["precision"]} | {r["img_s"]:.1f} | '
                          f'{r["img_s_min"]:.1f}-{r["img_s_max"]:.1f} | {lat}'
                          f'{r["peak_rss_mb"]:.0f} | {r["peak_added_mb"]:.0f} | '
                          f'{ratio32} | {ratio} |')
         for r in skipped:
-            lines.append(f'| {r["name"]} | {r["precision"]} | {r["status"]} |' + ' |' * 6)
+            lines.append(f'| {r["name"]} | {r["precision"]} | {r["status"]} |'
+                         + ' |' * (7 if task == 'infer' else 6))
     lines += memory_efficient_summary(recs)
     return '\n'.join(lines)
 

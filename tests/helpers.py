@@ -1,9 +1,13 @@
 """Small helpers shared by the test files."""
+import contextlib
 import csv
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import traceback
+import warnings
 
 import numpy as onp
 
@@ -65,13 +69,55 @@ def kill_after_first_checkpoint(args, out, settle=0.3, wait_s=300):
         return json.load(f), proc.returncode
 
 
-def cli(*args, cwd=None, check=True):
-    """`densenet *args` in a new process; raises unless it exits 0 (with `check`)."""
-    proc = subprocess.run([sys.executable, '-m', 'densenet', *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+class _Captured(io.StringIO):
+    """stdout/stderr of an in-process command: a text stream that is not a terminal."""
+
+
+def cli(*args, cwd=None, check=True, isolated=False):
+    """`densenet *args`, as a CompletedProcess; raises unless it exits 0 (with `check`).
+
+    It runs in this process through `densenet.cli.main` (no interpreter and MXNet start
+    per call), with its own stdout and stderr, working folder, environment and warning
+    filters, as a new process would have them: a bug's traceback goes to its stderr and
+    the status is 1. `isolated=True` starts a real process instead (for what only a new
+    process shows: import-time settings, signals)."""
+    if isolated:
+        proc = subprocess.run([sys.executable, '-m', 'densenet', *args], capture_output=True,
+                              text=True, cwd=cwd, timeout=600)
+    else:
+        proc = _in_process([str(a) for a in args], cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f'exit {proc.returncode}: {proc.stderr[-2000:]}')
     return proc
+
+
+def _in_process(args, cwd):
+    from densenet.cli import main
+    out, err = _Captured(), _Captured()
+    here, environ = os.getcwd(), dict(os.environ)
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings():
+            # A new interpreter's filters: each warning once per place, these never
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
+                             ResourceWarning):
+                warnings.simplefilter('ignore', category)
+            warnings.simplefilter('default', UserWarning)
+            try:
+                code = main(args)
+            except SystemExit as e:  # argparse: usage errors (2) and --help (0)
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:  # a bug: its traceback, as a process shows it
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+    return subprocess.CompletedProcess(['densenet', *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def read_metrics(out):

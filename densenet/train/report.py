@@ -26,10 +26,12 @@ class Progress:
     Args:
         total: the steps of the epoch.
         prefix: the text before the bar.
-        stream: where it is drawn.
+        stream: where it is drawn (default: `sys.stderr` when the bar is made, so that a
+            caller's redirection of stderr is honoured).
     """
 
-    def __init__(self, total: int, prefix: str, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, total: int, prefix: str, stream: TextIO | None = None) -> None:
+        stream = stream if stream is not None else sys.stderr
         self.total, self.prefix, self.stream = total, prefix, stream
         self.tty = stream.isatty()
         self.start = self.last = time.time()

@@ -137,6 +137,27 @@ def freeze_features(model: Any) -> None:
             p.grad_req = 'null'
 
 
+def trained_params(model: Any, cfg: TrainConfig) -> list[gluon.Parameter]:
+    """The parameters SGD updates, in the order the network holds them.
+
+    A `gluon.Trainer` given a dict sorts it by parameter name, and Gluon's names
+    carry per-process counters (``conv2d20_weight`` for the second model built in a
+    process): the optimizer states of a checkpoint would then belong to other
+    parameters when a run resumes in a process that built another model first. The
+    network's order does not depend on the names.
+
+    Args:
+        model: the model.
+        cfg: the configuration (``freeze_features``).
+
+    Returns:
+        The parameters.
+    """
+    params = (model.classifier_params() if cfg.freeze_features
+              else model.net.collect_params())
+    return list(params.values())
+
+
 def make_trainer(model: Any, cfg: TrainConfig, kvstore: Any) -> gluon.Trainer:
     """SGD over the parameters that train (only the classifier's with --freeze-features).
 
@@ -146,11 +167,9 @@ def make_trainer(model: Any, cfg: TrainConfig, kvstore: Any) -> gluon.Trainer:
         kvstore: the gradient aggregation (a name or a KVStore).
 
     Returns:
-        The `gluon.Trainer`.
+        The `gluon.Trainer`, its parameters in the network's order (`trained_params`).
     """
-    params = (model.classifier_params() if cfg.freeze_features
-              else model.net.collect_params())
-    return gluon.Trainer(params, 'sgd',
+    return gluon.Trainer(trained_params(model, cfg), 'sgd',
                          {'learning_rate': cfg.lr, 'momentum': cfg.momentum, 'wd': cfg.wd},
                          kvstore=kvstore)
 

@@ -17,15 +17,19 @@ def test_quick_bench_records_the_machine_and_unsupported_precisions(tmp_path):
     # An AVX2-only machine, as oneDNN sees it: bf16 inference is not supported there.
     env = dict(os.environ, DNNL_MAX_CPU_ISA='AVX2')
     proc = subprocess.run([sys.executable, BENCH, '--quick', '--only', 'mxnet-fast',
-                           'mxnet-bf16', '--json', str(out)], env=env, capture_output=True,
-                          text=True, timeout=600)
+                           'mxnet-bf16', 'onnxruntime-fp32', '--json', str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     recs = json.loads(out.read_text())
     by_name = {(r['name'], r['task']): r for r in recs}
     assert set(by_name) == {('mxnet-fast', 'train'), ('mxnet-fast', 'infer'),
-                            ('mxnet-bf16', 'infer')}
+                            ('mxnet-bf16', 'infer'), ('onnxruntime-fp32', 'infer')}
     assert by_name[('mxnet-bf16', 'infer')]['status'] == 'not supported on this CPU'
     assert by_name[('mxnet-fast', 'train')]['img_s'] > 0
+    for name in ('mxnet-fast', 'onnxruntime-fp32'):  # the engines side by side
+        r = by_name[(name, 'infer')]
+        assert r['img_s'] > 0 and 0 < r['latency_ms_bs1'] < r['latency_ms_bs8']
+        assert f'| {name} | fp32 | {r["img_s"]:.1f} |' in proc.stdout
     for r in recs:
         assert r['machine']['dnnl_max_cpu_isa'] == 'AVX2'
         assert r['machine']['precisions']['bf16'] is None

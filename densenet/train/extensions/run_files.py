@@ -3,6 +3,8 @@ checkpoint that --resume continues from; every worker's final parameters."""
 from __future__ import annotations
 
 import os
+import pickle
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 from densenet.models.params import save
@@ -10,6 +12,7 @@ from densenet.system.files import atomic_write
 from densenet.train.extensions.base import Extension
 from densenet.train.report import plot_curves, write_metrics
 from densenet.train.run_folder import BEST, CURVES, LAST, METRICS
+from densenet.train.setup import trained_params
 
 if TYPE_CHECKING:
     from densenet.train.loop import EpochResult, Loop
@@ -38,7 +41,7 @@ class Checkpoints(Extension):
         if state is None:
             return
         loop.model.net.load_parameters(state['stem'] + '.params', ctx=loop.ctxs)
-        loop.trainer.load_states(state['stem'] + '.states')
+        load_states(loop, state)
         loop.epoch = loop.first_epoch = state['epoch']
         loop.rows, loop.best_acc, loop.prior_wall = (state['rows'], state['best_val_acc'],
                                                      state['wall_s'])
@@ -56,7 +59,43 @@ class Checkpoints(Extension):
             return parts, fields
         loop.run.save_checkpoint(loop.epoch, write, {
             'rows': loop.rows, 'config': loop.config_dict(), 'best_val_acc': loop.best_acc,
-            'wall_s': loop.elapsed(), 'total_steps': loop.steps.total})
+            'wall_s': loop.elapsed(), 'total_steps': loop.steps.total,
+            'states_order': STATES_ORDER})
+
+
+#: How a checkpoint's optimizer states are indexed: by the trainer's parameters in the
+#: network's order (`densenet.train.setup.trained_params`). Checkpoints without the
+#: field index them by sorted parameter names, as a Trainer given a dict does.
+STATES_ORDER = 'network'
+
+
+def load_states(loop: Loop, state: dict[str, Any]) -> None:
+    """Load the checkpoint's optimizer states into ``loop.trainer``.
+
+    States of a checkpoint indexed by sorted names (no ``states_order``, written in a
+    new process whose names the rebuilt model repeats) are re-indexed to the network's
+    order first.
+
+    Args:
+        loop: the loop, its trainer built by `densenet.train.setup.make_trainer`.
+        state: the checkpoint's record.
+    """
+    path = state['stem'] + '.states'
+    if state.get('states_order') == STATES_ORDER:
+        loop.trainer.load_states(path)
+        return
+    names = [p.name for p in trained_params(loop.model, loop.cfg)]
+    position = {name: i for i, name in enumerate(names)}
+    old_to_new = {i: position[name] for i, name in enumerate(sorted(names))}
+    with open(path, 'rb') as f:
+        saved = pickle.loads(f.read())
+    states, rest = (saved[0], saved[1:]) if isinstance(saved, tuple) else (saved, ())
+    states = {old_to_new[i]: value for i, value in states.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        converted = os.path.join(tmp, 'network-order.states')
+        with open(converted, 'wb') as f:
+            f.write(pickle.dumps((states, *rest) if rest else states))
+        loop.trainer.load_states(converted)
 
 
 class RankParams(Extension):
