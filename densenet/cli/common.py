@@ -146,7 +146,8 @@ def eval_data(args: argparse.Namespace, meta: dict[str, Any], batch_size: int) -
         data = ImageFolder(folder, batch_size=batch_size, resize=meta['input_size'],
                            channels=meta['channels'],
                            val_split=run_data.get('val_split', 0.2) if same else 0.2,
-                           seed=run_data.get('seed', 0) if same else 0)
+                           seed=run_data.get('seed', 0) if same else 0,
+                           val_limit=getattr(args, 'limit', None))
         if list(data.classes) != list(meta['classes']):
             raise UsageError(f'--data {folder} has the classes {", ".join(data.classes)}, the '
                              f'model was trained on {", ".join(map(str, meta["classes"]))}: give '
@@ -157,4 +158,5 @@ def eval_data(args: argparse.Namespace, meta: dict[str, Any], batch_size: int) -
                          f'{len(meta["classes"])} classes, not Fashion-MNIST: give --data with '
                          'a folder of its classes')
     side = meta['input_size']
-    return FashionMNIST(batch_size=batch_size, resize=(side, side), root=args.data_dir)
+    return FashionMNIST(batch_size=batch_size, resize=(side, side), root=args.data_dir,
+                        val_limit=getattr(args, 'limit', None))

@@ -33,6 +33,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files')
     p.add_argument('--data', help='an image folder: evaluate on its val split (the one the '
                                   'run held out, when it trained on this folder)')
+    p.add_argument('--limit', type=positive_int,
+                   help='score N images spread evenly over the split (the ones densenet train '
+                        '--val-limit N validated on); default: all')
     p.add_argument('--device', default='auto')
     p.add_argument('--out', help='confusion-matrix PNG (default: confusion.png beside the params; '
                                  'for the shipped model, in the current folder)')

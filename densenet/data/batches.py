@@ -62,6 +62,31 @@ def training_part(n: int, limit: int | None = None,
     return slice(index * size, (index + 1) * size)
 
 
+def validation_part(n: int, limit: int | None = None) -> onp.ndarray:
+    """Which of `n` validation images a run scores: all, or `limit` spread evenly over them.
+
+    Evenly spaced, not the first ones, so that a split stored class by class (an image
+    folder's) keeps every class in its share. `densenet train --val-limit N` and
+    `densenet evaluate --limit N` pick the same images.
+
+    Args:
+        n: the number of validation images.
+        limit: how many to keep (None: all).
+
+    Returns:
+        The sorted indices.
+
+    Raises:
+        UsageError: a `limit` below 1.
+    """
+    from densenet.errors import UsageError
+    if limit is None or limit >= n:
+        return onp.arange(n)
+    if limit < 1:
+        raise UsageError(f'the validation limit must be a positive number of images, got {limit}')
+    return onp.unique(onp.linspace(0, n - 1, limit).round().astype(onp.int64))
+
+
 def augment_batch(images: onp.ndarray, rng: onp.random.RandomState,
                   pad: int = 2) -> onp.ndarray:
     """Random horizontal flip and random shift by up to `pad` pixels (zero fill).

@@ -22,7 +22,12 @@ from d2l import mxnet as d2l
 from mxnet import gluon, np, npx
 from mxnet.gluon.data.vision import transforms
 
-from densenet.data.batches import BatchLoader, training_min_last, training_part
+from densenet.data.batches import (
+    BatchLoader,
+    training_min_last,
+    training_part,
+    validation_part,
+)
 from densenet.errors import UsageError
 from densenet.system.files import atomic_bytes
 
@@ -347,6 +352,8 @@ class FashionMNIST(d2l.FashionMNIST):
         holdout: validate on the last N training images instead of the test split
             (to choose settings without looking at it) and train on the rest.
         erase: random erasing of this share of the training images.
+        val_limit: validate on this many images, spread evenly over the validation
+            split (`densenet.data.batches.validation_part`); None: all of them.
 
     Raises:
         UsageError: a `holdout` that leaves no training or no validation images, or
@@ -358,7 +365,7 @@ class FashionMNIST(d2l.FashionMNIST):
                  root: str | None = None, num_workers: int = 0, limit: int | None = None,
                  augment: bool = False, seed: int = 0, allow_download: bool = True,
                  shard: tuple[int, int] | None = None, holdout: int = 0,
-                 erase: float = 0.0) -> None:
+                 erase: float = 0.0, val_limit: int | None = None) -> None:
         d2l.DataModule.__init__(self, root=root, num_workers=num_workers)
         self.save_hyperparameters()
         images, labels = load_split('train', root, allow_download)
@@ -370,6 +377,8 @@ class FashionMNIST(d2l.FashionMNIST):
             images, labels = images[:-holdout], labels[:-holdout]
         else:
             self.val_arrays = load_split('val', root, allow_download)
+        keep = validation_part(len(self.val_arrays[1]), val_limit)
+        self.val_arrays = self.val_arrays[0][keep], self.val_arrays[1][keep]
         part = training_part(len(labels), limit, shard)
         images, labels = images[part], labels[part]
         self.train_arrays = (images, labels)

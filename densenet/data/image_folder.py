@@ -22,7 +22,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as onp
 from d2l import mxnet as d2l
 
-from densenet.data.batches import BatchLoader, training_min_last, training_part
+from densenet.data.batches import (
+    BatchLoader,
+    training_min_last,
+    training_part,
+    validation_part,
+)
 from densenet.errors import UsageError
 from densenet.system.files import atomic_text
 
@@ -309,6 +314,8 @@ class ImageFolder(d2l.DataModule):
         cache_dir: the cache folder (default ``$DENSENET_CACHE``).
         log: where notes go.
         erase: random erasing of this share of the training images.
+        val_limit: validate on this many images, spread evenly over the validation
+            split (`densenet.data.batches.validation_part`); None: all of them.
 
     Raises:
         UsageError: a folder that cannot be trained on (see `scan`), a bad
@@ -321,7 +328,8 @@ class ImageFolder(d2l.DataModule):
                  augment: bool = False, limit: int | None = None,
                  shard: tuple[int, int] | None = None, num_workers: int | None = None,
                  skip_bad_images: bool = False, cache_dir: str | None = None,
-                 log: Callable[[str], object] = print, erase: float = 0.0) -> None:
+                 log: Callable[[str], object] = print, erase: float = 0.0,
+                 val_limit: int | None = None) -> None:
         super().__init__(root=root, num_workers=num_workers)
         self.save_hyperparameters()
         side = resize[0] if isinstance(resize, (tuple, list)) else int(resize)
@@ -348,6 +356,7 @@ class ImageFolder(d2l.DataModule):
             val_idx = onp.arange(len(items), len(paths))
         train_idx = train_idx[good[train_idx]]
         val_idx = val_idx[good[val_idx]]
+        val_idx = val_idx[validation_part(len(val_idx), val_limit)]
         # A seeded order, so that limit and shard take a mix of classes.
         train_idx = onp.random.RandomState(seed).permutation(train_idx)
         train_idx = train_idx[training_part(len(train_idx), limit, shard)]

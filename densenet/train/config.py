@@ -131,6 +131,11 @@ class TrainConfig:
         error='{flag} must be between 0 and ' + str(TRAIN_SIZE - 1) + ' images, got {value}',
         help='validate on the last N training images instead of the test split (to choose '
              'settings without it); train on the rest')
+    val_limit: int | None = option(
+        None, group='data', parse=positive_int, check=lambda v: v >= 1,
+        error='{flag} must be a positive number of images, got {value}',
+        help='validate on N images spread evenly over the validation split (quicker '
+             'epochs; densenet evaluate --limit N scores the same ones); default: all')
     resize: int = option(
         96, group='data', parse=positive_int, check=lambda v: v >= 1,
         error='{flag} must be at least 1, got {value}', help='square image side (book: 96)')

@@ -35,10 +35,12 @@ def make_data(cfg: TrainConfig, shard: tuple[int, int] | None = None) -> Any:
         return ImageFolder(cfg.data, batch_size=cfg.batch_size, resize=cfg.resize,
                            channels=cfg.channels, val_split=cfg.val_split, seed=cfg.seed,
                            augment=cfg.augment, limit=cfg.limit, shard=shard,
-                           skip_bad_images=cfg.skip_bad_images, erase=cfg.erase)
+                           skip_bad_images=cfg.skip_bad_images, erase=cfg.erase,
+                           val_limit=cfg.val_limit)
     return FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
                         root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
-                        seed=cfg.seed, shard=shard, holdout=cfg.holdout, erase=cfg.erase)
+                        seed=cfg.seed, shard=shard, holdout=cfg.holdout, erase=cfg.erase,
+                        val_limit=cfg.val_limit)
 
 
 def build_model(cfg: TrainConfig, channels: int = 1, num_classes: int = 10) -> Any:

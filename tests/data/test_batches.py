@@ -79,3 +79,27 @@ def test_fashion_mnist_erases_training_batches_only(real_data_dir):
     assert n == 1000 and abs(changed - 500) < 80
     for (Xp, _), (Xe, _) in zip(plain.val_dataloader(), erased.val_dataloader()):
         assert (Xp.asnumpy() == Xe.asnumpy()).all()
+
+
+def test_validation_part_spreads_over_the_split():
+    from densenet.data.batches import validation_part
+    from densenet.errors import UsageError
+    assert (validation_part(10) == onp.arange(10)).all()
+    assert (validation_part(10, 50) == onp.arange(10)).all()
+    assert validation_part(10, 3).tolist() == [0, 4, 9]  # linspace(0, 9, 3) rounded
+    # A split stored class by class (an image folder's) keeps every class in its share.
+    labels = onp.repeat(onp.arange(3), 40)
+    counts = onp.bincount(labels[validation_part(len(labels), 12)], minlength=3)
+    assert counts.tolist() == [4, 4, 4]
+    with pytest.raises(UsageError, match='positive'):
+        validation_part(10, 0)
+
+
+def test_fashion_mnist_val_limit_keeps_the_chosen_test_images(real_data_dir):
+    from densenet.data import FashionMNIST, load_split
+    from densenet.data.batches import validation_part
+    images, labels = load_split('val', real_data_dir)
+    data = FashionMNIST(root=real_data_dir, limit=64, val_limit=1000)
+    keep = validation_part(len(labels), 1000)
+    assert len(data.val_arrays[1]) == 1000
+    assert (data.val_arrays[0] == images[keep]).all() and (data.val_arrays[1] == labels[keep]).all()

@@ -10,7 +10,7 @@ import pytest
 
 from densenet.cli import main
 
-from helpers import cli, digest, write_folder
+from helpers import VAL, cli, digest, write_folder
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +36,15 @@ def test_train_then_evaluate_predict_export_from_the_params_alone(tmp_path, real
         shutil.copytree(request.getfixturevalue('trained_run')[0], out)
     else:
         cli('train', *QUICK, *model, '--limit', '1000', '--epochs', '1', '--batch-size', '64',
-            '--out', out, '--data-dir', real_data_dir)
+            *VAL, '--out', out, '--data-dir', real_data_dir)
     params = os.path.join(out, 'best.params')
     with open(params + '.json') as f:
         meta = json.load(f)
     assert meta['model'] == model[1] and meta['input_size'] == 32
     with open(os.path.join(out, 'summary.json')) as f:
         summary = json.load(f)
-    ev = cli('evaluate', '--params', params, '--data-dir', real_data_dir).stdout
+    limit = ['--limit', VAL[1]]  # the test images the runs validated on
+    ev = cli('evaluate', '--params', params, '--data-dir', real_data_dir, *limit).stdout
     # best.params is the best epoch's model (the last of a 1-epoch run), on the same images
     assert f'test accuracy {summary["best_val_acc"]:.4f}' in ev
     image = str(tmp_path / 'x.png')
@@ -54,7 +55,7 @@ def test_train_then_evaluate_predict_export_from_the_params_alone(tmp_path, real
     pred = cli('predict', '--params', params, image).stdout
     assert pred.startswith(f'{image}: ') and pred.split(': ')[1].split(' (')[0] in meta['classes']
     if model[1] != 'book':  # INT8 for a BC model too (the book's is test_inference's)
-        int8 = cli('evaluate', '--params', params, '--data-dir', real_data_dir,
+        int8 = cli('evaluate', '--params', params, '--data-dir', real_data_dir, *limit,
                    '--precision', 'int8').stdout
         assert 'top-1 agreement with fp32' in int8
     for fmt in ('mxnet', 'onnx'):
@@ -87,7 +88,7 @@ def test_params_saved_from_a_notebook_work_in_every_command(tmp_path, real_data_
     book = get_model('book')
     book.save_parameters(str(tmp_path / 'book.params'))
     ev = cli('evaluate', '--params', str(tmp_path / 'book.params'), '--resize', '32',
-             '--data-dir', real_data_dir).stdout
+             '--data-dir', real_data_dir, '--limit', '500').stdout
     assert 'test accuracy' in ev
 
 

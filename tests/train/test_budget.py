@@ -103,7 +103,7 @@ def read_summary(out):
 
 
 QUICK = ['train', '--recipe', 'fast-cpu', '--limit', '4000', '--resize', '32',
-         '--batch-size', '64', '--epochs', '50']
+         '--batch-size', '64', '--epochs', '50', '--val-limit', '2000']
 
 
 @pytest.mark.slow

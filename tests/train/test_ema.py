@@ -12,7 +12,7 @@ from densenet.train import Budget, Steps, TrainConfig
 from densenet.train.extensions.ema import WeightEMA
 from densenet.train.planning import plan_steps
 
-from helpers import cli, kill_after_first_checkpoint, read_metrics, set_running_stats
+from helpers import VAL, cli, kill_after_first_checkpoint, read_metrics, set_running_stats
 
 
 def small_net(seed=0):
@@ -109,7 +109,7 @@ def test_a_run_with_ema_and_tta_resumes_exactly_and_ema_params_is_the_average(
         tmp_path, real_data_dir):
     args = ['train', '--recipe', 'fast-cpu', '--resize', '32', '--batch-size', '64',
             '--limit', '2000', '--epochs', '2', '--budget', 'off', '--ema', '0.99', '--tta',
-            '--data-dir', real_data_dir]
+            *VAL, '--data-dir', real_data_dir]
     base = str(tmp_path / 'base')
     cli(*args, '--out', base)
     rows = read_metrics(base)
@@ -121,7 +121,7 @@ def test_a_run_with_ema_and_tta_resumes_exactly_and_ema_params_is_the_average(
     assert s['final_ema_val_acc'] == pytest.approx(float(rows[-1]['ema_val_acc']), abs=1e-5)
     # evaluate scores ema.params (the average) with flips as training's --tta did.
     proc = cli('evaluate', '--params', os.path.join(base, 'ema.params'), '--tta',
-               '--data-dir', real_data_dir)
+               '--data-dir', real_data_dir, '--limit', VAL[1])  # the run's test images
     acc = float(proc.stdout.split('test accuracy ')[1].split()[0])
     assert 'flip-averaged' in proc.stdout
     assert acc == pytest.approx(s['final_ema_val_acc_tta'], abs=1e-4)

@@ -6,7 +6,8 @@ import pytest
 from densenet.cli import main
 from densenet.train.run_folder import CHECKPOINT, RUN_FILES, Run
 
-TINY = ['--limit', '256', '--epochs', '1', '--resize', '32', '--batch-size', '64']
+TINY = ['--limit', '256', '--epochs', '1', '--resize', '32', '--batch-size', '64',
+        '--val-limit', '500']
 
 
 def _files(out):
@@ -43,7 +44,7 @@ def test_a_run_writes_only_run_files_and_overwrite_leaves_none_of_the_old(tmp_pa
     assert set(first) <= set(RUN_FILES)
     # evaluate writes its confusion matrix beside the params: part of the run too.
     assert main(['evaluate', '--params', os.path.join(out, 'last.params'),
-                 '--data-dir', real_data_dir]) == 0
+                 '--data-dir', real_data_dir, '--limit', '500']) == 0
     assert 'confusion.png' in _files(out)
     assert main(['train', *TINY, *data, '--overwrite']) == 0
     second = _files(out)

@@ -16,7 +16,7 @@ from helpers import TRAINED_EPOCHS, digest
 
 pytestmark = pytest.mark.slow
 
-QUICK = ['--limit', '512', '--resize', '32']
+QUICK = ['--limit', '512', '--resize', '32', '--val-limit', '1000']
 
 
 def cli(*args, cwd=None):
