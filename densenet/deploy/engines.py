@@ -43,6 +43,7 @@ from densenet.core.classifier import CheckedClassifier
 from densenet.deploy.export import _input_shape, export_onnx, import_extra
 from densenet.deploy.inference import (
     PRECISIONS,
+    InferenceModel,
     calibration_batches,
     default_int8_dtype,
     inference_model,
@@ -224,6 +225,8 @@ def _mxnet(model: CheckedClassifier, precision: str, calib_images: onp.ndarray |
            shape: tuple[int, ...]) -> Predictor:
     ctx = mx.cpu()
     fast = inference_model(model, precision, calib_images, shape, ctx)
+    if isinstance(fast, InferenceModel):
+        return fast.predict  # numpy in and out, without numpy-mode copies
     return lambda X: fast(np.array(X, ctx=ctx)).asnumpy()
 
 

@@ -1,29 +1,39 @@
-"""INT8 and BF16 inference models for CPUs (oneDNN), from a trained DenseNet.
+"""INT8, BF16 and fp32 inference models for CPUs (oneDNN), from a trained DenseNet.
 
 MXNet 1.9.1 quantizes (``quantize_net``) and mixes precision (AMP) only
 through its legacy, non-numpy API. So the model is traced with the legacy
-concatenation (same values, see blocks.py), exported, and re-imported as a
-legacy SymbolBlock; `InferenceModel` hides the mode switch, taking and
-returning numpy-mode arrays like the original model. The model handed in is
-left as it was.
+concatenation (same values, see blocks.py) into a `Graph`
+(densenet/deploy/graphs.py), which INT8 and fp32 first rewrite for oneDNN
+(BatchNorms as depthwise convolutions fused with their ReLUs; INT8
+concatenations without rescaling). `InferenceModel` runs such a graph and
+hides the mode switch, taking and returning numpy-mode arrays like the
+original model. The model handed in is left as it was.
 """
 from __future__ import annotations
 
-import contextlib
-import tempfile
-from typing import TYPE_CHECKING, Iterator, Sequence
+import collections
+import json
+from typing import TYPE_CHECKING, Any, Sequence
 
 import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
 from densenet.core.classifier import CheckedClassifier
-from densenet.deploy.export import export_mxnet
-from densenet.modes.block_mode import concat_mode, fast_concat_mode, set_concat_mode
+from densenet.deploy.graphs import (
+    Graph,
+    block_graph,
+    fold_batchnorm,
+    graph_block,
+    legacy_graph,
+    legacy_mode,
+    share_concat_ranges,
+)
+from densenet.modes.block_mode import fast_concat_mode, set_concat_mode
 from densenet.system import runtime
 from densenet.system.hints import Array
 from densenet.system.machine import unsupported
-from densenet.system.mxcompat import cached_graph_json, load_init
+from densenet.system.mxcompat import cached_graph_json, copy_into
 
 if TYPE_CHECKING:
     from densenet.data import FashionMNIST, ImageFolder
@@ -31,61 +41,93 @@ if TYPE_CHECKING:
 PRECISIONS = ('fp32', 'bf16', 'int8')
 
 
-@contextlib.contextmanager
-def legacy_mode() -> Iterator[None]:
-    """Run code under MXNet's legacy (non-numpy) array and shape semantics.
-
-    Yields:
-        None; numpy mode is restored afterwards.
-    """
-    with mx.util.np_array(False), mx.util.np_shape(False):
-        yield
-
-
 class InferenceModel:
-    """A legacy-API SymbolBlock called with numpy-mode arrays, like the model.
+    """A legacy-API graph, called like the model: numpy-mode arrays in, logits out.
+
+    The graph runs as an MXNet CachedOp with static memory and shapes, one per
+    input shape (replanning for another shape costs milliseconds); the ops of
+    the `max_shapes` most recent shapes are kept. Not for concurrent calls from
+    several threads (MXNet's static CachedOps are not).
 
     Args:
-        block: the converted (INT8 or BF16) block.
+        source: the graph, or a SymbolBlock (MXNet's quantized or mixed-precision
+            model) to take it from.
         ctx: its device.
+        max_shapes: how many input shapes keep their compiled op.
     """
 
-    def __init__(self, block: gluon.HybridBlock, ctx: mx.Context) -> None:
-        self.block, self.ctx = block, ctx
+    def __init__(self, source: Graph | gluon.SymbolBlock, ctx: mx.Context,
+                 max_shapes: int = 2) -> None:
+        self.graph = source if isinstance(source, Graph) else block_graph(source)
+        self.ctx, self.max_shapes = ctx, max_shapes
+        names = self.graph.symbol.list_inputs()
+        self._data = names.index(self.graph.data_name)
+        with legacy_mode():
+            self._args = [None if i == self._data else self.graph.params[n].as_in_context(ctx)
+                          for i, n in enumerate(names)]
+        self._ops: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
+        self._inputs: dict[tuple[int, ...], Any] = {}
+
+    def _op(self, shape: tuple[int, ...]) -> Any:
+        """The CachedOp for inputs of `shape` (made on first use)."""
+        op = self._ops.pop(shape, None)
+        if op is None:
+            params = [i for i in range(len(self._args)) if i != self._data]
+            flags = [('static_alloc', True), ('static_shape', True),
+                     ('data_indices', [self._data]), ('param_indices', params)]
+            op = mx.nd.CachedOp(self.graph.symbol, flags)
+        self._ops[shape] = op
+        while len(self._ops) > self.max_shapes:
+            old, _ = self._ops.popitem(last=False)
+            self._inputs.pop(old, None)
+        return op
+
+    def run(self, data: Any) -> Any:
+        """The logits of a legacy array on the model's device.
+
+        Args:
+            data: the batch, a legacy ``mx.nd.NDArray``, float32.
+
+        Returns:
+            The logits, a legacy array.
+        """
+        args = list(self._args)
+        args[self._data] = data
+        with legacy_mode():
+            return self._op(tuple(data.shape))(*args)
+
+    def predict(self, X: onp.ndarray) -> onp.ndarray:
+        """The logits of a numpy batch, as numpy (the engines' call).
+
+        Args:
+            X: the batch, (N, C, H, W).
+
+        Returns:
+            The logits, float32.
+        """
+        shape = tuple(X.shape)
+        if shape not in self._inputs:
+            with legacy_mode():
+                self._inputs[shape] = mx.nd.empty(shape, ctx=self.ctx)
+        buffer = self._inputs[shape]
+        copy_into(buffer, X)
+        return self.run(buffer).asnumpy()
 
     def __call__(self, X: Array | onp.ndarray) -> Array:
         """The logits of a batch.
 
         Args:
-            X: the batch, (N, C, H, W), a numpy-mode or numpy array.
+            X: the batch, (N, C, H, W), a numpy-mode, legacy or numpy array.
 
         Returns:
             The logits, a numpy-mode array on the model's device.
         """
-        data = X.asnumpy() if hasattr(X, 'asnumpy') else onp.asarray(X, dtype=onp.float32)
-        with legacy_mode():
-            out = self.block(mx.nd.array(data, ctx=self.ctx)).asnumpy()
-        return np.array(out, ctx=self.ctx)
-
-
-def _legacy_block(model: CheckedClassifier, input_shape: Sequence[int],
-                  ctx: mx.Context) -> gluon.SymbolBlock:
-    """The model's graph (legacy concat) re-imported as a legacy SymbolBlock.
-
-    `model` itself is left as it was (modes and hybridization restored).
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        with concat_mode(model.net, 'legacy'):
-            sym, params = export_mxnet(model, tmp, 'fp32', input_shape)
-        with legacy_mode():
-            block = gluon.SymbolBlock.imports(sym, ['data'], None, ctx=ctx)
-        # Parameters were saved under numpy shape semantics: load them there,
-        # then hand the values over as legacy arrays.
-        values = {k.split(':', 1)[-1]: v for k, v in mx.npx.load(params).items()}
-        with legacy_mode():
-            for name, p in block.collect_params().items():
-                load_init(p, mx.nd.array(values[name].asnumpy(), ctx=ctx), ctx)
-    return block
+        if not isinstance(X, mx.nd.NDArray):
+            return np.array(self.predict(onp.asarray(X, dtype=onp.float32)), ctx=self.ctx)
+        if X.context != self.ctx or X.dtype != onp.float32:
+            X = X.as_in_context(self.ctx).astype('float32', copy=False)
+        data = X.as_nd_ndarray() if isinstance(X, np.ndarray) else X
+        return self.run(data).as_np_ndarray()
 
 
 def calibration_batches(images: onp.ndarray, batch_size: int = 64,
@@ -134,8 +176,12 @@ def edge_layers(block: gluon.SymbolBlock) -> list[str]:
     Returns:
         The names, which INT8 keeps in fp32.
     """
-    import json
-    nodes = json.loads(cached_graph_json(block))['nodes']
+    return _edge_layers(cached_graph_json(block))
+
+
+def _edge_layers(graph_json: str) -> list[str]:
+    """The first convolution's and the last dense layer's names in a graph's JSON."""
+    nodes = json.loads(graph_json)['nodes']
     layers = [n['name'] for n in nodes if n['op'] in ('Convolution', 'FullyConnected')]
     return [layers[0], layers[-1]]
 
@@ -239,8 +285,11 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
 
     The defaults were chosen by top-1 agreement with fp32 on held-out training
     images: thresholds at a high percentile, with the first convolution (one
-    input channel) and the classifier kept in fp32. The caller's model is not
-    changed.
+    input channel) and the classifier kept in fp32. Before quantization the
+    BatchNorms become depthwise convolutions (`fold_batchnorm`), quantized and
+    fused with their ReLUs like any convolution; after it, the dense blocks'
+    concatenations are spared their rescaling (`share_concat_ranges`). The
+    caller's model is not changed.
 
     Args:
         model: the trained model.
@@ -264,10 +313,11 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
     if calib_mode not in CALIB_MODES:
         raise ValueError(f'calib_mode must be one of {CALIB_MODES}, got {calib_mode!r}')
     ctx = ctx or mx.cpu()
-    block = _legacy_block(model, input_shape, ctx)
-    exclude = edge_layers(block) if keep_edges_fp32 else None
-    batches = calibration_batches(calib_images, resize=input_shape[-1])
+    graph = legacy_graph(model, input_shape)
+    exclude = _edge_layers(graph.symbol.tojson()) if keep_edges_fp32 else None
+    block = graph_block(fold_batchnorm(graph, input_shape), ctx)
     collector = PercentileCollector(percentile) if calib_mode == 'percentile' else None
+    batches = calibration_batches(calib_images, resize=input_shape[-1])
     with legacy_mode():
         data = onp.concatenate(batches)
         calib = mx.io.NDArrayIter(data={'data': mx.nd.array(data)}, batch_size=64)
@@ -275,8 +325,7 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
             block, quantized_dtype=quantized_dtype, quantize_mode='full', calib_data=calib,
             calib_mode='customize' if collector else calib_mode, LayerOutputCollector=collector,
             num_calib_examples=len(data), ctx=ctx, exclude_layers=exclude)
-        qnet.hybridize(static_alloc=True, static_shape=True)
-    return InferenceModel(qnet, ctx)
+    return InferenceModel(share_concat_ranges(block_graph(qnet)), ctx)
 
 
 def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
@@ -300,7 +349,7 @@ def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
     why = unsupported('bf16', runtime.capabilities())
     if why:
         raise RuntimeError(why)
-    block = _legacy_block(model, input_shape, ctx)
+    block = graph_block(legacy_graph(model, input_shape), ctx)
     with legacy_mode():
         from mxnet.contrib import amp
         amp_net = amp.convert_hybrid_block(block, target_dtype='bfloat16', ctx=ctx)
@@ -308,7 +357,6 @@ def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
             # The backend is called MKLDNN in MXNet 1.9.1; an unknown name would
             # silently leave the graph unfused.
             amp_net.optimize_for(mx.nd.zeros(input_shape, ctx=ctx), backend='MKLDNN')
-        amp_net.hybridize(static_alloc=True, static_shape=True)
     return InferenceModel(amp_net, ctx)
 
 
@@ -338,6 +386,30 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
     return fast
 
 
+def fp32_graph_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
+                     ctx: mx.Context | None = None) -> InferenceModel:
+    """fp32 on the CPU as one oneDNN-fused graph: the fastest fp32 inference here.
+
+    The BatchNorms become depthwise convolutions (`fold_batchnorm`), which
+    oneDNN fuses with the ReLUs after them; the values are the model's up to
+    float32 rounding. The caller's model is not changed.
+
+    Args:
+        model: the trained model.
+        input_shape: the shape the graph is traced at.
+        ctx: a CPU context (default: the CPU).
+
+    Returns:
+        The model's graph, fused.
+    """
+    ctx = ctx or mx.cpu()
+    graph = fold_batchnorm(legacy_graph(model, input_shape), input_shape)
+    with legacy_mode():
+        # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1.
+        fused = Graph(graph.symbol.optimize_for('MKLDNN'), graph.params)
+    return InferenceModel(fused, ctx)
+
+
 def inference_model(model: CheckedClassifier, precision: str,
                     calib_images: onp.ndarray | None = None,
                     input_shape: Sequence[int] = (1, 1, 96, 96),
@@ -352,13 +424,16 @@ def inference_model(model: CheckedClassifier, precision: str,
         ctx: the device.
 
     Returns:
-        The model for that precision.
+        The model for that precision: fp32 on a CPU is `fp32_graph_model`, on a GPU
+        `fp32_model`.
 
     Raises:
         ValueError: an unknown precision, or INT8 without calibration images.
         RuntimeError: BF16 on a CPU that cannot run it.
     """
     if precision == 'fp32':
+        if ctx is None or ctx.device_type == 'cpu':
+            return fp32_graph_model(model, input_shape, ctx)
         return fp32_model(model, input_shape, ctx)
     if precision == 'bf16':
         return bf16_model(model, input_shape, ctx)

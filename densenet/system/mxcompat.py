@@ -75,7 +75,22 @@ def cached_graph_json(block: nn.HybridBlock) -> str:
     Returns:
         The graph's JSON.
     """
-    return block._cached_graph[1].tojson()
+    return cached_graph(block).tojson()
+
+
+def cached_graph(block: nn.HybridBlock) -> mx.sym.Symbol:
+    """The output symbol of a SymbolBlock, or of a hybridized block that has run.
+
+    The symbol itself: a JSON round trip loses what AMP's bfloat16 conversion
+    left on the oneDNN subgraph nodes (the reloaded graph computes in float32).
+
+    Args:
+        block: the block.
+
+    Returns:
+        The symbol.
+    """
+    return block._cached_graph[1]
 
 
 def load_init(param: gluon.Parameter, value: Array,
@@ -208,3 +223,16 @@ def mark_gradient_fresh(param: gluon.Parameter, ctx: mx.Context) -> None:
     for arr in param.list_data():
         if arr.ctx == ctx:
             arr._fresh_grad = True
+
+
+def copy_into(array: mx.nd.NDArray, values: Any) -> None:
+    """Copy a numpy array into an existing MXNet array of the same size, synchronously.
+
+    ``array[:] = values`` does the same through the indexing machinery, several
+    times slower for a small batch.
+
+    Args:
+        array: the destination (legacy or numpy-mode).
+        values: a numpy array (converted to `array`'s dtype).
+    """
+    array._sync_copyfrom(values)
