@@ -45,6 +45,7 @@ CONFIGS = {
     'mxnet-fast': ('mxnet', 'fp32', ('train', 'infer')),
     'mxnet-memory-efficient': ('mxnet', 'fp32', ('train',)),
     'mxnet-memory-efficient-fast': ('mxnet', 'fp32', ('train',)),
+    'mxnet-fp32': ('mxnet', 'fp32', ('infer',)),  # inference_model(m, 'fp32'): the rewritten graph
     'mxnet-bf16': ('mxnet', 'bf16', ('infer',)),
     'mxnet-int8': ('mxnet', 'int8', ('infer',)),
     # The exported model on the other CPU engines (densenet.deploy.engines), inference only.
@@ -62,6 +63,8 @@ CONFIGS = {
 _START_RSS = []
 ENGINES = ('onnxruntime', 'openvino')
 EXTRAS = {'onnxruntime': 'onnx', 'openvino': 'openvino'}
+#: The MXNet rows timed through densenet.deploy.engines.engine('mxnet', precision).
+ENGINE_ROUTE = ('mxnet-fp32', 'mxnet-bf16', 'mxnet-int8')
 
 
 def _rss_mb():
@@ -113,15 +116,10 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
             trainer.step(batch)
             npx.waitall()
         return _timed(step, iters, warmup), None
-    net = model
-    if name in ('mxnet-bf16', 'mxnet-int8'):
-        from densenet.deploy.inference import inference_model
-        net = inference_model(model, name.split('-')[1], _calibration(side),
-                              input_shape=(1, 1, side, side))
 
     def infer(Xb):
         def step():
-            out = net(Xb)
+            out = model(Xb)
             out.wait_to_read()
         return step
     return _inference_times(infer, lambda n: np.random.uniform(size=(n, 1, side, side)),
@@ -232,7 +230,10 @@ def planned_mb(name, args, env):
 
 def worker(args):
     framework = CONFIGS[args.worker][0]
-    if framework == 'mxnet':
+    if args.worker in ENGINE_ROUTE:  # numpy in, numpy out, as the other engines are called
+        times, latency = _engine_worker(args.worker, args.batch_size, args.side, args.iters,
+                                        args.warmup, args.model)
+    elif framework == 'mxnet':
         times, latency = _mxnet_worker(args.worker, args.task, args.batch_size, args.side,
                                        args.iters, args.warmup, args.model)
     elif framework in ENGINES:
@@ -359,6 +360,8 @@ def table(recs, desc):
         torch_rows = [r for r in rows if r['framework'] == 'pytorch']
         best32 = max((r['img_s'] for r in torch_rows if r['precision'] == 'fp32'), default=None)
         best = max((r['img_s'] for r in torch_rows), default=None)
+        if not rows and not skipped:  # no configuration of this task was asked for
+            continue
         lines.append(f'\n{task} (batch {rows[0]["batch_size"] if rows else "-"})')
         lines.append('| configuration | precision | img/s (median) | min-max | '
                      + ('latency bs1 ms | bs8 ms | ' if task == 'infer' else 'planned MB | ')
