@@ -125,9 +125,7 @@ def test_memory_efficient_fast_path_trains_like_the_standard_one(tmp_path, real_
     runs = {name: str(tmp_path / name) for name in ('fast', 'imperative', 'me')}
     cli(*args, '--out', runs['fast'])
     cli(*args, '--out', runs['imperative'], '--no-hybridize')
-    # A process of its own: after memory-efficient training, INT8 calibration in the same
-    # process fails in MXNet ("can't generate TBlob for MKLDNN data"); see test_inference.
-    proc = cli(*args, '--out', runs['me'], '--memory-efficient', isolated=True)
+    proc = cli(*args, '--out', runs['me'], '--memory-efficient')
     assert 'Subgraph backend' not in proc.stderr  # MXNet's bind message is muted
     with open(os.path.join(runs['me'], 'summary.json')) as f:
         cfg = json.load(f)['config']
