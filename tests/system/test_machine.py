@@ -1,12 +1,11 @@
 """The machine description: CPU features, oneDNN's ISA cap, precisions, `densenet info`."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from densenet.system import machine
+
+from helpers import cli
 
 XEON_AMX = {'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_tile',
             'amx_int8', 'amx_bf16'}
@@ -58,23 +57,19 @@ def test_dnnl_max_cpu_isa_caps_what_onednn_may_use(cpu):
     assert machine.isa_cap() is None and machine.capabilities()['avx2']
 
 
-def _info(*args, **env):
-    return subprocess.run([sys.executable, '-m', 'densenet', 'info', *args],
-                          env=dict(os.environ, **env), capture_output=True, text=True,
-                          check=True).stdout
-
-
-def test_densenet_info_names_the_cpu_and_what_it_runs():
-    desc = json.loads(_info('--json'))
+def test_densenet_info_names_the_cpu_and_what_it_runs(monkeypatch):
+    desc = json.loads(cli('info', '--json').stdout)
     assert desc['cpu'] == machine.cpuinfo()[0]
     assert set(desc['flags']) <= set(machine.FLAGS)
     assert set(desc['precisions']) == {'fp32', 'int8', 'bf16'}
     assert 'MKLDNN' in desc['mxnet_build'] and desc['mxnet'] == '1.9.1'
     for key in ('omp_num_threads', 'engine', 'gpus', 'cores'):
         assert key in desc
-    text = _info()
+    text = cli('info').stdout
     assert text.splitlines()[0].startswith(desc['cpu'])
-    capped = json.loads(_info('--json', DNNL_MAX_CPU_ISA='AVX2'))
+    # The description reads the cap from the environment when it is asked for.
+    monkeypatch.setenv('DNNL_MAX_CPU_ISA', 'AVX2')
+    capped = json.loads(cli('info', '--json').stdout)
     assert capped['dnnl_max_cpu_isa'] == 'AVX2'
     assert capped['precisions'] == {'fp32': 'AVX2', 'int8': 'AVX2 without VNNI', 'bf16': None}
 

@@ -4,7 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from densenet.system import runtime
+
+# Each check starts new interpreters: what `import densenet` does happens once per process.
+pytestmark = pytest.mark.slow
 
 # Variables the package may set; removed from the children's environment first.
 SET_BY_IMPORT = (*runtime.THREAD_VARS, 'MXNET_ENGINE_TYPE', 'DENSENET_ENGINE',
