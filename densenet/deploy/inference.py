@@ -277,6 +277,14 @@ def default_int8_dtype(caps: dict[str, bool]) -> str:
     return 'auto' if caps['vnni'] or caps['amx'] else 'int8'
 
 
+_MKLDNN_STATE = "We can't generate TBlob for MKLDNN data"
+STALE_ONEDNN_STATE = (
+    'INT8 calibration failed inside MXNet: this process ran imperative (non-hybridized) '
+    'oneDNN layers, such as book-literal training, whose cached state MXNet 1.9.1 then '
+    'misapplies; quantize in a new Python process (`densenet evaluate` and `predict '
+    '--precision int8` each start one)')
+
+
 def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
                input_shape: Sequence[int] = (1, 1, 96, 96), ctx: mx.Context | None = None,
                calib_mode: str = 'percentile', keep_edges_fp32: bool = True,
@@ -307,6 +315,8 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
 
     Raises:
         ValueError: an unknown `calib_mode`.
+        RuntimeError: MXNet's own oneDNN state in this process broke the calibration
+            (`STALE_ONEDNN_STATE`: after imperative training in the same process).
     """
     if quantized_dtype is None:
         quantized_dtype = default_int8_dtype(runtime.capabilities())
@@ -321,10 +331,16 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
     with legacy_mode():
         data = onp.concatenate(batches)
         calib = mx.io.NDArrayIter(data={'data': mx.nd.array(data)}, batch_size=64)
-        qnet = mx.contrib.quantization.quantize_net_v2(
-            block, quantized_dtype=quantized_dtype, quantize_mode='full', calib_data=calib,
-            calib_mode='customize' if collector else calib_mode, LayerOutputCollector=collector,
-            num_calib_examples=len(data), ctx=ctx, exclude_layers=exclude)
+        try:
+            qnet = mx.contrib.quantization.quantize_net_v2(
+                block, quantized_dtype=quantized_dtype, quantize_mode='full',
+                calib_data=calib, calib_mode='customize' if collector else calib_mode,
+                LayerOutputCollector=collector, num_calib_examples=len(data), ctx=ctx,
+                exclude_layers=exclude)
+        except mx.base.MXNetError as e:
+            if _MKLDNN_STATE not in str(e):
+                raise
+            raise RuntimeError(STALE_ONEDNN_STATE) from None
     return InferenceModel(share_concat_ranges(block_graph(qnet)), ctx)
 
 

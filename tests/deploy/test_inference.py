@@ -282,3 +282,28 @@ def test_int8_concatenations_need_no_rescaling(trained):
                 last = nodes[first['inputs'][1][0]]['attrs']  # the previous layer's
                 assert (new['attrs']['min_calib_range'], new['attrs']['max_calib_range']) \
                     == (last['min_calib_range'], last['max_calib_range'])
+
+
+def test_int8_calibration_broken_by_mxnet_state_says_what_to_do(monkeypatch):
+    """After book-literal (imperative) training, MXNet 1.9.1's oneDNN state can make a
+    later calibration in the same process fail inside MXNet (seen after `train
+    --no-hybridize`, a hybridized run and an imperative evaluation, calibrating at the
+    batch shape the first run used); the error then names the cause and the fix."""
+    from densenet.deploy import inference
+
+    def broken(*args, **kwargs):
+        raise mx.base.MXNetError("Check failed: !IsMKLDNNData(): We can't generate TBlob "
+                                 'for MKLDNN data. Please use Reorder2Default()')
+    monkeypatch.setattr(mx.contrib.quantization, 'quantize_net_v2', broken)
+    model = DenseNet()
+    model.net(np.zeros((1, 1, 32, 32)))
+    images = onp.zeros((8, 28, 28), dtype='uint8')
+    with pytest.raises(RuntimeError, match='quantize in a new Python process') as e:
+        inference.int8_model(model, images, input_shape=(1, 1, 32, 32))
+    assert e.value.__cause__ is None and 'imperative' in str(e.value)
+
+    def other(*args, **kwargs):
+        raise mx.base.MXNetError('some other failure')
+    monkeypatch.setattr(mx.contrib.quantization, 'quantize_net_v2', other)
+    with pytest.raises(mx.base.MXNetError, match='some other failure'):
+        inference.int8_model(model, images, input_shape=(1, 1, 32, 32))
