@@ -281,8 +281,9 @@ _MKLDNN_STATE = "We can't generate TBlob for MKLDNN data"
 STALE_ONEDNN_STATE = (
     'INT8 calibration failed inside MXNet: this process ran imperative (non-hybridized) '
     'oneDNN layers, such as book-literal training, whose cached state MXNet 1.9.1 then '
-    'misapplies; quantize in a new Python process (`densenet evaluate` and `predict '
-    '--precision int8` each start one)')
+    'misapplies in its fused fully-connected layer; quantize in a new Python process '
+    '(`densenet evaluate` and `predict --precision int8` each start one), or start this '
+    'one with MXNET_DISABLE_MKLDNN_FC_OPT=1 (read when MXNet loads)')
 
 
 def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
