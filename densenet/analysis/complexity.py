@@ -19,7 +19,7 @@ from typing import Any
 import mxnet as mx
 from mxnet.gluon import nn
 
-from densenet.core.classifier import CheckedClassifier
+from densenet.core.classifier import CheckedClassifier, network
 
 #: The operators whose multiply-accumulates are counted.
 COUNTED_OPS = ('Convolution', 'FullyConnected')
@@ -41,18 +41,6 @@ class GraphNode:
     inputs: tuple[int, ...]
     shape: tuple[int, ...]
     attrs: dict[str, str]
-
-
-def network(model: CheckedClassifier | nn.Block) -> nn.Block:
-    """The Gluon network of a model (its ``.net``), or `model` itself if it is a network.
-
-    Args:
-        model: a model or a network.
-
-    Returns:
-        The network.
-    """
-    return model.net if isinstance(model, CheckedClassifier) else model
 
 
 def trace(block: nn.Block) -> mx.sym.Symbol:

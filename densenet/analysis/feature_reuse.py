@@ -34,10 +34,10 @@ import numpy as onp
 from mxnet import autograd, np
 from mxnet.gluon import nn
 
+from densenet.analysis.complexity import input_channels
 from densenet.core.blocks import DenseBlock
-from densenet.core.classifier import min_input_size
+from densenet.core.classifier import min_input_size, network
 from densenet.errors import UsageError
-from densenet.models.registry import default_cfg
 from densenet.system.files import atomic_text, pyplot, save_figure
 from densenet.system.mxcompat import leaves
 
@@ -90,16 +90,13 @@ def _has_deferred_shapes(net: nn.Block) -> bool:
     return any(0 in p.shape or -1 in p.shape for p in net.collect_params().values())
 
 
-def _fix_shapes(model: Any, net: nn.Block) -> None:
+def _fix_shapes(net: nn.Block) -> None:
     """One forward pass of zeros at the network's smallest side, so that every
     deferred shape is known (the weights' values do not change)."""
-    stem = next(iter(net.collect_params().values()))
-    channels = stem.shape[1] if stem.shape[1] > 0 else (
-        getattr(model, 'registry_kwargs', {}).get('in_channels')
-        or default_cfg(getattr(model, 'registry_name', 'book')).channels)
     side = min_input_size(net)
+    ctx = next(iter(net.collect_params().values())).list_ctx()[0]
     with autograd.pause():
-        net(np.zeros((1, channels, side, side), ctx=stem.list_ctx()[0]))
+        net(np.zeros((1, input_channels(net), side, side), ctx=ctx))
 
 
 def _per_channel(layer: nn.Block) -> onp.ndarray:
@@ -110,8 +107,9 @@ def _per_channel(layer: nn.Block) -> onp.ndarray:
 
 def _block_reuse(number: int, block: DenseBlock, exit_layer: nn.Block,
                  exit_name: str) -> BlockReuse:
-    firsts = [_weighted(list(leaves(layer)))[0] for layer in block.net]
-    widths = [_weighted(list(leaves(layer)))[-1].weight.shape[0] for layer in block.net]
+    weighted = [_weighted(list(leaves(layer))) for layer in block.net]
+    firsts = [layers[0] for layers in weighted]
+    widths = [layers[-1].weight.shape[0] for layers in weighted]
     bounds = [firsts[0].weight.shape[1]]
     for width in widths:
         bounds.append(bounds[-1] + width)
@@ -154,9 +152,9 @@ def feature_reuse(model: Any) -> list[BlockReuse]:
             is not followed by a convolution or Dense layer, or the channel counts do not
             add up as the blocks' concatenation does.
     """
-    net = getattr(model, 'net', model)
+    net = network(model)
     if _has_deferred_shapes(net):
-        _fix_shapes(model, net)
+        _fix_shapes(net)
     units = list(_units(net))
     blocks = [i for i, unit in enumerate(units) if isinstance(unit, DenseBlock)]
     if not blocks:
@@ -164,7 +162,7 @@ def feature_reuse(model: Any) -> list[BlockReuse]:
                          'DenseNet')
     out = []
     for number, i in enumerate(blocks, start=1):
-        after = _weighted([u for u in units[i + 1:(blocks + [len(units)])[number]]])
+        after = _weighted(units[i + 1:(blocks + [len(units)])[number]])
         if not after:
             raise UsageError(f'dense block {number} is followed by no convolution or Dense '
                              'layer before the next block')

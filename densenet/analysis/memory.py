@@ -37,9 +37,9 @@ from typing import Sequence
 import mxnet as mx
 from mxnet.gluon import nn
 
-from densenet.analysis.complexity import GraphNode, graph_nodes, input_channels, network
+from densenet.analysis.complexity import GraphNode, graph_nodes, input_channels
 from densenet.core.blocks import DenseBlock
-from densenet.core.classifier import CheckedClassifier
+from densenet.core.classifier import CheckedClassifier, network
 from densenet.system.files import pyplot, save_figure
 
 #: Operators whose backward reads their (non-parameter) inputs.

@@ -270,3 +270,16 @@ class CheckedClassifier(d2l.Classifier):
         """
         self.check_labels(Y)
         return super().loss(Y_hat, Y, averaged)
+
+
+def network(model: CheckedClassifier | nn.Block) -> nn.Block:
+    """The Gluon network of a model (its ``.net``), or `model` itself if it is a network
+    or a block (a DenseBlock's own ``.net`` holds only its layers).
+
+    Args:
+        model: a model or a network.
+
+    Returns:
+        The network.
+    """
+    return model.net if isinstance(model, CheckedClassifier) else model

@@ -30,7 +30,7 @@ from mxnet import autograd, np
 from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock
-from densenet.core.classifier import CheckedClassifier
+from densenet.core.classifier import CheckedClassifier, network
 from densenet.errors import UsageError
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
@@ -203,12 +203,6 @@ def memory_efficient_path(net: nn.HybridSequential, X: Array) -> Array | None:
     return train_forward(net, X) if recomputes(net) else None
 
 
-def _network(model_or_net: CheckedClassifier | nn.Block) -> nn.Block:
-    """The Gluon network of a DenseNet model (its ``.net``), or `model_or_net` itself (a
-    network or a block: a DenseBlock's own ``.net`` holds only its layers)."""
-    return model_or_net.net if isinstance(model_or_net, CheckedClassifier) else model_or_net
-
-
 def set_memory_efficient(net: M, flag: bool = True) -> M:
     """Turn every DenseBlock's memory-efficient mode on or off.
 
@@ -231,7 +225,7 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
         ValueError: the network has dropout layers, which cannot be recomputed.
         UsageError: turning it on for a network without dense blocks (a ResNet).
     """
-    model, net = net, _network(net)
+    model, net = net, network(net)
     if flag and not dense_blocks(net):
         raise UsageError(f'memory_efficient recomputes the layers of dense blocks, and this '
                          f'{type(model).__name__} has none')
@@ -309,7 +303,7 @@ def set_concat_mode(net: M, mode: str) -> M:
     """
     if mode not in CONCAT_MODES:
         raise ValueError(f'concat mode must be one of {CONCAT_MODES}, got {mode!r}')
-    model, net = net, _network(net)
+    model, net = net, network(net)
     for block in dense_blocks(net):
         _change(block, concat=mode)
     _retrace(net)
