@@ -14,6 +14,7 @@ from densenet.deploy.engines import ENGINES, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
 from densenet.models.params import load_model
+from densenet.models.preprocess import Preprocess
 from densenet.models.pretrained import pretrained_path
 from densenet.models.registry import list_models
 from densenet.modes import prepare_model
@@ -143,8 +144,9 @@ def eval_data(args: argparse.Namespace, meta: dict[str, Any], batch_size: int) -
     if folder:
         run_data = meta.get('data') or {}
         same = run_data.get('root') and os.path.abspath(folder) == run_data['root']
-        data = ImageFolder(folder, batch_size=batch_size, resize=meta['input_size'],
-                           channels=meta['channels'],
+        pre = Preprocess.from_meta(meta)
+        data = ImageFolder(folder, batch_size=batch_size, resize=pre.input_size,
+                           channels=pre.channels, convert=pre.convert is not None,
                            val_split=run_data.get('val_split', 0.2) if same else 0.2,
                            seed=run_data.get('seed', 0) if same else 0,
                            val_limit=getattr(args, 'limit', None))

@@ -8,6 +8,7 @@ from typing import Any
 from densenet.cli.common import add_params_flags, input_shape, load_trained
 from densenet.deploy.export import FORMATS, export
 from densenet.errors import UsageError
+from densenet.models.preprocess import Preprocess
 
 
 def add_parser(sub: Any) -> None:
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
     model, meta, _ = load_trained(args, 'cpu')
-    for path in export(model, args.out, args.format, input_shape=input_shape(meta)):
+    for path in export(model, args.out, args.format, input_shape=input_shape(meta),
+                       preprocess=Preprocess.from_meta(meta)):
         print(path)
     return 0

@@ -6,7 +6,8 @@ import argparse
 import os
 from typing import Any
 
-from mxnet import npx
+import numpy as onp
+from mxnet import np
 
 from densenet.cli.common import (
     MXOutputs,
@@ -18,11 +19,10 @@ from densenet.cli.common import (
     input_shape,
     load_trained,
 )
-from densenet.data.batches import to_tensor
 from densenet.data.images import read_image
-from densenet.data.inputs import read_for_model
 from densenet.deploy.engines import engine
 from densenet.deploy.inference import calibration_images
+from densenet.models.preprocess import Preprocess
 
 
 def add_parser(sub: Any) -> None:
@@ -32,8 +32,11 @@ def add_parser(sub: Any) -> None:
     add_engine_flags(p)
     p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files (int8: the '
                                       'calibration images of a Fashion-MNIST model)')
-    p.add_argument('images', nargs='+', help='PNG/JPEG files (for the Fashion-MNIST models '
-                                             'ideally 28x28 grayscale)')
+    p.add_argument('--no-convert', action='store_true',
+                   help="skip the photo conversion of a Fashion-MNIST model (trim a uniform "
+                        "background, negate a light one, fit into 28x28), which is made "
+                        "only where an image is not already 28x28 on a dark background")
+    p.add_argument('images', nargs='+', help='PNG/JPEG/... files of any size and mode')
 
 
 def _calibration(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
@@ -56,13 +59,22 @@ def run(args: argparse.Namespace) -> int:
     if not on_mxnet_fp32:
         calib = _calibration(args, meta) if args.precision == 'int8' else None
         model = MXOutputs(engine(model, args.engine, args.precision, calib, input_shape(meta)))
-    images = [read_for_model(meta, p) for p in args.images]
-    side = meta['input_size']
-    names = [str(c) for c in meta['classes']]
-    for path, (image, notes) in zip(args.images, images):
-        X = to_tensor(image[None], (side, side))
-        p = npx.softmax(model(X.as_in_context(ctxs[0])), axis=1).asnumpy()[0]
+    pre = Preprocess.from_meta(meta)
+    for path in args.images:
+        X, (notes,) = pre([path], convert=not args.no_convert)
+        logits = model(np.array(X, ctx=ctxs[0])).asnumpy()[0].astype(onp.float64)
+        p = onp.exp(logits - logits.max())
+        p /= p.sum()
         c = int(p.argmax())
-        note = f'  (note: {", ".join(notes)})' if notes else ''
-        print(f'{path}: {names[c]} ({p[c]:.3f}){note}')
+        print(f'{path}: {pre.classes[c]} ({p[c]:.3f}){_note(pre, notes, args.no_convert)}')
     return 0
+
+
+def _note(pre: Preprocess, notes: list[str], no_convert: bool) -> str:
+    """What was done to an image before the model saw it, as the end of its line."""
+    if not notes:
+        return ''
+    if pre.convert and not no_convert and any(n.startswith('fit ') for n in notes):
+        return (f'  (made like Fashion-MNIST from a photo: {", ".join(notes)}; '
+                '--no-convert skips this)')
+    return f'  (note: {", ".join(notes)})'

@@ -28,6 +28,8 @@ from densenet.data.batches import (
     training_part,
     validation_part,
 )
+from densenet.data.images import read_image
+from densenet.data.inputs import as_fashion_mnist
 from densenet.errors import UsageError
 from densenet.system.files import atomic_text
 
@@ -151,21 +153,23 @@ def stratified_split(labels: onp.ndarray, val_share: float,
     return onp.sort(onp.concatenate(train)), onp.sort(onp.concatenate(val))
 
 
-def _decode(job: tuple[str, int]) -> onp.ndarray | str:
+def _decode(job: tuple[str, int, bool]) -> onp.ndarray | str:
     """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side): an
     unreadable file and one over the pixel limit alike."""
-    from densenet.data.images import ImageError, read_image
-    path, channels = job
+    from densenet.data.images import ImageError
+    path, channels, convert = job
     try:
+        if convert:  # a Fashion-MNIST model's photos, made like its training images
+            return as_fashion_mnist(path)[0]
         return read_image(path, channels)[0]
     except ImageError as e:
         return str(e)
 
 
-def _decoded(paths: Sequence[str], channels: int,
-             num_workers: int | None) -> Iterator[onp.ndarray | str]:
+def _decoded(paths: Sequence[str], channels: int, num_workers: int | None,
+             convert: bool = False) -> Iterator[onp.ndarray | str]:
     """The decoded files in order, from `num_workers` processes (0 or None: this one)."""
-    jobs = [(p, channels) for p in paths]
+    jobs = [(p, channels, convert) for p in paths]
     if not num_workers:
         yield from map(_decode, jobs)
         return
@@ -185,13 +189,15 @@ def default_cache_dir() -> str:
         os.path.expanduser('~'), '.cache', 'densenet', 'image-folder')
 
 
-def _cache_key(paths: Sequence[str], side: int, channels: int) -> str:
+def _cache_key(paths: Sequence[str], side: int, channels: int, convert: bool = False) -> str:
     """The cache's name: every file's path, size and time, the side and channels, and the
     pixel limit when it is not PIL's default (it decides which files are unreadable)."""
     from PIL import Image
 
     from densenet.data.images import max_image_pixels
-    parts: list[int | None] = [CACHE_VERSION, side, channels]
+    parts: list[int | str | None] = [CACHE_VERSION, side, channels]
+    if convert:
+        parts.append('fashion-mnist photos')
     limit = max_image_pixels()  # a bad DENSENET_MAX_IMAGE_PIXELS stops here, before decoding
     if limit != Image.MAX_IMAGE_PIXELS:
         parts.append(limit)
@@ -205,7 +211,8 @@ def _cache_key(paths: Sequence[str], side: int, channels: int) -> str:
 def decode_to_cache(paths: Sequence[str], side: int, channels: int,
                     cache_dir: str | None = None, num_workers: int | None = None,
                     skip_bad_images: bool = False,
-                    log: Callable[[str], object] = print) -> tuple[onp.ndarray, list[int]]:
+                    log: Callable[[str], object] = print,
+                    convert: bool = False) -> tuple[onp.ndarray, list[int]]:
     """Decode and resize every file once, into an on-disk cache.
 
     The cache is keyed by every file's path, size and modification time, the
@@ -220,6 +227,9 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
         num_workers: decoding processes (default: one per core).
         skip_bad_images: leave unreadable files out instead of stopping.
         log: where notes go.
+        convert: make each file a Fashion-MNIST image first
+            (`densenet.data.inputs.as_fashion_mnist`: photos converted as the
+            dataset's were); `channels` must be 1.
 
     Returns:
         (uint8 memmap (N, side, side[, 3]), indices of the unreadable files).
@@ -229,7 +239,7 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
     """
     from mxnet import np, npx
     cache_dir = cache_dir or default_cache_dir()
-    key = _cache_key(paths, side, channels)
+    key = _cache_key(paths, side, channels, convert)
     array_path = os.path.join(cache_dir, key + '.npy')
     bad_path = os.path.join(cache_dir, key + '.json')
     if os.path.isfile(array_path) and os.path.isfile(bad_path):
@@ -247,7 +257,7 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
     bad = []
     workers = os.cpu_count() if num_workers is None else num_workers
     try:
-        for i, image in enumerate(_decoded(paths, channels, workers)):
+        for i, image in enumerate(_decoded(paths, channels, workers, convert)):
             if isinstance(image, str):
                 if not skip_bad_images:
                     raise UsageError(f'{image}; remove it, or pass --skip-bad-images to train '
@@ -316,6 +326,9 @@ class ImageFolder(d2l.DataModule):
         erase: random erasing of this share of the training images.
         val_limit: validate on this many images, spread evenly over the validation
             split (`densenet.data.batches.validation_part`); None: all of them.
+        convert: read every file as a Fashion-MNIST image (photos converted as the
+            dataset's were: `densenet.data.inputs.as_fashion_mnist`), for a model
+            trained on Fashion-MNIST.
 
     Raises:
         UsageError: a folder that cannot be trained on (see `scan`), a bad
@@ -329,7 +342,7 @@ class ImageFolder(d2l.DataModule):
                  shard: tuple[int, int] | None = None, num_workers: int | None = None,
                  skip_bad_images: bool = False, cache_dir: str | None = None,
                  log: Callable[[str], object] = print, erase: float = 0.0,
-                 val_limit: int | None = None) -> None:
+                 val_limit: int | None = None, convert: bool = False) -> None:
         super().__init__(root=root, num_workers=num_workers)
         self.save_hyperparameters()
         side = resize[0] if isinstance(resize, (tuple, list)) else int(resize)
@@ -345,8 +358,11 @@ class ImageFolder(d2l.DataModule):
         self.name = 'folder:' + os.path.basename(os.path.abspath(root))
         paths = [p for p, _ in items + (val_items or [])]
         labels = onp.array([c for _, c in items + (val_items or [])], dtype=onp.int32)
+        if convert and channels != 1:
+            raise UsageError('convert makes Fashion-MNIST images, which have 1 channel, '
+                             f'not {channels}')
         images, bad = decode_to_cache(paths, side, channels, cache_dir, num_workers,
-                                      skip_bad_images, log)
+                                      skip_bad_images, log, convert)
         good = onp.ones(len(paths), bool)
         good[bad] = False
         if val_items is None:

@@ -1,6 +1,13 @@
 """Ship a trained model: MXNet symbol + params, ONNX, and OpenVINO's IR (.xml + .bin,
 converted from the ONNX export).
 
+Each export carries the model's preprocessing (`densenet.models.preprocess.Preprocess`:
+side, channels, class names, resize, scaling, polarity, photo conversion), every
+field under its own name with a JSON value: in ONNX's ``metadata_props`` (ONNX
+Runtime's ``get_modelmeta().custom_metadata_map``), in OpenVINO's runtime info
+under ``densenet`` (``model.get_rt_info(['densenet', 'classes'])``), and for
+MXNet in ``NAME-preprocess.json`` beside the symbol.
+
 MXNet 1.9.1's ONNX exporter has no converter for the numpy-mode
 ``_npi_concatenate`` that the book's dense block records, nor for the ``_npi_add``
 of a residual block (``d2l_resnet18``); `register_onnx_converters` adds them (they
@@ -10,6 +17,7 @@ the model's own graph, unchanged.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import tempfile
 from types import ModuleType
@@ -21,8 +29,9 @@ from mxnet import gluon, np
 
 from densenet.core.classifier import CheckedClassifier
 from densenet.errors import UsageError
+from densenet.models.preprocess import Preprocess
 from densenet.modes.block_mode import concat_mode
-from densenet.system.files import disk_full_as_error
+from densenet.system.files import atomic_text, disk_full_as_error
 from densenet.system.mxcompat import onnx_converters, onnx_node_inputs
 
 FORMATS = ('mxnet', 'onnx', 'openvino')
@@ -64,10 +73,23 @@ def _input_shape(model: CheckedClassifier,
     return (1, channels, side, side)
 
 
+def metadata(preprocess: Preprocess) -> dict[str, str]:
+    """The preprocessing as an export's metadata: each field's name and its JSON value.
+
+    Args:
+        preprocess: the model's preprocessing.
+
+    Returns:
+        {field: JSON text}, e.g. {'input_size': '64', 'classes': '["t-shirt", ...]'}.
+    """
+    return {k: json.dumps(v) for k, v in preprocess.to_dict().items()}
+
+
 def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
-                 input_shape: Sequence[int] | None = None) -> tuple[str, ...]:
+                 input_shape: Sequence[int] | None = None,
+                 preprocess: Preprocess | None = None) -> tuple[str, ...]:
     """Trace once (hybridized for the trace only) and write ``name-symbol.json`` +
-    ``name-0000.params``."""
+    ``name-0000.params`` (and ``name-preprocess.json`` with `preprocess`)."""
     shape = _input_shape(model, input_shape)
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
@@ -79,6 +101,9 @@ def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
         for f in (f'{name}-symbol.json', f'{name}-0000.params'):
             os.replace(os.path.join(tmp, f), os.path.join(out_dir, f))
             paths.append(os.path.join(out_dir, f))
+    if preprocess is not None:
+        paths.append(os.path.join(out_dir, f'{name}-preprocess.json'))
+        atomic_text(paths[-1], json.dumps(preprocess.to_dict(), indent=1))
     return tuple(paths)
 
 
@@ -89,8 +114,9 @@ def load_mxnet(symbol_file: str, params_file: str,
                                      ctx=ctx or mx.cpu())
 
 
-def _declare_opset(path: str) -> None:
-    """Declare the opset the converters wrote for, not onnx's newest.
+def _finish_onnx(path: str, props: dict[str, str]) -> None:
+    """Declare the opset the converters wrote for, not onnx's newest, and add `props`
+    to the model's ``metadata_props``.
 
     MXNet 1.9.1 stamps the installed onnx's newest opset (19 for onnx 1.14) on
     nodes converted by its opset-13 table; runtimes then look for e.g.
@@ -106,13 +132,16 @@ def _declare_opset(path: str) -> None:
     inputs = [i for i in model.graph.input if i.name not in weights]
     del model.graph.input[:]
     model.graph.input.extend(inputs)
+    onnx.helper.set_model_props(model, props)
     onnx.checker.check_model(model)
     onnx.save(model, path)
 
 
 def export_onnx(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
-                input_shape: Sequence[int] | None = None, dynamic_batch: bool = True) -> str:
-    """Write ``name.onnx``; with `dynamic_batch` the batch axis is symbolic."""
+                input_shape: Sequence[int] | None = None, dynamic_batch: bool = True,
+                preprocess: Preprocess | None = None) -> str:
+    """Write ``name.onnx``; with `dynamic_batch` the batch axis is symbolic; with
+    `preprocess` its fields are the model's ``metadata_props``."""
     register_onnx_converters()
     shape = _input_shape(model, input_shape)
     os.makedirs(out_dir, exist_ok=True)
@@ -124,7 +153,7 @@ def export_onnx(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
             kwargs = dict(dynamic=True, dynamic_input_shapes=[(None,) + shape[1:]])
         tmp_onnx = os.path.join(tmp, name + '.onnx')
         mx.onnx.export_model(sym, params, [shape], [onp.float32], tmp_onnx, **kwargs)
-        _declare_opset(tmp_onnx)
+        _finish_onnx(tmp_onnx, metadata(preprocess) if preprocess else {})
         os.replace(tmp_onnx, final)
     return final
 
@@ -152,7 +181,8 @@ def import_extra(module: str, needed_by: str, name: str, extra: str) -> ModuleTy
 
 
 def export_openvino(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
-                    input_shape: Sequence[int] | None = None) -> tuple[str, str]:
+                    input_shape: Sequence[int] | None = None,
+                    preprocess: Preprocess | None = None) -> tuple[str, str]:
     """Write OpenVINO's IR, ``name.xml`` + ``name.bin``, converted from the ONNX export.
 
     The weights stay float32 (``save_model`` would halve them to float16 by
@@ -163,6 +193,8 @@ def export_openvino(model: CheckedClassifier, out_dir: str, name: str = 'densene
         out_dir: the folder to write into (created if missing).
         name: the files' stem.
         input_shape: the shape of one batch, (1, C, H, W); default: the model's.
+        preprocess: the model's preprocessing, written into the runtime info under
+            ``densenet``.
 
     Returns:
         The paths of the .xml and the .bin.
@@ -174,9 +206,10 @@ def export_openvino(model: CheckedClassifier, out_dir: str, name: str = 'densene
     ov = import_extra('openvino', '--format openvino', 'OpenVINO', 'openvino')
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        onnx_path = export_onnx(model, tmp, name, input_shape)
-        ov.save_model(ov.convert_model(onnx_path), os.path.join(tmp, name + '.xml'),
-                      compress_to_fp16=False)
+        ir = ov.convert_model(export_onnx(model, tmp, name, input_shape))
+        for key, value in (metadata(preprocess) if preprocess else {}).items():
+            ir.set_rt_info(value, ['densenet', key])
+        ov.save_model(ir, os.path.join(tmp, name + '.xml'), compress_to_fp16=False)
         paths = []
         for ext in ('.bin', '.xml'):  # the .xml last: it names a complete .bin
             os.replace(os.path.join(tmp, name + ext), os.path.join(out_dir, name + ext))
@@ -185,8 +218,12 @@ def export_openvino(model: CheckedClassifier, out_dir: str, name: str = 'densene
 
 
 def export(model: CheckedClassifier, out_dir: str, fmt: str = 'mxnet', name: str = 'densenet',
-           input_shape: Sequence[int] | None = None) -> tuple[str, ...]:
+           input_shape: Sequence[int] | None = None,
+           preprocess: Preprocess | None = None) -> tuple[str, ...]:
     """Export `model` in format 'mxnet', 'onnx' or 'openvino'; returns the written paths.
+
+    With `preprocess` (the model's, `Preprocess.from_meta`), every format carries it
+    (see the module).
 
     Raises:
         ValueError: `fmt` is not one of `FORMATS`.
@@ -202,10 +239,10 @@ def export(model: CheckedClassifier, out_dir: str, fmt: str = 'mxnet', name: str
     try:
         with disk_full_as_error(target):  # DiskFull names the file; nothing half-written stays
             if fmt == 'mxnet':
-                return export_mxnet(model, out_dir, name, input_shape)
+                return export_mxnet(model, out_dir, name, input_shape, preprocess)
             if fmt == 'openvino':
-                return export_openvino(model, out_dir, name, input_shape)
-            return (export_onnx(model, out_dir, name, input_shape),)
+                return export_openvino(model, out_dir, name, input_shape, preprocess)
+            return (export_onnx(model, out_dir, name, input_shape, preprocess=preprocess),)
     except BaseException:
         if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
             os.rmdir(out_dir)

@@ -17,13 +17,12 @@ from mxnet.gluon import nn
 
 from densenet.core.classifier import CheckedClassifier
 from densenet.errors import UsageError
+from densenet.models.preprocess import Preprocess
 from densenet.system.files import atomic_text, atomic_write
 from densenet.system.hints import Array
 from densenet.system.mxcompat import load_arrays
 
 META_VERSION = 1
-#: Inputs are ToTensor's values: pixels / 255, no mean or std subtracted.
-TO_TENSOR: dict[str, float] = {'scale': 1 / 255, 'mean': 0.0, 'std': 1.0}
 #: What a params file with neither metadata nor summary.json is taken to be:
 #: the book's DenseNet on Fashion-MNIST at the book's 96x96.
 LEGACY: dict[str, Any] = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
@@ -59,8 +58,15 @@ def describe(model: CheckedClassifier, input_size: int, classes: Iterable[str],
     kwargs: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v
                               for k, v in model.registry_kwargs.items()}
     return {'format': META_VERSION, 'model': model.registry_name, 'kwargs': kwargs,
-            'input_size': int(input_size), 'channels': int(kwargs['in_channels']),
-            'classes': list(classes), 'dataset': dataset, 'normalize': dict(TO_TENSOR), **extra}
+            **_inputs(dataset, input_size, int(kwargs['in_channels']), classes), **extra}
+
+
+def _inputs(dataset: str | None, input_size: int, channels: int,
+            classes: Iterable[str]) -> dict[str, Any]:
+    """The metadata's input fields: side, channels, classes, dataset and preprocessing."""
+    pre = Preprocess.for_dataset(dataset, input_size, channels, list(classes))
+    return {'input_size': pre.input_size, 'channels': int(channels),
+            'classes': list(pre.classes), 'dataset': dataset, 'preprocess': pre.steps()}
 
 
 def save(model: CheckedClassifier, path: str, meta: dict[str, Any]) -> None:
@@ -99,7 +105,7 @@ def read_meta(params: str) -> dict[str, Any] | None:
         if 'model' in saved:
             return saved['model']
         from densenet.data.fashion_mnist import CLASSES
-        return dict(LEGACY, input_size=saved['config']['resize'], classes=list(CLASSES))
+        return dict(LEGACY, **_inputs('fashion-mnist', saved['config']['resize'], 1, CLASSES))
     return None
 
 
@@ -249,12 +255,12 @@ def load_model(path: str, model_name: str | None = None,
                     [str(i) for i in range(shapes['num_classes'])]))
         from densenet.models.registry import default_cfg
         meta = {'model': model_name, 'kwargs': {**(model_args or {}), **shapes},
-                'input_size': (meta or {}).get('input_size', default_cfg(model_name).input_size),
-                'channels': shapes['in_channels'], 'classes': classes,
-                'dataset': (meta or {}).get('dataset'), 'normalize': dict(TO_TENSOR)}
+                **_inputs((meta or {}).get('dataset'), (meta or {}).get(
+                    'input_size', default_cfg(model_name).input_size),
+                    shapes['in_channels'], classes)}
     elif meta is None:
         from densenet.data.fashion_mnist import CLASSES
-        meta = dict(LEGACY, classes=list(CLASSES))
+        meta = dict(LEGACY, **_inputs('fashion-mnist', LEGACY['input_size'], 1, CLASSES))
     model = build(meta)
     load_parameters(model, path, ctx=ctx)
     if not all_finite(model.net):
