@@ -81,8 +81,9 @@ def _d2l_resnet18(num_classes: int = 10,
 
 MODELS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in [
     ModelCfg('book', _book, 96, 29, 1, 10, 'fashion-mnist',
-             doc="the book's DenseNet (d2l 8.7), unchanged: 4 blocks of 4 layers, k=32; "
-                 "transition_pool='max' max-pools in the transitions"),
+             doc="the book's DenseNet (d2l 8.7), unchanged: 4 blocks of 4 layers, k=32, "
+                 "average pooling in the transitions (the option transition_pool='max' "
+                 "max-pools)"),
     ModelCfg('densenet121', densenet121, 224, 29, 3, 1000, 'imagenet', 7_978_856,
              doc='DenseNet-BC-121 (k=32), the Gluon zoo layout'),
     ModelCfg('densenet161', densenet161, 224, 29, 3, 1000, 'imagenet', 28_681_000,
