@@ -69,6 +69,7 @@ def test_cli_export(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith('densenet.onnx')
     assert main(['export', '--params', params, '--out', str(tmp_path / 'mx')]) == 0
     assert sorted(os.listdir(tmp_path / 'mx')) == ['densenet-0000.params',
+                                                  'densenet-preprocess.json',
                                                   'densenet-symbol.json']
     assert main(['export', '--params', params, '--out', str(tmp_path / 'x'),
                  '--resize', '20']) == 2
