@@ -28,7 +28,7 @@ from densenet.data.batches import (
     training_part,
     validation_part,
 )
-from densenet.data.images import read_image
+from densenet.data.images import ImageError, is_grayscale, max_image_pixels, read_image
 from densenet.data.inputs import as_fashion_mnist
 from densenet.errors import UsageError
 from densenet.system.files import atomic_text
@@ -156,7 +156,6 @@ def stratified_split(labels: onp.ndarray, val_share: float,
 def _decode(job: tuple[str, int, bool]) -> onp.ndarray | str:
     """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side): an
     unreadable file and one over the pixel limit alike."""
-    from densenet.data.images import ImageError
     path, channels, convert = job
     try:
         if convert:  # a Fashion-MNIST model's photos, made like its training images
@@ -194,7 +193,6 @@ def _cache_key(paths: Sequence[str], side: int, channels: int, convert: bool = F
     pixel limit when it is not PIL's default (it decides which files are unreadable)."""
     from PIL import Image
 
-    from densenet.data.images import max_image_pixels
     parts: list[int | str | None] = [CACHE_VERSION, side, channels]
     if convert:
         parts.append('fashion-mnist photos')
@@ -349,8 +347,9 @@ class ImageFolder(d2l.DataModule):
         classes, items, val_items, ignored = scan(root, 'ImageFolder')
         if ignored:
             log(f'{root}: ignored {ignored} file(s) that are not images ({", ".join(EXTENSIONS)})')
+        if channels is None and convert:
+            channels = 1  # Fashion-MNIST's images, whatever the files are
         if channels is None:
-            from densenet.data.images import is_grayscale
             channels = 1 if all(is_grayscale(p) for p, _ in items + (val_items or [])) else 3
         if channels not in (1, 3):
             raise UsageError(f'channels must be 1 or 3, got {channels}')

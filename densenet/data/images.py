@@ -5,8 +5,9 @@ becomes almost all 255) and drops alpha onto whatever the colour channels
 hold. Here every mode keeps its real range: 16-bit values are scaled by
 255/65535, 32-bit integers by their PNG/TIFF 16-bit range as well, floats are
 read as [0, 1] (or [0, 255] when they exceed 1); palette images are expanded;
-transparent pixels are composited onto black, Fashion-MNIST's background; the
-EXIF orientation is applied.
+transparent pixels are composited onto black, Fashion-MNIST's background (onto
+white for the photo conversion of `densenet.data.inputs`, whose photos had
+white backgrounds); the EXIF orientation is applied.
 
 Huge images: a file whose width x height exceeds a pixel limit is refused
 before it is decoded, with an `ImageError` naming the file, its size and the
@@ -119,11 +120,12 @@ def _open(path: str | os.PathLike[str]) -> PILImage:
     return ImageOps.exif_transpose(img)
 
 
-def to_gray8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
+def to_gray8(img: PILImage, background: int = 0) -> tuple[onp.ndarray, list[str]]:
     """A PIL image as a uint8 (H, W) array with its full range.
 
     Args:
         img: the image, of any mode.
+        background: the gray level that transparent pixels are composited onto.
 
     Returns:
         (the array, notes on what was converted).
@@ -152,7 +154,7 @@ def to_gray8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
     else:  # 1, RGB, CMYK, YCbCr, LAB, HSV: PIL's own conversion keeps the range
         gray = onp.asarray(img.convert('L'), dtype=onp.float64)
     if alpha is not None:
-        gray = gray * alpha
+        gray = gray * alpha + background * (1 - alpha)
     if not onp.isfinite(gray).all():
         raise ImageError('holds NaN or infinite values')
     return onp.clip(onp.rint(gray), 0, 255).astype(onp.uint8), notes
@@ -198,13 +200,14 @@ def is_grayscale(path: str | os.PathLike[str]) -> bool:
         return True  # unreadable: decoding names it
 
 
-def read_image(path: str | os.PathLike[str],
-               channels: int = 1) -> tuple[onp.ndarray, list[str]]:
+def read_image(path: str | os.PathLike[str], channels: int = 1,
+               background: int = 0) -> tuple[onp.ndarray, list[str]]:
     """An image file as uint8 grayscale or RGB, with its real range (see the module).
 
     Args:
         path: the file (PNG, JPEG, TIFF, ... of any PIL mode).
         channels: 1 for (H, W) grayscale, 3 for (H, W, 3) RGB.
+        background: grayscale only: the level transparent pixels go onto (0: black).
 
     Returns:
         (the array, notes on what was converted).
@@ -216,7 +219,8 @@ def read_image(path: str | os.PathLike[str],
     if channels not in (1, 3):
         raise ValueError(f'channels must be 1 or 3, got {channels}')
     try:
-        return (to_gray8 if channels == 1 else to_rgb8)(_open(path))
+        img = _open(path)
+        return to_gray8(img, background) if channels == 1 else to_rgb8(img)
     except ImageError as e:
         if str(e).startswith(f'{path}:'):
             raise

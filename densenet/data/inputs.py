@@ -47,12 +47,12 @@ def fashion_mnist_form(gray: onp.ndarray,
 
     Returns:
         (uint8 (side, side), the steps taken; empty when `gray` already has the
-        form: `side` x `side` on a dark background).
+        form: `side` x `side` on a black background, within `OBJECT_THRESHOLD`).
     """
     border = _border(gray)
     background = float(onp.median(border))
     light = background > 127
-    if gray.shape == (side, side) and not light:
+    if gray.shape == (side, side) and background <= OBJECT_THRESHOLD:
         return gray, []
     steps = []
     image = gray.astype(float)
@@ -93,7 +93,8 @@ def as_fashion_mnist(path: str | os.PathLike[str],
     Raises:
         ImageError: the file is unreadable (a UsageError).
     """
-    gray, notes = read_image(path)
+    # Transparent pixels: white, the background of the photos the dataset was made from.
+    gray, notes = read_image(path, background=255 if convert else 0)
     if convert:
         gray, steps = fashion_mnist_form(gray)
         return gray, notes + steps

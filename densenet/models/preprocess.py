@@ -74,20 +74,36 @@ class Preprocess:
         return cls(int(input_size), int(channels), tuple(map(str, classes)))
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> Preprocess:
-        """The preprocessing that params metadata describes.
+    def from_dict(cls, fields: dict[str, Any]) -> Preprocess:
+        """The preprocessing that `to_dict` (an export's metadata) describes.
 
         Args:
-            meta: the metadata (``input_size``, ``channels``, ``classes`` and
-                ``preprocess``; see `densenet.models.params.describe`).
+            fields: every field by name, as JSON values.
 
         Returns:
             The preprocessing.
         """
-        steps: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in meta['preprocess'].items()}
-        return cls(int(meta['input_size']), int(meta['channels']),
-                   tuple(map(str, meta['classes'])), **steps)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Preprocess:
+        """The preprocessing that params metadata describes.
+
+        Args:
+            meta: the metadata (``input_size``, ``channels``, ``classes``, ``dataset``
+                and ``preprocess``; see `densenet.models.params.describe`). Without
+                ``preprocess`` (a run written by release 0.1.0's first builds), the
+                dataset's preprocessing.
+
+        Returns:
+            The preprocessing.
+        """
+        if 'preprocess' not in meta:
+            return cls.for_dataset(meta.get('dataset'), meta['input_size'], meta['channels'],
+                                   meta['classes'])
+        return cls.from_dict({**meta['preprocess'], 'input_size': int(meta['input_size']),
+                              'channels': int(meta['channels']),
+                              'classes': list(map(str, meta['classes']))})
 
     def steps(self) -> dict[str, Any]:
         """What the metadata's ``preprocess`` field holds: every field but the side,
@@ -105,10 +121,6 @@ class Preprocess:
         """
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()}
-
-    def with_size(self, input_size: int) -> Preprocess:
-        """The same preprocessing at another side (``--resize``)."""
-        return dataclasses.replace(self, input_size=int(input_size))
 
     def read(self, path: str | os.PathLike[str],
              convert: bool = True) -> tuple[onp.ndarray, list[str]]:

@@ -13,7 +13,6 @@ fp32 with ``accuracy`` and ``agreement`` in %, or ``tta``: the flip-averaged acc
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -51,12 +50,10 @@ def models_table(table: Table) -> str:
 
 def _records_of(weights: str, load_record: Callable[[str], dict[str, Any]]
                 ) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for path in sorted(RECORDS.glob('*.json')):
-        record = json.loads(path.read_text())
-        if os.path.basename(str(record.get('weights', ''))) == weights:
-            out.append((path.stem, load_record(path.stem)))
-    return out
+    """(name, record) of every record that names the weights' file."""
+    records = [(path.stem, load_record(path.stem)) for path in sorted(RECORDS.glob('*.json'))]
+    return [(name, r) for name, r in records
+            if os.path.basename(str(r.get('weights', ''))) == weights]
 
 
 def weights_section(model: str, dataset: str, table: Table,
@@ -127,7 +124,9 @@ def weights_section(model: str, dataset: str, table: Table,
                           f'{row["framework"]} {row["precision"]}', row['side'],
                           f'{row["latency_ms_bs1"]:.2f}', f'{row["img_s"]:,.0f}',
                           f'`{rec_name}`'])
-    out += [f'**Speed** (2 cores; latency: one image, median; throughput: batches of '
+    cores = sorted({r['machine']['cores'] for _, r in records if r.get('layout') == 'bench'})
+    out += [f'**Speed** ({"/".join(map(str, cores))} cores; latency: one image, median; '
+            f'throughput: batches of '
             f'{", ".join(map(str, sorted(batch)))}, median):', '',
             table(['CPU', 'date', 'engine and precision', 'side', 'latency (ms)',
                    'throughput (img/s)', 'record'], speed), '']

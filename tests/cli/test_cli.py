@@ -180,8 +180,9 @@ def test_predict(trained_run, real_data_dir, tmp_path):
         assert m and m.group(2) in names and float(m.group(3)) > 0.1
     # A Fashion-MNIST model: a file not already 28x28 on a dark background is made like the
     # dataset's images, and the line says so; a test image passes as it is.
-    assert lines[-1].endswith('(made like Fashion-MNIST from a photo: converted RGB to '
-                              'grayscale, fit 56x56 into 28x28; --no-convert skips this)')
+    assert re.search(r'\(made like Fashion-MNIST from a photo: converted RGB to grayscale, '
+                     r'(background trimmed, )?fit 56x\d+ into 28x28; --no-convert skips '
+                     r'this\)$', lines[-1]), lines[-1]
     assert '(' not in lines[0].split(')', 1)[1]
 
 

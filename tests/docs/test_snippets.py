@@ -113,9 +113,11 @@ OTHER_PROGRAMS = {'make', '.', 'source', 'cd', 'ls', 'python', 'python3'}
 
 
 def clone(dest: Path) -> Path:
-    """A copy of the repository's files as a fresh clone has them (git's tracked and
-    not-ignored files, times kept), with `.venv` the installed environment running the
-    tests, so that `make install` finds it up to date."""
+    """A copy of the working tree's files (git's tracked ones and new ones it does not
+    ignore: a clone of the commit to be made), times kept, with `.venv` the installed
+    environment running the tests, so that `make install` finds it up to date. That
+    environment's package is the editable install of this checkout, whose files the
+    copy repeats."""
     listed = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others',
                              '--exclude-standard'], cwd=ROOT, capture_output=True,
                             check=True).stdout.decode().split('\0')
@@ -287,20 +289,24 @@ def parse_shell(snippet: Snippet) -> None:
     programs a reader has (`OTHER_PROGRAMS`)."""
     from densenet.cli import build_parser
     for words in commands(snippet):
+        assert words != ['densenet'], f'{snippet.where}: `densenet` alone names no command'
         if words[0] != 'densenet':
             assert words[0] in OTHER_PROGRAMS, (
                 f'{snippet.where}: `{" ".join(words)}` runs {words[0]}, not densenet; add it '
                 'to OTHER_PROGRAMS if a reader has it, or mark the block <!-- not run: -->')
             continue
         args = words[1:]
+        lines = [args]
         if args[0] == 'launch':  # the worker command after -- is a command line too
-            inner = args[args.index('--') + 1:]
-            assert inner[0] == 'densenet', snippet.where
-            build_parser().parse_args(inner[1:])
-        try:
-            build_parser().parse_args(args)
-        except SystemExit as e:
-            pytest.fail(f'{snippet.where}: `{" ".join(words)}` does not parse (exit {e.code})')
+            inner = args[args.index('--') + 1:] if '--' in args else []
+            assert inner[:1] == ['densenet'], f'{snippet.where}: launch runs no densenet'
+            lines.append(inner[1:])
+        for line in lines:
+            try:
+                build_parser().parse_args(line)
+            except SystemExit as e:
+                pytest.fail(f'{snippet.where}: `{" ".join(words)}` does not parse '
+                            f'(exit {e.code})')
 
 
 def test_every_command_parses() -> None:
