@@ -12,7 +12,6 @@ from densenet.system import runtime
 # in runtime.py, the README and `densenet info`; DENSENET_RUNTIME=off skips them.
 runtime.configure()
 
-# pylint: disable=wrong-import-position
 from densenet import data  # noqa: E402,F401  (densenet.data.FashionMNIST, ImageFolder)
 from densenet.core import (  # noqa: E402
     DenseBlock,

@@ -5,7 +5,7 @@ from __future__ import annotations
 class UsageError(ValueError):
     """A bad value, path or file given by the user: one line on stderr, exit status 2.
 
-    A ValueError, so that library callers catch it as before; the command line
+    A ValueError, so that library callers catch it as one; the command line
     treats only these (and the `Fault` kinds below) as expected, so any other
     exception keeps its traceback and exits with status 1.
     """

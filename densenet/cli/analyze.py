@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
                                     'book model trained on Fashion-MNIST)')
     add_model_flags(p, 'the architecture of a bare params file without metadata '
-                       '(default: what its .params.json or summary.json says, else book)')
+                       '(default: what its .params.json says, else book)')
     p.set_defaults(resize=None)  # the weights alone are read: no image side to choose
     p.add_argument('--out', required=True,
                    help=f'output folder: {FIGURE} (one heat map per dense block) and {TABLE}')

@@ -46,7 +46,7 @@ def add_params_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
                                     'book model trained on Fashion-MNIST)')
     add_model_flags(p, 'the architecture of a bare params file without metadata '
-                       '(default: what its .params.json or summary.json says, else book)')
+                       '(default: what its .params.json says, else book)')
     p.add_argument('--resize', type=positive_int,
                    help='image side (default: the one the model was trained at)')
 

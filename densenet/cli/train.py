@@ -3,7 +3,6 @@ option), in argument groups."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from densenet.models.registry import list_models
@@ -15,17 +14,11 @@ from densenet.train.options import add_arguments
 def add_parser(sub: Any) -> None:
     p = sub.add_parser('train', help="train a DenseNet (default: the book's) on Fashion-MNIST "
                                      'or an image folder')
-    groups = add_arguments(p, TrainConfig, choices={'model': list_models()})
-    groups['devices and scale-out'].add_argument(
-        '--gpus', help='the same as --device gpu:IDS, e.g. --gpus 0,1 (an alias kept for '
-                       'older command lines)')
+    add_arguments(p, TrainConfig, choices={'model': list_models()})
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The configuration the flags describe: the recipe's values, then every flag given."""
-    if args.gpus:
-        args.device = 'gpu:' + args.gpus
-        print(f'note: --gpus {args.gpus} is --device {args.device}', file=sys.stderr)
     values = {name: getattr(args, name, None) for name in TrainConfig.__dataclass_fields__
               if name != 'recipe'}
     pairs = values.get('model_args')

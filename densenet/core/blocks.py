@@ -8,12 +8,11 @@ densenet.modes.
 """
 from __future__ import annotations
 
-from typing import Callable
+from types import ModuleType
+from typing import Any, Callable
 
 from mxnet import npx
 from mxnet.gluon import nn
-
-from densenet.system.hints import ArrayOrSymbol, OpNamespace
 
 npx.set_np()  # the book's arrays are mxnet.numpy ones (d2l sets this too)
 
@@ -52,13 +51,8 @@ class DenseBlock(nn.HybridBlock):
         self.net = nn.HybridSequential()
         for _ in range(num_convs):
             self.net.add(layer(num_channels))
-        # None: the loop below. A compute mode (densenet.modes: the fast concatenation,
-        # the memory-efficient recompute) is a callable (block, F, X) that runs instead.
-        self.mode: Callable[[DenseBlock, OpNamespace, ArrayOrSymbol], ArrayOrSymbol] | None = None
 
-    def hybrid_forward(self, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
-        if self.mode is not None:
-            return self.mode(self, F, X)
+    def hybrid_forward(self, F: ModuleType, X: Any) -> Any:
         for blk in self.net:
             Y = blk(X)
             # Concatenate input and output of each block along the channels

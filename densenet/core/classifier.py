@@ -6,7 +6,7 @@ new classifier for fine-tuning. It computes nothing the book's model does not.
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar, List, Optional, Tuple, Union
+from typing import List, Tuple, Union
 
 import numpy as onp
 from d2l import mxnet as d2l
@@ -25,8 +25,6 @@ from densenet.system.mxcompat import (
 
 #: A layer argument given as one int or one per spatial axis (kernel, stride, pad).
 IntOrInts = Union[int, Tuple[int, ...], List[int]]
-#: A training path of `CheckedClassifier`: ``(net, X) -> logits``, or None to pass.
-TrainingPath = Callable[[nn.HybridSequential, Array], Optional[Array]]
 
 
 def _pair(v: IntOrInts) -> tuple[int, ...]:
@@ -98,13 +96,18 @@ class CheckedClassifier(d2l.Classifier):
     fractional ones, fail on a dtype mismatch with "requires uniform type"
     or on an empty batch with an internal check, and turn NaN pixels into
     finite logits; every one of those becomes a ValueError naming the fix.
+
+    The checks of a batch's shape and dtype run on every call; those that read
+    values (NaN pixels, labels), which wait for the device, run on the first
+    batch of each shape only, so that training never waits on them.
     """
 
-    #: Functions ``(net, X) -> logits or None``, tried in order for a forward pass
-    #: recorded by autograd; the first answer that is not None is the result, and with
-    #: none ``self.net(X)`` runs, as in the book. `densenet.modes` adds its recomputing
-    #: executor here (the core knows nothing of the modes).
-    training_paths: ClassVar[list[TrainingPath]] = []
+    def _first_of(self, kind: str, shape: tuple[int, ...]) -> bool:
+        """Whether no `kind` of this shape has passed the value checks yet."""
+        return (kind, tuple(shape)) not in self.__dict__.get('_checked', set())
+
+    def _passed(self, kind: str, shape: tuple[int, ...]) -> None:
+        self.__dict__.setdefault('_checked', set()).add((kind, tuple(shape)))
 
     def min_input_size(self) -> int:
         """Smallest square image side this network accepts.
@@ -134,7 +137,7 @@ class CheckedClassifier(d2l.Classifier):
             ValueError: naming the problem and the fix: not 4-D, empty, another channel
                 count than the model's, smaller than `min_input_size`, a dtype other
                 than the model's (an integer batch: divide by 255), or NaN or infinite
-                values.
+                values (in the first batch of its shape).
         """
         if X.ndim != 4:
             raise ValueError(
@@ -162,11 +165,14 @@ class CheckedClassifier(d2l.Classifier):
                 f'X.astype("{onp.dtype(stem.dtype).name}"){scale}'
                 + (' (images go in as values in [0, 1], as ToTensor makes them)'
                    if scale else ''))
+        if not self._first_of('input', X.shape):
+            return
         with autograd.pause():
             finite = bool(np.isfinite(X).all())
         if not finite:
             raise ValueError(f'the batch of shape {X.shape} holds NaN or infinite values; '
                              'check how the images were read and scaled')
+        self._passed('input', X.shape)
 
     def check_labels(self, Y: Array | onp.ndarray) -> None:
         """Check that every label is a class index.
@@ -175,8 +181,11 @@ class CheckedClassifier(d2l.Classifier):
             Y: the labels of a batch.
 
         Raises:
-            ValueError: a label outside ``0..num_classes-1`` or not a whole number.
+            ValueError: a label outside ``0..num_classes-1`` or not a whole number (in
+                the first batch of its shape).
         """
+        if not self._first_of('labels', Y.shape):
+            return
         y = Y.asnumpy() if hasattr(Y, 'asnumpy') else onp.asarray(Y)
         classes = self.net[-1].weight.shape[0]
         bad = y[~(onp.isfinite(y) & (y == onp.round(y)) & (y >= 0) & (y < classes))]
@@ -185,6 +194,7 @@ class CheckedClassifier(d2l.Classifier):
             raise ValueError(f'labels must be class indices 0..{classes - 1} (whole numbers) '
                              f'for this {classes}-class model, got {shown}; fix the labels '
                              'or build the model with num_classes covering them')
+        self._passed('labels', Y.shape)
 
     def forward(self, X: Array) -> Array:
         """The logits of a checked batch.
@@ -199,11 +209,6 @@ class CheckedClassifier(d2l.Classifier):
             ValueError: a bad batch (see `check_input`).
         """
         self.check_input(X)
-        if autograd.is_recording():
-            for path in self.training_paths:
-                Y = path(self.net, X)
-                if Y is not None:
-                    return Y
         return self.net(X)
 
     def forward_features(self, X: Array) -> Array:
@@ -244,6 +249,7 @@ class CheckedClassifier(d2l.Classifier):
             head.hybridize()
             drop_cached_graph(self.net)
         self.num_classes = self.hparams['num_classes'] = num_classes
+        self.__dict__.pop('_checked', None)  # labels are checked against the new count
         return self
 
     def classifier_params(self) -> gluon.ParameterDict:

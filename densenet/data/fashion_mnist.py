@@ -332,16 +332,14 @@ def load_split(split: str, root: str | None = None,
 class FashionMNIST(d2l.FashionMNIST):
     """Fashion-MNIST as ``d2l.FashionMNIST(batch_size, resize)`` serves it, offline-first.
 
-    With ``num_workers=0`` (default) batches are built vectorised in-process;
-    with ``num_workers > 0`` Gluon's DataLoader runs the book's per-sample
-    pipeline in worker processes. The files are found and verified by
-    `find_or_download`.
+    Batches are built a whole batch at a time, with the values of the book's
+    per-sample Resize + ToTensor (``train`` and ``val`` hold that pipeline as the
+    book's datasets). The files are found and verified by `find_or_download`.
 
     Args:
         batch_size: images per batch.
         resize: (height, width) every image is resized to.
         root: a folder searched first for the IDX files.
-        num_workers: worker processes (0: batches built in this process).
         limit: keep the first N training images.
         augment: random flips and shifts of training images.
         seed: the shuffling and augmentation seed.
@@ -362,11 +360,11 @@ class FashionMNIST(d2l.FashionMNIST):
     """
 
     def __init__(self, batch_size: int = 64, resize: Sequence[int] = (28, 28),
-                 root: str | None = None, num_workers: int = 0, limit: int | None = None,
+                 root: str | None = None, limit: int | None = None,
                  augment: bool = False, seed: int = 0, allow_download: bool = True,
                  shard: tuple[int, int] | None = None, holdout: int = 0,
                  erase: float = 0.0, val_limit: int | None = None) -> None:
-        d2l.DataModule.__init__(self, root=root, num_workers=num_workers)
+        d2l.DataModule.__init__(self, root=root, num_workers=0)
         self.save_hyperparameters()
         images, labels = load_split('train', root, allow_download)
         if holdout:
@@ -389,19 +387,15 @@ class FashionMNIST(d2l.FashionMNIST):
         self.val = gluon.data.ArrayDataset(
             np.array(self.val_arrays[0][..., None]), self.val_arrays[1]).transform_first(trans)
 
-    def get_dataloader(self, train: bool) -> BatchLoader | gluon.data.DataLoader:
+    def get_dataloader(self, train: bool) -> BatchLoader:
         """The training or validation batches.
 
         Args:
             train: the training split (shuffled, augmented when asked) or the validation one.
 
         Returns:
-            A `BatchLoader`, or Gluon's DataLoader when `num_workers` > 0.
+            A `BatchLoader`.
         """
-        if self.num_workers:
-            data = self.train if train else self.val
-            return gluon.data.DataLoader(data, self.batch_size, shuffle=train,
-                                         num_workers=self.num_workers)
         images, labels = self.train_arrays if train else self.val_arrays
         return BatchLoader(images, labels, self.batch_size, self.resize, shuffle=train,
                            seed=self.seed, augment=self.augment and train,

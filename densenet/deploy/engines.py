@@ -59,9 +59,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str, str]] = {
     'onnxruntime': (('onnx', 'onnxruntime'), 'ONNX Runtime', 'onnx'),
     'openvino': (('onnx', 'openvino'), 'OpenVINO', 'openvino'),
 }
-#: ONNX Runtime's calibration for INT8. On the first 2,000 Fashion-MNIST test images,
-#: shipped book model: percentile (99.999) 94.70% against fp32's 94.85%, 99.35% top-1
-#: agreement; min/max 94.50% (-0.35 points); entropy -0.4 points on 1,000 images.
+#: ONNX Runtime's calibration for INT8: thresholds at a high percentile of each
+#: activation (the accuracy of each method: docs/results/accuracy.md).
 ONNX_CALIBRATION = 'Percentile'
 #: OpenVINO's name for each precision's inference precision hint.
 OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}

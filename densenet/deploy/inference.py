@@ -33,7 +33,7 @@ from densenet.modes.block_mode import fast_concat_mode, set_concat_mode
 from densenet.system import runtime
 from densenet.system.hints import Array
 from densenet.system.machine import unsupported
-from densenet.system.mxcompat import cached_graph_json, copy_into
+from densenet.system.mxcompat import copy_into
 
 if TYPE_CHECKING:
     from densenet.data import FashionMNIST, ImageFolder
@@ -167,18 +167,6 @@ def calibration_images(data: FashionMNIST | ImageFolder, n: int = 512,
     return images[onp.sort(idx)]
 
 
-def edge_layers(block: gluon.SymbolBlock) -> list[str]:
-    """Graph names of a SymbolBlock's first convolution and last dense layer.
-
-    Args:
-        block: the traced model.
-
-    Returns:
-        The names, which INT8 keeps in fp32.
-    """
-    return _edge_layers(cached_graph_json(block))
-
-
 def _edge_layers(graph_json: str) -> list[str]:
     """The first convolution's and the last dense layer's names in a graph's JSON."""
     nodes = json.loads(graph_json)['nodes']
@@ -221,7 +209,7 @@ class PercentileCollector:
             name: the output's name.
             arr: a raw NDArray handle, ours to free.
         """
-        import ctypes  # pylint: disable=import-outside-toplevel
+        import ctypes
 
         from mxnet.base import NDArrayHandle, py_str
         values = mx.nd.NDArray(ctypes.cast(arr, NDArrayHandle), writable=False).asnumpy()

@@ -23,9 +23,9 @@ from densenet.system.hints import Array
 from densenet.system.mxcompat import load_arrays
 
 META_VERSION = 1
-#: What a params file with neither metadata nor summary.json is taken to be:
-#: the book's DenseNet on Fashion-MNIST at the book's 96x96.
-LEGACY: dict[str, Any] = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
+#: What a bare params file (no metadata) is taken to be without --model: the book's
+#: DenseNet on Fashion-MNIST at the book's 96x96.
+BARE: dict[str, Any] = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
           'dataset': 'fashion-mnist'}
 
 
@@ -91,22 +91,14 @@ def read_meta(params: str) -> dict[str, Any] | None:
         params: the params file.
 
     Returns:
-        Its own .json, else its run's summary.json (runs written before metadata
-        existed), else None.
+        Its own .json, or None for a bare file.
     """
     own = meta_path(params)
-    if os.path.isfile(own):
-        with open(own) as f:
-            return json.load(f)
-    summary = os.path.join(os.path.dirname(os.path.abspath(params)), 'summary.json')
-    if os.path.isfile(summary):
-        with open(summary) as f:
-            saved = json.load(f)
-        if 'model' in saved:
-            return saved['model']
-        from densenet.data.fashion_mnist import CLASSES
-        return dict(LEGACY, **_inputs('fashion-mnist', saved['config']['resize'], 1, CLASSES))
-    return None
+    if not os.path.isfile(own):
+        return None
+    with open(own) as f:
+        meta: dict[str, Any] = json.load(f)
+    return meta
 
 
 def _load_arrays(path: str) -> dict[str, Array]:
@@ -260,7 +252,7 @@ def load_model(path: str, model_name: str | None = None,
                     shapes['in_channels'], classes)}
     elif meta is None:
         from densenet.data.fashion_mnist import CLASSES
-        meta = dict(LEGACY, **_inputs('fashion-mnist', LEGACY['input_size'], 1, CLASSES))
+        meta = dict(BARE, **_inputs('fashion-mnist', BARE['input_size'], 1, CLASSES))
     model = build(meta)
     load_parameters(model, path, ctx=ctx)
     if not all_finite(model.net):

@@ -83,7 +83,9 @@ class Preprocess:
         Returns:
             The preprocessing.
         """
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in fields.items()}
+        return cls(**values)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Preprocess:

@@ -2,7 +2,7 @@
 
 `get_model(name, **kwargs)` builds one; `default_cfg(name)` says what it
 expects by default (input side, channels, classes) and where that comes from.
-The constants that the tools used to repeat (96x96, 1 channel, 10 classes)
+The constants every tool needs (96x96, 1 channel, 10 classes for the book)
 live here and in `densenet.data`.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ class ModelCfg:
     doc: str = ''
 
 
-def _book(num_classes: int = 10, in_channels: int = 1,  # pylint: disable=unused-argument
+def _book(num_classes: int = 10, in_channels: int = 1,
           transition_pool: str = 'avg', **kwargs: Any) -> DenseNet:
     """The book's DenseNet; its stem learns `in_channels` from the first batch.
 
@@ -73,7 +73,7 @@ def _book(num_classes: int = 10, in_channels: int = 1,  # pylint: disable=unused
 
 
 def _d2l_resnet18(num_classes: int = 10,
-                  in_channels: int = 1,  # pylint: disable=unused-argument
+                  in_channels: int = 1,
                   **kwargs: Any) -> D2LResNet18:
     """d2l's ResNet-18; its stem learns `in_channels` from the first batch."""
     return D2LResNet18(num_classes=num_classes, **kwargs)

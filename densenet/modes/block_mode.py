@@ -13,9 +13,11 @@ book's ``np.concatenate``. Two modes change how, never what:
   executor to recompute (mirror.py), which ``model(X)`` under
   ``autograd.record()`` then trains through.
 
-A block carries its mode in ``DenseBlock.mode``: None for the book's loop
-in densenet/core/blocks.py, else a `BlockMode`, which the block calls instead. Switch
-modes with `set_concat_mode` / `set_memory_efficient` (or the models'
+A block in another mode than the book's becomes a `ModedDenseBlock`, the
+book's `DenseBlock` with its forward pass replaced by the mode's (its class is
+switched in place, so its layers, parameters and their saved names stay as
+they are); back in the book's mode it is a `DenseBlock` again. Switch modes
+with `set_concat_mode` / `set_memory_efficient` (or the models'
 ``set_memory_efficient`` method), or for a ``with`` block only with
 `concat_mode`, which restores what was there.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Iterator, Sequence, TypeVar, cast
+from typing import Any, Iterator, Sequence, TypeVar
 
 import mxnet as mx
 from mxnet import autograd, np
@@ -95,7 +97,16 @@ class BlockMode:
         return concat_channels(F, *features, mode=self.concat)
 
 
-BOOK = BlockMode()  # stored as None: the book's own loop in blocks.py
+BOOK = BlockMode()  # a plain DenseBlock: the book's own loop in blocks.py
+
+
+class ModedDenseBlock(DenseBlock):
+    """A `DenseBlock` that computes in `block_mode` (see the module): `set_mode` makes one."""
+
+    block_mode: BlockMode
+
+    def hybrid_forward(self, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
+        return self.block_mode(self, F, X)
 
 
 def mode_of(block: DenseBlock) -> BlockMode:
@@ -107,13 +118,26 @@ def mode_of(block: DenseBlock) -> BlockMode:
     Returns:
         Its `BlockMode`.
     """
-    # A block's mode is None or a BlockMode: only this module sets it.
-    return cast(BlockMode, block.mode or BOOK)
+    return block.block_mode if isinstance(block, ModedDenseBlock) else BOOK
+
+
+def set_mode(block: DenseBlock, mode: BlockMode) -> None:
+    """Make `block` compute in `mode`, in place (a cached graph is the caller's to drop).
+
+    Args:
+        block: the dense block.
+        mode: its new mode; `BOOK` makes it a plain `DenseBlock` again.
+    """
+    if mode == BOOK:
+        block.__class__ = DenseBlock
+        block.__dict__.pop('block_mode', None)
+    else:
+        block.__class__ = ModedDenseBlock
+        block.__dict__['block_mode'] = mode
 
 
 def _change(block: DenseBlock, **changes: Any) -> None:
-    mode = dataclasses.replace(mode_of(block), **changes)
-    block.mode = None if mode == BOOK else mode
+    set_mode(block, dataclasses.replace(mode_of(block), **changes))
 
 
 def _checkpointed(block: DenseBlock, X: Array) -> Array:
@@ -187,20 +211,16 @@ def recomputes(net: nn.Block) -> bool:
     return is_hybridized(net) and any(mode_of(b).memory_efficient for b in dense_blocks(net))
 
 
-def memory_efficient_path(net: nn.HybridSequential, X: Array) -> Array | None:
-    """The recorded training forward pass through MXNet's recomputing executor.
+class RecomputingSequential(nn.HybridSequential):
+    """A model's network with memory-efficient dense blocks (`set_memory_efficient` makes
+    one in place): hybridized, a recorded training pass runs through MXNet's
+    recomputing executor (mirror.py); otherwise it computes as a HybridSequential."""
 
-    `densenet.modes` adds this to `CheckedClassifier.training_paths`.
-
-    Args:
-        net: a model's network.
-        X: the batch.
-
-    Returns:
-        The outputs for a hybridized memory-efficient `net` (mirror.py); None for any
-        other net, which then runs as usual.
-    """
-    return train_forward(net, X) if recomputes(net) else None
+    def forward(self, x: Array, *args: Array) -> Array:
+        if (not args and isinstance(x, mx.np.ndarray) and autograd.is_recording()
+                and recomputes(self)):
+            return train_forward(self, x)
+        return super().forward(x, *args)
 
 
 def set_memory_efficient(net: M, flag: bool = True) -> M:
@@ -239,6 +259,8 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
             raise ValueError('memory_efficient cannot recompute dropout layers '
                              'identically; use dropout=0')
         _change(block, memory_efficient=flag)
+    if type(net) in (nn.HybridSequential, RecomputingSequential):
+        net.__class__ = RecomputingSequential if flag else nn.HybridSequential
     _retrace(net)
     return model
 
@@ -252,7 +274,7 @@ def _retrace(net: nn.Block) -> None:
 # oneDNN's legacy concat writes each layer's new channels into a view of the joint
 # output; when the growth rate is not a multiple of its channel block (16 with
 # AVX-512, 8 with AVX2), training fails in backward with "could not construct a
-# sub-memory". Measured on AVX-512: k = 4, 8, 12, 24 fail, 16, 32 and 48 train.
+# sub-memory". A multiple of 16 suits both.
 SAFE_GROWTH_MULTIPLE = 16
 
 
@@ -327,7 +349,7 @@ def concat_mode(net: nn.HybridBlock, mode: str | None,
     Yields:
         `net`.
     """
-    before = [(b, b.mode) for b in dense_blocks(net)]
+    before = [(b, mode_of(b)) for b in dense_blocks(net)]
     was_hybridized = is_hybridized(net)
     if mode is not None:
         set_concat_mode(net, mode)
@@ -339,7 +361,7 @@ def concat_mode(net: nn.HybridBlock, mode: str | None,
         if hybridize and not was_hybridized:
             net.hybridize(active=False)
         for block, previous in before:
-            block.mode = previous
+            set_mode(block, previous)
         _retrace(net)
 
 

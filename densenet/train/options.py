@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from typing import Any, Callable, Iterator, Sequence
 
 from densenet.errors import UsageError
@@ -237,15 +236,3 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f'must be positive, got {value}')
     return value
-
-
-def finite(value: float) -> bool:
-    """Whether `value` is a finite number.
-
-    Args:
-        value: the number.
-
-    Returns:
-        False for NaN and infinities.
-    """
-    return math.isfinite(value)

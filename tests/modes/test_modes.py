@@ -6,7 +6,7 @@ from mxnet import autograd, np
 from densenet import DenseNet, set_concat_mode
 from densenet.deploy.export import export_mxnet
 from densenet.deploy.inference import fp32_model, int8_model
-from densenet.modes.block_mode import BlockMode, concat_mode, dense_blocks
+from densenet.modes.block_mode import BlockMode, concat_mode, dense_blocks, mode_of
 from densenet.system.mxcompat import is_hybridized
 
 from helpers import set_running_stats
@@ -23,7 +23,7 @@ def _state(model):
     loss.backward()
     grads = [p.grad().asnumpy() for p in model.net.collect_params().values()
              if p.grad_req != 'null']
-    return ([b.mode for b in dense_blocks(model.net)], is_hybridized(model.net),
+    return ([mode_of(b) for b in dense_blocks(model.net)], is_hybridized(model.net),
             model(X).asnumpy(), grads)
 
 
@@ -45,7 +45,7 @@ def test_export_and_inference_leave_the_model_as_it_was(tmp_path):
     """After each, `model` still equals `untouched` (each check is one step on both)."""
     untouched, model = _model(), _model()
     first = _state(untouched)
-    assert first[0] == [None, None] and first[1] is False  # the book's imperative path
+    assert first[0] == [BlockMode()] * 2 and first[1] is False  # the book's imperative path
     _same(_state(model), first)
     export_mxnet(model, str(tmp_path), input_shape=SHAPE)
     _same(_state(model), _state(untouched))
@@ -54,7 +54,7 @@ def test_export_and_inference_leave_the_model_as_it_was(tmp_path):
     _same(_state(model), _state(untouched))
     fast = fp32_model(model, input_shape=SHAPE)
     assert fast is not model and is_hybridized(fast.net)
-    assert [b.mode for b in dense_blocks(fast.net)] == [BlockMode('legacy')] * 2
+    assert [mode_of(b) for b in dense_blocks(fast.net)] == [BlockMode('legacy')] * 2
     X = np.array(onp.random.RandomState(1).uniform(size=SHAPE).astype('float32'))
     assert onp.abs(fast(X).asnumpy() - model(X).asnumpy()).max() <= 1e-5  # a true copy
     _same(_state(model), _state(untouched))
@@ -65,10 +65,10 @@ def test_concat_mode_restores_modes_and_hybridization():
     set_concat_mode(model.net, 'legacy')
     with concat_mode(model.net, 'numpy', hybridize=True):
         assert is_hybridized(model.net)
-        assert [b.mode for b in dense_blocks(model.net)] == [None, None]
+        assert [mode_of(b) for b in dense_blocks(model.net)] == [BlockMode(), BlockMode()]
         model(np.zeros(SHAPE))
     assert not is_hybridized(model.net)
-    assert [b.mode for b in dense_blocks(model.net)] == [BlockMode('legacy')] * 2
+    assert [mode_of(b) for b in dense_blocks(model.net)] == [BlockMode('legacy')] * 2
 
 
 def test_fast_concat_is_chosen_by_growth_rate():

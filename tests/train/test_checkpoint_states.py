@@ -3,11 +3,13 @@ Gluon named the parameters in the process that resumes."""
 import types
 
 import mxnet as mx
+import pytest
 from mxnet import autograd, gluon, np
 
 from densenet import DenseNet
+from densenet.errors import UsageError
 from densenet.train.config import TrainConfig
-from densenet.train.extensions.run_files import load_states
+from densenet.train.extensions.run_files import STATES_ORDER, load_states
 from densenet.train.setup import make_trainer, trained_params
 
 
@@ -29,26 +31,34 @@ def _copy(src, dst):
         b.set_data(a.data().copy())
 
 
-def test_states_of_a_name_sorted_checkpoint_follow_their_parameters(tmp_path):
+def test_states_follow_their_parameters_whatever_their_names(tmp_path):
+    """States saved in the network's order load into a model whose Gluon names sort
+    differently (a new process's counters): one more step from equal weights and equal
+    momenta gives equal weights."""
     _model()  # the names of the next models carry larger counters (conv2d10 < conv2d9)
     cfg = TrainConfig(momentum=0.9, lr=0.1)
     old_model, new_model = _model(), _model()
     names = [p.name for p in trained_params(old_model, cfg)]
-    assert sorted(names) != names, 'the remap is not exercised: names sort as the network'
+    assert sorted(names) != names, 'names sort as the network: the order is not exercised'
     mx.random.seed(1)
     X, y = np.random.uniform(size=(8, 1, 32, 32)), np.array([0, 1, 2, 3, 4, 5, 6, 7])
-    # A checkpoint as a Trainer given the dict writes it: states indexed by sorted names.
-    old = gluon.Trainer(old_model.net.collect_params(), 'sgd',
-                        {'learning_rate': 0.1, 'momentum': 0.9, 'wd': cfg.wd})
+    old = make_trainer(old_model, cfg, 'device')
     _step(old_model, old, X, y)
     old.save_states(str(tmp_path / 'c.states'))
     _copy(old_model, new_model)
     new = make_trainer(new_model, cfg, 'device')
     loop = types.SimpleNamespace(model=new_model, cfg=cfg, trainer=new)
-    load_states(loop, {'stem': str(tmp_path / 'c')})
-    # One more step from equal weights and equal momenta gives equal weights.
+    load_states(loop, {'stem': str(tmp_path / 'c'), 'states_order': STATES_ORDER})
     _step(old_model, old, X, y)
     _step(new_model, new, X, y)
     for a, b in zip(old_model.net.collect_params().values(),
                     new_model.net.collect_params().values()):
         assert (a.data() == b.data()).all(), a.name
+
+
+def test_states_in_another_order_are_refused(tmp_path):
+    loop = types.SimpleNamespace(model=_model(), cfg=TrainConfig(), trainer=None)
+    with pytest.raises(UsageError, match=r'c\.states: optimizer states in another order '
+                                         r'than this version writes; start the run again '
+                                         r'with --overwrite'):
+        load_states(loop, {'stem': str(tmp_path / 'c')})

@@ -3,16 +3,14 @@ checkpoint that --resume continues from; every worker's final parameters."""
 from __future__ import annotations
 
 import os
-import pickle
-import tempfile
 from typing import TYPE_CHECKING, Any
 
+from densenet.errors import UsageError
 from densenet.models.params import save
 from densenet.system.files import atomic_write
 from densenet.train.extensions.base import Extension
 from densenet.train.report import plot_curves, write_metrics
 from densenet.train.run_folder import BEST, CURVES, LAST, METRICS
-from densenet.train.setup import trained_params
 
 if TYPE_CHECKING:
     from densenet.train.loop import EpochResult, Loop
@@ -64,38 +62,24 @@ class Checkpoints(Extension):
 
 
 #: How a checkpoint's optimizer states are indexed: by the trainer's parameters in the
-#: network's order (`densenet.train.setup.trained_params`). Checkpoints without the
-#: field index them by sorted parameter names, as a Trainer given a dict does.
+#: network's order (`densenet.train.setup.trained_params`).
 STATES_ORDER = 'network'
 
 
 def load_states(loop: Loop, state: dict[str, Any]) -> None:
     """Load the checkpoint's optimizer states into ``loop.trainer``.
 
-    States of a checkpoint indexed by sorted names (no ``states_order``, written in a
-    new process whose names the rebuilt model repeats) are re-indexed to the network's
-    order first.
-
     Args:
         loop: the loop, its trainer built by `densenet.train.setup.make_trainer`.
         state: the checkpoint's record.
+
+    Raises:
+        UsageError: a checkpoint whose states are not in the network's order.
     """
-    path = state['stem'] + '.states'
-    if state.get('states_order') == STATES_ORDER:
-        loop.trainer.load_states(path)
-        return
-    names = [p.name for p in trained_params(loop.model, loop.cfg)]
-    position = {name: i for i, name in enumerate(names)}
-    old_to_new = {i: position[name] for i, name in enumerate(sorted(names))}
-    with open(path, 'rb') as f:
-        saved = pickle.loads(f.read())
-    states, rest = (saved[0], saved[1:]) if isinstance(saved, tuple) else (saved, ())
-    states = {old_to_new[i]: value for i, value in states.items()}
-    with tempfile.TemporaryDirectory() as tmp:
-        converted = os.path.join(tmp, 'network-order.states')
-        with open(converted, 'wb') as f:
-            f.write(pickle.dumps((states, *rest) if rest else states))
-        loop.trainer.load_states(converted)
+    if state.get('states_order') != STATES_ORDER:
+        raise UsageError(f'{state["stem"]}.states: optimizer states in another order than '
+                         'this version writes; start the run again with --overwrite')
+    loop.trainer.load_states(state['stem'] + '.states')
 
 
 class RankParams(Extension):
