@@ -102,27 +102,17 @@ def _compare_with_fp32(model, data, precision):
     return r
 
 
-def test_int8_accuracy(trained, real_data_dir):
-    """INT8 runs on every x86 CPU (VNNI, AMX, or AVX2's 16-bit products): on the shipped
-    weights its test accuracy is within the README's 0.3 points of fp32's (measured:
-    -0.08 points with VNNI, -0.10 with AVX2), and on a 2-epoch model full of near-ties
-    the predictions fp32 is sure of survive and most others agree."""
+def test_int8_agreement(trained):
+    """INT8 runs on every x86 CPU (VNNI, AMX, or AVX2's 16-bit products): on a 2-epoch
+    model full of near-ties the predictions fp32 is sure of survive and most others agree.
+    Its accuracy is held to fp32's on the shipped weights, on every engine
+    (tests/deploy/test_engines.py: test_parity_with_fp32)."""
     r = _compare_with_fp32(*trained, 'int8')
-    # The 2-epoch model's near-ties flip with any rounding, and how its accuracy moves
-    # depends on the CPU that trained it and the int8 kernels: 98.1% agreement on an AMX
-    # Xeon, 97.6% on an AVX-512 EPYC, 93.8-94.9% with AVX2 (where int8 also cost it
-    # 0.78 points once: near-ties are no test of the accuracy). Its accuracy is not
-    # asserted; the shipped weights' is, below.
+    # The near-ties flip with any rounding, and how the accuracy moves depends on the CPU
+    # that trained the model and on the int8 kernels: agreement 98.1% on an AMX Xeon, 97.6%
+    # on an AVX-512 EPYC, 93.8-94.9% with AVX2, where int8 also moved this model's
+    # accuracy by 0.78 points: near-ties are no test of the accuracy.
     assert r['agreement'] >= 0.90  # lowest measured: 92.8% (AVX2, unsigned)
-    from densenet.models.pretrained import pretrained
-    shipped = pretrained('book', 'fashion-mnist')
-    data = FashionMNIST(batch_size=250, resize=(64, 64), root=real_data_dir)
-    low = inference_model(shipped, 'int8', calibration_images(data),
-                          input_shape=(1, 1, 64, 64))
-    fp32_acc = _accuracy(shipped, data)[1]
-    int8_acc = _accuracy(low, data)[1]
-    assert fp32_acc == pytest.approx(0.9431, abs=0.0005)  # the weights' recorded figure
-    assert abs(int8_acc - fp32_acc) <= 0.003
 
 
 @pytest.mark.cpu_feature

@@ -69,13 +69,17 @@ def test_record_says_where_it_comes_from(name: str) -> None:
     generated.load_record(name)  # the hook's own checks
 
 
-@pytest.mark.parametrize('name', NAMES)
-def test_record_draws(name: str) -> None:
-    """Every record renders (its layout, columns and formats are known)."""
+def _drawn(name: str) -> bool:
+    """Whether a record is drawn: neither it nor all of its rows superseded."""
     record = generated.load_record(name)
-    if record.get('superseded_by') or not any(
-            not r.get('superseded_by') for r in record.get('rows', [{}])):
-        pytest.skip('superseded: not drawn')
+    return not record.get('superseded_by') and any(
+        not r.get('superseded_by') for r in record.get('rows', [{}]))
+
+
+@pytest.mark.parametrize('name', [n for n in NAMES if _drawn(n)])
+def test_record_draws(name: str) -> None:
+    """Every record that is not superseded renders (its layout, columns and formats are
+    known)."""
     table = generated.record_table(name, root='')
     assert table.startswith('| ') and f'records/{name}.json' in table
 

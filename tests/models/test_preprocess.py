@@ -63,17 +63,17 @@ def test_a_test_image_passes_unchanged(test_split):
 
 
 def test_photo_style_images_get_their_source_label(shipped, test_split):
-    """Photo-style images made from 500 test images (dark garment on a light 300x300 RGB
+    """Photo-style images made from 300 test images (dark garment on a light 300x300 RGB
     background, enlarged 6-9 times, placed at random, tinted, noisy): converted, the
     shipped model gives the source image's label in at least 90% of them (it scores 94%
-    on the test split; 500 images put the standard error near 1 point). Without the
+    on the test split; 300 images put the standard error near 1.4 points). Without the
     conversion the same photos are near chance. The images are made by the inverse of
     the conversion's steps, so this shows that the steps undo a catalogue-style
     presentation, not how the model does on real photos of other garments."""
     model, _, pre = shipped
     images, labels = test_split
     rng = onp.random.RandomState(1)
-    index = rng.choice(len(images), 500, replace=False)
+    index = rng.choice(len(images), 300, replace=False)
     photos = [_make_images().photo_style(images[i], rng) for i in index]
     grays = [onp.asarray(Image.fromarray(p).convert('L')) for p in photos]
     converted = [fashion_mnist_form(g) for g in grays]

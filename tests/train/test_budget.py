@@ -110,11 +110,11 @@ QUICK = ['train', '--recipe', 'fast-cpu', '--limit', '4000', '--resize', '32',
 def test_a_budgeted_run_ends_inside_its_budget_with_a_complete_schedule(tmp_path,
                                                                         real_data_dir):
     out = str(tmp_path / 'run')
-    proc = cli(*QUICK, '--budget', '45s', '--out', out, '--data-dir', real_data_dir)
+    proc = cli(*QUICK, '--budget', '30s', '--out', out, '--data-dir', real_data_dir)
     s = read_summary(out)
-    assert s['budget_s'] == 45 and s['plans'][0]['why'] == 'plan' and 'plan: ' in proc.stdout
-    # The plan keeps 3% + 2 s back (3.35 s); measured on the 2-core EPYC: 42-43 s.
-    assert s['wall_s'] <= 45
+    assert s['budget_s'] == 30 and s['plans'][0]['why'] == 'plan' and 'plan: ' in proc.stdout
+    # The plan keeps 3% + 2 s back (2.9 s).
+    assert s['wall_s'] <= 30
     assert s['steps'] < 50 * 63  # the budget, not --epochs, set the length
     assert s['steps'] == s['plan']['total_steps']
     # The first epoch's progress bar counts the planned epochs, not the --epochs cap.
@@ -130,7 +130,7 @@ def test_a_budgeted_run_ends_inside_its_budget_with_a_complete_schedule(tmp_path
 @pytest.mark.slow
 def test_budget_with_resume_continues_the_same_plan(tmp_path, real_data_dir):
     out = str(tmp_path / 'run')
-    args = [*QUICK, '--budget', '60s', '--data-dir', real_data_dir]
+    args = [*QUICK, '--budget', '40s', '--data-dir', real_data_dir]
     saved, _ = kill_after_first_checkpoint(args, out, wait_s=120)
     assert saved['epoch'] == 1 and saved['plans'][0]['why'] == 'plan'
     resumed = cli(*args, '--out', out, '--resume').stdout
