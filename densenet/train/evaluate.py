@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+import mxnet as mx
 import numpy as onp
 from mxnet import gluon
 
+from densenet.data.batches import BatchLoader
 from densenet.system.files import pyplot, save_figure
+from densenet.system.hints import Array
 
 
-def evaluate(model: Callable[[Any], Any], loader: Iterable[tuple[Any, Any]],
-             ctxs: Sequence[Any]) -> tuple[float, float, onp.ndarray]:
+def evaluate(model: Callable[[Array], Array], loader: Iterable[tuple[Array, Array]],
+             ctxs: Sequence[mx.Context]) -> tuple[float, float, onp.ndarray]:
     """The mean loss, accuracy and predictions of `model` over `loader`, in inference mode.
 
     Args:
@@ -39,7 +42,8 @@ def evaluate(model: Callable[[Any], Any], loader: Iterable[tuple[Any, Any]],
     return total_loss / n, correct / n, onp.concatenate(preds)
 
 
-def time_inference(model: Callable[[Any], Any], loader: Any, ctxs: Sequence[Any],
+def time_inference(model: Callable[[Array], Array], loader: BatchLoader,
+                   ctxs: Sequence[mx.Context],
                    batches: int = 2, side: int | None = None) -> float:
     """Seconds per inference batch, timed after one batch that builds the graph.
 

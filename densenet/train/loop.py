@@ -22,10 +22,14 @@ import mxnet as mx
 import numpy as onp
 from mxnet import autograd, gluon, np
 
+from densenet.core.classifier import CheckedClassifier
+from densenet.data import FashionMNIST, ImageFolder
+from densenet.data.batches import BatchLoader
 from densenet.models.params import all_finite
 from densenet.modes import prepare_model
 from densenet.system import runtime
 from densenet.system.files import atomic_text
+from densenet.system.hints import Array
 from densenet.train.config import TrainConfig
 from densenet.train.evaluate import evaluate
 from densenet.train.extensions import Extension, default_extensions
@@ -107,12 +111,13 @@ class Loop:
         data: the data module.
     """
 
-    def __init__(self, cfg: TrainConfig, model: Any, trainer: gluon.Trainer, ctxs: list[Any],
-                 train_loader: Any, val_loader: Any, steps: Steps,
-                 loss_fn: Callable[[Any, Any], Any], run: Run, meta: dict[str, Any],
+    def __init__(self, cfg: TrainConfig, model: CheckedClassifier, trainer: gluon.Trainer,
+                 ctxs: list[mx.Context], train_loader: BatchLoader, val_loader: BatchLoader,
+                 steps: Steps, loss_fn: Callable[[Array, Array], Array], run: Run,
+                 meta: dict[str, Any],
                  extensions: list[Extension], rank: int = 0, workers: int = 1,
                  log: Callable[[str], None] = print, started: float | None = None,
-                 data: Any = None) -> None:
+                 data: FashionMNIST | ImageFolder | None = None) -> None:
         self.cfg, self.model, self.trainer, self.ctxs = cfg, model, trainer, ctxs
         self.train_loader, self.val_loader, self.steps = train_loader, val_loader, steps
         self.loss_fn, self.run, self.meta, self.extensions = loss_fn, run, meta, extensions
@@ -247,7 +252,7 @@ class Loop:
                 'machine': runtime.machine(), 'workers': self.workers, 'metrics': self.rows}
 
 
-def train_step(loop: Loop, X: Any, y: Any) -> tuple[list[Any], list[Any], list[Any]]:
+def train_step(loop: Loop, X: Array, y: Array) -> tuple[list[Array], list[Array], list[Array]]:
     """Forward, backward and an SGD step on one batch, split over the devices.
 
     Args:
@@ -330,7 +335,8 @@ def train_one_epoch(loop: Loop) -> EpochResult:
     return EpochResult(loss_sum / seen, correct / seen, seen, end - tic, step_s)
 
 
-def fit(cfg: TrainConfig, data: Any = None, log: Callable[[str], None] = print,
+def fit(cfg: TrainConfig, data: FashionMNIST | ImageFolder | None = None,
+        log: Callable[[str], None] = print,
         extensions: list[Extension] | None = None) -> dict[str, Any] | None:
     """Train as `cfg` says, writing the run folder.
 

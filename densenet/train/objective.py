@@ -3,14 +3,19 @@ schedule, and the forward pass with frozen features."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from mxnet import autograd, npx
 
+from densenet.core.classifier import CheckedClassifier
 from densenet.errors import Diverged
+from densenet.system.hints import Array
+
+if TYPE_CHECKING:
+    from densenet.train.config import TrainConfig
 
 
-def smoothed_loss(Y_hat: Any, y: Any, eps: float) -> Any:
+def smoothed_loss(Y_hat: Array, y: Array, eps: float) -> Array:
     """Per-example cross-entropy against labels smoothed by `eps`.
 
     The target puts 1 - eps on the label and eps spread evenly over all
@@ -29,7 +34,7 @@ def smoothed_loss(Y_hat: Any, y: Any, eps: float) -> Any:
     return (1 - eps) * nll - eps * logp.mean(axis=1)
 
 
-def make_loss(model: Any, cfg: Any) -> Callable[[Any, Any], Any]:
+def make_loss(model: CheckedClassifier, cfg: TrainConfig) -> Callable[[Array, Array], Array]:
     """The per-example loss of a run: the book's (d2l.Classifier.loss), or label-smoothed.
 
     Args:
@@ -40,16 +45,16 @@ def make_loss(model: Any, cfg: Any) -> Callable[[Any, Any], Any]:
         loss(logits, labels) -> per-example losses.
     """
     if cfg.label_smoothing:
-        def loss_fn(Y_hat: Any, y: Any) -> Any:
+        def loss_fn(Y_hat: Array, y: Array) -> Array:
             model.check_labels(y)
             return smoothed_loss(Y_hat, y, cfg.label_smoothing)
     else:
-        def loss_fn(Y_hat: Any, y: Any) -> Any:
+        def loss_fn(Y_hat: Array, y: Array) -> Array:
             return model.loss(Y_hat, y, averaged=False)
     return loss_fn
 
 
-def lr_at(cfg: Any, step: int, total_steps: int) -> float:
+def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of `step` (0-based) in a run of `total_steps`.
 
     Args:
@@ -65,7 +70,7 @@ def lr_at(cfg: Any, step: int, total_steps: int) -> float:
     return cfg.lr
 
 
-def forward_train(model: Any, X: Any, frozen: bool) -> Any:
+def forward_train(model: CheckedClassifier, X: Array, frozen: bool) -> Array:
     """Logits of a training batch.
 
     Args:

@@ -6,8 +6,10 @@ import dataclasses
 import os
 from typing import Any, Callable
 
+import mxnet as mx
 from mxnet import gluon
 
+from densenet.core.classifier import CheckedClassifier
 from densenet.data import FashionMNIST, ImageFolder
 from densenet.errors import UsageError
 from densenet.models.params import build, describe, load_parameters, shape_args
@@ -18,7 +20,8 @@ from densenet.train.config import TrainConfig
 from densenet.train.options import default_of
 
 
-def make_data(cfg: TrainConfig, shard: tuple[int, int] | None = None) -> Any:
+def make_data(cfg: TrainConfig,
+              shard: tuple[int, int] | None = None) -> FashionMNIST | ImageFolder:
     """The data module `cfg` names: an ImageFolder for --data, else Fashion-MNIST.
 
     Args:
@@ -43,7 +46,8 @@ def make_data(cfg: TrainConfig, shard: tuple[int, int] | None = None) -> Any:
                         val_limit=cfg.val_limit)
 
 
-def build_model(cfg: TrainConfig, channels: int = 1, num_classes: int = 10) -> Any:
+def build_model(cfg: TrainConfig, channels: int = 1,
+                num_classes: int = 10) -> CheckedClassifier:
     """The registered model `cfg.model`, initialised.
 
     Args:
@@ -66,7 +70,8 @@ def build_model(cfg: TrainConfig, channels: int = 1, num_classes: int = 10) -> A
     return model
 
 
-def run_metadata(cfg: TrainConfig, model: Any, data: Any, classes: list[Any]) -> dict[str, Any]:
+def run_metadata(cfg: TrainConfig, model: CheckedClassifier, data: FashionMNIST | ImageFolder,
+                 classes: list[str]) -> dict[str, Any]:
     """What every params file of the run says about its model (models/params.py).
 
     For --data it includes the image folder and its split, so that ``densenet
@@ -89,7 +94,7 @@ def run_metadata(cfg: TrainConfig, model: Any, data: Any, classes: list[Any]) ->
     return meta
 
 
-def initialize_from(model: Any, path: str, ctxs: list[Any],
+def initialize_from(model: CheckedClassifier, path: str, ctxs: list[mx.Context],
                     log: Callable[[str], None] = print) -> None:
     """Start `model` from the params file `path` (a new classifier if the class counts differ).
 
@@ -127,7 +132,7 @@ def initialize_from(model: Any, path: str, ctxs: list[Any],
         f'{model.net[-1].weight.shape[0]}-class one)'))
 
 
-def freeze_features(model: Any) -> None:
+def freeze_features(model: CheckedClassifier) -> None:
     """Train only the classifier: every other parameter stops taking gradients.
 
     Args:
@@ -139,7 +144,7 @@ def freeze_features(model: Any) -> None:
             p.grad_req = 'null'
 
 
-def trained_params(model: Any, cfg: TrainConfig) -> list[gluon.Parameter]:
+def trained_params(model: CheckedClassifier, cfg: TrainConfig) -> list[gluon.Parameter]:
     """The parameters SGD updates, in the order the network holds them.
 
     A `gluon.Trainer` given a dict sorts it by parameter name, and Gluon's names
@@ -160,7 +165,8 @@ def trained_params(model: Any, cfg: TrainConfig) -> list[gluon.Parameter]:
     return list(params.values())
 
 
-def make_trainer(model: Any, cfg: TrainConfig, kvstore: Any) -> gluon.Trainer:
+def make_trainer(model: CheckedClassifier, cfg: TrainConfig,
+                 kvstore: str | mx.kvstore.KVStore) -> gluon.Trainer:
     """SGD over the parameters that train (only the classifier's with --freeze-features).
 
     Args:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
+from mxnet.gluon import nn
+
 from densenet.errors import UsageError
 from densenet.models.params import save
 from densenet.system.files import atomic_write
@@ -35,7 +37,7 @@ class WeightEMA:
         UsageError: a decay outside (0, 1).
     """
 
-    def __init__(self, net: Any, decay: float) -> None:
+    def __init__(self, net: nn.Block, decay: float) -> None:
         if not 0 < decay < 1:
             raise UsageError(f'--ema must be a decay in (0, 1), e.g. 0.999; got {decay}')
         self.net, self.decay, self.updates = net, decay, 0

@@ -13,12 +13,15 @@ The weights themselves, and so the training, are not changed.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
-from mxnet import autograd
+import mxnet as mx
+from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
+from densenet.core.classifier import CheckedClassifier
 from densenet.data.batches import BatchLoader, unaugmented_train_loader
+from densenet.system.hints import Array
 from densenet.system.mxcompat import layer_kwargs
 from densenet.train.extensions.base import Extension
 
@@ -34,7 +37,7 @@ MAX_GAP = 0.1
 MAX_BATCHES = 200
 
 
-def batch_norms(net: Any) -> list[nn.BatchNorm]:
+def batch_norms(net: nn.Block) -> list[nn.BatchNorm]:
     """Every BatchNorm layer inside `net`.
 
     Args:
@@ -48,14 +51,15 @@ def batch_norms(net: Any) -> list[nn.BatchNorm]:
     return found
 
 
-def _assign(param: Any, value: Any) -> None:
+def _assign(param: gluon.Parameter, value: Array) -> None:
     """Write `value` into every device's copy of `param` in place. (``set_data`` would
     also reset the trainer's kvstore, which a dist kvstore refuses mid-run.)"""
     for arr in param.list_data():
         arr[:] = value.as_in_context(arr.ctx)
 
 
-def mode_gap(model: Any, batches: list[tuple[Any, Any]], ctx: Any) -> tuple[float, float]:
+def mode_gap(model: CheckedClassifier, batches: list[tuple[Array, Array]],
+             ctx: mx.Context) -> tuple[float, float]:
     """The accuracy in training mode and in inference mode on `batches`.
 
     Neither pass changes anything: MXNet updates the running statistics in
@@ -81,7 +85,8 @@ def mode_gap(model: Any, batches: list[tuple[Any, Any]], ctx: Any) -> tuple[floa
     return correct[True] / n, correct[False] / n
 
 
-def reestimate(model: Any, batches: Any, ctx: Any, max_batches: int = MAX_BATCHES) -> int:
+def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
+               ctx: mx.Context, max_batches: int = MAX_BATCHES) -> int:
     """Set every BatchNorm layer's running statistics to the mean of batch statistics.
 
     Each batch's statistics are read back from MXNet's own update of the running
