@@ -553,7 +553,7 @@ def model_card() -> str:
     assert spec is not None and spec.loader is not None
     card = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(card)
-    return card.render(_table, load_record, machine_name)
+    return card.render(_table, [(n, load_record(n)) for n in record_names()], machine_name)
 
 
 GENERATORS: dict[str, Callable[[], str]] = {

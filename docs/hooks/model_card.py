@@ -14,11 +14,7 @@ fp32 with ``accuracy`` and ``agreement`` in %, or ``tta``: the flip-averaged acc
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable
-
-ROOT = Path(__file__).resolve().parents[2]
-RECORDS = ROOT / 'docs' / 'records'
 
 Table = Callable[[list[str], list[list[Any]]], str]
 
@@ -48,16 +44,10 @@ def models_table(table: Table) -> str:
                   'smallest side', 'multiply-adds there', 'shipped weights'], rows)
 
 
-def _records_of(weights: str, load_record: Callable[[str], dict[str, Any]]
-                ) -> list[tuple[str, dict[str, Any]]]:
-    """(name, record) of every record that names the weights' file."""
-    records = [(path.stem, load_record(path.stem)) for path in sorted(RECORDS.glob('*.json'))]
-    return [(name, r) for name, r in records
-            if os.path.basename(str(r.get('weights', ''))) == weights]
+Records = list[tuple[str, dict[str, Any]]]
 
 
-def weights_section(model: str, dataset: str, table: Table,
-                    load_record: Callable[[str], dict[str, Any]],
+def weights_section(model: str, dataset: str, table: Table, all_records: Records,
                     machine_name: Callable[[dict[str, Any]], str]) -> str:
     """One shipped weights' card: data, input, accuracy, speed, file and provenance."""
     from densenet.models.params import read_meta
@@ -68,7 +58,8 @@ def weights_section(model: str, dataset: str, table: Table,
     meta = read_meta(path)
     assert meta is not None, path
     pre = Preprocess.from_meta(meta)
-    records = _records_of(name, load_record)
+    records = [(n, r) for n, r in all_records
+               if os.path.basename(str(r.get('weights', ''))) == name]
     out = [f'### `{model}` on {dataset}', '',
            table(['field', 'value'], [
                ['model', f'`{meta["model"]}`, {meta["kwargs"]}'],
@@ -135,11 +126,11 @@ def weights_section(model: str, dataset: str, table: Table,
     return '\n'.join(out)
 
 
-def render(table: Table, load_record: Callable[[str], dict[str, Any]],
+def render(table: Table, records: Records,
            machine_name: Callable[[dict[str, Any]], str]) -> str:
     """The whole generated part of the model card."""
     from densenet.models.pretrained import SHIPPED
     parts = ['## Models', '', models_table(table), '', '## Shipped weights', '']
     for model, dataset in SHIPPED:
-        parts += [weights_section(model, dataset, table, load_record, machine_name), '']
+        parts += [weights_section(model, dataset, table, records, machine_name), '']
     return '\n'.join(parts)
