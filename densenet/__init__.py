@@ -13,14 +13,9 @@ from densenet.system import runtime
 runtime.configure()
 
 from densenet import data  # noqa: E402,F401  (densenet.data.FashionMNIST, ImageFolder)
-from densenet.core import (  # noqa: E402
-    DenseBlock,
-    DenseNet,
-    conv_block,
-    min_input_size,
-    transition_block,
-)
+from densenet.core import DenseBlock, conv_block, transition_block  # noqa: E402
 from densenet.models import (  # noqa: E402
+    DenseNet,
     DenseNetBC,
     default_cfg,
     densenet,
@@ -36,6 +31,7 @@ from densenet.models import (  # noqa: E402
     load_parameters,
     pretrained,
 )
+from densenet.models.classifier import min_input_size  # noqa: E402
 from densenet.modes import set_concat_mode, set_memory_efficient  # noqa: E402
 
 __all__ = ['conv_block', 'DenseBlock', 'transition_block', 'DenseNet', 'min_input_size',

@@ -19,7 +19,8 @@ from typing import Any
 import mxnet as mx
 from mxnet.gluon import nn
 
-from densenet.core.classifier import CheckedClassifier, network
+from densenet.models.classifier import CheckedClassifier
+from densenet.modes.block_mode import network
 
 #: The operators whose multiply-accumulates are counted.
 COUNTED_OPS = ('Convolution', 'FullyConnected')

@@ -36,8 +36,9 @@ from mxnet.gluon import nn
 
 from densenet.analysis.complexity import input_channels
 from densenet.core.blocks import DenseBlock
-from densenet.core.classifier import min_input_size, network
 from densenet.errors import UsageError
+from densenet.models.classifier import min_input_size
+from densenet.modes.block_mode import network
 from densenet.system.files import atomic_text, pyplot, save_figure
 from densenet.system.mxcompat import leaves
 

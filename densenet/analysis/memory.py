@@ -39,7 +39,8 @@ from mxnet.gluon import nn
 
 from densenet.analysis.complexity import GraphNode, graph_nodes, input_channels
 from densenet.core.blocks import DenseBlock
-from densenet.core.classifier import CheckedClassifier, network
+from densenet.models.classifier import CheckedClassifier
+from densenet.modes.block_mode import network
 from densenet.system.files import pyplot, save_figure
 
 #: Operators whose backward reads their (non-parameter) inputs.

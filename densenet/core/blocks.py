@@ -9,9 +9,9 @@ densenet.modes.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable
+from typing import Callable
 
-from mxnet import npx
+from mxnet import np, npx
 from mxnet.gluon import nn
 
 npx.set_np()  # the book's arrays are mxnet.numpy ones (d2l sets this too)
@@ -52,7 +52,7 @@ class DenseBlock(nn.HybridBlock):
         for _ in range(num_convs):
             self.net.add(layer(num_channels))
 
-    def hybrid_forward(self, F: ModuleType, X: Any) -> Any:
+    def hybrid_forward(self, F: ModuleType, X: np.ndarray) -> np.ndarray:
         for blk in self.net:
             Y = blk(X)
             # Concatenate input and output of each block along the channels

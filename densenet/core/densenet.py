@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from d2l import mxnet as d2l
 from mxnet import init
 from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock, transition_block
-from densenet.core.classifier import CheckedClassifier
 
 
-class DenseNet(CheckedClassifier):
+class DenseNet(d2l.Classifier):
     """DenseNet as d2l builds it: stem, dense blocks with transitions, head.
 
-    A `d2l.Classifier` (through `CheckedClassifier`, which checks batches and
-    labels). Kept from the book on purpose: the stem always has 64 channels
-    whatever `num_channels` is (`num_channels` only seeds the running channel
+    A `d2l.Classifier`; `densenet.DenseNet` is this model with input and label
+    checks (`densenet.models.classifier`). Kept from the book on purpose: the
+    stem always has 64 channels whatever `num_channels` is (`num_channels` only seeds the running channel
     count that sets the transition widths), and the default ``lr=0.1`` although
     the book trains with ``DenseNet(lr=0.01)``.
 

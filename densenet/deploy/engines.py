@@ -39,7 +39,6 @@ import mxnet as mx
 import numpy as onp
 from mxnet import np
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.deploy.export import _input_shape, export_onnx, import_extra
 from densenet.deploy.inference import (
     PRECISIONS,
@@ -49,6 +48,7 @@ from densenet.deploy.inference import (
     inference_model,
 )
 from densenet.errors import UsageError
+from densenet.models.classifier import CheckedClassifier
 from densenet.models.params import load_model
 from densenet.system import runtime
 from densenet.system.machine import unsupported

@@ -27,8 +27,8 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.errors import UsageError
+from densenet.models.classifier import CheckedClassifier
 from densenet.models.preprocess import Preprocess
 from densenet.modes.block_mode import concat_mode
 from densenet.system.files import atomic_text, disk_full_as_error

@@ -31,8 +31,8 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.deploy.export import export_mxnet
+from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import concat_mode
 from densenet.system.mxcompat import cached_graph, load_init
 

@@ -19,7 +19,6 @@ import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.deploy.graphs import (
     Graph,
     block_graph,
@@ -29,6 +28,7 @@ from densenet.deploy.graphs import (
     legacy_mode,
     share_concat_ranges,
 )
+from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import fast_concat_mode, set_concat_mode
 from densenet.system import runtime
 from densenet.system.hints import Array

@@ -15,8 +15,8 @@ from typing import Any, Iterable
 import mxnet as mx
 from mxnet.gluon import nn
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.errors import UsageError
+from densenet.models.classifier import CheckedClassifier
 from densenet.models.preprocess import Preprocess
 from densenet.system.files import atomic_text, atomic_write
 from densenet.system.hints import Array

@@ -16,7 +16,7 @@ from densenet.errors import UsageError
 if TYPE_CHECKING:
     import mxnet as mx
 
-    from densenet.core.classifier import CheckedClassifier
+    from densenet.models.classifier import CheckedClassifier
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights')
 #: (model, dataset) -> file name in densenet/weights/

@@ -11,12 +11,12 @@ import dataclasses
 import inspect
 from typing import Any, Callable
 
-from densenet.core import DenseNet
-from densenet.core.classifier import CheckedClassifier
 from densenet.errors import UsageError
+from densenet.models.classifier import CheckedClassifier
 from densenet.models.resnet import D2LResNet18
 from densenet.models.variants import (
     TRANSITION_POOLS,
+    DenseNet,
     DenseNetBC,
     TransitionPoolDenseNet,
     densenet,

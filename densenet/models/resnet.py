@@ -15,7 +15,7 @@ from d2l import mxnet as d2l
 from mxnet import init
 from mxnet.gluon import nn
 
-from densenet.core.classifier import CheckedClassifier
+from densenet.models.classifier import CheckedClassifier
 from densenet.system.hints import ArrayOrSymbol, OpNamespace
 
 #: The channels of d2l.resnet18's last stage: the features entering its Dense layer.

@@ -13,9 +13,9 @@ import mxnet as mx
 from mxnet import init
 from mxnet.gluon import nn
 
+from densenet.core import densenet as book
 from densenet.core.blocks import DenseBlock, transition_block
-from densenet.core.classifier import CheckedClassifier
-from densenet.core.densenet import DenseNet
+from densenet.models.classifier import CheckedClassifier
 from densenet.modes import set_memory_efficient
 from densenet.system.mxcompat import load_arrays, load_init, replace_child
 
@@ -27,6 +27,11 @@ IMAGENET_CONFIGS: dict[int, tuple[int, int, tuple[int, ...]]] = {
     169: (64, 32, (6, 12, 32, 32)),
     201: (64, 32, (6, 12, 48, 32)),
 }
+
+
+class DenseNet(CheckedClassifier, book.DenseNet):
+    """The book's DenseNet (`densenet.core.DenseNet`, same arguments, layers and values),
+    with the input and label checks of `CheckedClassifier`."""
 
 
 def bottleneck_layer(growth_rate: int, bn_size: int = 4,

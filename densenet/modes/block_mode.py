@@ -28,11 +28,11 @@ import dataclasses
 from typing import Any, Iterator, Sequence, TypeVar
 
 import mxnet as mx
+from d2l import mxnet as d2l
 from mxnet import autograd, np
 from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock
-from densenet.core.classifier import CheckedClassifier, network
 from densenet.errors import UsageError
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
@@ -40,8 +40,22 @@ from densenet.system.mxcompat import drop_cached_graph, is_hybridized, layer_kwa
 from densenet.system.runtime import naive_engine
 
 CONCAT_MODES = ('numpy', 'legacy')
-#: A model (CheckedClassifier) or its network: what the setters take and return.
-M = TypeVar('M', bound='CheckedClassifier | nn.Block')
+#: A model (a d2l.Classifier with a ``net``) or its network: what the setters take and return.
+M = TypeVar('M', bound='d2l.Classifier | nn.Block')
+C = TypeVar('C', bound=d2l.Classifier)
+
+
+def network(model: d2l.Classifier | nn.Block) -> nn.Block:
+    """The Gluon network of a model (its ``.net``), or `model` itself if it is a network
+    or a block (a DenseBlock's own ``.net`` holds only its layers).
+
+    Args:
+        model: a model or a network.
+
+    Returns:
+        The network.
+    """
+    return model.net if isinstance(model, d2l.Classifier) else model
 
 
 def concat_channels(F: OpNamespace, *arrays: ArrayOrSymbol, mode: str = 'numpy') -> ArrayOrSymbol:
@@ -365,8 +379,8 @@ def concat_mode(net: nn.HybridBlock, mode: str | None,
         _retrace(net)
 
 
-def prepare_model(model: CheckedClassifier, ctxs: mx.Context | Sequence[mx.Context],
-                  hybridize: bool, memory_efficient: bool = False) -> CheckedClassifier:
+def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
+                  hybridize: bool, memory_efficient: bool = False) -> C:
     """Move `model` to `ctxs` and put it on the fast or the book-literal path.
 
     The fast path hybridizes with the oneDNN-friendly concatenation (and, when

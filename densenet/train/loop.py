@@ -22,9 +22,9 @@ import mxnet as mx
 import numpy as onp
 from mxnet import autograd, gluon, np
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.data import FashionMNIST, ImageFolder
 from densenet.data.batches import BatchLoader
+from densenet.models.classifier import CheckedClassifier
 from densenet.models.params import all_finite
 from densenet.modes import prepare_model
 from densenet.system import runtime

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Callable
 
 from mxnet import autograd, npx
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.errors import Diverged
+from densenet.models.classifier import CheckedClassifier
 from densenet.system.hints import Array
 
 if TYPE_CHECKING:

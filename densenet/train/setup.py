@@ -9,9 +9,9 @@ from typing import Any, Callable
 import mxnet as mx
 from mxnet import gluon
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.data import FashionMNIST, ImageFolder
 from densenet.errors import UsageError
+from densenet.models.classifier import CheckedClassifier
 from densenet.models.params import build, describe, load_parameters, shape_args
 from densenet.models.registry import default_cfg, get_model
 from densenet.models.variants import load_gluon_zoo_parameters

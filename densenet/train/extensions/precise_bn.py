@@ -19,8 +19,8 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from densenet.core.classifier import CheckedClassifier
 from densenet.data.batches import BatchLoader, unaugmented_train_loader
+from densenet.models.classifier import CheckedClassifier
 from densenet.system.hints import Array
 from densenet.system.mxcompat import layer_kwargs
 from densenet.train.extensions.base import Extension

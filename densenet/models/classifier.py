@@ -1,8 +1,8 @@
-"""`CheckedClassifier`: the d2l.Classifier that the book's DenseNet and DenseNet-BC share.
+"""`CheckedClassifier`: what the package's models add to the book's d2l.Classifier.
 
-It adds what the book leaves to the reader: input and label checks with a clear
-error, the smallest input side a network accepts, the pooled features, and a
-new classifier for fine-tuning. It computes nothing the book's model does not.
+Input and label checks with a clear error, the smallest input side a network
+accepts (traced from its layers), the pooled features, and a new classifier for
+fine-tuning. It computes nothing the book's model does not.
 """
 from __future__ import annotations
 
@@ -277,15 +277,3 @@ class CheckedClassifier(d2l.Classifier):
         self.check_labels(Y)
         return super().loss(Y_hat, Y, averaged)
 
-
-def network(model: CheckedClassifier | nn.Block) -> nn.Block:
-    """The Gluon network of a model (its ``.net``), or `model` itself if it is a network
-    or a block (a DenseBlock's own ``.net`` holds only its layers).
-
-    Args:
-        model: a model or a network.
-
-    Returns:
-        The network.
-    """
-    return model.net if isinstance(model, CheckedClassifier) else model
