@@ -15,9 +15,9 @@ class DenseNet(d2l.Classifier):
 
     A `d2l.Classifier`; `densenet.DenseNet` is this model with input and label
     checks (`densenet.models.classifier`). Kept from the book on purpose: the
-    stem always has 64 channels whatever `num_channels` is (`num_channels` only seeds the running channel
-    count that sets the transition widths), and the default ``lr=0.1`` although
-    the book trains with ``DenseNet(lr=0.01)``.
+    stem always has 64 channels whatever `num_channels` is (`num_channels` only
+    seeds the running channel count that sets the transition widths), and the
+    default ``lr=0.1`` although the book trains with ``DenseNet(lr=0.01)``.
 
     Args:
         num_channels: the channel count that the transition widths start from.

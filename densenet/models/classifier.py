@@ -6,7 +6,7 @@ fine-tuning. It computes nothing the book's model does not.
 """
 from __future__ import annotations
 
-from typing import List, Tuple, Union
+from typing import Any, List, Tuple, Union
 
 import numpy as onp
 from d2l import mxnet as d2l
@@ -101,6 +101,10 @@ class CheckedClassifier(d2l.Classifier):
     values (NaN pixels, labels), which wait for the device, run on the first
     batch of each shape only, so that training never waits on them.
     """
+
+    #: The registry name and constructor arguments `registry.get_model` built it from.
+    registry_name: str = ''
+    registry_kwargs: dict[str, Any] = {}
 
     def _first_of(self, kind: str, shape: tuple[int, ...]) -> bool:
         """Whether no `kind` of this shape has passed the value checks yet."""

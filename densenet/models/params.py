@@ -13,11 +13,14 @@ import os
 from typing import Any, Iterable
 
 import mxnet as mx
+from mxnet import np
 from mxnet.gluon import nn
 
+from densenet.data.fashion_mnist import CLASSES
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.models.preprocess import Preprocess
+from densenet.models.registry import default_cfg, get_model
 from densenet.system.files import atomic_text, atomic_write
 from densenet.system.hints import Array
 from densenet.system.mxcompat import load_arrays
@@ -173,7 +176,7 @@ def load_parameters(model: CheckedClassifier, path: str,
     try:
         (model if whole else model.net).load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError, RuntimeError) as e:
-        name = getattr(model, 'registry_name', type(model).__name__)
+        name = model.registry_name or type(model).__name__
         raise UsageError(f'{path} does not fit the {name} model with '
                          f'{model.net[-1].weight.shape[0]} classes (another architecture, '
                          f'channel count or class count; --model names a bare file\'s): '
@@ -190,7 +193,6 @@ def all_finite(net: nn.Block) -> bool:
     Returns:
         True when no value is NaN or infinite.
     """
-    from mxnet import np
     return all(bool(np.isfinite(p.data()).all()) for p in net.collect_params().values())
 
 
@@ -207,7 +209,6 @@ def build(meta: dict[str, Any], **overrides: Any) -> CheckedClassifier:
     Raises:
         UsageError: an unknown model name or argument.
     """
-    from densenet.models.registry import get_model
     kwargs = {k: tuple(v) if isinstance(v, list) else v
               for k, v in {**meta.get('kwargs', {}), **overrides}.items()}
     return get_model(meta['model'], **kwargs)
@@ -240,18 +241,15 @@ def load_model(path: str, model_name: str | None = None,
     meta = read_meta(path)
     if model_name is not None and (meta is None or meta['model'] != model_name
                                    or model_args):
-        from densenet.data.fashion_mnist import CLASSES
         shapes = shape_args(path)
         classes = ((meta or {}).get('classes') or
                    (list(CLASSES) if shapes['num_classes'] == 10 else
                     [str(i) for i in range(shapes['num_classes'])]))
-        from densenet.models.registry import default_cfg
         meta = {'model': model_name, 'kwargs': {**(model_args or {}), **shapes},
                 **_inputs((meta or {}).get('dataset'), (meta or {}).get(
                     'input_size', default_cfg(model_name).input_size),
                     shapes['in_channels'], classes)}
     elif meta is None:
-        from densenet.data.fashion_mnist import CLASSES
         meta = dict(BARE, **_inputs('fashion-mnist', BARE['input_size'], 1, CLASSES))
     model = build(meta)
     load_parameters(model, path, ctx=ctx)

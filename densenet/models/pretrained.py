@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import mxnet as mx
 
 from densenet.errors import UsageError
-
-if TYPE_CHECKING:
-    import mxnet as mx
-
-    from densenet.models.classifier import CheckedClassifier
+from densenet.models.classifier import CheckedClassifier
+from densenet.models.params import load_model
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights')
 #: (model, dataset) -> file name in densenet/weights/
@@ -101,5 +100,4 @@ def pretrained(model: str = 'book', dataset: str = 'fashion-mnist',
     Raises:
         UsageError: as `pretrained_path`.
     """
-    from densenet.models.params import load_model
     return load_model(pretrained_path(model, dataset), ctx=ctx)[0]

@@ -8,11 +8,14 @@ live here and in `densenet.data`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable
 
+from mxnet import np
+
 from densenet.errors import UsageError
-from densenet.models.classifier import CheckedClassifier
+from densenet.models.classifier import CheckedClassifier, min_input_size
 from densenet.models.resnet import D2LResNet18
 from densenet.models.variants import (
     TRANSITION_POOLS,
@@ -36,7 +39,6 @@ class ModelCfg:
         name: the registry name.
         build: the constructor; keyword arguments pass through.
         input_size: the side it is usually trained at.
-        min_input_size: the smallest side its pooling stages accept.
         channels: input channels by default.
         num_classes: classes by default.
         dataset: what the defaults are for.
@@ -48,7 +50,6 @@ class ModelCfg:
     name: str
     build: Callable[..., CheckedClassifier]  # the constructor; keyword arguments pass through
     input_size: int          # the side it is usually trained at
-    min_input_size: int      # the smallest side its pooling stages accept
     channels: int
     num_classes: int
     dataset: str             # what the defaults are for
@@ -56,6 +57,11 @@ class ModelCfg:
     params_unit: float = 1       # its rounding (the paper gives the CIFAR models to 0.1M)
     kwargs: tuple[tuple[str, Any], ...] = ()  # fixed constructor arguments, (name, value) pairs
     doc: str = ''
+
+    @functools.cached_property
+    def min_input_size(self) -> int:
+        """The smallest side its pooling stages accept, traced from its layers."""
+        return min_input_size(self.build(**dict(self.kwargs)).net)
 
 
 def _book(num_classes: int = 10, in_channels: int = 1,
@@ -80,26 +86,26 @@ def _d2l_resnet18(num_classes: int = 10,
 
 
 MODELS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in [
-    ModelCfg('book', _book, 96, 29, 1, 10, 'fashion-mnist',
+    ModelCfg('book', _book, 96, 1, 10, 'fashion-mnist',
              doc="the book's DenseNet (d2l 8.7), unchanged: 4 blocks of 4 layers, k=32, "
                  "average pooling in the transitions (the option transition_pool='max' "
                  "max-pools)"),
-    ModelCfg('densenet121', densenet121, 224, 29, 3, 1000, 'imagenet', 7_978_856,
+    ModelCfg('densenet121', densenet121, 224, 3, 1000, 'imagenet', 7_978_856,
              doc='DenseNet-BC-121 (k=32), the Gluon zoo layout'),
-    ModelCfg('densenet161', densenet161, 224, 29, 3, 1000, 'imagenet', 28_681_000,
+    ModelCfg('densenet161', densenet161, 224, 3, 1000, 'imagenet', 28_681_000,
              doc='DenseNet-BC-161 (k=48)'),
-    ModelCfg('densenet169', densenet169, 224, 29, 3, 1000, 'imagenet', 14_149_480,
+    ModelCfg('densenet169', densenet169, 224, 3, 1000, 'imagenet', 14_149_480,
              doc='DenseNet-BC-169 (k=32)'),
-    ModelCfg('densenet201', densenet201, 224, 29, 3, 1000, 'imagenet', 20_013_928,
+    ModelCfg('densenet201', densenet201, 224, 3, 1000, 'imagenet', 20_013_928,
              doc='DenseNet-BC-201 (k=32)'),
-    ModelCfg('densenet_bc_100', densenet_bc, 32, 4, 3, 10, 'cifar', 0.8e6, 0.1e6,
+    ModelCfg('densenet_bc_100', densenet_bc, 32, 3, 10, 'cifar', 0.8e6, 0.1e6,
              kwargs=(('depth', 100), ('growth_rate', 12)),
              doc='DenseNet-BC (L=100, k=12), the paper\'s CIFAR model; depth= and '
                  'growth_rate= give any other BC depth (6n+4) and k'),
-    ModelCfg('densenet_40', densenet, 32, 4, 3, 10, 'cifar', 1.0e6, 0.1e6,
+    ModelCfg('densenet_40', densenet, 32, 3, 10, 'cifar', 1.0e6, 0.1e6,
              kwargs=(('depth', 40), ('growth_rate', 12)),
              doc='DenseNet (L=40, k=12), plain layers; depth= (3n+4) and growth_rate= vary it'),
-    ModelCfg('d2l_resnet18', _d2l_resnet18, 96, 1, 1, 10, 'fashion-mnist',
+    ModelCfg('d2l_resnet18', _d2l_resnet18, 96, 1, 10, 'fashion-mnist',
              doc="the book's ResNet-18 (d2l.resnet18: 3x3 stem, no max pool), the "
                  'baseline the DenseNet is compared with'),
 ]}
@@ -206,7 +212,6 @@ def get_model(name: str, **kwargs: Any) -> CheckedClassifier:
     Raises:
         UsageError: an unknown name or argument (the message lists the choices).
     """
-    from mxnet import np
     full = model_kwargs(name, kwargs)
     model = default_cfg(name).build(**full)
     model.registry_name, model.registry_kwargs = name, full
