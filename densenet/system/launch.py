@@ -22,6 +22,7 @@ from types import FrameType
 from typing import IO, Sequence
 
 from densenet.errors import UsageError
+from densenet.system import runtime
 
 # What a scheduler or server runs: importing mxnet with DMLC_ROLE set starts
 # the parameter-server loop and exits when the workers are done.
@@ -151,8 +152,7 @@ class Cluster:
         if not port:
             port, self._port_holder = reserve_port()  # held until the cluster stops
         self.env = dict(os.environ, **cluster_env(num_workers, num_servers, port))
-        from densenet.system import runtime
-        if not runtime._state['user_set']:
+        if not runtime.settings.user_set:
             # Workers on one machine share its cores: one OpenMP pool each of all the
             # cores oversubscribes them (measured: 10x slower per worker on 2 cores).
             share = max(1, runtime.available_cores() // num_workers)

@@ -22,19 +22,37 @@ imported first.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any, MutableMapping
 
+from densenet.errors import UsageError
 from densenet.system.machine import capabilities as _capabilities
 from densenet.system.machine import cpu_has
+from densenet.system.machine import describe as describe_machine
 
 if TYPE_CHECKING:
     import mxnet as mx
 
 THREAD_VARS = ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')
-_state: dict[str, bool] = {'set_by_us': False, 'user_set': False, 'too_late': False}
+
+
+@dataclasses.dataclass
+class Settings:
+    """What `configure` did in this process (read by `changes` and the launcher)."""
+
+    opted_out: bool = False        # DENSENET_RUNTIME=off
+    set_by_us: bool = False        # the OpenMP thread counts
+    user_set: bool = False         # the user set a thread count before the import
+    too_late: bool = False         # mxnet was imported first
+    engine_set_by_us: bool = False
+    engine_started: bool = False
+    amx: bool = False
+
+
+settings = Settings()
 
 
 def available_cores() -> int:
@@ -52,7 +70,7 @@ def available_cores() -> int:
 def configure() -> None:
     """Make the settings above, unless DENSENET_RUNTIME=off; see `changes()`."""
     if os.environ.get('DENSENET_RUNTIME', '').strip().lower() in ('off', '0', 'false', 'no'):
-        _state['opted_out'] = True
+        settings.opted_out = True
         return
     configure_threads()
     configure_engine()
@@ -66,31 +84,31 @@ def changes() -> list[str]:
     Returns:
         The lines (empty when nothing was changed).
     """
-    if _state.get('opted_out'):
+    if settings.opted_out:
         return ['none: DENSENET_RUNTIME=off']
     out = []
-    if _state['set_by_us']:
+    if settings.set_by_us:
         out.append(f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS")} (MXNet would use half '
                    'the cores)')
-    if _state.get('engine_set_by_us'):
+    if settings.engine_set_by_us:
         out.append('MXNET_ENGINE_TYPE=NaiveEngine (CPU-only MXNet build)')
-    if _state.get('amx'):
+    if settings.amx:
         out.append('AMX permission requested, DNNL_MAX_CPU_ISA=AVX512_CORE_AMX')
-    if _state.get('engine_started'):
+    if settings.engine_started:
         out.append('MXNet engine started with its start-up message muted')
     return out
 
 
 def configure_threads() -> None:
     """Give MXNet's OpenMP pool every available core, unless the user set a count."""
-    if any(v in os.environ for v in THREAD_VARS) and not _state['set_by_us']:
-        _state['user_set'] = True
+    if any(v in os.environ for v in THREAD_VARS) and not settings.set_by_us:
+        settings.user_set = True
         return
     if 'mxnet' in sys.modules:
-        _state['too_late'] = True
+        settings.too_late = True
         return
     os.environ['OMP_NUM_THREADS'] = str(available_cores())
-    _state['set_by_us'] = True
+    settings.set_by_us = True
 
 
 def _cpu_only_mxnet() -> bool:
@@ -113,11 +131,11 @@ def configure_engine() -> None:
         return
     if 'MXNET_ENGINE_TYPE' in os.environ:
         # Inherited from a parent process where densenet chose it: still ours.
-        _state['engine_set_by_us'] = os.environ.get('DENSENET_ENGINE') == '1'
+        settings.engine_set_by_us = os.environ.get('DENSENET_ENGINE') == '1'
         return
     if _cpu_only_mxnet():
         use_naive_engine(os.environ)
-        _state['engine_set_by_us'] = True
+        settings.engine_set_by_us = True
 
 
 def use_naive_engine(env: MutableMapping[str, str]) -> None:
@@ -132,7 +150,7 @@ def use_naive_engine(env: MutableMapping[str, str]) -> None:
 def start_engine_quietly() -> None:
     """Create MXNet's engine now, with stderr muted: a NaiveEngine announces itself
     on stderr ("MXNet start using engine"), which would follow every command's output."""
-    if not _state.get('engine_set_by_us'):
+    if not settings.engine_set_by_us:
         return
     import mxnet as mx
     sys.stderr.flush()
@@ -140,7 +158,7 @@ def start_engine_quietly() -> None:
     os.dup2(null, 2)
     try:
         mx.nd.waitall()
-        _state['engine_started'] = True
+        settings.engine_started = True
     finally:
         os.dup2(saved, 2)
         os.close(null)
@@ -158,13 +176,13 @@ def naive_engine() -> bool:
 
 def check_threads() -> None:
     """Warn once if MXNet was imported before its thread count could be set."""
-    if _state['too_late'] and available_cores() > 1:
+    if settings.too_late and available_cores() > 1:
         warnings.warn(
             'mxnet was imported before densenet, so MXNet uses only half of the '
             f'{available_cores()} cores for its operators (about 1.7x slower on 2 cores). '
             f'Import densenet first, or start Python with OMP_NUM_THREADS={available_cores()}.',
             RuntimeWarning, stacklevel=2)
-        _state['too_late'] = False
+        settings.too_late = False
 
 
 def enable_amx() -> bool:
@@ -186,7 +204,7 @@ def enable_amx() -> bool:
     if libc.syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0:
         return False
     os.environ.setdefault('DNNL_MAX_CPU_ISA', 'AVX512_CORE_AMX')
-    _state['amx'] = True
+    settings.amx = True
     return True
 
 
@@ -196,12 +214,12 @@ def describe() -> dict[str, Any]:
     Returns:
         {setting: value}.
     """
-    how = 'set by user' if _state['user_set'] else (
-        'set by densenet' if _state['set_by_us'] else 'MXNet default (half the cores)')
+    how = 'set by user' if settings.user_set else (
+        'set by densenet' if settings.set_by_us else 'MXNet default (half the cores)')
     return {'cores': available_cores(), 'omp_num_threads': os.environ.get('OMP_NUM_THREADS'),
             'threads': how,
             'engine': os.environ.get('MXNET_ENGINE_TYPE', 'ThreadedEnginePerDevice'),
-            'amx_permission': _state.get('amx', False), 'import_changes': changes()}
+            'amx_permission': settings.amx, 'import_changes': changes()}
 
 
 def capabilities() -> dict[str, bool]:
@@ -210,7 +228,7 @@ def capabilities() -> dict[str, bool]:
     Returns:
         {feature: bool}.
     """
-    return _capabilities(_state.get('amx', False))
+    return _capabilities(settings.amx)
 
 
 def machine() -> dict[str, Any]:
@@ -219,7 +237,6 @@ def machine() -> dict[str, Any]:
     Returns:
         The description dict (`machine.describe`).
     """
-    from densenet.system.machine import describe as describe_machine
     return describe_machine(describe())
 
 
@@ -238,7 +255,6 @@ def devices(device: str | None = None) -> list[mx.Context]:
     """
     import mxnet as mx
 
-    from densenet.errors import UsageError
     device = (device or 'auto').strip().lower()
     if device == 'auto':
         n = mx.context.num_gpus()
