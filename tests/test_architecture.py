@@ -244,3 +244,122 @@ def test_private_access_check_finds(source, expected):
 ])
 def test_private_access_check_allows(source):
     assert private_accesses(source, 'densenet.system.launch') == []
+
+
+def _modules():
+    """{module name: parsed tree} of every module of the package."""
+    found = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for f in files:
+            if f.endswith('.py'):
+                path = os.path.join(folder, f)
+                parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+                name = '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+                with open(path) as fh:
+                    found[name] = ast.parse(fh.read())
+    return found
+
+
+def _imported(node, module, is_package):
+    """The module names an import statement names (relative ones resolved)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = node.module or ''
+    if node.level:
+        anchor = module.split('.')[:len(module.split('.')) - node.level + is_package]
+        base = '.'.join(anchor + ([base] if base else []))
+    return [base] + [f'{base}.{a.name}' for a in node.names]
+
+
+def _function_imports(tree):
+    """(line, module) of every import of densenet inside a function body."""
+    found = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [n.name for n in node.names] if isinstance(node, ast.Import) else [
+                        node.module or '.']
+                    found += [(node.lineno, n) for n in names
+                              if n.split('.')[0] == 'densenet' or n.startswith('.')]
+    return found
+
+
+def test_no_function_level_import_of_a_densenet_module():
+    """Every densenet module a module needs is imported at its top, where its layer shows."""
+    found = {name: _function_imports(tree) for name, tree in _modules().items()}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_function_import_check_finds():
+    tree = ast.parse('def f():\n    from densenet.models import registry\n    import os\n')
+    assert _function_imports(tree) == [(2, 'densenet.models')]
+
+
+def _import_graph():
+    modules = _modules()
+    graph = {name: set() for name in modules}
+    for name, tree in modules.items():
+        is_package = os.path.isfile(os.path.join(ROOT, *name.split('.'), '__init__.py'))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                graph[name] |= {m for m in _imported(node, name, is_package)
+                                if m in modules and m != name}
+    return graph
+
+
+def _cycles(graph):
+    """The strongly connected groups of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_no_import_cycle_even_for_type_checking():
+    """No two modules import each other, through any chain, counting the imports made
+    only for type checking: each layer's types live below their users."""
+    assert _cycles(_import_graph()) == []
+
+
+def test_cycle_check_finds():
+    assert _cycles({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == [['a', 'b', 'c']]
+    assert _cycles({'a': {'b'}, 'b': set()}) == []
+
+
+def test_the_core_imports_only_the_book_s_libraries():
+    """densenet.core, the chapter's code, imports mxnet, d2l, numpy, the standard
+    library and itself, nothing else of densenet."""
+    allowed = {'mxnet', 'd2l', 'numpy', '__future__'} | set(sys.stdlib_module_names)
+    found = set()
+    for name, tree in _modules().items():
+        if name.startswith('densenet.core'):
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    found |= {m for m in _imported(node, name, False)[:1]
+                              if m.split('.')[0] not in allowed
+                              and not m.startswith('densenet.core')}
+    assert found == set()

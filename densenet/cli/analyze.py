@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from densenet.analysis.feature_reuse import FIGURE, TABLE, write_feature_reuse
-from densenet.cli.common import add_model_flags, load_trained
+from densenet.cli.common import Commands, add_model_flags, load_trained
 from densenet.errors import UsageError
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Commands) -> None:
     p = sub.add_parser('analyze', help='feature reuse: the weight each layer gives every '
                                        'earlier one (Huang et al. 2017, Figure 5)')
     p.add_argument('--params', help='a .params file from densenet train (default: the shipped '

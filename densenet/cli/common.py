@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn, Protocol
 
+import mxnet as mx
 import numpy as onp
 from mxnet import np
 
@@ -13,6 +14,8 @@ from densenet.data import FashionMNIST, ImageFolder, check_data_dir, check_folde
 from densenet.deploy.engines import ENGINES, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
+from densenet.models.classifier import CheckedClassifier
+from densenet.models.meta import Meta
 from densenet.models.params import load_model
 from densenet.models.preprocess import Preprocess
 from densenet.models.pretrained import pretrained_path
@@ -25,10 +28,17 @@ from densenet.train.options import positive_int
 PROG = 'densenet'
 
 
+class Commands(Protocol):
+    """What ``add_subparsers`` returns, as the commands' ``add_parser`` functions use it."""
+
+    def add_parser(self, name: str, *, help: str) -> argparse.ArgumentParser:
+        """A new sub-command's parser."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, with errors as one line (and a pointer to --help) instead of the usage block."""
 
-    def error(self, message: str) -> Any:  # argparse's own signature says NoReturn
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
@@ -100,7 +110,7 @@ class MXOutputs:
 
 
 def load_trained(args: argparse.Namespace,
-                 device: str = 'auto') -> tuple[Any, dict[str, Any], list[Any]]:
+                 device: str = 'auto') -> tuple[CheckedClassifier, Meta, list[mx.Context]]:
     """(model on the fast path, its metadata, contexts) for --params (default: the shipped
     weights), rebuilt from its metadata or as --model for a bare file."""
     ctxs = runtime.devices(device)
@@ -113,14 +123,14 @@ def load_trained(args: argparse.Namespace,
         raise UsageError(f'--params {args.params}: no such file')
     model, meta = load_model(args.params, args.model,
                              dict(args.model_args) if args.model_args else None)
-    meta = dict(meta, input_size=args.resize or meta['input_size'])
+    meta = {**meta, 'input_size': args.resize or meta['input_size']}
     if meta['input_size'] < model.min_input_size():
         raise UsageError(f'--resize {meta["input_size"]} is below the minimum input size '
                          f'{model.min_input_size()}')
     return prepare_model(model, ctxs, hybridize=True), meta, ctxs
 
 
-def input_shape(meta: dict[str, Any]) -> tuple[int, int, int, int]:
+def input_shape(meta: Meta) -> tuple[int, int, int, int]:
     """The shape of one image batch for the model `meta` describes."""
     side = meta['input_size']
     return (1, meta['channels'], side, side)
@@ -137,7 +147,8 @@ def check_data_flags(args: argparse.Namespace) -> None:
         check_folder(args.data)
 
 
-def eval_data(args: argparse.Namespace, meta: dict[str, Any], batch_size: int) -> Any:
+def eval_data(args: argparse.Namespace, meta: Meta,
+              batch_size: int) -> FashionMNIST | ImageFolder:
     """The labelled images to score: --data's (or the run's own) folder, else Fashion-MNIST's
     test split, at the model's side and channels."""
     folder = getattr(args, 'data', None)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 import numpy as onp
 
 from densenet.cli.common import (
+    Commands,
     MXOutputs,
     add_engine_flags,
     add_params_flags,
@@ -26,7 +26,7 @@ from densenet.train.options import positive_int
 from densenet.train.run_folder import CONFUSION
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Commands) -> None:
     p = sub.add_parser('evaluate', help='test accuracy, per-class accuracy, confusion matrix')
     add_params_flags(p)
     p.add_argument('--batch-size', type=positive_int, default=256)

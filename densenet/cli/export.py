@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
-from densenet.cli.common import add_params_flags, input_shape, load_trained
+from densenet.cli.common import Commands, add_params_flags, input_shape, load_trained
 from densenet.deploy.export import FORMATS, export
 from densenet.errors import UsageError
 from densenet.models.preprocess import Preprocess
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Commands) -> None:
     p = sub.add_parser('export', help='MXNet symbol + params, ONNX or OpenVINO IR, from trained '
                                       'params')
     add_params_flags(p)

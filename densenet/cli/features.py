@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from densenet.cli.common import add_params_flags, check_data_flags, eval_data, load_trained
+from densenet.cli.common import (
+    Commands,
+    add_params_flags,
+    check_data_flags,
+    eval_data,
+    load_trained,
+)
 from densenet.deploy.features import extract_features, save_features
 from densenet.errors import UsageError
 from densenet.train.options import positive_int
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Commands) -> None:
     p = sub.add_parser('features', help='embeddings (the pooled features that enter the '
                                         'classifier) and labels of a dataset, as .npz')
     add_params_flags(p)

@@ -3,14 +3,14 @@ cluster."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+from densenet.cli.common import Commands
 from densenet.errors import UsageError
 from densenet.system.launch import launch, multi_machine_help
 from densenet.train.options import positive_int
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Commands) -> None:
     p = sub.add_parser('launch', help='run a command as the workers of a local MXNet '
                                       'parameter-server cluster')
     p.add_argument('-n', '--num-workers', type=positive_int, default=2)

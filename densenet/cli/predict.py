@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 import numpy as onp
 from mxnet import np
 
 from densenet.cli.common import (
+    Commands,
     MXOutputs,
     add_engine_flags,
     add_params_flags,
@@ -22,10 +22,11 @@ from densenet.cli.common import (
 from densenet.data.images import read_image
 from densenet.deploy.engines import engine
 from densenet.deploy.inference import calibration_images
+from densenet.models.meta import Meta
 from densenet.models.preprocess import Preprocess
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Commands) -> None:
     p = sub.add_parser('predict', help='class and probability for image files')
     add_params_flags(p)
     p.add_argument('--device', default='auto')
@@ -39,10 +40,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument('images', nargs='+', help='PNG/JPEG/... files of any size and mode')
 
 
-def _calibration(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
+def _calibration(args: argparse.Namespace, meta: Meta) -> onp.ndarray:
     """int8's calibration images: the training images of the run's own image folder
     (where it is still there), else Fashion-MNIST's."""
-    root = (meta.get('data') or {}).get('root')
+    root = meta.get('data', {}).get('root')
     args.data = root if root and os.path.isdir(root) else None
     check_data_flags(args)
     return calibration_images(eval_data(args, meta, 64))

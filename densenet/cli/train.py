@@ -3,15 +3,15 @@ option), in argument groups."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+from densenet.cli.common import Commands
 from densenet.models.registry import list_models
 from densenet.train.config import TrainConfig
 from densenet.train.loop import fit
-from densenet.train.options import add_arguments
+from densenet.train.options import add_arguments, options
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Commands) -> None:
     p = sub.add_parser('train', help="train a DenseNet (default: the book's) on Fashion-MNIST "
                                      'or an image folder')
     add_arguments(p, TrainConfig, choices={'model': list_models()})
@@ -19,7 +19,7 @@ def add_parser(sub: Any) -> None:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The configuration the flags describe: the recipe's values, then every flag given."""
-    values = {name: getattr(args, name, None) for name in TrainConfig.__dataclass_fields__
+    values = {name: getattr(args, name, None) for name, _, _ in options(TrainConfig)
               if name != 'recipe'}
     pairs = values.get('model_args')
     if pairs is not None:
@@ -34,9 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if summary is None:  # a dist worker other than rank 0
         print('worker done')
         return 0
-    extra = ''.join(f', {k[6:]} {summary[k]:.4f}' for k in
-                    ('final_ema_val_acc', 'final_val_acc_tta', 'final_ema_val_acc_tta')
-                    if k in summary)
+    extra = ''.join(f', {k[6:]} {v:.4f}' for k, v in summary.items()
+                    if k.startswith('final_') and k != 'final_val_acc')
     print(f'final val acc {summary["final_val_acc"]:.4f}, best {summary["best_val_acc"]:.4f}'
           f'{extra}, {summary["wall_s"]:.0f} s; outputs in {cfg.out}')
     return 0

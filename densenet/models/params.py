@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import mxnet as mx
 from mxnet import np
@@ -19,6 +19,7 @@ from mxnet.gluon import nn
 from densenet.data.fashion_mnist import CLASSES
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
+from densenet.models.meta import Meta
 from densenet.models.preprocess import Preprocess
 from densenet.models.registry import default_cfg, get_model
 from densenet.system.files import atomic_text, atomic_write
@@ -26,10 +27,12 @@ from densenet.system.hints import Array
 from densenet.system.mxcompat import load_arrays
 
 META_VERSION = 1
+
+
 #: What a bare params file (no metadata) is taken to be without --model: the book's
 #: DenseNet on Fashion-MNIST at the book's 96x96.
-BARE: dict[str, Any] = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
-          'dataset': 'fashion-mnist'}
+BARE: Meta = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
+              'dataset': 'fashion-mnist'}
 
 
 def meta_path(params: str) -> str:
@@ -45,7 +48,7 @@ def meta_path(params: str) -> str:
 
 
 def describe(model: CheckedClassifier, input_size: int, classes: Iterable[str],
-             dataset: str | None, **extra: Any) -> dict[str, Any]:
+             dataset: str | None, **extra: Any) -> Meta:
     """The metadata of `model` (built by `registry.get_model`) trained on `classes`.
 
     Args:
@@ -60,19 +63,20 @@ def describe(model: CheckedClassifier, input_size: int, classes: Iterable[str],
     """
     kwargs: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v
                               for k, v in model.registry_kwargs.items()}
-    return {'format': META_VERSION, 'model': model.registry_name, 'kwargs': kwargs,
-            **_inputs(dataset, input_size, int(kwargs['in_channels']), classes), **extra}
+    return cast(Meta, {'format': META_VERSION, 'model': model.registry_name, 'kwargs': kwargs,
+                       **_inputs(dataset, input_size, int(kwargs['in_channels']), classes),
+                       **extra})
 
 
 def _inputs(dataset: str | None, input_size: int, channels: int,
-            classes: Iterable[str]) -> dict[str, Any]:
+            classes: Iterable[str]) -> Meta:
     """The metadata's input fields: side, channels, classes, dataset and preprocessing."""
     pre = Preprocess.for_dataset(dataset, input_size, channels, list(classes))
     return {'input_size': pre.input_size, 'channels': int(channels),
             'classes': list(pre.classes), 'dataset': dataset, 'preprocess': pre.steps()}
 
 
-def save(model: CheckedClassifier, path: str, meta: dict[str, Any]) -> None:
+def save(model: CheckedClassifier, path: str, meta: Meta) -> None:
     """Write ``path`` (the network's parameters) and its metadata, each atomically.
 
     Args:
@@ -87,7 +91,7 @@ def save(model: CheckedClassifier, path: str, meta: dict[str, Any]) -> None:
     atomic_text(meta_path(path), json.dumps(meta, indent=1))
 
 
-def read_meta(params: str) -> dict[str, Any] | None:
+def read_meta(params: str) -> Meta | None:
     """The metadata of a params file.
 
     Args:
@@ -100,7 +104,7 @@ def read_meta(params: str) -> dict[str, Any] | None:
     if not os.path.isfile(own):
         return None
     with open(own) as f:
-        meta: dict[str, Any] = json.load(f)
+        meta: Meta = json.load(f)
     return meta
 
 
@@ -196,7 +200,7 @@ def all_finite(net: nn.Block) -> bool:
     return all(bool(np.isfinite(p.data()).all()) for p in net.collect_params().values())
 
 
-def build(meta: dict[str, Any], **overrides: Any) -> CheckedClassifier:
+def build(meta: Meta, **overrides: Any) -> CheckedClassifier:
     """The untrained model that `meta` describes, its shapes fixed.
 
     Args:
@@ -217,7 +221,7 @@ def build(meta: dict[str, Any], **overrides: Any) -> CheckedClassifier:
 def load_model(path: str, model_name: str | None = None,
                model_args: dict[str, Any] | None = None,
                ctx: mx.Context | list[mx.Context] | None = None,
-               ) -> tuple[CheckedClassifier, dict[str, Any]]:
+               ) -> tuple[CheckedClassifier, Meta]:
     """The model of a params file, rebuilt, with its metadata.
 
     Rebuilt from its metadata, or as `model_name` (with `model_args`) for a bare
@@ -238,19 +242,20 @@ def load_model(path: str, model_name: str | None = None,
         UsageError: a file of another architecture, or one holding NaN or infinite
             values.
     """
-    meta = read_meta(path)
-    if model_name is not None and (meta is None or meta['model'] != model_name
+    found = read_meta(path)
+    if model_name is not None and (found is None or found['model'] != model_name
                                    or model_args):
-        shapes = shape_args(path)
-        classes = ((meta or {}).get('classes') or
-                   (list(CLASSES) if shapes['num_classes'] == 10 else
-                    [str(i) for i in range(shapes['num_classes'])]))
-        meta = {'model': model_name, 'kwargs': {**(model_args or {}), **shapes},
-                **_inputs((meta or {}).get('dataset'), (meta or {}).get(
-                    'input_size', default_cfg(model_name).input_size),
-                    shapes['in_channels'], classes)}
-    elif meta is None:
-        meta = dict(BARE, **_inputs('fashion-mnist', BARE['input_size'], 1, CLASSES))
+        shapes, old = shape_args(path), found or Meta()
+        classes = old.get('classes') or (list(CLASSES) if shapes['num_classes'] == 10 else
+                                         [str(i) for i in range(shapes['num_classes'])])
+        meta: Meta = {'model': model_name, 'kwargs': {**(model_args or {}), **shapes},
+                      **_inputs(old.get('dataset'), old.get(
+                          'input_size', default_cfg(model_name).input_size),
+                          shapes['in_channels'], classes)}
+    elif found is None:
+        meta = {**BARE, **_inputs('fashion-mnist', BARE['input_size'], 1, CLASSES)}
+    else:
+        meta = found
     model = build(meta)
     load_parameters(model, path, ctx=ctx)
     if not all_finite(model.net):

@@ -31,6 +31,7 @@ import numpy as onp
 
 from densenet.data.images import read_image
 from densenet.data.inputs import FASHION_MNIST_PHOTO, FASHION_MNIST_SIDE, as_fashion_mnist
+from densenet.models.meta import Meta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Preprocess:
         return cls(**values)
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> Preprocess:
+    def from_meta(cls, meta: Meta) -> Preprocess:
         """The preprocessing that params metadata describes.
 
         Args:
