@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from densenet.system.machine import Machine
+
 
 class RunData(TypedDict, total=False):
     """The image folder a run trained on, and how it split it."""
@@ -37,5 +39,5 @@ class Meta(TypedDict, total=False):
     test_accuracy: float
     train_wall_s: float
     sha256: str
-    machine: dict[str, object]
+    machine: Machine
     config: dict[str, object]

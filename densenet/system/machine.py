@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Any
+from typing import TypedDict
 
 #: The CPU flags (as /proc/cpuinfo names them) that decide oneDNN's kernels.
 FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
@@ -121,7 +121,33 @@ def precisions(caps: dict[str, bool]) -> dict[str, str | None]:
     return {'fp32': vector, 'int8': int8, 'bf16': bf16}
 
 
-def describe(settings: dict[str, Any] | None = None) -> dict[str, Any]:
+class RuntimeSettings(TypedDict, total=False):
+    """The thread, engine and AMX settings in effect (`runtime.describe`)."""
+
+    cores: int
+    omp_num_threads: str | None
+    threads: str
+    engine: str
+    amx_permission: bool
+    import_changes: list[str]
+
+
+class Machine(RuntimeSettings, total=False):
+    """The machine as the tools record it (`describe`); the settings may be absent."""
+
+    cpu: str
+    flags: list[str]
+    dnnl_max_cpu_isa: str | None
+    capabilities: dict[str, bool]
+    precisions: dict[str, str | None]
+    mxnet: str
+    mxnet_build: list[str]
+    python: str
+    platform: str
+    gpus: int
+
+
+def describe(settings: RuntimeSettings | None = None) -> Machine:
     """The machine as the tools record it: CPU, ISA, precisions, MXNet build, threads.
 
     Args:
@@ -133,16 +159,19 @@ def describe(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """
     import mxnet as mx
     name, flags = cpuinfo()
-    settings = settings or {}
-    caps = capabilities(settings.get('amx_permission', False))
+    caps = capabilities(bool(settings and settings.get('amx_permission')))
     features = mx.runtime.Features()
     build = sorted(k for k in ('MKLDNN', 'CUDA', 'CUDNN', 'NCCL', 'OPENMP', 'DIST_KVSTORE')
                    if features.is_enabled(k))
-    return {'cpu': name, 'flags': [f for f in FLAGS if f in flags],
-            'dnnl_max_cpu_isa': isa_cap(), 'capabilities': caps,
-            'precisions': precisions(caps), 'mxnet': mx.__version__, 'mxnet_build': build,
-            'python': platform.python_version(), 'platform': platform.platform(),
-            **settings, 'gpus': mx.context.num_gpus()}
+    desc: Machine = {'cpu': name, 'flags': [f for f in FLAGS if f in flags],
+                     'dnnl_max_cpu_isa': isa_cap(), 'capabilities': caps,
+                     'precisions': precisions(caps), 'mxnet': mx.__version__,
+                     'mxnet_build': build, 'python': platform.python_version(),
+                     'platform': platform.platform()}
+    if settings:
+        desc.update(settings)
+    desc['gpus'] = mx.context.num_gpus()
+    return desc
 
 
 def unsupported(precision: str, caps: dict[str, bool]) -> str | None:
@@ -163,7 +192,7 @@ def unsupported(precision: str, caps: dict[str, bool]) -> str | None:
     return None
 
 
-def summary_line(desc: dict[str, Any]) -> str:
+def summary_line(desc: Machine) -> str:
     """One line naming the machine, for logs and table headers.
 
     Args:

@@ -66,18 +66,6 @@ def is_hybridized(block: nn.HybridBlock) -> bool:
     return block._active
 
 
-def cached_graph_json(block: nn.HybridBlock) -> str:
-    """The JSON of the graph a called SymbolBlock / hybridized block has traced.
-
-    Args:
-        block: the block, called at least once.
-
-    Returns:
-        The graph's JSON.
-    """
-    return cached_graph(block).tojson()
-
-
 def cached_graph(block: nn.HybridBlock) -> mx.sym.Symbol:
     """The output symbol of a SymbolBlock, or of a hybridized block that has run.
 

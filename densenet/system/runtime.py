@@ -26,11 +26,11 @@ import dataclasses
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, MutableMapping
+from typing import TYPE_CHECKING, MutableMapping
 
 from densenet.errors import UsageError
+from densenet.system.machine import Machine, RuntimeSettings, cpu_has
 from densenet.system.machine import capabilities as _capabilities
-from densenet.system.machine import cpu_has
 from densenet.system.machine import describe as describe_machine
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def enable_amx() -> bool:
     return True
 
 
-def describe() -> dict[str, Any]:
+def describe() -> RuntimeSettings:
     """Which thread, engine and AMX settings are in effect, for logs and summary.json.
 
     Returns:
@@ -231,7 +231,7 @@ def capabilities() -> dict[str, bool]:
     return _capabilities(settings.amx)
 
 
-def machine() -> dict[str, Any]:
+def machine() -> Machine:
     """The full machine description (`densenet info`, summary.json, the benchmark).
 
     Returns:
