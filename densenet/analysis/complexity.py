@@ -14,11 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
 
 import mxnet as mx
 from mxnet.gluon import nn
 
+from densenet.data.shapes import input_channels
 from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import network
 
@@ -79,19 +79,6 @@ def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphN
     return nodes
 
 
-def input_channels(net: nn.Block) -> int:
-    """The input channels of a network: its first convolution's, or 1 while deferred.
-
-    Args:
-        net: a network.
-
-    Returns:
-        The channel count.
-    """
-    first = next(iter(net.collect_params().values()))
-    return first.shape[1] if len(first.shape) == 4 and first.shape[1] > 0 else 1
-
-
 @dataclasses.dataclass(frozen=True)
 class Complexity:
     """A model's size and forward cost for one image.
@@ -144,8 +131,7 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
         The `Complexity`.
     """
     net = network(model)
-    if channels is None:
-        channels = input_channels(net)
+    channels = channels or input_channels(net)
     shape = (1, channels, side, side)
     sym = trace(net)
     nodes = graph_nodes(sym, shape)
@@ -156,7 +142,7 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
     return Complexity(int(params), int(macs), side, channels)
 
 
-def describe(c: Complexity) -> dict[str, Any]:
+def describe(c: Complexity) -> dict[str, int]:
     """A `Complexity` as a dict with its FLOPs, for JSON and tables.
 
     Args:

@@ -28,16 +28,15 @@ import dataclasses
 import io
 import math
 import os
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as onp
-from mxnet import autograd, np
 from mxnet.gluon import nn
 
-from densenet.analysis.complexity import input_channels
 from densenet.core.blocks import DenseBlock
+from densenet.data.shapes import fix_shapes
 from densenet.errors import UsageError
-from densenet.models.classifier import min_input_size
+from densenet.models.classifier import CheckedClassifier, min_input_size
 from densenet.modes.block_mode import network
 from densenet.system.files import atomic_text, pyplot, save_figure
 from densenet.system.mxcompat import leaves
@@ -87,19 +86,6 @@ def _weighted(layers: Sequence[nn.Block]) -> list[nn.Block]:
     return [layer for layer in layers if isinstance(layer, (nn.Conv2D, nn.Dense))]
 
 
-def _has_deferred_shapes(net: nn.Block) -> bool:
-    return any(0 in p.shape or -1 in p.shape for p in net.collect_params().values())
-
-
-def _fix_shapes(net: nn.Block) -> None:
-    """One forward pass of zeros at the network's smallest side, so that every
-    deferred shape is known (the weights' values do not change)."""
-    side = min_input_size(net)
-    ctx = next(iter(net.collect_params().values())).list_ctx()[0]
-    with autograd.pause():
-        net(np.zeros((1, input_channels(net), side, side), ctx=ctx))
-
-
 def _per_channel(layer: nn.Block) -> onp.ndarray:
     """The L1 norm of `layer`'s weight for each input channel (over outputs and kernel)."""
     w = onp.abs(layer.weight.list_data()[0].asnumpy())
@@ -133,7 +119,7 @@ def _block_reuse(number: int, block: DenseBlock, exit_layer: nn.Block,
                       channels)
 
 
-def feature_reuse(model: Any) -> list[BlockReuse]:
+def feature_reuse(model: CheckedClassifier | nn.Block) -> list[BlockReuse]:
     """The feature-reuse matrix of every dense block of `model` (the paper's Figure 5).
 
     The layers are found from the network's structure: each `DenseBlock`, and after
@@ -154,8 +140,8 @@ def feature_reuse(model: Any) -> list[BlockReuse]:
             add up as the blocks' concatenation does.
     """
     net = network(model)
-    if _has_deferred_shapes(net):
-        _fix_shapes(net)
+    if any(0 in p.shape or -1 in p.shape for p in net.collect_params().values()):
+        fix_shapes(net, min_input_size(net))
     units = list(_units(net))
     blocks = [i for i, unit in enumerate(units) if isinstance(unit, DenseBlock)]
     if not blocks:
@@ -371,7 +357,7 @@ def write_feature_reuse_csv(reuse: Sequence[BlockReuse], path: str | os.PathLike
     atomic_text(path, buf.getvalue())
 
 
-def write_feature_reuse(model: Any, folder: str | os.PathLike[str],
+def write_feature_reuse(model: CheckedClassifier | nn.Block, folder: str | os.PathLike[str],
                         ) -> tuple[list[BlockReuse], ReuseSummary]:
     """Measure `model`'s feature reuse and write the figure and the table into `folder`.
 

@@ -37,8 +37,9 @@ from typing import Sequence
 import mxnet as mx
 from mxnet.gluon import nn
 
-from densenet.analysis.complexity import GraphNode, graph_nodes, input_channels
+from densenet.analysis.complexity import GraphNode, graph_nodes
 from densenet.core.blocks import DenseBlock
+from densenet.data.shapes import input_channels
 from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import network
 from densenet.system.files import pyplot, save_figure

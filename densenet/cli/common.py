@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable, NoReturn, Protocol
+from typing import NoReturn, Protocol
 
 import mxnet as mx
-import numpy as onp
-from mxnet import np
 
-from densenet.data import FashionMNIST, ImageFolder, check_data_dir, check_folder
+from densenet.data import DataModule, FashionMNIST, ImageFolder, check_data_dir, check_folder
 from densenet.deploy.engines import ENGINES, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
@@ -95,20 +93,6 @@ def check_engine_flags(args: argparse.Namespace) -> None:
         require(args.engine)
 
 
-class MXOutputs:
-    """An engine's callable on numpy batches, called with and returning MXNet arrays.
-
-    What `densenet.train.evaluate.evaluate` and the commands call a model with.
-    """
-
-    def __init__(self, run: Callable[[onp.ndarray], onp.ndarray]) -> None:
-        self.run = run
-
-    def __call__(self, X: Any) -> Any:
-        """The logits of the MXNet batch `X`, as an MXNet array on `X`'s context."""
-        return np.array(self.run(X.asnumpy()), ctx=X.ctx)
-
-
 def load_trained(args: argparse.Namespace,
                  device: str = 'auto') -> tuple[CheckedClassifier, Meta, list[mx.Context]]:
     """(model on the fast path, its metadata, contexts) for --params (default: the shipped
@@ -148,7 +132,7 @@ def check_data_flags(args: argparse.Namespace) -> None:
 
 
 def eval_data(args: argparse.Namespace, meta: Meta,
-              batch_size: int) -> FashionMNIST | ImageFolder:
+              batch_size: int) -> DataModule:
     """The labelled images to score: --data's (or the run's own) folder, else Fashion-MNIST's
     test split, at the model's side and channels."""
     folder = getattr(args, 'data', None)

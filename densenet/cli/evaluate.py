@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Callable
 
 import numpy as onp
 
 from densenet.cli.common import (
     Commands,
-    MXOutputs,
     add_engine_flags,
     add_params_flags,
     check_data_flags,
@@ -19,8 +19,9 @@ from densenet.cli.common import (
     load_trained,
 )
 from densenet.deploy.engines import engine
-from densenet.deploy.inference import calibration_images, inference_model
+from densenet.deploy.inference import calibration_images
 from densenet.models.tta import FlipAverage
+from densenet.system.hints import Array
 from densenet.train.evaluate import confusion_matrix, evaluate, plot_confusion
 from densenet.train.options import positive_int
 from densenet.train.run_folder import CONFUSION
@@ -49,17 +50,14 @@ def run(args: argparse.Namespace) -> int:
     check_engine_flags(args)
     check_data_flags(args)
     on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
-    model, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
+    trained, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
     data = eval_data(args, meta, args.batch_size)
     fp32_preds = None
+    model: Callable[[Array], Array] = trained
     if not on_mxnet_fp32:  # scored against the package's own fp32 predictions
-        _, fp32_acc, fp32_preds = evaluate(model, data.val_dataloader(), ctxs)
+        _, fp32_acc, fp32_preds = evaluate(trained, data.val_dataloader(), ctxs)
         calib = calibration_images(data) if args.precision == 'int8' else None
-        if args.engine == 'mxnet':
-            model = inference_model(model, args.precision, calib, input_shape=input_shape(meta))
-        else:
-            model = MXOutputs(engine(model, args.engine, args.precision, calib,
-                                     input_shape(meta)))
+        model = engine(trained, args.engine, args.precision, calib, input_shape(meta))
     if args.tta:
         model = FlipAverage(model)
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Callable
 
 import numpy as onp
 from mxnet import np
 
 from densenet.cli.common import (
     Commands,
-    MXOutputs,
     add_engine_flags,
     add_params_flags,
     check_data_flags,
@@ -24,6 +24,7 @@ from densenet.deploy.engines import engine
 from densenet.deploy.inference import calibration_images
 from densenet.models.meta import Meta
 from densenet.models.preprocess import Preprocess
+from densenet.system.hints import Array
 
 
 def add_parser(sub: Commands) -> None:
@@ -56,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
     for path in args.images:  # every file checked before the model loads
         read_image(path)
     on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
-    model, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
+    trained, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
+    model: Callable[[Array], Array] = trained
     if not on_mxnet_fp32:
         calib = _calibration(args, meta) if args.precision == 'int8' else None
-        model = MXOutputs(engine(model, args.engine, args.precision, calib, input_shape(meta)))
+        model = engine(trained, args.engine, args.precision, calib, input_shape(meta))
     pre = Preprocess.from_meta(meta)
     for path in args.images:
         X, (notes,) = pre([path], convert=not args.no_convert)

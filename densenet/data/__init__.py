@@ -1,6 +1,7 @@
 """The data: Fashion-MNIST found offline-first (fashion_mnist), image folders (image_folder),
-image files read safely (images), and the batches both feed the model (batches)."""
-from densenet.data.batches import BatchLoader, to_tensor
+image files read safely (images), and the batches both feed the model (batches); both
+datasets are a `DataModule`."""
+from densenet.data.batches import BatchLoader, DataModule, to_tensor
 from densenet.data.fashion_mnist import (
     CLASSES,
     TRAIN_SIZE,
@@ -11,5 +12,5 @@ from densenet.data.fashion_mnist import (
 )
 from densenet.data.image_folder import ImageFolder, check_folder
 
-__all__ = ['FashionMNIST', 'ImageFolder', 'CLASSES', 'TRAIN_SIZE', 'BatchLoader', 'to_tensor',
-           'check_data_dir', 'check_folder', 'find_or_download', 'load_split']
+__all__ = ['DataModule', 'FashionMNIST', 'ImageFolder', 'CLASSES', 'TRAIN_SIZE', 'BatchLoader',
+           'to_tensor', 'check_data_dir', 'check_folder', 'find_or_download', 'load_split']

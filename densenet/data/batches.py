@@ -2,15 +2,13 @@
 image folders alike): the book's Resize + ToTensor, and the training augmentation."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as onp
 from mxnet import np, npx
 
+from densenet.errors import UsageError
 from densenet.system.hints import Array
-
-if TYPE_CHECKING:
-    from densenet.data.image_folder import Rows
 
 npx.set_np()
 
@@ -47,7 +45,6 @@ def training_part(n: int, limit: int | None = None,
     Raises:
         UsageError: a `limit` below 1, or too few images for the workers.
     """
-    from densenet.errors import UsageError
     stop = n
     if limit is not None:
         if limit < 1:
@@ -79,7 +76,6 @@ def validation_part(n: int, limit: int | None = None) -> onp.ndarray:
     Raises:
         UsageError: a `limit` below 1.
     """
-    from densenet.errors import UsageError
     if limit is None or limit >= n:
         return onp.arange(n)
     if limit < 1:
@@ -179,6 +175,26 @@ def training_min_last(batch_size: int) -> int:
     return -(-batch_size // 4)
 
 
+class Rows:
+    """Rows `index` of an array (a memory map stays one: rows are read per batch).
+
+    Args:
+        array: the array or memory map.
+        index: the rows.
+    """
+
+    def __init__(self, array: onp.ndarray, index: Sequence[int] | onp.ndarray) -> None:
+        self.array, self.index = array, onp.asarray(index)
+        self.shape = (len(self.index),) + array.shape[1:]
+        self.ndim = array.ndim
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, idx: int | slice | onp.ndarray) -> onp.ndarray:
+        return self.array[self.index[idx]]
+
+
 class BatchLoader:
     """Batches of a decoded split, transformed a whole batch at a time.
 
@@ -242,11 +258,43 @@ class BatchLoader:
             yield to_tensor(images, self.resize), np.array(self.labels[idx])
 
 
-def unaugmented_train_loader(data: Any, shuffle: bool = False, seed: int = 0) -> BatchLoader:
+class DataModule(Protocol):
+    """What every dataset (`FashionMNIST`, `ImageFolder`) gives training, evaluation and
+    deployment.
+
+    Attributes:
+        name: the dataset's name in a run's metadata ('fashion-mnist', 'folder:NAME').
+        classes: the class names, by label.
+        channels: the images' channels, 1 or 3.
+        side: the square side the images are resized to.
+        batch_size: images per batch.
+        train_arrays: the training split: uint8 images (or `Rows` of a memory map), labels.
+        val_arrays: the validation split, the same way.
+    """
+    name: str
+    classes: Sequence[str]
+    channels: int
+    side: int
+    batch_size: int
+    train_arrays: tuple[onp.ndarray | Rows, onp.ndarray]
+    val_arrays: tuple[onp.ndarray | Rows, onp.ndarray]
+
+    def get_dataloader(self, train: bool) -> BatchLoader:
+        """The training (shuffled, augmented when asked) or the validation batches."""
+
+    def train_dataloader(self) -> BatchLoader:
+        """The training batches."""
+
+    def val_dataloader(self) -> BatchLoader:
+        """The validation batches."""
+
+
+def unaugmented_train_loader(data: DataModule, shuffle: bool = False,
+                             seed: int = 0) -> BatchLoader:
     """The training images of a data module without augmentation or erasing, at its side.
 
     Args:
-        data: a FashionMNIST or ImageFolder module (its ``train_arrays``).
+        data: the data module.
         shuffle: draw the order from the loader's own generator (seeded by `seed`), so
             that no batch holds one class only; False keeps the stored order.
         seed: the order's seed.
@@ -255,6 +303,5 @@ def unaugmented_train_loader(data: Any, shuffle: bool = False, seed: int = 0) ->
         The `BatchLoader`.
     """
     images, labels = data.train_arrays
-    side = data.side if hasattr(data, 'side') else data.resize[0]
-    return BatchLoader(images, labels, data.batch_size, (side, side), shuffle=shuffle,
-                       seed=seed)
+    return BatchLoader(images, labels, data.batch_size, (data.side, data.side),
+                       shuffle=shuffle, seed=seed)

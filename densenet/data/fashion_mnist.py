@@ -140,10 +140,7 @@ def _fix_hint(path: str) -> str:
 
 def _read_bytes(path: str) -> bytes:
     try:
-        if path.endswith('.gz'):
-            with gzip.open(path, 'rb') as f:
-                return f.read()
-        with open(path, 'rb') as f:
+        with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
             return f.read()
     except (EOFError, OSError, zlib.error) as e:
         raise UsageError(f'{path}: cannot be decompressed, the file is truncated or '
@@ -334,7 +331,8 @@ class FashionMNIST(d2l.FashionMNIST):
 
     Batches are built a whole batch at a time, with the values of the book's
     per-sample Resize + ToTensor (``train`` and ``val`` hold that pipeline as the
-    book's datasets). The files are found and verified by `find_or_download`.
+    book's datasets). The files are found and verified by `find_or_download`. A
+    `densenet.data.batches.DataModule`: its ``side`` is ``resize[0]``.
 
     Args:
         batch_size: images per batch.
@@ -381,6 +379,7 @@ class FashionMNIST(d2l.FashionMNIST):
         images, labels = images[part], labels[part]
         self.train_arrays = (images, labels)
         self.classes, self.channels, self.name = CLASSES, 1, 'fashion-mnist'
+        self.side = int(resize[0])
         trans = transforms.Compose([transforms.Resize(resize), transforms.ToTensor()])
         self.train = gluon.data.ArrayDataset(
             np.array(images[..., None]), labels).transform_first(trans)

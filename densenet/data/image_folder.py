@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from typing import Callable, Iterator, Sequence
 
 import numpy as onp
 from d2l import mxnet as d2l
+from mxnet import np, npx
+from PIL import Image
 
 from densenet.data.batches import (
     BatchLoader,
+    Rows,
     training_min_last,
     training_part,
     validation_part,
@@ -172,7 +176,6 @@ def _decoded(paths: Sequence[str], channels: int, num_workers: int | None,
     if not num_workers:
         yield from map(_decode, jobs)
         return
-    import multiprocessing
     # Workers only run PIL; they are forked before any of them touches MXNet.
     with multiprocessing.get_context('fork').Pool(num_workers) as pool:
         yield from pool.imap(_decode, jobs, chunksize=16)
@@ -191,8 +194,6 @@ def default_cache_dir() -> str:
 def _cache_key(paths: Sequence[str], side: int, channels: int, convert: bool = False) -> str:
     """The cache's name: every file's path, size and time, the side and channels, and the
     pixel limit when it is not PIL's default (it decides which files are unreadable)."""
-    from PIL import Image
-
     parts: list[int | str | None] = [CACHE_VERSION, side, channels]
     if convert:
         parts.append('fashion-mnist photos')
@@ -235,7 +236,6 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
     Raises:
         UsageError: an unreadable file, unless `skip_bad_images` (nothing is cached then).
     """
-    from mxnet import np, npx
     cache_dir = cache_dir or default_cache_dir()
     key = _cache_key(paths, side, channels, convert)
     array_path = os.path.join(cache_dir, key + '.npy')
@@ -280,28 +280,9 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
     return onp.load(array_path, mmap_mode='r'), bad
 
 
-class Rows:
-    """Rows `index` of an array (a memory map stays one: rows are read per batch).
-
-    Args:
-        array: the array or memory map.
-        index: the rows.
-    """
-
-    def __init__(self, array: onp.ndarray, index: Sequence[int] | onp.ndarray) -> None:
-        self.array, self.index = array, onp.asarray(index)
-        self.shape = (len(self.index),) + array.shape[1:]
-        self.ndim = array.ndim
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, idx: int | slice | onp.ndarray) -> onp.ndarray:
-        return self.array[self.index[idx]]
-
-
 class ImageFolder(d2l.DataModule):
-    """A folder of class sub-folders as a d2l DataModule (train/val dataloaders).
+    """A folder of class sub-folders as a d2l DataModule (train/val dataloaders), and a
+    `densenet.data.batches.DataModule`.
 
     The folder names are the class names (sorted). Images are decoded once into
     an on-disk cache (`decode_to_cache`) and read through a memory map.

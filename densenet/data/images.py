@@ -27,14 +27,13 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import numpy as onp
+from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.Image import Image as PILImage
 
 from densenet.errors import UsageError
-
-if TYPE_CHECKING:
-    from PIL.Image import Image as PILImage
 
 #: The environment variable that sets the pixel limit (a count, or none).
 MAX_PIXELS_ENV = 'DENSENET_MAX_IMAGE_PIXELS'
@@ -59,7 +58,6 @@ def max_image_pixels() -> int | None:
     """
     text = os.environ.get(MAX_PIXELS_ENV, '').strip()
     if not text:
-        from PIL import Image
         return Image.MAX_IMAGE_PIXELS
     if text.lower() in ('none', 'off', '0'):
         return None
@@ -84,7 +82,6 @@ def _too_large(path: str | os.PathLike[str], size: tuple[int, int], limit: int) 
 def _pil_limit(limit: int | None) -> Iterator[None]:
     """PIL's own decompression-bomb checks at `limit` (None: off) for the block, its
     warning between one and two times the limit raised as an error."""
-    from PIL import Image
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = limit
     try:
@@ -98,7 +95,6 @@ def _pil_limit(limit: int | None) -> Iterator[None]:
 def _open(path: str | os.PathLike[str]) -> PILImage:
     """The decoded image of a file, EXIF orientation applied; ImageError if it is missing,
     unreadable, or over `max_image_pixels` (checked from its header, before decoding)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
     limit = max_image_pixels()
     try:
         with _pil_limit(None):  # the header only; its size is checked here, below
@@ -192,7 +188,6 @@ def is_grayscale(path: str | os.PathLike[str]) -> bool:
     Returns:
         True for a single-channel (or unreadable) file.
     """
-    from PIL import Image
     try:
         with _pil_limit(None), Image.open(path) as img:  # a huge one: decoding names it
             return img.mode in ('1', 'L', 'LA', 'La', 'I', 'F') or img.mode.startswith('I;16')

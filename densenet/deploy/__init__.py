@@ -1,6 +1,7 @@
 """Trained models into service: INT8/BF16/fp32 inference (inference), export to MXNet's
 symbol format, ONNX and OpenVINO (export), and one model on MXNet, ONNX Runtime or
-OpenVINO (engines, `engine`)."""
-from densenet.deploy.engines import ENGINES, Engine, engine
+OpenVINO (engines, `engine`), each a `Predictor`."""
+from densenet.deploy.engines import ENGINES, engine
+from densenet.deploy.inference import Predictor
 
-__all__ = ['ENGINES', 'Engine', 'engine']
+__all__ = ['ENGINES', 'Predictor', 'engine']

@@ -1,7 +1,8 @@
 """One trained model, three inference engines: MXNet (oneDNN), ONNX Runtime and OpenVINO.
 
-`engine` returns a callable on numpy float32 batches (N, C, H, W) that returns the
-logits as numpy, so that the commands and the tests treat every engine alike. A
+`engine` returns a `densenet.deploy.inference.Predictor`: called on numpy float32
+batches (N, C, H, W), it returns the logits as numpy, so that the commands and the
+tests treat every engine alike. A
 precision means the same thing for each engine:
 
 - ``fp32``: float32 throughout.
@@ -33,16 +34,15 @@ import logging
 import os
 import tempfile
 from types import ModuleType
-from typing import Any, Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import mxnet as mx
 import numpy as onp
-from mxnet import np
 
-from densenet.deploy.export import _input_shape, export_onnx, import_extra
+from densenet.deploy.export import batch_shape, export_onnx, import_extra
 from densenet.deploy.inference import (
     PRECISIONS,
-    InferenceModel,
+    Predictor,
     calibration_batches,
     default_int8_dtype,
     inference_model,
@@ -59,13 +59,10 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str, str]] = {
     'onnxruntime': (('onnx', 'onnxruntime'), 'ONNX Runtime', 'onnx'),
     'openvino': (('onnx', 'openvino'), 'OpenVINO', 'openvino'),
 }
-#: ONNX Runtime's calibration for INT8: thresholds at a high percentile of each
-#: activation (the accuracy of each method: docs/results/accuracy.md).
+#: ONNX Runtime's calibration for INT8: thresholds at a high percentile of each activation.
 ONNX_CALIBRATION = 'Percentile'
 #: OpenVINO's name for each precision's inference precision hint.
 OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}
-
-Predictor = Callable[[onp.ndarray], onp.ndarray]
 
 
 def require(engine: str, *extra_modules: str) -> list[ModuleType]:
@@ -139,17 +136,11 @@ class _Batches:
     """ONNX Runtime's CalibrationDataReader protocol over a list of numpy batches."""
 
     def __init__(self, batches: list[onp.ndarray], input_name: str) -> None:
-        self.batches, self.input_name = batches, input_name
-        self.it = iter(batches)
+        self.feeds = iter([{input_name: batch} for batch in batches])
 
     def get_next(self) -> dict[str, onp.ndarray] | None:
         """The next batch as the model's input feed, None after the last."""
-        batch = next(self.it, None)
-        return None if batch is None else {self.input_name: batch}
-
-    def rewind(self) -> None:
-        """Start over at the first batch."""
-        self.it = iter(self.batches)
+        return next(self.feeds, None)
 
 
 def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: str) -> str:
@@ -189,67 +180,24 @@ def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: st
                 prepared, out_path, reader, quant_format=quant.QuantFormat.QDQ,
                 per_channel=True, reduce_range=default_int8_dtype(runtime.capabilities()) != 'auto',
                 activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
-                calibrate_method=getattr(quant.CalibrationMethod, ONNX_CALIBRATION),
+                calibrate_method=quant.CalibrationMethod[ONNX_CALIBRATION],
                 nodes_to_exclude=[layers[0], layers[-1]])
     return out_path
 
 
-def _as_numpy(X: Any) -> onp.ndarray:
-    """A contiguous float32 numpy batch from numpy or MXNet input."""
-    if hasattr(X, 'asnumpy'):
-        X = X.asnumpy()
-    return onp.ascontiguousarray(X, dtype=onp.float32)
-
-
-class Engine:
-    """A model on one engine at one precision, called on numpy batches (N, C, H, W).
-
-    Attributes:
-        name: the engine, one of `ENGINES`.
-        precision: 'fp32', 'bf16' or 'int8'.
-    """
-
-    def __init__(self, name: str, precision: str, run: Predictor) -> None:
-        self.name, self.precision, self._run = name, precision, run
-
-    def __call__(self, X: onp.ndarray) -> onp.ndarray:
-        """The logits (N, classes), float32 numpy, for the batch `X`."""
-        return onp.asarray(self._run(_as_numpy(X)), dtype=onp.float32)
-
-    def __repr__(self) -> str:
-        return f'Engine({self.name!r}, {self.precision!r})'
-
-
-def _mxnet(model: CheckedClassifier, precision: str, calib_images: onp.ndarray | None,
-           shape: tuple[int, ...]) -> Predictor:
-    ctx = mx.cpu()
-    fast = inference_model(model, precision, calib_images, shape, ctx)
-    if isinstance(fast, InferenceModel):
-        return fast.predict  # numpy in and out, without numpy-mode copies
-    return lambda X: fast(np.array(X, ctx=ctx)).asnumpy()
-
-
-def _onnxruntime(onnx_path: str, precision: str, calib_images: onp.ndarray | None,
-                 side: int, tmp: str) -> Predictor:
+def _onnxruntime(onnx_path: str, precision: str) -> Predictor:
     _, ort = require('onnxruntime')
-    if precision == 'int8':
-        assert calib_images is not None
-        onnx_path = qdq_model(onnx_path, calib_images, side, os.path.join(tmp, 'int8.onnx'))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(onnx_path, options, providers=['CPUExecutionProvider'])
     name = session.get_inputs()[0].name
-    return lambda X: session.run(None, {name: X})[0]
+    return Predictor('onnxruntime', precision, lambda X: session.run(None, {name: X})[0])
 
 
-def _openvino(onnx_path: str, precision: str, calib_images: onp.ndarray | None,
-              side: int, tmp: str) -> Predictor:
+def _openvino(onnx_path: str, precision: str) -> Predictor:
     _, ov = require('openvino')
-    if precision == 'int8':
-        assert calib_images is not None
-        onnx_path = qdq_model(onnx_path, calib_images, side, os.path.join(tmp, 'int8.onnx'))
     compiled = ov.Core().compile_model(
         ov.convert_model(onnx_path), 'CPU',
         {'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[precision],
@@ -260,13 +208,13 @@ def _openvino(onnx_path: str, precision: str, calib_images: onp.ndarray | None,
         request.infer({0: X})
         return onp.array(request.get_output_tensor(0).data)  # a copy: the buffer is reused
 
-    return run
+    return Predictor('openvino', precision, run)
 
 
 def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str = 'fp32',
            calib_images: onp.ndarray | None = None,
-           input_shape: Sequence[int] | None = None) -> Engine:
-    """A trained model on `engine` at `precision`, as a callable on numpy batches.
+           input_shape: Sequence[int] | None = None) -> Predictor:
+    """A trained model on `engine` at `precision`, as a `Predictor`.
 
     Args:
         params_or_model: a .params file (rebuilt from its metadata, as
@@ -279,7 +227,7 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
             input size, else the model's default side.
 
     Returns:
-        An `Engine`: called on a float32 batch (N, C, H, W), it returns the logits
+        The `Predictor`: called on a float32 batch (N, C, H, W), it returns the logits
         (N, classes) as float32 numpy. The model handed in is left as it was.
 
     Raises:
@@ -302,10 +250,12 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
             input_shape = (1, meta['channels'], side, side)
     else:
         model = params_or_model
-    shape = _input_shape(model, input_shape)
+    shape = batch_shape(model, input_shape)
     if engine == 'mxnet':
-        return Engine(engine, precision, _mxnet(model, precision, calib_images, shape))
+        return inference_model(model, precision, calib_images, shape, mx.cpu())
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, tmp, input_shape=shape)
-        build = _onnxruntime if engine == 'onnxruntime' else _openvino
-        return Engine(engine, precision, build(path, precision, calib_images, shape[-1], tmp))
+        if precision == 'int8':
+            assert calib_images is not None
+            path = qdq_model(path, calib_images, shape[-1], os.path.join(tmp, 'int8.onnx'))
+        return (_onnxruntime if engine == 'onnxruntime' else _openvino)(path, precision)

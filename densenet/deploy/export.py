@@ -21,12 +21,13 @@ import json
 import os
 import tempfile
 from types import ModuleType
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
 
+from densenet.data.shapes import input_channels
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.models.preprocess import Preprocess
@@ -34,12 +35,15 @@ from densenet.modes.block_mode import concat_mode
 from densenet.system.files import atomic_text, disk_full_as_error
 from densenet.system.mxcompat import onnx_converters, onnx_node_inputs
 
+if TYPE_CHECKING:
+    import onnx  # an optional extra: imported where it is used
+
 FORMATS = ('mxnet', 'onnx', 'openvino')
 # MXNet's converters are written for opsets 12 and 13; the file declares 13.
 ONNX_OPSET = 13
 
 
-def _convert_npi_concatenate(node: dict[str, Any], **kwargs: Any) -> list[Any]:
+def _convert_npi_concatenate(node: dict[str, object], **kwargs: object) -> list[onnx.NodeProto]:
     import onnx
     name, inputs, attrs = onnx_node_inputs(node, kwargs)
     axis = attrs.get('axis', '0')
@@ -49,7 +53,7 @@ def _convert_npi_concatenate(node: dict[str, Any], **kwargs: Any) -> list[Any]:
     return [onnx.helper.make_node('Concat', inputs, [name], axis=int(axis), name=name)]
 
 
-def _convert_npi_add(node: dict[str, Any], **kwargs: Any) -> list[Any]:
+def _convert_npi_add(node: dict[str, object], **kwargs: object) -> list[onnx.NodeProto]:
     import onnx
     name, inputs, _ = onnx_node_inputs(node, kwargs)
     # numpy's broadcasting is ONNX's multidirectional broadcasting.
@@ -63,12 +67,20 @@ def register_onnx_converters() -> None:
         onnx_converters(opset).setdefault('_npi_add', _convert_npi_add)
 
 
-def _input_shape(model: CheckedClassifier,
-                 input_shape: Sequence[int] | None) -> tuple[int, ...]:
+def batch_shape(model: CheckedClassifier, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The shape of one batch for `model`: `input_shape`, else its default.
+
+    Args:
+        model: the model.
+        input_shape: (1, C, H, W), or None.
+
+    Returns:
+        `input_shape`, else (1, its input channels, 96 for one channel or 224, at least
+        its smallest side, twice).
+    """
     if input_shape is not None:
         return tuple(input_shape)
-    weight = model.stem_weight()
-    channels = weight.shape[1] if weight.shape[1] > 0 else 1
+    channels = input_channels(model.net)
     side = max(model.min_input_size(), 96 if channels == 1 else 224)
     return (1, channels, side, side)
 
@@ -90,7 +102,7 @@ def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
                  preprocess: Preprocess | None = None) -> tuple[str, ...]:
     """Trace once (hybridized for the trace only) and write ``name-symbol.json`` +
     ``name-0000.params`` (and ``name-preprocess.json`` with `preprocess`)."""
-    shape = _input_shape(model, input_shape)
+    shape = batch_shape(model, input_shape)
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         # Traced on a hybridized net; the caller's model is left as it was.
@@ -143,7 +155,7 @@ def export_onnx(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
     """Write ``name.onnx``; with `dynamic_batch` the batch axis is symbolic; with
     `preprocess` its fields are the model's ``metadata_props``."""
     register_onnx_converters()
-    shape = _input_shape(model, input_shape)
+    shape = batch_shape(model, input_shape)
     os.makedirs(out_dir, exist_ok=True)
     final = os.path.join(out_dir, name + '.onnx')
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:

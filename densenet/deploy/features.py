@@ -2,21 +2,24 @@
 saved as one ``.npz`` file."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
+import mxnet as mx
 import numpy as onp
 
-from densenet.data.batches import unaugmented_train_loader
+from densenet.data.batches import DataModule, unaugmented_train_loader
+from densenet.data.image_folder import ImageFolder
+from densenet.models.classifier import CheckedClassifier
 from densenet.system.files import atomic_write
 
 
-def extract_features(model: Any, data: Any, splits: Sequence[str], ctxs: Sequence[Any],
-                     classes: Sequence[Any]) -> dict[str, onp.ndarray]:
+def extract_features(model: CheckedClassifier, data: DataModule, splits: Sequence[str],
+                     ctxs: Sequence[mx.Context], classes: Sequence[str]) -> dict[str, onp.ndarray]:
     """The pooled features that enter the classifier, for the images of `splits`.
 
     Args:
         model: the trained model.
-        data: a FashionMNIST or ImageFolder module.
+        data: the data module (an `ImageFolder`'s files are listed too).
         splits: 'train' and/or 'val', in order.
         ctxs: the devices.
         classes: the class names.
@@ -34,10 +37,9 @@ def extract_features(model: Any, data: Any, splits: Sequence[str], ctxs: Sequenc
             which += [split] * len(y)
     arrays = {'features': onp.concatenate(feats), 'labels': onp.concatenate(labels),
               'split': onp.array(which), 'classes': onp.array([str(c) for c in classes])}
-    paths = getattr(data, 'paths', None)
-    if paths is not None:
+    if isinstance(data, ImageFolder):
         index = {'train': data.train_index, 'val': data.val_index}
-        arrays['paths'] = onp.array([paths[i] for s in splits for i in index[s]])
+        arrays['paths'] = onp.array([data.paths[i] for s in splits for i in index[s]])
     return arrays
 
 

@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import json
 import tempfile
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence, TypedDict
 
 import mxnet as mx
 import numpy as onp
@@ -39,6 +39,23 @@ from densenet.system.mxcompat import cached_graph, load_init
 #: Node attribute values that MXNet reads as true.
 TRUE = ('True', 'true', '1')
 QUANTIZED_CONCAT, QUANTIZED_POOLING = '_contrib_quantized_concat', '_contrib_quantized_pooling'
+
+
+class Node(TypedDict, total=False):
+    """A node of a graph's JSON document: its inputs are [node index, output, version]."""
+    op: str
+    name: str
+    inputs: list[list[int]]
+    attrs: dict[str, str]
+
+
+class Document(TypedDict, total=False):
+    """A graph's JSON document (``Symbol.tojson``)."""
+    nodes: list[Node]
+    arg_nodes: list[int]
+    node_row_ptr: list[int]
+    heads: list[list[int]]
+    attrs: dict[str, object]
 
 
 @contextlib.contextmanager
@@ -61,8 +78,8 @@ class Graph:
         params: {input name: legacy ``mx.nd.NDArray``} for every parameter and
             auxiliary state.
     """
-    symbol: Any
-    params: dict[str, Any]
+    symbol: mx.sym.Symbol
+    params: dict[str, mx.nd.NDArray]
 
     @property
     def data_name(self) -> str:
@@ -127,15 +144,16 @@ def graph_block(graph: Graph, ctx: mx.Context) -> gluon.SymbolBlock:
     return block
 
 
-def _nodes(graph: Graph) -> dict[str, Any]:
+def _nodes(graph: Graph) -> Document:
     """The graph's JSON document."""
-    return json.loads(graph.symbol.tojson())
+    doc: Document = json.loads(graph.symbol.tojson())
+    return doc
 
 
-def _symbol(doc: dict[str, Any]) -> Any:
+def _symbol(doc: Document) -> mx.sym.Symbol:
     """A symbol from a JSON document whose node list was edited."""
-    doc = {k: v for k, v in doc.items() if k != 'node_row_ptr'}  # MXNet recomputes it
-    doc['arg_nodes'] = [i for i, n in enumerate(doc['nodes']) if n['op'] == 'null']
+    doc = {**doc, 'arg_nodes': [i for i, n in enumerate(doc['nodes']) if n['op'] == 'null']}
+    doc.pop('node_row_ptr', None)  # MXNet recomputes it
     with legacy_mode():
         return mx.sym.load_json(json.dumps(doc))
 
@@ -148,13 +166,13 @@ def _output_ndims(graph: Graph, input_shape: Sequence[int]) -> dict[str, int]:
     return {name: len(shape) for name, shape in zip(internals.list_outputs(), shapes)}
 
 
-def _entry_name(nodes: list[dict[str, Any]], entry: list[int]) -> list[str]:
+def _entry_name(nodes: list[Node], entry: list[int]) -> list[str]:
     """The names MXNet may give node output `entry` ([node, output, version])."""
     name = nodes[entry[0]]['name']
     return [name, f'{name}_output', f'{name}_output{entry[1]}']
 
 
-def _foldable(nodes: list[dict[str, Any]], node: dict[str, Any], ndims: dict[str, int]) -> bool:
+def _foldable(nodes: list[Node], node: Node, ndims: dict[str, int]) -> bool:
     """Whether a node is a BatchNorm over the channels of 4-D features that oneDNN would not
     fold into a convolution before it."""
     if node['op'] != 'BatchNorm':
@@ -187,9 +205,9 @@ def batchnorm_affine(attrs: dict[str, str], gamma: onp.ndarray, beta: onp.ndarra
     return scale, beta - mean * scale
 
 
-def _depthwise(node: dict[str, Any], nodes: list[dict[str, Any]], graph: Graph,
-               new: list[dict[str, Any]], params: dict[str, Any],
-               renumber: dict[int, int]) -> dict[str, Any]:
+def _depthwise(node: Node, nodes: list[Node], graph: Graph,
+               new: list[Node], params: dict[str, mx.nd.NDArray],
+               renumber: dict[int, int]) -> Node:
     """The depthwise 1x1 convolution computing BatchNorm `node` (of `nodes`), for the new
     node list `new`; its weight and bias are appended to `new` and `params`."""
     names = [nodes[e[0]]['name'] for e in node['inputs'][1:5]]
@@ -227,22 +245,22 @@ def fold_batchnorm(graph: Graph, input_shape: Sequence[int]) -> Graph:
     """
     doc, ndims = _nodes(graph), _output_ndims(graph, input_shape)
     nodes, params = doc['nodes'], dict(graph.params)
-    new: list[dict[str, Any]] = []
+    new: list[Node] = []
     renumber: dict[int, int] = {}
     for i, node in enumerate(nodes):
         if _foldable(nodes, node, ndims):
             node = _depthwise(node, nodes, graph, new, params, renumber)
         else:
-            node = dict(node, inputs=[[renumber[e[0]], e[1], 0] for e in node['inputs']])
+            node = {**node, 'inputs': [[renumber[e[0]], e[1], 0] for e in node['inputs']]}
         new.append(node)
         renumber[i] = len(new) - 1
     heads = [[renumber[h[0]], h[1], 0] for h in doc['heads']]
-    symbol = _symbol(dict(doc, nodes=new, heads=heads))
+    symbol = _symbol({**doc, 'nodes': new, 'heads': heads})
     used = set(symbol.list_inputs())
     return Graph(symbol, {k: v for k, v in params.items() if k in used})
 
 
-def _concat_groups(nodes: list[dict[str, Any]]) -> list[list[int]]:
+def _concat_groups(nodes: list[Node]) -> list[list[int]]:
     """The nodes with calibrated ranges that feed each chain of quantized concatenations
     (directly or through quantized poolings, which pass ranges on), one list per chain."""
     parent = list(range(len(nodes)))

@@ -6,19 +6,22 @@ concatenation (same values, see blocks.py) into a `Graph`
 (densenet/deploy/graphs.py), which INT8 and fp32 first rewrite for oneDNN
 (BatchNorms as depthwise convolutions fused with their ReLUs; INT8
 concatenations without rescaling). `InferenceModel` runs such a graph and
-hides the mode switch, taking and returning numpy-mode arrays like the
-original model. The model handed in is left as it was.
+hides the mode switch: it is MXNet's `Predictor`, the one interface of every
+engine (numpy batches in, logits out). The model handed in is left as it was.
 """
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Callable, Sequence
 
 import mxnet as mx
 import numpy as onp
 from mxnet import gluon, np
+from mxnet.base import NDArrayHandle, py_str
 
+from densenet.data.batches import DataModule, to_tensor
 from densenet.deploy.graphs import (
     Graph,
     block_graph,
@@ -29,20 +32,67 @@ from densenet.deploy.graphs import (
     share_concat_ranges,
 )
 from densenet.models.classifier import CheckedClassifier
-from densenet.modes.block_mode import fast_concat_mode, set_concat_mode
 from densenet.system import runtime
 from densenet.system.hints import Array
 from densenet.system.machine import unsupported
 from densenet.system.mxcompat import copy_into
 
-if TYPE_CHECKING:
-    from densenet.data import FashionMNIST, ImageFolder
-
 PRECISIONS = ('fp32', 'bf16', 'int8')
 
 
-class InferenceModel:
-    """A legacy-API graph, called like the model: numpy-mode arrays in, logits out.
+class Predictor:
+    """A model for inference on one engine at one precision: numpy batches in, logits out.
+
+    Every engine is one: MXNet (`InferenceModel`), ONNX Runtime and OpenVINO
+    (`densenet.deploy.engines.engine`). Called on a numpy batch it returns numpy;
+    called on an MXNet array (numpy-mode or legacy) it returns a numpy-mode array on
+    that array's device, as the model itself does, so that
+    `densenet.train.evaluate.evaluate` and `densenet.models.tta.FlipAverage` take it
+    like the model.
+
+    Args:
+        name: the engine: 'mxnet', 'onnxruntime' or 'openvino'.
+        precision: 'fp32', 'bf16' or 'int8'.
+        run: the engine's call, a float32 batch (N, C, H, W) to its logits; None where
+            a subclass overrides `predict`.
+    """
+
+    def __init__(self, name: str, precision: str,
+                 run: Callable[[onp.ndarray], onp.ndarray] | None = None) -> None:
+        self.name, self.precision, self._run = name, precision, run
+
+    def predict(self, X: onp.ndarray) -> onp.ndarray:
+        """The logits of a contiguous float32 numpy batch (N, C, H, W), as numpy.
+
+        Args:
+            X: the batch.
+
+        Returns:
+            The logits (N, classes).
+        """
+        assert self._run is not None, 'a Predictor without run overrides predict'
+        return self._run(X)
+
+    def __call__(self, X: Array | onp.ndarray) -> Array | onp.ndarray:
+        """The logits of a batch (N, C, H, W), float32.
+
+        Args:
+            X: the batch: numpy, or an MXNet array (numpy-mode or legacy).
+
+        Returns:
+            numpy logits for a numpy batch, else a numpy-mode array on `X`'s device.
+        """
+        if not isinstance(X, onp.ndarray):
+            return np.array(self(X.asnumpy()), ctx=X.ctx)
+        return onp.asarray(self.predict(onp.ascontiguousarray(X, dtype=onp.float32)),
+                           dtype=onp.float32)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({self.name!r}, {self.precision!r})'
+
+
+class InferenceModel(Predictor):
+    """A legacy-API graph on MXNet, a `Predictor`.
 
     The graph runs as an MXNet CachedOp with static memory and shapes, one per
     input shape (replanning for another shape costs milliseconds); the ops of
@@ -53,11 +103,13 @@ class InferenceModel:
         source: the graph, or a SymbolBlock (MXNet's quantized or mixed-precision
             model) to take it from.
         ctx: its device.
+        precision: what the graph computes in: 'fp32', 'bf16' or 'int8'.
         max_shapes: how many input shapes keep their compiled op.
     """
 
     def __init__(self, source: Graph | gluon.SymbolBlock, ctx: mx.Context,
-                 max_shapes: int = 2) -> None:
+                 precision: str = 'fp32', max_shapes: int = 2) -> None:
+        super().__init__('mxnet', precision)
         self.graph = source if isinstance(source, Graph) else block_graph(source)
         self.ctx, self.max_shapes = ctx, max_shapes
         names = self.graph.symbol.list_inputs()
@@ -65,69 +117,36 @@ class InferenceModel:
         with legacy_mode():
             self._args = [None if i == self._data else self.graph.params[n].as_in_context(ctx)
                           for i, n in enumerate(names)]
-        self._ops: collections.OrderedDict[tuple[int, ...], Any] = collections.OrderedDict()
-        self._inputs: dict[tuple[int, ...], Any] = {}
-
-    def _op(self, shape: tuple[int, ...]) -> Any:
-        """The CachedOp for inputs of `shape` (made on first use)."""
-        op = self._ops.pop(shape, None)
-        if op is None:
-            params = [i for i in range(len(self._args)) if i != self._data]
-            flags = [('static_alloc', True), ('static_shape', True),
-                     ('data_indices', [self._data]), ('param_indices', params)]
-            op = mx.nd.CachedOp(self.graph.symbol, flags)
-        self._ops[shape] = op
-        while len(self._ops) > self.max_shapes:
-            old, _ = self._ops.popitem(last=False)
-            self._inputs.pop(old, None)
-        return op
-
-    def run(self, data: Any) -> Any:
-        """The logits of a legacy array on the model's device.
-
-        Args:
-            data: the batch, a legacy ``mx.nd.NDArray``, float32.
-
-        Returns:
-            The logits, a legacy array.
-        """
-        args = list(self._args)
-        args[self._data] = data
-        with legacy_mode():
-            return self._op(tuple(data.shape))(*args)
+        #: {input shape: (its CachedOp, its input buffer)}, the most recent last
+        self._ops: collections.OrderedDict[
+            tuple[int, ...], tuple[mx.nd.CachedOp, mx.nd.NDArray]] = collections.OrderedDict()
 
     def predict(self, X: onp.ndarray) -> onp.ndarray:
-        """The logits of a numpy batch, as numpy (the engines' call).
+        """The logits of a numpy batch, as numpy.
 
         Args:
-            X: the batch, (N, C, H, W).
+            X: the batch, (N, C, H, W), float32.
 
         Returns:
             The logits, float32.
         """
         shape = tuple(X.shape)
-        if shape not in self._inputs:
-            with legacy_mode():
-                self._inputs[shape] = mx.nd.empty(shape, ctx=self.ctx)
-        buffer = self._inputs[shape]
-        copy_into(buffer, X)
-        return self.run(buffer).asnumpy()
-
-    def __call__(self, X: Array | onp.ndarray) -> Array:
-        """The logits of a batch.
-
-        Args:
-            X: the batch, (N, C, H, W), a numpy-mode, legacy or numpy array.
-
-        Returns:
-            The logits, a numpy-mode array on the model's device.
-        """
-        if not isinstance(X, mx.nd.NDArray):
-            return np.array(self.predict(onp.asarray(X, dtype=onp.float32)), ctx=self.ctx)
-        if X.context != self.ctx or X.dtype != onp.float32:
-            X = X.as_in_context(self.ctx).astype('float32', copy=False)
-        data = X.as_nd_ndarray() if isinstance(X, np.ndarray) else X
-        return self.run(data).as_np_ndarray()
+        with legacy_mode():
+            entry = self._ops.pop(shape, None)
+            if entry is None:
+                params = [i for i in range(len(self._args)) if i != self._data]
+                flags = [('static_alloc', True), ('static_shape', True),
+                         ('data_indices', [self._data]), ('param_indices', params)]
+                entry = (mx.nd.CachedOp(self.graph.symbol, flags),
+                         mx.nd.empty(shape, ctx=self.ctx))
+            self._ops[shape] = entry
+            while len(self._ops) > self.max_shapes:
+                self._ops.popitem(last=False)
+            op, buffer = entry
+            copy_into(buffer, X)
+            args = list(self._args)
+            args[self._data] = buffer
+            return op(*args).asnumpy()
 
 
 def calibration_batches(images: onp.ndarray, batch_size: int = 64,
@@ -142,20 +161,16 @@ def calibration_batches(images: onp.ndarray, batch_size: int = 64,
     Returns:
         numpy float32 batches, N x 1 x H x W, in [0, 1].
     """
-    from densenet.data.batches import to_tensor
-    batches = []
-    for start in range(0, len(images), batch_size):
-        X = to_tensor(images[start:start + batch_size], (resize, resize))
-        batches.append(X.asnumpy())
-    return batches
+    return [to_tensor(images[start:start + batch_size], (resize, resize)).asnumpy()
+            for start in range(0, len(images), batch_size)]
 
 
-def calibration_images(data: FashionMNIST | ImageFolder, n: int = 512,
+def calibration_images(data: DataModule, n: int = 512,
                        seed: int = 0) -> onp.ndarray:
     """`n` training images of a data module, drawn at random, for INT8 calibration.
 
     Args:
-        data: a FashionMNIST or ImageFolder module.
+        data: the data module.
         n: the number of images.
         seed: the draw's seed.
 
@@ -209,9 +224,6 @@ class PercentileCollector:
             name: the output's name.
             arr: a raw NDArray handle, ours to free.
         """
-        import ctypes
-
-        from mxnet.base import NDArrayHandle, py_str
         values = mx.nd.NDArray(ctypes.cast(arr, NDArrayHandle), writable=False).asnumpy()
         self.add(py_str(name), values)
 
@@ -330,7 +342,7 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
             if _MKLDNN_STATE not in str(e):
                 raise
             raise RuntimeError(STALE_ONEDNN_STATE) from None
-    return InferenceModel(share_concat_ranges(block_graph(qnet)), ctx)
+    return InferenceModel(share_concat_ranges(block_graph(qnet)), ctx, 'int8')
 
 
 def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
@@ -362,38 +374,12 @@ def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
             # The backend is called MKLDNN in MXNet 1.9.1; an unknown name would
             # silently leave the graph unfused.
             amp_net.optimize_for(mx.nd.zeros(input_shape, ctx=ctx), backend='MKLDNN')
-    return InferenceModel(amp_net, ctx)
+    return InferenceModel(amp_net, ctx, 'bf16')
 
 
 def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
-               ctx: mx.Context | None = None) -> CheckedClassifier:
-    """A copy of `model` on the fast fp32 path (legacy concat, static graph).
-
-    The caller's model is not touched: it keeps its mode and hybridization.
-
-    Args:
-        model: the trained model.
-        input_shape: the shape that fixes the copy's deferred shapes.
-        ctx: the device (default: the CPU).
-
-    Returns:
-        The copy.
-    """
-    ctx = ctx or mx.cpu()
-    fast = type(model)(**model.hparams)
-    fast.net(np.zeros(input_shape))  # completes the deferred shapes
-    for mine, theirs in zip(fast.net.collect_params().values(),
-                            model.net.collect_params().values()):
-        mine.set_data(theirs.data().copy())
-    fast.net.collect_params().reset_ctx(ctx)
-    set_concat_mode(fast.net, fast_concat_mode(fast.net))
-    fast.net.hybridize(static_alloc=True, static_shape=True)
-    return fast
-
-
-def fp32_graph_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
-                     ctx: mx.Context | None = None) -> InferenceModel:
-    """fp32 on the CPU as one oneDNN-fused graph: the fastest fp32 inference here.
+               ctx: mx.Context | None = None) -> InferenceModel:
+    """fp32 as one static graph: on a CPU, oneDNN-fused, the fastest fp32 inference here.
 
     The BatchNorms become depthwise convolutions (`fold_batchnorm`), which
     oneDNN fuses with the ReLUs after them; the values are the model's up to
@@ -402,23 +388,23 @@ def fp32_graph_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 
     Args:
         model: the trained model.
         input_shape: the shape the graph is traced at.
-        ctx: a CPU context (default: the CPU).
+        ctx: the device (default: the CPU; oneDNN fuses on a CPU only).
 
     Returns:
-        The model's graph, fused.
+        The model's graph.
     """
     ctx = ctx or mx.cpu()
     graph = fold_batchnorm(legacy_graph(model, input_shape), input_shape)
-    with legacy_mode():
-        # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1.
-        fused = Graph(graph.symbol.optimize_for('MKLDNN'), graph.params)
-    return InferenceModel(fused, ctx)
+    if ctx.device_type == 'cpu':
+        with legacy_mode():  # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1
+            graph = Graph(graph.symbol.optimize_for('MKLDNN'), graph.params)
+    return InferenceModel(graph, ctx)
 
 
 def inference_model(model: CheckedClassifier, precision: str,
                     calib_images: onp.ndarray | None = None,
                     input_shape: Sequence[int] = (1, 1, 96, 96),
-                    ctx: mx.Context | None = None) -> InferenceModel | CheckedClassifier:
+                    ctx: mx.Context | None = None) -> InferenceModel:
     """`model` for inference in `precision`.
 
     Args:
@@ -429,16 +415,13 @@ def inference_model(model: CheckedClassifier, precision: str,
         ctx: the device.
 
     Returns:
-        The model for that precision: fp32 on a CPU is `fp32_graph_model`, on a GPU
-        `fp32_model`.
+        The model for that precision (`fp32_model`, `bf16_model` or `int8_model`).
 
     Raises:
         ValueError: an unknown precision, or INT8 without calibration images.
         RuntimeError: BF16 on a CPU that cannot run it.
     """
     if precision == 'fp32':
-        if ctx is None or ctx.device_type == 'cpu':
-            return fp32_graph_model(model, input_shape, ctx)
         return fp32_model(model, input_shape, ctx)
     if precision == 'bf16':
         return bf16_model(model, input_shape, ctx)

@@ -28,7 +28,7 @@ class Meta(TypedDict, total=False):
     channels: int
     classes: list[str]
     dataset: str | None
-    preprocess: dict[str, Any]  # `Preprocess.steps`
+    preprocess: dict[str, object]  # `Preprocess.steps`
     recipe: str | None
     seed: int
     epoch: int

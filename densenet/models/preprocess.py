@@ -108,7 +108,7 @@ class Preprocess:
                               'channels': int(meta['channels']),
                               'classes': list(map(str, meta['classes']))})
 
-    def steps(self) -> dict[str, Any]:
+    def steps(self) -> dict[str, object]:
         """What the metadata's ``preprocess`` field holds: every field but the side,
         the channels and the classes, which the metadata keeps at its top level."""
         own = self.to_dict()
@@ -116,7 +116,7 @@ class Preprocess:
             del own[key]
         return own
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Every field, as JSON values (what each export carries).
 
         Returns:

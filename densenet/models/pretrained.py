@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
 
 import mxnet as mx
 
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
+from densenet.models.meta import Meta
 from densenet.models.params import load_model
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights')
@@ -68,7 +68,7 @@ def pretrained_path(model: str = 'book', dataset: str = 'fashion-mnist') -> str:
     return path
 
 
-def pretrained_info(model: str = 'book', dataset: str = 'fashion-mnist') -> dict[str, Any]:
+def pretrained_info(model: str = 'book', dataset: str = 'fashion-mnist') -> Meta:
     """The metadata of the shipped weights (provenance, accuracy, machine).
 
     Args:
@@ -82,7 +82,8 @@ def pretrained_info(model: str = 'book', dataset: str = 'fashion-mnist') -> dict
         UsageError: as `pretrained_path`.
     """
     with open(pretrained_path(model, dataset) + '.json') as f:
-        return json.load(f)
+        info: Meta = json.load(f)
+    return info
 
 
 def pretrained(model: str = 'book', dataset: str = 'fashion-mnist',

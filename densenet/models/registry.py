@@ -12,8 +12,7 @@ import functools
 import inspect
 from typing import Any, Callable
 
-from mxnet import np
-
+from densenet.data.shapes import fix_shapes
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier, min_input_size
 from densenet.models.resnet import D2LResNet18
@@ -215,8 +214,7 @@ def get_model(name: str, **kwargs: Any) -> CheckedClassifier:
     full = model_kwargs(name, kwargs)
     model = default_cfg(name).build(**full)
     model.registry_name, model.registry_kwargs = name, full
-    # Every deferred shape fixed (one forward of zeros at the smallest side; the
-    # Xavier draws depend on shapes only), so parameters can be counted and loaded.
-    side = model.min_input_size()
-    model.net(np.zeros((1, full['in_channels'], side, side)))
+    # The Xavier draws depend on shapes only, so fixing them at the smallest side
+    # gives the same values as at any other.
+    fix_shapes(model.net, model.min_input_size(), full['in_channels'])
     return model

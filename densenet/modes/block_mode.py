@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence, TypeVar
 
 import mxnet as mx
 from d2l import mxnet as d2l
@@ -150,10 +150,6 @@ def set_mode(block: DenseBlock, mode: BlockMode) -> None:
         block.__dict__['block_mode'] = mode
 
 
-def _change(block: DenseBlock, **changes: Any) -> None:
-    set_mode(block, dataclasses.replace(mode_of(block), **changes))
-
-
 def _checkpointed(block: DenseBlock, X: Array) -> Array:
     """Keep only each layer's new features; recompute the rest in backward."""
     features = [X]
@@ -272,7 +268,7 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
         if flag and any(isinstance(b, nn.Dropout) for b in leaves(block)):
             raise ValueError('memory_efficient cannot recompute dropout layers '
                              'identically; use dropout=0')
-        _change(block, memory_efficient=flag)
+        set_mode(block, dataclasses.replace(mode_of(block), memory_efficient=flag))
     if type(net) in (nn.HybridSequential, RecomputingSequential):
         net.__class__ = RecomputingSequential if flag else nn.HybridSequential
     _retrace(net)
@@ -341,7 +337,7 @@ def set_concat_mode(net: M, mode: str) -> M:
         raise ValueError(f'concat mode must be one of {CONCAT_MODES}, got {mode!r}')
     model, net = net, network(net)
     for block in dense_blocks(net):
-        _change(block, concat=mode)
+        set_mode(block, dataclasses.replace(mode_of(block), concat=mode))
     _retrace(net)
     return model
 

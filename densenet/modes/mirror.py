@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import mxnet as mx
+import numpy as onp
 from mxnet import autograd
 from mxnet.gluon import nn
 
@@ -127,7 +128,8 @@ class GraphExecutors:
             raise ValueError(f'the traced graph has inputs that are not parameters of the '
                              f'network: {missing[:3]}')
         # (context, shape, dtype) -> (executor, the arrays it was bound to)
-        self._executors: dict[tuple[Any, ...], tuple[mx.executor.Executor, list[Array]]] = {}
+        self._executors: dict[tuple[mx.Context, tuple[int, ...], onp.dtype],
+                              tuple[mx.executor.Executor, list[Array]]] = {}
 
     def _arrays(self, ctx: mx.Context) -> tuple[dict[str, Array], dict[str, Array],
                                                 dict[str, str], dict[str, Array]]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 if TYPE_CHECKING:  # for the annotations only: the functions import mxnet where they need it
     import mxnet as mx
+    import numpy as onp
     from mxnet import gluon
     from mxnet.gluon import nn
 
@@ -213,7 +214,7 @@ def mark_gradient_fresh(param: gluon.Parameter, ctx: mx.Context) -> None:
             arr._fresh_grad = True
 
 
-def copy_into(array: mx.nd.NDArray, values: Any) -> None:
+def copy_into(array: mx.nd.NDArray, values: onp.ndarray) -> None:
     """Copy a numpy array into an existing MXNet array of the same size, synchronously.
 
     ``array[:] = values`` does the same through the indexing machinery, several

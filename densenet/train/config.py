@@ -11,13 +11,20 @@ import ast
 import dataclasses
 import math
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from densenet.data import TRAIN_SIZE, check_data_dir, check_folder
 from densenet.errors import UsageError
 from densenet.models.registry import model_kwargs
 from densenet.system import runtime
-from densenet.train.options import check_ranges, option, positive_float, positive_int
+from densenet.train.options import (
+    EXTENSION_OPTIONS,
+    check_ranges,
+    default_of,
+    option,
+    positive_float,
+    positive_int,
+)
 from densenet.train.planning import parse_duration
 from densenet.train.recipes import RECIPES
 from densenet.train.run_folder import Run
@@ -25,6 +32,16 @@ from densenet.train.run_folder import Run
 KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
 SCHEDULES = ('constant', 'cosine')
 PRECISE_BN = ('auto', 'always', 'off')
+T = TypeVar('T')
+
+
+def extension_defaults() -> dict[str, object]:
+    """The registered extensions' options at their defaults.
+
+    Returns:
+        {option: default}.
+    """
+    return {name: default_of(field) for name, field in EXTENSION_OPTIONS.items()}
 
 
 def parse_budget(text: str) -> float:
@@ -47,7 +64,7 @@ def parse_budget(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def parse_model_arg(text: str) -> tuple[str, Any]:
+def parse_model_arg(text: str) -> tuple[str, object]:
     """``--model-arg``: one constructor argument.
 
     Args:
@@ -89,7 +106,7 @@ class TrainConfig:
     model: str = option(
         'book', group='model',
         help='the model to train (default book); densenet.list_models() lists them')
-    model_args: dict = option(
+    model_args: dict[str, object] = option(
         factory=dict, group='model', kind='append', parse=parse_model_arg, metavar='KEY=VALUE',
         flag='--model-arg',
         help='a constructor argument of --model, e.g. depth=40, growth_rate=24 or '
@@ -109,8 +126,7 @@ class TrainConfig:
         help='an image folder to train on instead of Fashion-MNIST: one sub-folder of '
              'images per class, or train/ and val/ laid out that way')
     channels: int | None = option(
-        None, group='data', parse=int, choices=(1, 3), check=lambda v: v in (1, 3),
-        error='{flag} must be 1 or 3, got {value}',
+        None, group='data', parse=int, choices=(1, 3),
         help='--data: train on grayscale (1) or RGB (3) images; default: 1 if every image '
              'is grayscale')
     val_split: float = option(
@@ -163,7 +179,6 @@ class TrainConfig:
         help='epochs (with --budget: the most it may plan)')
     schedule: str = option(
         'constant', group='schedule and budget', choices=SCHEDULES,
-        check=lambda v: v in SCHEDULES, error='{flag} must be constant or cosine, got {value!r}',
         help='the learning rate: constant, or cosine (per step, to 0 at the end)')
     budget: float | None = option(
         None, group='schedule and budget', parse=parse_budget,
@@ -196,16 +211,10 @@ class TrainConfig:
         error='{flag} must be a probability in [0, 1] (0: off), e.g. 0.5; got {value}',
         help='random erasing: a random rectangle (2-40% of the image) of this share of the '
              'training images is filled with random pixels (0: off)')
-    ema: float = option(
-        0.0, group='regularisation', parse=float, metavar='DECAY', check=lambda v: 0 <= v < 1,
-        error='{flag} must be a decay in [0, 1) (0: off), e.g. 0.999; got {value}',
-        help='also keep a moving average of the weights with this decay (e.g. 0.999; 0: '
-             'none), scored every epoch and saved as ema.params')
 
     # Evaluation.
     precise_bn: str = option(
-        'auto', group='evaluation', choices=PRECISE_BN, check=lambda v: v in PRECISE_BN,
-        error='{flag} must be one of auto, always or off, got {value!r}',
+        'auto', group='evaluation', choices=PRECISE_BN,
         help='before each validation, re-estimate the BatchNorm statistics from training '
              'images: auto when inference mode trails training mode on them by more than '
              '10 points (a warning with off), or always')
@@ -223,17 +232,12 @@ class TrainConfig:
         False, group='run folder', kind='switch',
         help='replace the run already in --out (without it, or --resume, a folder that '
              'holds a run is refused)')
-    rank_params: str | None = option(
-        None, group='run folder', hidden=True,
-        help='folder: every worker saves its final parameters here')
 
     # Devices, the compute path and scale-out.
     device: str = option('auto', group='devices and scale-out',
                          help='auto, cpu, gpu, gpu:0,1')
     kvstore: str = option(
         'device', group='devices and scale-out', choices=KVSTORES,
-        check=lambda v: v in KVSTORES,
-        error='{flag} must be one of ' + ', '.join(KVSTORES) + ', got {value!r}',
         help='gradient aggregation (default device); dist_* inside `densenet launch`')
     hybridize: bool = option(
         True, group='devices and scale-out', kind='toggle',
@@ -245,13 +249,54 @@ class TrainConfig:
              "memory, more time (fast path: MXNet's graph executor; with --no-hybridize: "
              'imperative)')
 
+    extras: dict[str, object] = dataclasses.field(default_factory=extension_defaults)
+
+    def __getattr__(self, name: str) -> object:
+        """The value of a registered extension's option (`Extension.options`).
+
+        Raises:
+            AttributeError: no such option.
+        """
+        extras = self.__dict__.get('extras', {})
+        if name not in extras:
+            raise AttributeError(f'TrainConfig has no option {name!r}')
+        return extras[name]
+
+    def value(self, name: str, kind: type[T]) -> T:
+        """A registered extension's option, as the type its extension reads it as.
+
+        Args:
+            name: the option.
+            kind: its type.
+
+        Returns:
+            The value.
+
+        Raises:
+            TypeError: a value of another type.
+        """
+        value = self.extras[name]
+        if not isinstance(value, kind):
+            raise TypeError(f'option {name} is {value!r}, not a {kind.__name__}')
+        return value
+
+    def as_dict(self) -> dict[str, object]:
+        """Every option's value, as summary.json and the checkpoint record them.
+
+        Returns:
+            {option: value}.
+        """
+        values = dataclasses.asdict(self)
+        return {**values, **values.pop('extras')}
+
     @classmethod
     def from_recipe(cls, recipe: str = 'book', **overrides: Any) -> TrainConfig:
         """The configuration of a recipe, with `overrides` applied.
 
         Args:
             recipe: a name in `densenet.train.recipes.RECIPES`.
-            **overrides: field values; None values are left to the recipe.
+            **overrides: option values (the extensions' too); None values are left to
+                the recipe.
 
         Returns:
             The configuration (not yet validated).
@@ -263,7 +308,8 @@ class TrainConfig:
             raise UsageError(f'no recipe {recipe!r}; choose one of {", ".join(sorted(RECIPES))}')
         values = dict(RECIPES[recipe], recipe=recipe)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        extras = {k: values.pop(k) for k in list(values) if k in EXTENSION_OPTIONS}
+        return cls(**values, extras={**extension_defaults(), **extras})
 
     def validate(self, min_size: int | None = None) -> None:
         """Check the values, alone and together, before anything is built or written.

@@ -19,8 +19,8 @@ def evaluate(model: Callable[[Array], Array], loader: Iterable[tuple[Array, Arra
 
     Args:
         model: anything called on a batch that returns logits: a DenseNet, a
-            `densenet.models.tta.FlipAverage`, or an INT8/BF16
-            `densenet.deploy.inference.InferenceModel`.
+            `densenet.models.tta.FlipAverage`, or any `densenet.deploy.Predictor`
+            (every engine and precision).
         loader: batches of (images, labels).
         ctxs: the devices; each batch is split over them.
 

@@ -2,7 +2,7 @@
 `train_one_epoch` runs the steps.
 
 The loop knows SGD steps, validation, the learning-rate schedule and the
-divergence check; every other option (budget, EMA, progressive resizing, flip
+divergence check; every other option (budget, weight averaging, progressive resizing, flip
 averaging, the run folder's files and checkpoints) is an extension
 (densenet/train/extensions) that the loop calls at its hooks. It writes
 ``metrics.csv``, ``curves.png``, ``last.params``, ``best.params`` and
@@ -11,20 +11,22 @@ what ``resume`` needs. Every file is written under a temporary name and renamed.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, TypeVar
+from typing import Callable
 
 import mxnet as mx
 import numpy as onp
-from mxnet import autograd, gluon, np
+from mxnet import autograd, gluon, npx
 
-from densenet.data import FashionMNIST, ImageFolder
+from densenet.data import DataModule
 from densenet.data.batches import BatchLoader
+from densenet.data.shapes import fix_shapes
+from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
+from densenet.models.meta import Meta
 from densenet.models.params import all_finite
 from densenet.modes import prepare_model
 from densenet.system import runtime
@@ -32,10 +34,11 @@ from densenet.system.files import atomic_text
 from densenet.system.hints import Array
 from densenet.train.config import TrainConfig
 from densenet.train.evaluate import evaluate
-from densenet.train.extensions import Extension, default_extensions
+from densenet.train.extensions import Extension, default_extensions, run_folder_files
+from densenet.train.extensions.base import EpochResult, Row, State, Steps, Summary
 from densenet.train.objective import diverged, forward_train, loss_limit, lr_at, make_loss
 from densenet.train.report import Progress
-from densenet.train.run_folder import SUMMARY, Run
+from densenet.train.run_folder import ARRAYS, STATES_ORDER, SUMMARY, Checkpoint, Run
 from densenet.train.setup import (
     build_model,
     check_resumable,
@@ -46,51 +49,15 @@ from densenet.train.setup import (
     run_metadata,
 )
 
-E = TypeVar('E', bound=Extension)
-
-
-class Steps:
-    """The run's planned number of steps; a budget may change it between epochs.
-
-    Args:
-        total: the steps of the whole run.
-        steps_per_epoch: the steps of one epoch.
-    """
-
-    def __init__(self, total: int, steps_per_epoch: int) -> None:
-        self.total, self.steps_per_epoch = total, steps_per_epoch
-
-    @property
-    def epochs(self) -> int:
-        """The epochs the planned steps take (the last one may be partial)."""
-        return math.ceil(self.total / self.steps_per_epoch)
-
-
-@dataclasses.dataclass
-class EpochResult:
-    """What an epoch of training measured.
-
-    Attributes:
-        loss: mean training loss per image.
-        acc: training accuracy (training mode, as the steps saw it).
-        images: images trained on.
-        seconds: the epoch's training time.
-        step_s: seconds per step after the first (which builds the graph).
-    """
-    loss: float          # mean training loss per image
-    acc: float           # training accuracy (training mode, as the steps saw it)
-    images: int
-    seconds: float
-    step_s: float        # seconds per step after the first (which builds the graph)
+__all__ = ['Loop', 'Steps', 'EpochResult', 'fit', 'train_one_epoch', 'train_step']
 
 
 class Loop:
     """One run's training: the model, its optimizer and data, and where the run stands.
 
-    Extensions read these attributes and may change the ones their hooks name
-    (extensions/base.py): ``steps.total`` (a budget), ``side`` (progressive
-    resizing), ``epoch``/``rows``/``best_acc``/``prior_wall`` (a resumed checkpoint).
-    `fit` builds one; the arguments are what it built.
+    Extensions see it as a `densenet.train.extensions.base.LoopView`: read-only but
+    for ``steps.total``, which a budget plans. `fit` builds one; the arguments are
+    what it built.
 
     Args:
         cfg: the configuration.
@@ -114,20 +81,19 @@ class Loop:
     def __init__(self, cfg: TrainConfig, model: CheckedClassifier, trainer: gluon.Trainer,
                  ctxs: list[mx.Context], train_loader: BatchLoader, val_loader: BatchLoader,
                  steps: Steps, loss_fn: Callable[[Array, Array], Array], run: Run,
-                 meta: dict[str, Any],
+                 meta: Meta,
                  extensions: list[Extension], rank: int = 0, workers: int = 1,
                  log: Callable[[str], None] = print, started: float | None = None,
-                 data: FashionMNIST | ImageFolder | None = None) -> None:
+                 data: DataModule | None = None) -> None:
         self.cfg, self.model, self.trainer, self.ctxs = cfg, model, trainer, ctxs
         self.train_loader, self.val_loader, self.steps = train_loader, val_loader, steps
         self.loss_fn, self.run, self.meta, self.extensions = loss_fn, run, meta, extensions
-        self.rank, self.workers, self.log = rank, workers, log
-        self.data = data  # the data module (train_arrays, classes, ...)
+        self.rank, self.workers, self.log, self.data = rank, workers, log, data
         self.writer = rank == 0  # only rank 0 evaluates and writes files
         self.started = time.time() if started is None else started
         self.epoch = self.first_epoch = 0
-        self.rows: list[dict[str, Any]] = []
-        self.best_acc, self.is_best, self.prior_wall = -1.0, False, 0.0
+        self.rows: list[Row] = []
+        self.best_acc, self.prior_wall = -1.0, 0.0
         self.side = cfg.resize
         self.epoch_tic = self.started
 
@@ -139,37 +105,6 @@ class Loop:
         """
         return self.prior_wall + time.time() - self.started
 
-    def find(self, kind: type[E]) -> E | None:
-        """The run's extension of type `kind`, if it has one.
-
-        Args:
-            kind: an `Extension` class.
-
-        Returns:
-            The extension, or None.
-        """
-        return next((e for e in self.extensions if isinstance(e, kind)), None)
-
-    def config_dict(self) -> dict[str, Any]:
-        """The configuration as a dict, as summary.json and the checkpoint record it.
-
-        Returns:
-            {field: value}.
-        """
-        return dataclasses.asdict(self.cfg)
-
-    def call(self, hook: str, *args: Any) -> list[Any]:
-        """Call `hook` on every extension, in order.
-
-        Args:
-            hook: the hook's name (`Extension`'s methods).
-            *args: its arguments.
-
-        Returns:
-            Their answers.
-        """
-        return [getattr(ext, hook)(self, *args) for ext in self.extensions]
-
     def validate(self) -> tuple[float, float, onp.ndarray]:
         """The model as it is now on the validation data.
 
@@ -178,7 +113,30 @@ class Loop:
         """
         return evaluate(self.model, self.val_loader, self.ctxs)
 
-    def run_fit(self, state: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    def resume(self, state: Checkpoint) -> None:
+        """Continue from a checkpoint: the weights, the optimizer states, the rows and
+        counters, and every extension's part (`Extension.load_state_dict`).
+
+        Args:
+            state: the checkpoint.
+
+        Raises:
+            UsageError: a checkpoint whose states are not in the network's order.
+        """
+        stem = state['stem']
+        self.model.net.load_parameters(stem + '.params', ctx=self.ctxs)
+        load_states(self.trainer, state)
+        arrays = npx.load(stem + ARRAYS) if ARRAYS in state['files'] else {}
+        for ext in self.extensions:
+            if ext.name in state['extensions']:
+                ext.load_state_dict(State(state['extensions'][ext.name], [
+                    arrays[k] for k in sorted(arrays) if k.startswith(ext.name + ':')]))
+        self.epoch = self.first_epoch = state['epoch']
+        self.rows, self.best_acc = state['rows'], state['best_val_acc']
+        self.prior_wall = state['wall_s']
+        self.log(f'resuming {self.cfg.out} after epoch {self.epoch}')
+
+    def run_fit(self, state: Checkpoint | None = None) -> Summary | None:
         """Train until the planned steps are done.
 
         Args:
@@ -190,66 +148,97 @@ class Loop:
         Raises:
             Diverged: a non-finite or exploding loss, or non-finite weights.
         """
-        self.call('on_fit_start', state)
+        for ext in self.extensions:
+            ext.on_fit_start(self)
+        if state is not None:
+            self.resume(state)
         while self.epoch < self.steps.epochs:
-            self.side = self.cfg.resize
-            self.call('on_epoch_start')
+            sides = [s for s in (ext.on_epoch_start(self) for ext in self.extensions) if s]
+            self.side = sides[0] if sides else self.cfg.resize
+            if sides:
+                self.train_loader.resize = (self.side, self.side)
             result = train_one_epoch(self)
             if not self.writer:
                 self.log(f'[rank {self.rank}] epoch {self.epoch + 1}/{self.steps.epochs}: train '
                          f'loss {result.loss:.4f} acc {result.acc:.4f} on its shard')
                 self.epoch += 1
                 continue
-            row = self.end_epoch(result)
-            self.call('on_epoch_end', row, result)
+            row, is_best = self.end_epoch(result)
+            for ext in self.extensions:
+                ext.on_epoch_end(self, row, result, is_best)
         summary = self.summary() if self.writer else None
-        self.call('on_fit_end', summary)
+        for ext in self.extensions:
+            ext.on_fit_end(self, summary)
         if summary is not None:
             summary['wall_s'] = self.elapsed()
         return summary
 
-    def end_epoch(self, result: EpochResult) -> dict[str, Any]:
-        """Validate, make and log the epoch's row; count the epoch done.
+    def end_epoch(self, result: EpochResult) -> tuple[Row, bool]:
+        """Validate the model and the extensions' `variants`, make and log the epoch's row;
+        count the epoch done.
 
         Args:
             result: what the epoch's training measured.
 
         Returns:
-            The row (metrics.csv's columns, and the extensions').
+            (the row: metrics.csv's columns and the extensions', whether the epoch scored
+            the best validation accuracy so far).
 
         Raises:
             Diverged: a non-finite validation loss or non-finite weights.
         """
         self.epoch_tic = time.time()
-        self.call('on_validation_start')
+        for ext in self.extensions:
+            ext.on_validation_start(self)
         val_loss, val_acc, _ = self.validate()
         if not (math.isfinite(val_loss) and all_finite(self.model.net)):
             raise diverged(f'validation loss {val_loss:.4g}, or non-finite weights, after '
                            'the epoch', self.epoch, self.trainer.learning_rate)
-        row = {'epoch': self.epoch + 1, 'train_loss': result.loss, 'train_acc': result.acc,
-               'val_loss': val_loss, 'val_acc': val_acc, 'lr': self.trainer.learning_rate,
-               'img_s': result.images / result.seconds}
-        notes = ''.join(n for n in self.call('on_validation_end', row) if n)
+        row: Row = {'epoch': self.epoch + 1, 'train_loss': result.loss,
+                    'train_acc': result.acc, 'val_loss': val_loss, 'val_acc': val_acc,
+                    'lr': self.trainer.learning_rate, 'img_s': result.images / result.seconds}
+        for ext in self.extensions:
+            for prefix, applied in ext.variants().items():
+                with applied:
+                    row[prefix + 'val_loss'], row[prefix + 'val_acc'], _ = self.validate()
+        notes = ''.join(filter(None, (ext.on_validation_end(self, row)
+                                      for ext in self.extensions)))
         row['seconds'] = result.seconds + time.time() - self.epoch_tic
         self.rows.append(row)
         self.log(f'epoch {self.epoch + 1}/{self.steps.epochs}: train loss {result.loss:.4f} '
                  f'acc {result.acc:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f}{notes} | '
                  f'{row["img_s"]:.1f} img/s | {row["seconds"]:.1f} s')
-        self.is_best = val_acc > self.best_acc
+        is_best = val_acc > self.best_acc
         self.best_acc = max(self.best_acc, val_acc)
         self.epoch += 1
-        return row
+        return row, is_best
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         """summary.json's common fields; extensions add theirs at on_fit_end.
 
         Returns:
             The summary dict.
         """
-        return {'config': self.config_dict(), 'final_val_acc': self.rows[-1]['val_acc'],
+        return {'config': self.cfg.as_dict(), 'final_val_acc': self.rows[-1]['val_acc'],
                 'best_val_acc': self.best_acc, 'epochs': len(self.rows),
                 'steps': self.steps.total, 'wall_s': self.elapsed(), 'model': self.meta,
                 'machine': runtime.machine(), 'workers': self.workers, 'metrics': self.rows}
+
+
+def load_states(trainer: gluon.Trainer, state: Checkpoint) -> None:
+    """Load the checkpoint's optimizer states into `trainer`.
+
+    Args:
+        trainer: the trainer, built by `densenet.train.setup.make_trainer`.
+        state: the checkpoint.
+
+    Raises:
+        UsageError: a checkpoint whose states are not in the network's order.
+    """
+    if state.get('states_order') != STATES_ORDER:
+        raise UsageError(f'{state["stem"]}.states: optimizer states in another order than '
+                         'this version writes; start the run again with --overwrite')
+    trainer.load_states(state['stem'] + '.states')
 
 
 def train_step(loop: Loop, X: Array, y: Array) -> tuple[list[Array], list[Array], list[Array]]:
@@ -293,8 +282,7 @@ def train_one_epoch(loop: Loop) -> EpochResult:
         Diverged: a batch loss that is not finite or above `loss_limit`.
     """
     cfg, loader, steps, epoch = loop.cfg, loop.train_loader, loop.steps, loop.epoch
-    if hasattr(loader, 'set_epoch'):
-        loader.set_epoch(epoch)
+    loader.set_epoch(epoch)
     steps_per_epoch = len(loader)
     limit = loss_limit(loop.model.net[-1].weight.shape[0])
     first = epoch * steps_per_epoch
@@ -308,7 +296,8 @@ def train_one_epoch(loop: Loop) -> EpochResult:
             break
         loop.trainer.set_learning_rate(lr_at(cfg, step, steps.total))
         outs, ys, losses = train_step(loop, X, y)
-        loop.call('on_step_end', step + 1)
+        for ext in loop.extensions:
+            ext.on_step_end(loop, step + 1)
         batch_loss = sum(float(loss.sum()) for loss in losses)
         if not batch_loss / X.shape[0] <= limit:  # also catches NaN
             raise diverged(f'mean loss {batch_loss / X.shape[0]:.4g} at step {step + 1} '
@@ -325,19 +314,21 @@ def train_one_epoch(loop: Loop) -> EpochResult:
         callback_tic = time.time()
         if i == 5 and epoch == loop.first_epoch:
             elapsed = callback_tic - tic_warm
-            loop.call('on_warm', (seen - seen_warm) / elapsed, elapsed / 5)
+            for ext in loop.extensions:
+                ext.on_warm(loop, (seen - seen_warm) / elapsed, elapsed / 5)
             bar.prefix = f'epoch {epoch + 1}/{steps.epochs}'  # the first plan may change it
         if i >= 5 and (i + 1) % check_every == 0:
-            loop.call('on_check', step + 1, (callback_tic - tic_warm - paused) / i)
+            for ext in loop.extensions:
+                ext.on_check(loop, step + 1, (callback_tic - tic_warm - paused) / i)
         paused += time.time() - callback_tic
     end = time.time()
     step_s = (end - tic_warm - paused) / (done - 1) if done > 1 else end - tic
     return EpochResult(loss_sum / seen, correct / seen, seen, end - tic, step_s)
 
 
-def fit(cfg: TrainConfig, data: FashionMNIST | ImageFolder | None = None,
+def fit(cfg: TrainConfig, data: DataModule | None = None,
         log: Callable[[str], None] = print,
-        extensions: list[Extension] | None = None) -> dict[str, Any] | None:
+        extensions: list[Extension] | None = None) -> Summary | None:
     """Train as `cfg` says, writing the run folder.
 
     Args:
@@ -367,17 +358,17 @@ def fit(cfg: TrainConfig, data: FashionMNIST | ImageFolder | None = None,
         log(f'densenet: worker rank {rank} of {workers}')  # labels launch's output
     if data is None:
         data = make_data(cfg, shard=(rank, workers) if kv else None)
-    channels, classes = getattr(data, 'channels', 1), list(getattr(data, 'classes', range(10)))
+    channels, classes = data.channels, list(data.classes)
     model = build_model(cfg, channels, len(classes))
     cfg.validate(model.min_input_size())
     meta = run_metadata(cfg, model, data, classes)
-    run = Run(cfg.out)
+    run = Run(cfg.out, run_folder_files())
     with run.claimed(cfg.resume, cfg.overwrite, log) if rank == 0 else nullcontext() as state:
         if state is not None:
             check_resumable(state, cfg)
         train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
         # Deferred shapes are fixed on one batch before parameters move or load.
-        model.net(np.zeros((1, channels, cfg.resize, cfg.resize)))
+        fix_shapes(model.net, cfg.resize, channels)
         if cfg.init and state is None:
             initialize_from(model, cfg.init, ctxs, log)
         if cfg.freeze_features:
@@ -385,8 +376,7 @@ def fit(cfg: TrainConfig, data: FashionMNIST | ImageFolder | None = None,
         prepare_model(model, ctxs, cfg.hybridize, cfg.memory_efficient)
         trainer = make_trainer(model, cfg, kv or cfg.kvstore)
         spe = len(train_loader)
-        steps = Steps(state.get('total_steps', cfg.epochs * spe) if state else cfg.epochs * spe,
-                      spe)
+        steps = Steps(state['total_steps'] if state else cfg.epochs * spe, spe)
         if extensions is None:
             extensions = default_extensions(cfg, writer=rank == 0, dist=kv is not None,
                                             quiet=ctxs[0].device_type == 'gpu' or rank != 0)

@@ -4,6 +4,8 @@ checked and documented.
 ``option(default, help=..., group=...)`` makes the field; `add_arguments` derives
 the command-line flags (in argument groups) from the fields, `check_ranges` the
 per-option checks, and `reference_rows` the table the documentation prints.
+An extension defines its options beside it (`Extension.options`); registering it
+adds them to `EXTENSION_OPTIONS`, which every function here includes.
 Checks that involve two options at once stay with the configuration
 (`TrainConfig.validate`).
 """
@@ -37,9 +39,10 @@ class Option:
         help: What the option does (no measured figures: those belong in the docs).
         group: Its argument group (a key of `GROUPS`).
         parse: The argparse ``type``; its errors are argparse's one-line errors.
-        choices: The allowed values, if they are a fixed list.
+        choices: The allowed values, if they are a fixed list (checked as `check` is).
         check: A predicate on the value; False raises UsageError(`error`).
-        error: The message for a failed `check`, formatted with ``flag`` and ``value``.
+        error: The message for a failed `check`, formatted with ``flag`` and ``value``
+            (default for `choices`: the values allowed).
         kind: ``'value'`` (takes an argument), ``'switch'`` (``--x`` sets True),
             ``'toggle'`` (``--x`` / ``--no-x``) or ``'append'`` (repeatable).
         metavar: The argument's name in ``--help``.
@@ -49,8 +52,8 @@ class Option:
     """
     help: str
     group: str
-    parse: Callable[[str], Any] | None = None
-    choices: Sequence[Any] | None = None
+    parse: Callable[[str], object] | None = None
+    choices: Sequence[object] | None = None
     check: Callable[[Any], bool] | None = None
     error: str = ''
     kind: str = 'value'
@@ -60,7 +63,7 @@ class Option:
     flag: str | None = None
 
 
-def option(default: Any = None, *, factory: Callable[[], Any] | None = None,
+def option(default: object = None, *, factory: Callable[[], object] | None = None,
            **spec: Any) -> Any:
     """A dataclass field with its `Option` in the metadata.
 
@@ -93,22 +96,27 @@ def flag_of(name: str, spec: Option | None = None) -> str:
     return '--' + name.replace('_', '-')
 
 
-def options(config_cls: type) -> Iterator[tuple[dataclasses.Field, Option]]:
-    """Every field of `config_cls` that has an `Option`, in field order.
+#: The options of the registered extensions (`densenet.train.extensions.base.register`).
+EXTENSION_OPTIONS: dict[str, dataclasses.Field[object]] = {}
+
+
+def options(config_cls: type) -> Iterator[tuple[str, dataclasses.Field[object], Option]]:
+    """Every field of `config_cls` that has an `Option`, then the extensions' options.
 
     Args:
         config_cls: a dataclass such as `TrainConfig`.
 
     Yields:
-        (field, Option).
+        (name, field, Option).
     """
-    for field in dataclasses.fields(config_cls):
+    fields = [(f.name, f) for f in dataclasses.fields(config_cls)]
+    for name, field in fields + list(EXTENSION_OPTIONS.items()):
         spec = field.metadata.get('option')
         if spec is not None:
-            yield field, spec
+            yield name, field, spec
 
 
-def default_of(field: dataclasses.Field) -> Any:
+def default_of(field: dataclasses.Field[object]) -> object:
     """The field's default value (a fresh one for a factory default).
 
     Args:
@@ -123,7 +131,7 @@ def default_of(field: dataclasses.Field) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
-                  choices: dict[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+                  choices: dict[str, Sequence[str]] | None = None) -> None:
     """Add a flag for every command-line option of `config_cls` to `parser`, in `GROUPS`.
 
     Every flag defaults to None, so that a value not given on the command line
@@ -133,15 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
         parser: the sub-command's parser.
         config_cls: a dataclass such as `TrainConfig`.
         choices: lists known only at run time (the registered model names), by field.
-
-    Returns:
-        The argument groups, by name.
     """
     groups = {name: parser.add_argument_group(name, about) for name, about in GROUPS.items()}
-    for field, spec in options(config_cls):
+    for name, _, spec in options(config_cls):
         if not spec.cli:
             continue
-        kwargs: dict[str, Any] = {'dest': field.name, 'default': None,
+        kwargs: dict[str, Any] = {'dest': name, 'default': None,
                                   'help': (argparse.SUPPRESS if spec.hidden
                                            else spec.help.replace('%', '%%'))}
         if spec.kind == 'switch':
@@ -153,17 +158,16 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
                 kwargs['action'] = 'append'
             if spec.parse is not None:
                 kwargs['type'] = spec.parse
-            listed = (choices or {}).get(field.name, spec.choices)
+            listed = (choices or {}).get(name, spec.choices)
             if listed is not None:
                 kwargs['choices'] = list(listed)
             if spec.metavar:
                 kwargs['metavar'] = spec.metavar
-        groups[spec.group].add_argument(flag_of(field.name, spec), **kwargs)
-    return groups
+        groups[spec.group].add_argument(flag_of(name, spec), **kwargs)
 
 
-def check_ranges(cfg: Any) -> None:
-    """Check every value against its option's `check`.
+def check_ranges(cfg: object) -> None:
+    """Check every value against its option's `check` or `choices`.
 
     Args:
         cfg: a configuration.
@@ -171,10 +175,15 @@ def check_ranges(cfg: Any) -> None:
     Raises:
         UsageError: the option's message, for the first value its check refuses.
     """
-    for field, spec in options(type(cfg)):
-        value = getattr(cfg, field.name)
-        if spec.check is not None and value is not None and not spec.check(value):
-            raise UsageError(spec.error.format(flag=flag_of(field.name, spec), value=value))
+    for name, _, spec in options(type(cfg)):
+        value = getattr(cfg, name)
+        listed = spec.choices
+        if value is None or (spec.check(value) if spec.check else
+                             listed is None or value in listed):
+            continue
+        error = spec.error or ('{flag} must be one of ' + ', '.join(map(str, listed or ()))
+                               + ', got {value!r}')
+        raise UsageError(error.format(flag=flag_of(name, spec), value=value))
 
 
 def reference_rows(config_cls: type) -> list[tuple[str, str, str, str]]:
@@ -187,11 +196,9 @@ def reference_rows(config_cls: type) -> list[tuple[str, str, str, str]]:
         (flag, group, default, help) per option that is on the command line and not
         hidden.
     """
-    rows = []
-    for field, spec in options(config_cls):
-        if spec.cli and not spec.hidden:
-            rows.append((flag_of(field.name, spec), spec.group, repr(default_of(field)), spec.help))
-    return rows
+    rows = [(flag_of(name, spec), spec.group, repr(default_of(field)), spec.help)
+            for name, field, spec in options(config_cls) if spec.cli and not spec.hidden]
+    return sorted(rows, key=lambda row: list(GROUPS).index(row[1]))
 
 
 # Reusable checks and argparse types.

@@ -6,18 +6,18 @@ import csv
 import io
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 from densenet.data import TRAIN_SIZE
 from densenet.system import runtime
 from densenet.system.files import atomic_text, pyplot, save_figure
 from densenet.system.machine import summary_line
+from densenet.train.config import TrainConfig
 
-#: The columns of metrics.csv every run has, in order; extensions add theirs after them.
+#: The columns of metrics.csv every run has, in order; the columns extensions add to the
+#: rows follow them, in the order the last row holds them.
 METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
                  'lr', 'img_s', 'seconds']
-#: Columns an extension may add, in the order they are written when present.
-EXTRA_FIELDS = ['ema_val_loss', 'ema_val_acc', 'side']
 
 
 class Progress:
@@ -70,7 +70,7 @@ def duration(seconds: float) -> str:
     return f'{seconds / 60:.0f} min' if seconds >= 120 else f'{seconds:.0f} s'
 
 
-def speed_note(cfg: Any, rate: float, steps_left: int, side: int | None = None) -> str:
+def speed_note(cfg: TrainConfig, rate: float, steps_left: int, side: int | None = None) -> str:
     """The line a CPU run prints once it knows its speed.
 
     Args:
@@ -94,7 +94,7 @@ def speed_note(cfg: Any, rate: float, steps_left: int, side: int | None = None) 
             + '--limit 5000 --epochs 2 --resize 32.')
 
 
-def plot_curves(rows: list[dict[str, Any]], path: str) -> None:
+def plot_curves(rows: list[dict[str, float]], path: str) -> None:
     """Write loss and accuracy against epoch as a PNG, as d2l's ProgressBoard draws them.
 
     Args:
@@ -104,10 +104,10 @@ def plot_curves(rows: list[dict[str, Any]], path: str) -> None:
     import matplotlib.ticker
     ep = [r['epoch'] for r in rows]
     fig, ax = pyplot().subplots(figsize=(5, 3.5))
-    styles: dict[str, Any] = {'train_loss': '-', 'val_loss': '--', 'train_acc': '-.',
-                              'val_acc': ':'}
-    if 'ema_val_acc' in rows[-1]:
-        styles['ema_val_acc'] = (0, (1, 3))
+    styles: dict[str, str | tuple[int, tuple[int, int]]] = {
+        'train_loss': '-', 'val_loss': '--', 'train_acc': '-.', 'val_acc': ':'}
+    # The accuracy of other weights the run scores (the extensions' variants).
+    styles.update({k: (0, (1, 3)) for k in rows[-1] if k.endswith('_val_acc')})
     for key, style in styles.items():
         ax.plot(ep, [r[key] for r in rows], linestyle=style, marker='o', markersize=3,
                 label=key)
@@ -120,7 +120,7 @@ def plot_curves(rows: list[dict[str, Any]], path: str) -> None:
     save_figure(fig, path)
 
 
-def write_metrics(path: str, rows: list[dict[str, Any]]) -> None:
+def write_metrics(path: str, rows: list[dict[str, float]]) -> None:
     """Write metrics.csv: a row per epoch, the standard columns then the extensions'.
 
     Args:
@@ -128,7 +128,7 @@ def write_metrics(path: str, rows: list[dict[str, Any]]) -> None:
         rows: the epochs' rows.
     """
     buf = io.StringIO()
-    fields = METRIC_FIELDS + [k for k in EXTRA_FIELDS if k in rows[-1]]
+    fields = METRIC_FIELDS + [k for k in rows[-1] if k not in METRIC_FIELDS]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:

@@ -14,34 +14,44 @@ import os
 import re
 import shutil
 import socket
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, TypeAlias, TypedDict
 
 from densenet.errors import UsageError
 from densenet.system.files import atomic_text
 
-#: The files a run writes into its folder, by role: every writer takes its name from
-#: here, and ``--overwrite`` removes each of them (a params file with its .json).
+#: The files the loop writes into a run folder: every writer takes its name from here,
+#: and ``--overwrite`` removes each of them (a params file with its .json). Extensions
+#: declare theirs (`Extension.files`).
 SUMMARY, METRICS, CURVES = 'summary.json', 'metrics.csv', 'curves.png'
-LAST, BEST, EMA = 'last.params', 'best.params', 'ema.params'
+LAST, BEST = 'last.params', 'best.params'
 CHECKPOINT = 'checkpoint'
 #: Written beside a run's params by ``densenet evaluate``; it describes the old model.
 CONFUSION = 'confusion.png'
-PARAMS_FILES = (LAST, BEST, EMA)
-RUN_FILES = (SUMMARY, METRICS, CURVES, *PARAMS_FILES, *(p + '.json' for p in PARAMS_FILES),
-             CHECKPOINT, CONFUSION)
-#: The files of one checkpoint, after its stem ``checkpoint/epoch-NNNN``.
-CHECKPOINT_PARTS = ('.params', '.states')
+RUN_FILES = (SUMMARY, METRICS, CURVES, LAST, BEST, LAST + '.json', BEST + '.json', CHECKPOINT,
+             CONFUSION)
+#: The files of one checkpoint, after its stem ``checkpoint/epoch-NNNN``: the parameters,
+#: the optimizer states and the extensions' arrays.
+PARAMS, STATES, ARRAYS = '.params', '.states', '.arrays'
 STATE = 'state.json'
+#: How a checkpoint's optimizer states are indexed: by the trainer's parameters in the
+#: network's order (`densenet.train.setup.trained_params`).
+STATES_ORDER = 'network'
+#: A value that JSON holds (state.json, summary.json).
+Json: TypeAlias = 'None | bool | int | float | str | list[Json] | dict[str, Json]'
 
 
-def _temporary_pattern() -> re.Pattern[str]:
-    """The names files.atomic_write gives a run's files while it writes them."""
-    names = [re.escape(f) for f in RUN_FILES if f != CHECKPOINT] + [re.escape(STATE)]
-    parts = r'epoch-\d+(\.ema)?(' + '|'.join(re.escape(p) for p in CHECKPOINT_PARTS) + r'|\.params)'
-    return re.compile(r'^\.(' + '|'.join(names) + '|' + parts + r')\.\w{8}$')
-
-
-_TEMPORARY = _temporary_pattern()
+class Checkpoint(TypedDict):
+    """A checkpoint's state.json, and where its files are (``stem``)."""
+    epoch: int
+    rows: list[dict[str, float]]
+    config: dict[str, object]
+    best_val_acc: float
+    wall_s: float
+    total_steps: int
+    states_order: str
+    extensions: dict[str, dict[str, Json]]
+    files: list[str]
+    stem: str
 
 
 class Run:
@@ -49,13 +59,28 @@ class Run:
 
     Args:
         out: the folder (``--out``).
+        files: the files of the run (default: the loop's, `RUN_FILES`; a run has its
+            extensions' too, `densenet.train.extensions.run_folder_files`).
     """
 
-    def __init__(self, out: str) -> None:
-        self.out = out
+    def __init__(self, out: str, files: tuple[str, ...] = RUN_FILES) -> None:
+        self.out, self.files = out, files
         self.ckpt = os.path.join(out, 'checkpoint')
         self.lock = os.path.join(out, '.lock')
         self.locked = self.created = False
+
+    @staticmethod
+    def with_params_json(files: tuple[str, ...]) -> tuple[str, ...]:
+        """`RUN_FILES` and `files`, each ``.params`` file followed by its ``.json``.
+
+        Args:
+            files: names an extension writes.
+
+        Returns:
+            The names.
+        """
+        return RUN_FILES + tuple(g for f in files
+                                 for g in ((f, f + '.json') if f.endswith('.params') else (f,)))
 
     def path(self, name: str) -> str:
         """The path of `name` inside the run folder.
@@ -90,12 +115,12 @@ class Run:
         """The run files already in the folder.
 
         Returns:
-            Their names, in `RUN_FILES` order.
+            Their names, in `files` order.
         """
-        return [f for f in RUN_FILES if os.path.exists(self.path(f))]
+        return [f for f in self.files if os.path.exists(self.path(f))]
 
     def claim(self, resume: bool, overwrite: bool,
-              log: Callable[[str], None] = print) -> dict[str, Any] | None:
+              log: Callable[[str], None] = print) -> Checkpoint | None:
         """Lock the folder for this run and return the checkpoint state to resume.
 
         Temporaries that a killed run left are removed; with `overwrite` the old run's
@@ -143,7 +168,7 @@ class Run:
 
     @contextlib.contextmanager
     def claimed(self, resume: bool, overwrite: bool,
-                log: Callable[[str], None] = print) -> Iterator[dict[str, Any] | None]:
+                log: Callable[[str], None] = print) -> Iterator[Checkpoint | None]:
         """`claim` for the `with` body; the lock is released however it ends.
 
         Args:
@@ -215,37 +240,38 @@ class Run:
                 os.rmdir(self.out)
 
     def _remove_temporaries(self) -> None:
+        """Remove the names files.atomic_write gives a run's files while it writes them."""
+        names = [re.escape(f) for f in self.files if f != CHECKPOINT] + [re.escape(STATE)]
+        parts = r'epoch-\d+(' + '|'.join(re.escape(p) for p in (PARAMS, STATES, ARRAYS)) + ')'
+        temporary = re.compile(r'^\.(' + '|'.join(names) + '|' + parts + r')\.\w{8}$')
         for folder in (self.out, self.ckpt):
             if os.path.isdir(folder):
                 for name in os.listdir(folder):
-                    if _TEMPORARY.match(name):
+                    if temporary.match(name):
                         os.remove(os.path.join(folder, name))
 
-    def save_checkpoint(self, epoch: int,
-                        write: Callable[[str], tuple[list[str], dict[str, Any]]],
-                        state: dict[str, Any]) -> None:
+    def save_checkpoint(self, epoch: int, write: Callable[[str], list[str]],
+                        state: dict[str, object]) -> None:
         """Checkpoint `epoch`.
 
         ``write(stem)`` writes the checkpoint's files under ``checkpoint/epoch-NNNN``
-        and returns (their suffixes, e.g. ``['.params', '.states']``, more fields for
-        the state); then state.json (`state`, those fields and the suffixes) is
-        written, then the older epochs' files go.
+        and returns their suffixes (e.g. ``['.params', '.states']``); then state.json
+        (`state` and the suffixes) is written, then the older epochs' files go.
 
         Args:
             epoch: the epochs done.
             write: writes the files, as above.
-            state: the loop's state (rows, config, best accuracy, wall time, steps).
+            state: the `Checkpoint` fields but epoch, files and stem.
         """
         os.makedirs(self.ckpt, exist_ok=True)
         stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
-        parts, fields = write(stem)
-        state = {'epoch': epoch, **state, **fields, 'files': parts}
-        atomic_text(os.path.join(self.ckpt, STATE), json.dumps(state, indent=1))
+        record = {'epoch': epoch, **state, 'files': write(stem)}
+        atomic_text(os.path.join(self.ckpt, STATE), json.dumps(record, indent=1))
         for name in os.listdir(self.ckpt):  # older epochs are no longer needed
             if name.startswith('epoch-') and not name.startswith(f'epoch-{epoch:04d}.'):
                 os.remove(os.path.join(self.ckpt, name))
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    def load_checkpoint(self) -> Checkpoint | None:
         """The saved state of the folder's checkpoint.
 
         Returns:
@@ -259,14 +285,12 @@ class Run:
             return None
         try:
             with open(path) as f:
-                state = json.load(f)
+                state: Checkpoint = json.load(f)
             stem = os.path.join(self.ckpt, f'epoch-{state["epoch"]:04d}')
+            parts = list(state['files'])
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f'--resume: {path} is damaged ({e}); use --overwrite to start '
                              'again, or another --out') from None
-        # Checkpoints that do not list their files have these.
-        parts = state.get('files') or (list(CHECKPOINT_PARTS)
-                                       + (['.ema.params'] if 'ema_updates' in state else []))
         for ext in parts:
             if not os.path.isfile(stem + ext):
                 raise UsageError(f'--resume: {stem + ext} is missing (the checkpoint of epoch '

@@ -2,26 +2,27 @@
 from a params file, with frozen features), the optimizer, the resume check."""
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import mxnet as mx
 from mxnet import gluon
 
-from densenet.data import FashionMNIST, ImageFolder
+from densenet.data import DataModule, FashionMNIST, ImageFolder
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
+from densenet.models.meta import Meta
 from densenet.models.params import build, describe, load_parameters, shape_args
 from densenet.models.registry import default_cfg, get_model
 from densenet.models.variants import load_gluon_zoo_parameters
 from densenet.modes import dense_blocks
 from densenet.train.config import TrainConfig
-from densenet.train.options import default_of
+from densenet.train.options import default_of, options
+from densenet.train.run_folder import Checkpoint
 
 
 def make_data(cfg: TrainConfig,
-              shard: tuple[int, int] | None = None) -> FashionMNIST | ImageFolder:
+              shard: tuple[int, int] | None = None) -> DataModule:
     """The data module `cfg` names: an ImageFolder for --data, else Fashion-MNIST.
 
     Args:
@@ -70,8 +71,8 @@ def build_model(cfg: TrainConfig, channels: int = 1,
     return model
 
 
-def run_metadata(cfg: TrainConfig, model: CheckedClassifier, data: FashionMNIST | ImageFolder,
-                 classes: list[str]) -> dict[str, Any]:
+def run_metadata(cfg: TrainConfig, model: CheckedClassifier, data: DataModule,
+                 classes: list[str]) -> Meta:
     """What every params file of the run says about its model (models/params.py).
 
     For --data it includes the image folder and its split, so that ``densenet
@@ -86,7 +87,7 @@ def run_metadata(cfg: TrainConfig, model: CheckedClassifier, data: FashionMNIST 
     Returns:
         The metadata dict.
     """
-    meta = describe(model, cfg.resize, classes, getattr(data, 'name', 'fashion-mnist'),
+    meta = describe(model, cfg.resize, classes, data.name,
                     recipe=cfg.recipe, seed=cfg.seed)
     if cfg.data:
         meta['data'] = {'root': os.path.abspath(cfg.data), 'val_split': cfg.val_split,
@@ -182,7 +183,7 @@ def make_trainer(model: CheckedClassifier, cfg: TrainConfig,
                          kvstore=kvstore)
 
 
-def check_resumable(state: dict[str, Any], cfg: TrainConfig) -> None:
+def check_resumable(state: Checkpoint, cfg: TrainConfig) -> None:
     """Check that the checkpoint was written with these settings.
 
     Args:
@@ -192,12 +193,12 @@ def check_resumable(state: dict[str, Any], cfg: TrainConfig) -> None:
     Raises:
         UsageError: a setting that differs (the message lists them).
     """
-    # Settings added after a checkpoint was written take their defaults.
-    defaults = {f.name: default_of(f) for f in dataclasses.fields(TrainConfig)}
-    now = dataclasses.asdict(cfg)
+    # Options of extensions registered after the checkpoint was written take their defaults.
+    defaults = {name: default_of(field) for name, field, _ in options(TrainConfig)}
+    now = cfg.as_dict()
     saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
              'overwrite': cfg.overwrite}
     if saved != now:
-        diff = sorted(k for k in saved if saved[k] != now[k])
+        diff = sorted(k for k in saved if saved[k] != now.get(k))
         raise UsageError(f'--resume: {cfg.out} was started with other settings '
                          f'({", ".join(diff)}); rerun with the same flags or a new --out')

@@ -28,7 +28,7 @@ os.environ.setdefault('COLUMNS', '100')  # argparse's usage lines, the same on e
 
 MARKER = re.compile(r'^<!-- generated: ([a-z0-9:+-]+) -->$', re.MULTILINE)
 
-#: What each file of a run folder holds (densenet.train.run_folder.RUN_FILES).
+#: What each file of a run folder holds (densenet.train.extensions.run_folder_files()).
 RUN_FILE_DOCS = {
     'summary.json': 'the run in one record: its configuration, final and best validation '
                     'accuracy, epochs, steps, wall time, the model metadata, the machine, '
@@ -136,14 +136,15 @@ def models() -> str:
 
 
 def run_files() -> str:
-    """The files of a run folder (densenet.train.run_folder.RUN_FILES), each described."""
-    from densenet.train.run_folder import RUN_FILES
-    missing = [f for f in RUN_FILES if f not in RUN_FILE_DOCS]
+    """The files of a run folder (the loop's and every registered extension's), each described."""
+    from densenet.train.extensions import run_folder_files
+    files = run_folder_files()
+    missing = [f for f in files if f not in RUN_FILE_DOCS]
     if missing:
         raise ValueError(f'docs/hooks/generated.py: describe the run files {missing}')
     return _table(['file', 'what it holds'],
                   [[f'`{f}`' + ('/' if f == 'checkpoint' else ''), RUN_FILE_DOCS[f]]
-                   for f in RUN_FILES])
+                   for f in files])
 
 
 # --- Records: measured figures ---------------------------------------------------------

@@ -9,8 +9,9 @@ import pytest
 from mxnet import np
 from mxnet.gluon.data.vision import transforms
 
-from densenet.data import FashionMNIST
+from densenet.data import FashionMNIST, to_tensor
 from densenet.data import fashion_mnist as dm
+from densenet.data.batches import unaugmented_train_loader
 
 LABELS = 'train-labels-idx1-ubyte'
 
@@ -70,6 +71,17 @@ def test_batches_equal_the_books_per_sample_pipeline(real_data_dir):
         assert float(np.abs(X[i] - expected).max()) == 0.0
         assert float(np.abs(d.val[i][0] - expected).max()) == 0.0
         assert int(y[i]) == d.val[i][1]
+
+
+def test_the_unaugmented_training_batches_are_at_the_modules_side(real_data_dir):
+    """`side`, the DataModule's one name for the image side, is the book's `resize`."""
+    d = FashionMNIST(batch_size=16, resize=(40, 40), root=real_data_dir, limit=32,
+                     augment=True, erase=0.5)
+    assert (d.side, d.channels, len(d.classes)) == (40, 1, 10)
+    X, y = next(iter(unaugmented_train_loader(d)))
+    assert X.shape == (16, 1, 40, 40)
+    assert float(np.abs(X - to_tensor(d.train_arrays[0][:16], (40, 40))).max()) == 0.0
+    assert (y.asnumpy() == d.train_arrays[1][:16]).all()
 
 
 def test_shuffle_depends_on_seed_and_epoch_only(real_data_dir):

@@ -15,8 +15,9 @@ from densenet.deploy.graphs import (
 )
 from densenet.deploy.inference import (
     InferenceModel,
+    Predictor,
     calibration_images,
-    fp32_graph_model,
+    fp32_model,
     inference_model,
 )
 from densenet.modes import prepare_model
@@ -237,7 +238,7 @@ def test_fp32_graph_equals_the_book_literal_model(shipped_and_images):
     graph = legacy_graph(model, (1, 1, 64, 64))
     folded = fold_batchnorm(graph, (1, 1, 64, 64))
     assert _ops(graph).count('BatchNorm') == 21 and _ops(folded).count('BatchNorm') == 1  # stem
-    fast = fp32_graph_model(model, (1, 1, 64, 64))
+    fast = fp32_model(model, (1, 1, 64, 64))
     assert fast.graph.symbol.tojson().count('"with_act"') >= 20  # each fused with its ReLU
     book, book_perturbed = model(X).asnumpy(), model(perturbed(X)).asnumpy()
     got = fast(X).asnumpy()
@@ -247,13 +248,20 @@ def test_fp32_graph_equals_the_book_literal_model(shipped_and_images):
 
 
 def test_inference_model_takes_every_array_kind_and_shape(shipped_and_images):
+    """numpy in, numpy out; an MXNet array in (numpy-mode or legacy, any float), a
+    numpy-mode array out, as the model returns."""
     model, X = shipped_and_images
-    fast = fp32_graph_model(model, (1, 1, 64, 64))
+    fast = fp32_model(model, (1, 1, 64, 64))
+    assert isinstance(fast, Predictor) and (fast.name, fast.precision) == ('mxnet', 'fp32')
     want = fast.predict(X[:5].asnumpy())
     assert isinstance(want, onp.ndarray) and want.shape == (5, 10)
-    for batch in (X[:5], X[:5].as_nd_ndarray(), X[:5].asnumpy(), X[:5].astype('float64')):
+    for batch in (X[:5], X[:5].as_nd_ndarray(), X[:5].astype('float64')):
         got = fast(batch)
         assert isinstance(got, np.ndarray) and abs(got.asnumpy() - want).max() <= 1e-5
+    for batch in (X[:5].asnumpy(), X[:5].asnumpy().astype('float64')):
+        got = fast(batch)
+        assert isinstance(got, onp.ndarray) and got.dtype == onp.float32
+        assert abs(got - want).max() <= 1e-5
     for n in (1, 3, 5, 1, 3):  # more shapes than it keeps compiled
         assert abs(fast.predict(X[:n].asnumpy()) - want[:n]).max() <= 1e-5
 

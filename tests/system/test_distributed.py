@@ -25,6 +25,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.dist]
 TRAIN = ['--kvstore', 'dist_sync', '--limit', '256', '--epochs', '1', '--resize', '32',
          '--batch-size', '32', '--lr', '0.1', '--momentum', '0.9', '--seed', '3',
          '--precise-bn', 'off']
+# `densenet` with the test-only --rank-params extension (every worker's final parameters).
+RANK_PARAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'train', 'rank_params.py')
 
 
 def run_bounded(cmd, timeout):
@@ -90,7 +93,7 @@ def single_process_reference(data_dir):
 def test_two_workers_match_single_process(tmp_path, real_data_dir):
     ranks = tmp_path / 'ranks'
     cmd = [sys.executable, '-m', 'densenet', 'launch', '-n', '2', '-s', '1', '--',
-           sys.executable, '-m', 'densenet', 'train', *TRAIN, '--data-dir', real_data_dir,
+           sys.executable, RANK_PARAMS, 'train', *TRAIN, '--data-dir', real_data_dir,
            '--out', str(tmp_path / 'out'), '--rank-params', str(ranks)]
     code, out = run_bounded(cmd, timeout=300)
     assert code == 0, out[-3000:]

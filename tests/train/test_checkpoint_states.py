@@ -1,7 +1,5 @@
 """Optimizer states of a checkpoint go back to the parameters they belong to, whatever
 Gluon named the parameters in the process that resumes."""
-import types
-
 import mxnet as mx
 import pytest
 from mxnet import autograd, gluon, np
@@ -9,7 +7,8 @@ from mxnet import autograd, gluon, np
 from densenet import DenseNet
 from densenet.errors import UsageError
 from densenet.train.config import TrainConfig
-from densenet.train.extensions.run_files import STATES_ORDER, load_states
+from densenet.train.loop import load_states
+from densenet.train.run_folder import STATES_ORDER
 from densenet.train.setup import make_trainer, trained_params
 
 
@@ -47,8 +46,7 @@ def test_states_follow_their_parameters_whatever_their_names(tmp_path):
     old.save_states(str(tmp_path / 'c.states'))
     _copy(old_model, new_model)
     new = make_trainer(new_model, cfg, 'device')
-    loop = types.SimpleNamespace(model=new_model, cfg=cfg, trainer=new)
-    load_states(loop, {'stem': str(tmp_path / 'c'), 'states_order': STATES_ORDER})
+    load_states(new, {'stem': str(tmp_path / 'c'), 'states_order': STATES_ORDER})
     _step(old_model, old, X, y)
     _step(new_model, new, X, y)
     for a, b in zip(old_model.net.collect_params().values(),
@@ -57,8 +55,7 @@ def test_states_follow_their_parameters_whatever_their_names(tmp_path):
 
 
 def test_states_in_another_order_are_refused(tmp_path):
-    loop = types.SimpleNamespace(model=_model(), cfg=TrainConfig(), trainer=None)
     with pytest.raises(UsageError, match=r'c\.states: optimizer states in another order '
                                          r'than this version writes; start the run again '
                                          r'with --overwrite'):
-        load_states(loop, {'stem': str(tmp_path / 'c')})
+        load_states(None, {'stem': str(tmp_path / 'c')})

@@ -1,6 +1,7 @@
 """--ema: the moving average of the weights, against a numpy recomputation, and in a run."""
 import json
 import os
+import types
 
 import numpy as onp
 import pytest
@@ -8,7 +9,8 @@ from mxnet import autograd, gluon, np
 
 from densenet import DenseNet
 from densenet.errors import UsageError
-from densenet.train import Budget, Steps, TrainConfig
+from densenet.train import Steps, TrainConfig, default_extensions
+from densenet.train.extensions.budget import BudgetPlanner
 from densenet.train.extensions.ema import WeightEMA
 from densenet.train.planning import plan_steps
 
@@ -84,17 +86,21 @@ def test_applied_swaps_the_average_in_and_back_and_save_writes_it(tmp_path):
 def test_bad_decays_are_refused():
     for bad in (1.0, -0.1, 1.5):
         with pytest.raises(UsageError, match='--ema must be a decay'):
-            TrainConfig(ema=bad).validate()
-    with pytest.raises(UsageError, match='--ema must be a decay'):
-        WeightEMA(small_net().net, 0.0)
+            TrainConfig.from_recipe('book', ema=bad).validate()
+    assert TrainConfig.from_recipe('book', ema=0.5).ema == 0.5
 
 
 def test_the_budget_counts_the_extra_passes_of_ema_and_tta():
     """Per epoch two validation passes (weights, average); at the end four (each flipped)."""
-    plans = []
-    cfg = TrainConfig(ema=0.999, tta=True, budget=600, epochs=100)
-    budget = Budget(cfg, Steps(100 * 50, 50), val_batches=10, log=lambda s: None,
-                    elapsed=lambda: 20.0, plans=plans)
+    cfg = TrainConfig.from_recipe('book', ema=0.999, tta=True, budget=600, epochs=100)
+    loop = types.SimpleNamespace(cfg=cfg, model=small_net(), steps=Steps(100 * 50, 50),
+                                 val_loader=range(10), log=lambda s: None,
+                                 elapsed=lambda: 20.0)
+    loop.extensions = default_extensions(cfg, quiet=True)
+    for ext in loop.extensions:
+        ext.on_fit_start(loop)
+    planner = next(e for e in loop.extensions if isinstance(e, BudgetPlanner))
+    budget, plans = planner.planner, planner.planner.plans
     budget.first_plan(step_s=0.5, done=6, eval_batch_s=lambda: 0.2)
     # One pass: 10 batches of 0.2 s. Overhead 2 passes + 1 s for writing; final 4 passes.
     want = plan_steps(600, 20.0, 6, 50, 0.5, 2 * 2.0 + 1.0, 100 * 50, final_s=4 * 2.0)
@@ -128,7 +134,7 @@ def test_a_run_with_ema_and_tta_resumes_exactly_and_ema_params_is_the_average(
     # Killed after epoch 1 and resumed: the average continues from its checkpoint.
     out = str(tmp_path / 'killed')
     saved, _ = kill_after_first_checkpoint(args, out)
-    assert saved['ema_updates'] == 32  # ceil(2000 / 64) steps in epoch 1
+    assert saved['extensions']['ema']['updates'] == 32  # ceil(2000 / 64) steps in epoch 1
     cli(*args, '--out', out, '--resume')
     keys = ['epoch', 'val_acc', 'val_loss', 'ema_val_acc', 'ema_val_loss']
     assert [{k: r[k] for k in keys} for r in read_metrics(out)] == \

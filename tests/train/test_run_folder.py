@@ -4,7 +4,10 @@ import os
 import pytest
 
 from densenet.cli import main
-from densenet.train.run_folder import CHECKPOINT, RUN_FILES, Run
+from densenet.train.extensions import run_folder_files
+from densenet.train.run_folder import CHECKPOINT, Run
+
+RUN_FILES = run_folder_files()
 
 TINY = ['--limit', '256', '--epochs', '1', '--resize', '32', '--batch-size', '64',
         '--val-limit', '500']
@@ -25,7 +28,8 @@ def test_overwrite_removes_every_run_file(tmp_path):
         else:
             (out / name).write_text('old')
     (out / 'notes.txt').write_text('mine')
-    run = Run(str(out))
+    run = Run(str(out), RUN_FILES)
+    assert 'ema.params' in RUN_FILES and 'ema.params.json' in RUN_FILES  # --ema's
     assert sorted(run.existing()) == sorted(RUN_FILES)
     with run.claimed(resume=False, overwrite=True, log=lambda s: None):
         assert _files(out) == ['notes.txt']

@@ -1,25 +1,39 @@
-"""The options of a run that are not the loop itself, each an `Extension` (base.py).
+"""The options of a run that are not the loop itself, each an `Extension` (base.py),
+registered here in the order the loop calls them.
 
-`default_extensions` lists the ones a configuration asks for, in the order the
-loop calls them.
+`default_extensions` makes the ones a configuration asks for.
 """
 from __future__ import annotations
 
-from typing import Any
-
-from densenet.train.extensions.base import Extension
+from densenet.train.config import TrainConfig
+from densenet.train.extensions.base import (
+    Extension,
+    Process,
+    extensions_for,
+    register,
+    run_folder_files,
+)
 from densenet.train.extensions.budget import BudgetPlanner
 from densenet.train.extensions.ema import WeightAveraging, WeightEMA
 from densenet.train.extensions.flip import FlipAveragedScores
 from densenet.train.extensions.precise_bn import PreciseBatchNorm
 from densenet.train.extensions.progressive import ProgressiveResizing
-from densenet.train.extensions.run_files import Checkpoints, EpochFiles, RankParams
+from densenet.train.extensions.run_files import Checkpoints, EpochFiles
 from densenet.train.extensions.speed import SpeedNote
 
+register(ProgressiveResizing)
+register(PreciseBatchNorm)
+register(WeightAveraging)
+register(EpochFiles)
+register(Checkpoints)
+register(BudgetPlanner)  # after the files: an epoch's cost includes writing them
+register(SpeedNote)  # after the budget: it tells the planned run's length
+register(FlipAveragedScores)
 
-def default_extensions(cfg: Any, writer: bool = True, dist: bool = False,
+
+def default_extensions(cfg: TrainConfig, writer: bool = True, dist: bool = False,
                        quiet: bool = False) -> list[Extension]:
-    """The extensions `cfg` asks for, in the order the loop calls them.
+    """The registered extensions `cfg` asks for, in the order the loop calls them.
 
     Args:
         cfg: the configuration.
@@ -30,28 +44,9 @@ def default_extensions(cfg: Any, writer: bool = True, dist: bool = False,
     Returns:
         The extensions.
     """
-    exts: list[Extension] = []
-    if cfg.progressive:
-        exts.append(ProgressiveResizing())
-    if writer and not cfg.freeze_features:  # frozen features keep the statistics they had
-        exts.append(PreciseBatchNorm(cfg.precise_bn))
-    if cfg.ema:
-        exts.append(WeightAveraging(cfg.ema))
-    if writer:
-        exts.append(EpochFiles())
-        if not dist:
-            exts.append(Checkpoints())
-    if cfg.budget:
-        exts.append(BudgetPlanner())  # after the files: an epoch's cost includes writing them
-    if not quiet:
-        exts.append(SpeedNote())  # after the budget: it tells the planned run's length
-    if cfg.tta and writer:
-        exts.append(FlipAveragedScores())
-    if cfg.rank_params:
-        exts.append(RankParams(cfg.rank_params))
-    return exts
+    return extensions_for(cfg, Process(writer, dist, quiet))
 
 
-__all__ = ['Extension', 'default_extensions', 'BudgetPlanner', 'WeightAveraging', 'WeightEMA',
-           'FlipAveragedScores', 'PreciseBatchNorm', 'ProgressiveResizing', 'Checkpoints',
-           'EpochFiles', 'RankParams', 'SpeedNote']
+__all__ = ['Extension', 'default_extensions', 'register', 'run_folder_files', 'BudgetPlanner',
+           'WeightAveraging', 'WeightEMA', 'FlipAveragedScores', 'PreciseBatchNorm',
+           'ProgressiveResizing', 'Checkpoints', 'EpochFiles', 'SpeedNote']

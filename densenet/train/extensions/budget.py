@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable
 
 from densenet.errors import UsageError
+from densenet.train.config import TrainConfig
 from densenet.train.evaluate import time_inference
-from densenet.train.extensions.base import Extension
+from densenet.train.extensions.base import (
+    EpochResult,
+    Extension,
+    LoopView,
+    Process,
+    Row,
+    State,
+    Steps,
+    Summary,
+)
 from densenet.train.planning import Plan, cost, plan_steps, reserve_s
+from densenet.train.run_folder import Json
 
-if TYPE_CHECKING:
-    from densenet.train.loop import EpochResult, Loop, Steps
+#: A plan as the run records it (summary.json, the checkpoint).
+PlanRecord = dict[str, Json]
 
 
 class Budget:
@@ -26,26 +37,39 @@ class Budget:
     Does nothing without a budget.
 
     Args:
-        cfg: the configuration (``budget``, ``epochs``, ``progressive``, ...).
+        cfg: the configuration (``budget``, ``epochs``, ``resize``, ``progressive_until``).
         steps: the run's planned steps, which the plans change.
         val_batches: the validation batches an evaluation takes.
         log: where the plan lines go.
         elapsed: the run's wall seconds so far.
-        plans: the plans made so far (a resumed run's).
+        plans: the plans made so far.
+        epoch_passes: the passes over the validation set after every epoch.
+        final_passes: the passes over it after the last epoch.
     """
 
-    def __init__(self, cfg: Any, steps: Steps, val_batches: int, log: Callable[[str], None],
-                 elapsed: Callable[[], float], plans: list[dict[str, Any]]) -> None:
+    def __init__(self, cfg: TrainConfig, steps: Steps, val_batches: int,
+                 log: Callable[[str], None], elapsed: Callable[[], float],
+                 plans: list[PlanRecord], epoch_passes: int = 1, final_passes: int = 0) -> None:
         self.cfg, self.steps, self.log, self.elapsed = cfg, steps, log, elapsed
         self.val_batches, self.plans = val_batches, plans
-        self.cap = cfg.epochs * steps.steps_per_epoch
-        # Passes over the validation set: per epoch (the weights, and their average with
-        # --ema), and once at the end with --tta (each pass twice: image and mirror).
-        self.evals = 1 + bool(cfg.ema)
-        self.final_evals = 2 * self.evals if cfg.tta else 0
-        self.final_s = plans[-1].get('final_s', 0.0) if plans else 0.0
-        # --progressive: a full-side step over a small-side one (timed by inference).
-        self.full_over_small = plans[-1].get('full_over_small') if plans else None
+        self.cap, self.budget_s = cfg.epochs * steps.steps_per_epoch, cfg.budget or 0.0
+        self.evals, self.final_evals = epoch_passes, final_passes
+        self.final_s = 0.0
+        # A full-side step over a small-side one (timed by inference), once the first
+        # steps were timed at a smaller side than the run's.
+        self.full_over_small: float | None = None
+
+    def resume(self, plans: list[PlanRecord]) -> None:
+        """Continue from the plans of a resumed run.
+
+        Args:
+            plans: its plans.
+        """
+        self.plans[:] = plans
+        last = plans[-1] if plans else {}
+        final_s, ratio = last.get('final_s', 0.0), last.get('full_over_small')
+        self.final_s = float(final_s) if isinstance(final_s, (int, float)) else 0.0
+        self.full_over_small = float(ratio) if isinstance(ratio, (int, float)) else None
 
     def _steps(self, step_s: float, side: int | None) -> tuple[float, tuple[float, float] | None]:
         """(seconds a full-side step takes, `early` for plan_steps) from a step measured at
@@ -68,9 +92,9 @@ class Budget:
                                                        - self.elapsed()))
         capped = ' (--epochs caps it)' if plan.total_steps == self.cap else ''
         if self.final_s:
-            capped += f'; {self.final_s:.0f} s at the end for the flip-averaged (--tta) scores'
+            capped += f'; {self.final_s:.0f} s at the end for the final scores'
         self.log(f'{why}: {plan.describe()}{capped}; expected to end at {end}, '
-                 f'{plan.end_s / 60:.1f} min into the {self.cfg.budget / 60:.1f} min budget')
+                 f'{plan.end_s / 60:.1f} min into the {self.budget_s / 60:.1f} min budget')
         if plan.total_steps < self.steps.steps_per_epoch:
             self.log(f'the budget fits {plan.total_steps} of an epoch\'s '
                      f'{self.steps.steps_per_epoch} steps: this run trains on part of the data')
@@ -91,7 +115,7 @@ class Budget:
         Raises:
             UsageError: a budget too short for one step and one evaluation.
         """
-        if not self.cfg.budget:
+        if not self.budget_s:
             return
         full_batch_s = eval_batch_s()
         pass_s = self.val_batches * full_batch_s
@@ -99,10 +123,10 @@ class Budget:
         if side not in (None, self.cfg.resize):
             self.full_over_small = full_batch_s / eval_batch_s(side)
         full_step_s, early = self._steps(step_s, side)
-        plan = plan_steps(self.cfg.budget, self.elapsed(), done, self.steps.steps_per_epoch,
+        plan = plan_steps(self.budget_s, self.elapsed(), done, self.steps.steps_per_epoch,
                           full_step_s, overhead, self.cap, self.final_s, early)
         if plan is None:
-            raise UsageError(f'--budget {self.cfg.budget:.0f} s is too short for this run: '
+            raise UsageError(f'--budget {self.budget_s:.0f} s is too short for this run: '
                              f'{self.elapsed():.0f} s went to loading and building, and a '
                              f'step takes {step_s:.2f} s; give a longer --budget, or fewer '
                              'images (--limit) or a smaller --resize')
@@ -125,22 +149,23 @@ class Budget:
             lengthen: whether the plan may grow.
         """
         spe = self.steps.steps_per_epoch
-        if not self.cfg.budget or done >= self.steps.total:
+        if not self.budget_s or done >= self.steps.total:
             return
         if not lengthen and self.steps.total > math.ceil(done / spe) * spe:
             return
         if overhead_s is None:
-            overhead_s = self.plans[-1]['epoch_overhead_s']
+            last = self.plans[-1]['epoch_overhead_s']
+            overhead_s = float(last) if isinstance(last, (int, float)) else 0.0
         elapsed = self.elapsed()
         step_s, early = self._steps(step_s, side)
-        plan = plan_steps(self.cfg.budget, elapsed, done, spe, step_s, overhead_s, self.cap,
+        plan = plan_steps(self.budget_s, elapsed, done, spe, step_s, overhead_s, self.cap,
                           self.final_s, early)
         total = plan.total_steps if plan else done
         # The plan stands while it ends with at least half the reserve left, and unless
         # one more than 2% longer fits: measured times wobble by a few percent.
         ends = (elapsed + cost(self.steps.total, done, spe, step_s, overhead_s, early)
                 + self.final_s)
-        overruns = ends > self.cfg.budget - reserve_s(self.cfg.budget) / 2
+        overruns = ends > self.budget_s - reserve_s(self.budget_s) / 2
         if overruns or (lengthen and total > 1.02 * self.steps.total):
             if plan is None:  # recorded too, so that the last plan is the run's length
                 self.log('re-plan: the budget is spent; the run ends here')
@@ -156,12 +181,21 @@ class Budget:
 class BudgetPlanner(Extension):
     """``--budget``: runs a `Budget` at the loop's hooks.
 
-    Adds budget_s, plan and plans to summary.json and keeps the plans in the
-    checkpoint.
+    It plans from the passes the run makes: its training steps, a validation of the
+    model and of every extension's `Extension.variants` after each epoch, and the
+    extensions' `Extension.final_passes` at the end. Adds budget_s, plan and plans to
+    summary.json and keeps the plans in the checkpoint. It comes after the files'
+    extensions: an epoch's measured cost includes writing them.
     """
+    name = 'budget'
 
     def __init__(self) -> None:
         self.budget: Budget | None = None
+        self.resumed = False
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> BudgetPlanner | None:
+        return cls() if cfg.budget else None
 
     @property
     def planner(self) -> Budget:
@@ -174,30 +208,38 @@ class BudgetPlanner(Extension):
             raise RuntimeError('the budget exists once the fit has started')
         return self.budget
 
-    def on_fit_start(self, loop: Loop, state: dict[str, Any] | None) -> None:
+    def on_fit_start(self, loop: LoopView) -> None:
+        scored = 1 + sum(len(e.variants()) for e in loop.extensions)
         self.budget = Budget(loop.cfg, loop.steps, len(loop.val_loader), loop.log,
-                             loop.elapsed, state.get('plans', []) if state else [])
-        self.resumed = state is not None
+                             loop.elapsed, [], scored,
+                             sum(e.final_passes(scored) for e in loop.extensions))
 
-    def on_warm(self, loop: Loop, images_s: float, step_s: float) -> None:
-        if self.resumed:  # a resumed run keeps its plan until its first epoch ends
+    def state_dict(self) -> State:
+        return State({'plans': list(self.planner.plans)})
+
+    def load_state_dict(self, state: State) -> None:
+        plans = state.values['plans']
+        self.planner.resume([p for p in plans if isinstance(p, dict)]
+                            if isinstance(plans, list) else [])
+        self.resumed = True  # a resumed run keeps its plan until its first epoch ends
+
+    def on_warm(self, loop: LoopView, images_s: float, step_s: float) -> None:
+        if self.resumed:
             return
         self.planner.first_plan(
             step_s, loop.epoch * loop.steps.steps_per_epoch + 6,
             lambda at=None: time_inference(loop.model, loop.val_loader, loop.ctxs, side=at),
             loop.side)
 
-    def on_check(self, loop: Loop, step: int, step_s: float) -> None:
+    def on_check(self, loop: LoopView, step: int, step_s: float) -> None:
         self.planner.replan(step_s, None, step, loop.side, lengthen=False)
 
-    def on_epoch_end(self, loop: Loop, row: dict[str, Any], result: EpochResult) -> None:
+    def on_epoch_end(self, loop: LoopView, row: Row, result: EpochResult,
+                     is_best: bool) -> None:
         done = min(loop.epoch * loop.steps.steps_per_epoch, loop.steps.total)
         self.planner.replan(result.step_s, time.time() - loop.epoch_tic, done, loop.side)
 
-    def checkpoint(self, loop: Loop, stem: str) -> tuple[list[str], dict[str, Any]]:
-        return [], {'plans': self.planner.plans}
-
-    def on_fit_end(self, loop: Loop, summary: dict[str, Any] | None) -> None:
+    def on_fit_end(self, loop: LoopView, summary: Summary | None) -> None:
         if summary is not None:
             plans = self.planner.plans
             summary.update(budget_s=loop.cfg.budget, plan=plans[-1] if plans else None,

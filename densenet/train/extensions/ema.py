@@ -8,19 +8,28 @@ variance are averaged alike, so the averaged network is complete on its own.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+import dataclasses
+from contextlib import AbstractContextManager, contextmanager
+from typing import ClassVar, Iterator, cast
 
 from mxnet.gluon import nn
 
-from densenet.errors import UsageError
+from densenet.models.meta import Meta
 from densenet.models.params import save
-from densenet.system.files import atomic_write
-from densenet.train.extensions.base import Extension
-from densenet.train.run_folder import EMA
+from densenet.train.config import TrainConfig
+from densenet.train.extensions.base import (
+    EpochResult,
+    Extension,
+    LoopView,
+    Process,
+    Row,
+    State,
+    Summary,
+)
+from densenet.train.options import option
 
-if TYPE_CHECKING:
-    from densenet.train.loop import EpochResult, Loop
+#: What ``--ema`` writes: the average, as a params file of the network.
+EMA = 'ema.params'
 
 
 class WeightEMA:
@@ -31,15 +40,10 @@ class WeightEMA:
 
     Args:
         net: the network.
-        decay: the decay, in (0, 1).
-
-    Raises:
-        UsageError: a decay outside (0, 1).
+        decay: the decay, in (0, 1) (``--ema`` checks it).
     """
 
     def __init__(self, net: nn.Block, decay: float) -> None:
-        if not 0 < decay < 1:
-            raise UsageError(f'--ema must be a decay in (0, 1), e.g. 0.999; got {decay}')
         self.net, self.decay, self.updates = net, decay, 0
         self.params = list(net.collect_params().values())
         self.average = [p.data().copy() for p in self.params]
@@ -57,7 +61,7 @@ class WeightEMA:
         self.updates += 1
 
     @contextmanager
-    def _own_weights_kept(self) -> Iterator[Any]:
+    def _own_weights_kept(self) -> Iterator[nn.Block]:
         """Whatever the block puts into the network, its own weights are back after it."""
         own = [p.data().copy() for p in self.params]
         try:
@@ -67,7 +71,7 @@ class WeightEMA:
                 p.set_data(w)
 
     @contextmanager
-    def applied(self) -> Iterator[Any]:
+    def applied(self) -> Iterator[nn.Block]:
         """The network with the averaged parameters inside the block, its own after it.
 
         Yields:
@@ -101,26 +105,29 @@ class WeightEMA:
 class WeightAveraging(Extension):
     """``--ema``: keeps a `WeightEMA` updated after every step.
 
-    It scores the average every epoch (ema_val_loss, ema_val_acc), saves it as
-    ema.params, keeps it in the checkpoint, and reports its final accuracy
-    (final_ema_val_acc).
+    The loop scores the average every epoch (its `variants`: ema_val_loss,
+    ema_val_acc); it saves it as ema.params, keeps it in the checkpoint, and
+    reports its final accuracy (final_ema_val_acc).
 
     Args:
         decay: the decay of the average.
     """
+    name = 'ema'
+    options: ClassVar[dict[str, dataclasses.Field[object]]] = {'ema': option(
+        0.0, group='regularisation', parse=float, metavar='DECAY', check=lambda v: 0 <= v < 1,
+        error='{flag} must be a decay in [0, 1) (0: off), e.g. 0.999; got {value}',
+        help='also keep a moving average of the weights with this decay (e.g. 0.999; 0: '
+             'none), scored every epoch and saved as ema.params')}
+    files = (EMA,)
 
     def __init__(self, decay: float) -> None:
         self.decay = decay
         self.ema: WeightEMA | None = None
 
-    def on_fit_start(self, loop: Loop, state: dict[str, Any] | None) -> None:
-        self.ema = WeightEMA(loop.model.net, self.decay)
-        if state is not None:
-            self.ema.load(state['stem'] + '.ema.params')
-            self.ema.updates = state['ema_updates']
-
-    def on_step_end(self, loop: Loop, step: int) -> None:
-        self.average.update()
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> WeightAveraging | None:
+        decay = cfg.value('ema', float)
+        return cls(decay) if decay else None
 
     @property
     def average(self) -> WeightEMA:
@@ -133,20 +140,35 @@ class WeightAveraging(Extension):
             raise RuntimeError('the weight average exists once the fit has started')
         return self.ema
 
-    def on_validation_end(self, loop: Loop, row: dict[str, Any]) -> str:
-        with self.average.applied():
-            row['ema_val_loss'], row['ema_val_acc'], _ = loop.validate()
+    def on_fit_start(self, loop: LoopView) -> None:
+        self.ema = WeightEMA(loop.model.net, self.decay)
+
+    def state_dict(self) -> State:
+        return State({'updates': self.average.updates}, list(self.average.average))
+
+    def load_state_dict(self, state: State) -> None:
+        ctx = self.average.params[0].list_ctx()[0]
+        self.average.average = [a.as_in_context(ctx) for a in state.arrays]
+        updates = state.values['updates']
+        assert isinstance(updates, int), updates
+        self.average.updates = updates
+
+    def on_step_end(self, loop: LoopView, step: int) -> None:
+        self.average.update()
+
+    def variants(self) -> dict[str, AbstractContextManager[object]]:
+        return {'ema_': self.average.applied()}
+
+    def on_validation_end(self, loop: LoopView, row: Row) -> str:
         return f' (EMA {row["ema_val_acc"]:.4f})'
 
-    def on_epoch_end(self, loop: Loop, row: dict[str, Any], result: EpochResult) -> None:
+    def on_epoch_end(self, loop: LoopView, row: Row, result: EpochResult,
+                     is_best: bool) -> None:
+        # ema_decay is this extension's field of the metadata, beyond `Meta`'s.
+        meta = cast(Meta, {**loop.meta, 'epoch': int(row['epoch']), 'ema_decay': self.decay})
         with self.average.applied():
-            save(loop.model, loop.run.path(EMA),
-                 dict(loop.meta, epoch=row['epoch'], ema_decay=self.decay))
+            save(loop.model, loop.run.path(EMA), meta)
 
-    def checkpoint(self, loop: Loop, stem: str) -> tuple[list[str], dict[str, Any]]:
-        atomic_write(stem + '.ema.params', self.average.save)
-        return ['.ema.params'], {'ema_updates': self.average.updates}
-
-    def on_fit_end(self, loop: Loop, summary: dict[str, Any] | None) -> None:
+    def on_fit_end(self, loop: LoopView, summary: Summary | None) -> None:
         if summary is not None:
             summary['final_ema_val_acc'] = loop.rows[-1]['ema_val_acc']

@@ -1,32 +1,37 @@
-"""--tta as an extension: the final model (and its weight average, with --ema) scored with
-logits averaged over each image and its mirror image."""
+"""--tta as an extension: the final model (and the other weights the run scores, its
+extensions' `variants`) scored with logits averaged over each image and its mirror image."""
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager, nullcontext
 
 from densenet.models.tta import FlipAverage
+from densenet.train.config import TrainConfig
 from densenet.train.evaluate import evaluate
-from densenet.train.extensions.base import Extension
-from densenet.train.extensions.ema import WeightAveraging
-
-if TYPE_CHECKING:
-    from densenet.train.loop import Loop
+from densenet.train.extensions.base import Extension, LoopView, Process, Summary
 
 
 class FlipAveragedScores(Extension):
-    """``--tta``: adds final_val_acc_tta (and final_ema_val_acc_tta) to summary.json."""
+    """``--tta``: adds final_val_acc_tta (and final_PREFIXval_acc_tta for each of the
+    other extensions' `variants`) to summary.json."""
+    name = 'tta'
 
-    def on_fit_end(self, loop: Loop, summary: dict[str, Any] | None) -> None:
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> FlipAveragedScores | None:
+        return cls() if cfg.tta and process.writer else None
+
+    def final_passes(self, scored: int) -> int:
+        return 2 * scored  # each image and its mirror image
+
+    def on_fit_end(self, loop: LoopView, summary: Summary | None) -> None:
         if summary is None:
             return
-        averaging = loop.find(WeightAveraging)
-        weights: dict[str, Any] = {'final_val_acc_tta': nullcontext()}
-        if averaging is not None:
-            weights['final_ema_val_acc_tta'] = averaging.average.applied()
+        weights: dict[str, AbstractContextManager[object]] = {'': nullcontext()}
+        for ext in loop.extensions:
+            weights.update(ext.variants())
         scores = {}
-        for key, applied in weights.items():
+        for prefix, applied in weights.items():
             with applied:
-                scores[key] = evaluate(FlipAverage(loop.model), loop.val_loader, loop.ctxs)[1]
+                scores[f'final_{prefix}val_acc_tta'] = evaluate(
+                    FlipAverage(loop.model), loop.val_loader, loop.ctxs)[1]
         loop.log('flip-averaged (--tta): ' + ', '.join(f'{k} {v:.4f}' for k, v in scores.items()))
         summary.update(scores)

@@ -13,22 +13,19 @@ The weights themselves, and so the training, are not changed.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Iterable
 
 import mxnet as mx
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from densenet.data.batches import BatchLoader, unaugmented_train_loader
+from densenet.data.batches import unaugmented_train_loader
 from densenet.models.classifier import CheckedClassifier
 from densenet.system.hints import Array
 from densenet.system.mxcompat import layer_kwargs
-from densenet.train.extensions.base import Extension
+from densenet.train.config import TrainConfig
+from densenet.train.extensions.base import Extension, LoopView, Process
 
-if TYPE_CHECKING:
-    from densenet.train.loop import Loop
-
-MODES = ('auto', 'always', 'off')
 #: Training batches compared in both modes to decide whether the statistics are stale.
 CHECK_BATCHES = 4
 #: Accuracy on those batches by which inference mode may trail training mode.
@@ -104,7 +101,7 @@ def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
     layers = batch_norms(model.net)
     momentum = [float(layer_kwargs(b).get('momentum', 0.9)) for b in layers]
     start = [(b.running_mean.data(ctx).copy(), b.running_var.data(ctx).copy()) for b in layers]
-    sums: list[list[Any]] = [[0.0, 0.0] for _ in layers]
+    sums: list[list[Array | float]] = [[0.0, 0.0] for _ in layers]
     used = 0
     for X, _ in batches:
         if used == max_batches:
@@ -134,34 +131,29 @@ class PreciseBatchNorm(Extension):
 
     Before each validation it re-estimates stale (``auto``) or all (``always``)
     BatchNorm statistics on training images; ``off`` only warns when they are
-    stale.
+    stale. A run with frozen features keeps the statistics it loaded.
 
     Args:
-        mode: 'auto', 'always' or 'off'.
-
-    Raises:
-        ValueError: another mode.
+        mode: 'auto', 'always' or 'off' (``--precise-bn`` checks it).
     """
+    name = 'precise_bn'
 
     def __init__(self, mode: str = 'auto') -> None:
-        if mode not in MODES:
-            raise ValueError(f'precise-bn mode must be one of {MODES}, got {mode!r}')
         self.mode = mode
 
-    def _loader(self, loop: Loop) -> BatchLoader | None:
-        """The training images, unaugmented, at the evaluation side, in an order fixed by the
-        run's seed (an image folder lists its images class by class, and a batch of one
-        class has the statistics of that class only); None for a data module without
-        training arrays. The loader's own generator draws the order: nothing of the run's
-        random state is used."""
-        if getattr(loop.data, 'train_arrays', None) is None:
-            return None
-        return unaugmented_train_loader(loop.data, shuffle=True, seed=loop.cfg.seed)
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> PreciseBatchNorm | None:
+        return cls(cfg.precise_bn) if process.writer and not cfg.freeze_features else None
 
-    def on_validation_start(self, loop: Loop) -> None:
-        ctx, loader = loop.ctxs[0], self._loader(loop)
-        if loader is None:
+    def on_validation_start(self, loop: LoopView) -> None:
+        # The training images, unaugmented, at the evaluation side, in an order fixed by
+        # the run's seed (an image folder lists its images class by class, and a batch of
+        # one class has the statistics of that class only). The loader's own generator
+        # draws the order: nothing of the run's random state is used.
+        if loop.data is None:
             return
+        ctx = loop.ctxs[0]
+        loader = unaugmented_train_loader(loop.data, shuffle=True, seed=loop.cfg.seed)
         loader.set_epoch(loop.epoch)
         sample = [batch for batch, _ in zip(loader, range(CHECK_BATCHES))]
         loader.set_epoch(loop.epoch)

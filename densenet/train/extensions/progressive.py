@@ -3,16 +3,15 @@ every evaluation) at the run's side. A step's cost falls about with the square o
 side, so a slow machine fits more epochs into the same time."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
 
-from densenet.train.extensions.base import Extension
+from densenet.train.config import TrainConfig
+from densenet.train.extensions.base import Extension, LoopView, Process, Row
 from densenet.train.planning import early_epochs
 
-if TYPE_CHECKING:
-    from densenet.train.loop import Loop
 
-
-def side_for_epoch(cfg: Any, epoch: int, epochs: int, sides_so_far: Sequence[Any] = ()) -> int:
+def side_for_epoch(cfg: TrainConfig, epoch: int, epochs: int,
+                   sides_so_far: Sequence[float] = ()) -> int:
     """The training side of `epoch` (0-based) in a run planned for `epochs`.
 
     The small side (``cfg.progressive``) for the first ``cfg.progressive_until``
@@ -36,14 +35,18 @@ def side_for_epoch(cfg: Any, epoch: int, epochs: int, sides_so_far: Sequence[Any
 class ProgressiveResizing(Extension):
     """``--progressive``: sets each epoch's training side (`side_for_epoch`).
 
-    It sets the side on the training loader and records it in the epoch's row
-    (``side``).
+    The loop trains the epoch at that side; the extension records it in the
+    epoch's row (``side``).
     """
+    name = 'progressive'
 
-    def on_epoch_start(self, loop: Loop) -> None:
-        loop.side = side_for_epoch(loop.cfg, loop.epoch, loop.steps.epochs,
-                                   [r.get('side') for r in loop.rows])
-        loop.train_loader.resize = (loop.side, loop.side)
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> ProgressiveResizing | None:
+        return cls() if cfg.progressive else None
 
-    def on_validation_end(self, loop: Loop, row: dict[str, Any]) -> None:
+    def on_epoch_start(self, loop: LoopView) -> int:
+        return side_for_epoch(loop.cfg, loop.epoch, loop.steps.epochs,
+                              [r['side'] for r in loop.rows])
+
+    def on_validation_end(self, loop: LoopView, row: Row) -> None:
         row['side'] = loop.side

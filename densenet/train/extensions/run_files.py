@@ -1,100 +1,73 @@
 """The run folder's files as extensions: each epoch's params, metrics and curves; the
-checkpoint that --resume continues from; every worker's final parameters."""
+checkpoint that --resume continues from."""
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
+from mxnet import npx
 
-from densenet.errors import UsageError
+from densenet.models.meta import Meta
 from densenet.models.params import save
 from densenet.system.files import atomic_write
-from densenet.train.extensions.base import Extension
+from densenet.train.config import TrainConfig
+from densenet.train.extensions.base import EpochResult, Extension, LoopView, Process, Row
 from densenet.train.report import plot_curves, write_metrics
-from densenet.train.run_folder import BEST, CURVES, LAST, METRICS
-
-if TYPE_CHECKING:
-    from densenet.train.loop import EpochResult, Loop
+from densenet.train.run_folder import (
+    ARRAYS,
+    BEST,
+    CURVES,
+    LAST,
+    METRICS,
+    PARAMS,
+    STATES,
+    STATES_ORDER,
+)
 
 
 class EpochFiles(Extension):
     """After every epoch: last.params (and best.params), their metadata, metrics.csv, curves.png."""
+    name = 'files'
 
-    def on_epoch_end(self, loop: Loop, row: dict[str, Any], result: EpochResult) -> None:
-        meta = dict(loop.meta, epoch=row['epoch'])
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> EpochFiles | None:
+        return cls() if process.writer else None
+
+    def on_epoch_end(self, loop: LoopView, row: Row, result: EpochResult,
+                     is_best: bool) -> None:
+        meta: Meta = {**loop.meta, 'epoch': int(row['epoch'])}
         save(loop.model, loop.run.path(LAST), meta)
-        if loop.is_best:
+        if is_best:
             save(loop.model, loop.run.path(BEST), meta)
         write_metrics(loop.run.path(METRICS), loop.rows)
         plot_curves(loop.rows, loop.run.path(CURVES))
 
 
 class Checkpoints(Extension):
-    """After every epoch, the checkpoint; when a run resumes, everything back from it.
+    """After every epoch, the checkpoint that ``--resume`` continues from (not with a dist
+    kvstore, whose optimizer states MXNet cannot save).
 
-    The checkpoint holds the parameters, the optimizer states, every extension's
-    own part and the rows so far.
+    It holds the parameters, the optimizer states, the loop's rows and counters, and
+    every extension's `Extension.state_dict`: its values in state.json under its name,
+    its arrays in the ``.arrays`` file as ``NAME:INDEX``.
     """
+    name = 'checkpoint'
 
-    def on_fit_start(self, loop: Loop, state: dict[str, Any] | None) -> None:
-        if state is None:
-            return
-        loop.model.net.load_parameters(state['stem'] + '.params', ctx=loop.ctxs)
-        load_states(loop, state)
-        loop.epoch = loop.first_epoch = state['epoch']
-        loop.rows, loop.best_acc, loop.prior_wall = (state['rows'], state['best_val_acc'],
-                                                     state['wall_s'])
-        loop.log(f'resuming {loop.cfg.out} after epoch {loop.epoch}')
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> Checkpoints | None:
+        return cls() if process.writer and not process.dist else None
 
-    def on_epoch_end(self, loop: Loop, row: dict[str, Any], result: EpochResult) -> None:
-        def write(stem: str) -> tuple[list[str], dict[str, Any]]:
-            atomic_write(stem + '.params', loop.model.net.save_parameters)
-            atomic_write(stem + '.states', loop.trainer.save_states)
-            parts, fields = ['.params', '.states'], {}
-            for ext in loop.extensions:
-                ext_parts, ext_fields = ext.checkpoint(loop, stem)
-                parts += ext_parts
-                fields.update(ext_fields)
-            return parts, fields
+    def on_epoch_end(self, loop: LoopView, row: Row, result: EpochResult,
+                     is_best: bool) -> None:
+        states = {e.name: s for e in loop.extensions if (s := e.state_dict()) is not None}
+        arrays = {f'{name}:{i:06d}': a for name, s in states.items()
+                  for i, a in enumerate(s.arrays)}
+
+        def write(stem: str) -> list[str]:
+            atomic_write(stem + PARAMS, loop.model.net.save_parameters)
+            atomic_write(stem + STATES, loop.trainer.save_states)
+            if arrays:
+                atomic_write(stem + ARRAYS, lambda path: npx.save(path, arrays))
+            return [PARAMS, STATES] + ([ARRAYS] if arrays else [])
         loop.run.save_checkpoint(loop.epoch, write, {
-            'rows': loop.rows, 'config': loop.config_dict(), 'best_val_acc': loop.best_acc,
+            'rows': loop.rows, 'config': loop.cfg.as_dict(), 'best_val_acc': loop.best_acc,
             'wall_s': loop.elapsed(), 'total_steps': loop.steps.total,
-            'states_order': STATES_ORDER})
-
-
-#: How a checkpoint's optimizer states are indexed: by the trainer's parameters in the
-#: network's order (`densenet.train.setup.trained_params`).
-STATES_ORDER = 'network'
-
-
-def load_states(loop: Loop, state: dict[str, Any]) -> None:
-    """Load the checkpoint's optimizer states into ``loop.trainer``.
-
-    Args:
-        loop: the loop, its trainer built by `densenet.train.setup.make_trainer`.
-        state: the checkpoint's record.
-
-    Raises:
-        UsageError: a checkpoint whose states are not in the network's order.
-    """
-    if state.get('states_order') != STATES_ORDER:
-        raise UsageError(f'{state["stem"]}.states: optimizer states in another order than '
-                         'this version writes; start the run again with --overwrite')
-    loop.trainer.load_states(state['stem'] + '.states')
-
-
-class RankParams(Extension):
-    """Every worker's final parameters as ``rank-N.params`` in a folder.
-
-    The distributed tests compare them.
-
-    Args:
-        folder: where the files go.
-    """
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-
-    def on_fit_end(self, loop: Loop, summary: dict[str, Any] | None) -> None:
-        os.makedirs(self.folder, exist_ok=True)
-        atomic_write(os.path.join(self.folder, f'rank-{loop.rank}.params'),
-                     loop.model.net.save_parameters)
+            'states_order': STATES_ORDER,
+            'extensions': {name: s.values for name, s in states.items()}})

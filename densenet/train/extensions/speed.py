@@ -2,18 +2,19 @@
 recipe would take on this machine."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from densenet.train.extensions.base import Extension
+from densenet.train.config import TrainConfig
+from densenet.train.extensions.base import Extension, LoopView, Process
 from densenet.train.report import speed_note
-
-if TYPE_CHECKING:
-    from densenet.train.loop import Loop
 
 
 class SpeedNote(Extension):
-    """Logs `report.speed_note` once the steps are warm."""
+    """Logs `report.speed_note` once the steps are warm (not on a GPU, nor on workers)."""
+    name = 'speed'
 
-    def on_warm(self, loop: Loop, images_s: float, step_s: float) -> None:
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> SpeedNote | None:
+        return None if process.quiet else cls()
+
+    def on_warm(self, loop: LoopView, images_s: float, step_s: float) -> None:
         steps_left = loop.steps.total - loop.epoch * loop.steps.steps_per_epoch
         loop.log(speed_note(loop.cfg, images_s, steps_left, loop.side))
