@@ -44,19 +44,6 @@ class GraphNode:
     attrs: dict[str, str]
 
 
-def trace(block: nn.Block) -> mx.sym.Symbol:
-    """`block` applied to a symbol named 'data', as a legacy symbol.
-
-    Args:
-        block: a Gluon HybridBlock (a model's ``.net``, a layer).
-
-    Returns:
-        The output symbol (shape-free: `graph_nodes` infers the shapes).
-    """
-    data = mx.sym.var('data').as_np_ndarray()
-    return block(data).as_nd_ndarray()
-
-
 def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphNode]:
     """Every node of `sym` with its first output's shape, for input 'data' of `input_shape`.
 
@@ -72,11 +59,9 @@ def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphN
     first: dict[str, tuple[int, ...]] = {}  # node name -> its first output's shape
     for j, shape in enumerate(out_shapes):
         first.setdefault(internals[j].name, tuple(shape))
-    nodes = []
-    for node in json.loads(sym.tojson())['nodes']:
-        nodes.append(GraphNode(node['name'], node['op'], tuple(i[0] for i in node['inputs']),
-                               first[node['name']], dict(node.get('attrs', {}))))
-    return nodes
+    return [GraphNode(node['name'], node['op'], tuple(i[0] for i in node['inputs']),
+                      first[node['name']], dict(node.get('attrs', {})))
+            for node in json.loads(sym.tojson())['nodes']]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,22 +86,6 @@ class Complexity:
         return 2 * self.macs
 
 
-def node_macs(node: GraphNode, nodes: list[GraphNode]) -> int:
-    """The multiply-accumulates of one node for its whole batch (0 for uncounted ops).
-
-    Args:
-        node: a node of `nodes`.
-        nodes: the graph.
-
-    Returns:
-        The MACs: output values times the weight's values per output channel.
-    """
-    if node.op not in COUNTED_OPS:
-        return 0
-    weight = nodes[node.inputs[1]].shape
-    return math.prod(node.shape) * math.prod(weight[1:])
-
-
 def complexity(model: CheckedClassifier | nn.Block, side: int,
                channels: int | None = None) -> Complexity:
     """Trainable parameters and forward MACs/FLOPs per image of `model` at `side`.
@@ -133,12 +102,14 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
     net = network(model)
     channels = channels or input_channels(net)
     shape = (1, channels, side, side)
-    sym = trace(net)
+    sym = net(mx.sym.var('data').as_np_ndarray()).as_nd_ndarray()  # a legacy symbol
     nodes = graph_nodes(sym, shape)
     arg_shapes, _, _ = sym.infer_shape(data=shape)
     params = sum(math.prod(s) for n, s in zip(sym.list_arguments(), arg_shapes)
                  if n != 'data')
-    macs = sum(node_macs(n, nodes) for n in nodes)
+    # Output values times the weight's values per output channel.
+    macs = sum(math.prod(n.shape) * math.prod(nodes[n.inputs[1]].shape[1:])
+               for n in nodes if n.op in COUNTED_OPS)
     return Complexity(int(params), int(macs), side, channels)
 
 

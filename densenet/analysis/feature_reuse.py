@@ -25,7 +25,7 @@ column sees every source.
 from __future__ import annotations
 
 import dataclasses
-import io
+import itertools
 import math
 import os
 from typing import Iterator, Sequence
@@ -96,24 +96,21 @@ def _block_reuse(number: int, block: DenseBlock, exit_layer: nn.Block,
                  exit_name: str) -> BlockReuse:
     weighted = [_weighted(list(leaves(layer))) for layer in block.net]
     firsts = [layers[0] for layers in weighted]
-    widths = [layers[-1].weight.shape[0] for layers in weighted]
-    bounds = [firsts[0].weight.shape[1]]
-    for width in widths:
-        bounds.append(bounds[-1] + width)
-    targets = [*firsts, exit_layer]
-    for t, layer in enumerate(targets):
+    # Source s's channels end where the concatenation before target s + 1 ends.
+    bounds = list(itertools.accumulate((layers[-1].weight.shape[0] for layers in weighted),
+                                       initial=firsts[0].weight.shape[1]))
+    channels = tuple(zip([0, *bounds[:-1]], bounds))
+    L = len(firsts)
+    weights = onp.full((L + 1, L + 1), onp.nan)
+    for t, layer in enumerate([*firsts, exit_layer]):
         if layer.weight.shape[1] != bounds[t]:
             raise UsageError(
                 f'dense block {number}: target {t + 1} takes {layer.weight.shape[1]} input '
                 f'channels, but the concatenation before it has {bounds[t]}: the network is '
                 'not the dense blocks and transitions this analysis reads')
-    channels = tuple(zip([0, *bounds[:-1]], bounds))
-    L = len(firsts)
-    weights = onp.full((L + 1, L + 1), onp.nan)
-    for t, layer in enumerate(targets):
         norms = _per_channel(layer)
         for s in range(t + 1):
-            weights[s, t] = norms[channels[s][0]:channels[s][1]].mean()
+            weights[s, t] = norms[slice(*channels[s])].mean()
     layer_names = tuple(f'layer {i}' for i in range(1, L + 1))
     return BlockReuse(number, weights, ('input', *layer_names), (*layer_names, exit_name),
                       channels)
@@ -251,7 +248,7 @@ class ReuseSummary:
         trans = [s for s in b if s.exit == 'transition']
         head = [s for s in b if s.exit == 'classifier']
         later = ', '.join(f'{s.input_least}/{s.compared}' for s in b)
-        out = [
+        return [
             'feature reuse (Huang et al. 2017, Figure 5), blocks '
             f'{", ".join(str(s.block) for s in b)}; spread: 1 = even over every source, '
             '1/n = all on one',
@@ -269,7 +266,6 @@ class ReuseSummary:
             f'{_row([s.late_ratio for s in head])} (transitions: '
             f'{_row([s.late_ratio for s in trans])})',
         ]
-        return out
 
 
 def summarize(reuse: Sequence[BlockReuse]) -> ReuseSummary:
@@ -348,13 +344,9 @@ def write_feature_reuse_csv(reuse: Sequence[BlockReuse], path: str | os.PathLike
     Raises:
         DiskFull: the disk filled up.
     """
-    buf = io.StringIO()
-    buf.write('block,source,target,value\n')
-    for r in reuse:
-        for t in range(r.weights.shape[1]):
-            for s in range(t + 1):
-                buf.write(f'{r.block},{s},{t + 1},{r.weights[s, t]:.9g}\n')
-    atomic_text(path, buf.getvalue())
+    rows = [f'{r.block},{s},{t + 1},{r.weights[s, t]:.9g}\n'
+            for r in reuse for t in range(r.weights.shape[1]) for s in range(t + 1)]
+    atomic_text(path, 'block,source,target,value\n' + ''.join(rows))
 
 
 def write_feature_reuse(model: CheckedClassifier | nn.Block, folder: str | os.PathLike[str],

@@ -152,22 +152,16 @@ def trace_unit(unit: _Unit, shape: tuple[int, ...]) -> _Traced:
     Returns:
         The traced unit.
     """
-    x = mx.sym.var('data').as_np_ndarray()
-    y = x
+    x = y = mx.sym.var('data').as_np_ndarray()
     for layer in unit.layers:
         y = layer(y)
     if unit.dense:
         y = mx.sym.np.concatenate((x, y), axis=1)
     nodes = graph_nodes(y.as_nd_ndarray(), shape)
-    kept, reads_input = set(), False
-    for i, node in enumerate(nodes):
-        if node.op in READS_OUTPUT:
-            kept.add(i)
-        if node.op in READS_INPUT:
-            for j in node.inputs:
-                if nodes[j].op != 'null':
-                    kept.add(j)
-                reads_input |= nodes[j].name == 'data'
+    read = [j for node in nodes if node.op in READS_INPUT for j in node.inputs]
+    kept = ({i for i, node in enumerate(nodes) if node.op in READS_OUTPUT}
+            | {j for j in read if nodes[j].op != 'null'})  # not the parameters
+    reads_input = any(nodes[j].name == 'data' for j in read)
     new = nodes[-1].inputs[1] if unit.dense else len(nodes) - 1
     return _Traced(nodes, frozenset(kept), reads_input, new)
 
@@ -207,9 +201,9 @@ def memory_by_depth(model: CheckedClassifier | nn.Block, side: int = 96,
         shape = traced[-1].nodes[-1].shape
     rows: list[LayerMemory] = []
     std_total = eff_total = 0.0
-    for i, (unit, tr) in enumerate(zip(units, traced)):
-        nxt = (units[i + 1], traced[i + 1]) if i + 1 < len(units) else None
-        std, eff = _standard(tr, nxt), _efficient(unit, tr, nxt)
+    pairs = list(zip(units, traced))
+    for i, ((unit, tr), nxt) in enumerate(zip(pairs, [*pairs[1:], None])):
+        std, eff = _kept(unit, tr, nxt, False), _kept(unit, tr, nxt, True)
         std_mb, eff_mb = _bytes(tr.nodes, std, itemsize) / MB, _bytes(tr.nodes, eff, itemsize) / MB
         std_total, eff_total = std_total + std_mb, eff_total + eff_mb
         kinds = tuple(KINDS.get(tr.nodes[j].op, tr.nodes[j].op) for j in sorted(std))
@@ -218,32 +212,19 @@ def memory_by_depth(model: CheckedClassifier | nn.Block, side: int = 96,
     return rows
 
 
-def _standard(tr: _Traced, nxt: tuple[_Unit, _Traced] | None) -> frozenset[int]:
-    """The unit's kept tensors in the standard mode: its own, and its output when the next
-    unit's backward reads it."""
-    out = len(tr.nodes) - 1
-    return tr.kept | ({out} if nxt is not None and nxt[1].reads_input else set())
-
-
-def _next_reads_input_efficient(nxt: tuple[_Unit, _Traced] | None) -> bool:
-    """Whether the next unit keeps its input in the memory-efficient mode (a dense layer
-    keeps the block input it is given, as the first of the features; later ones take the
-    features kept already)."""
-    if nxt is None:
-        return False
-    unit, tr = nxt
-    return unit.first if unit.dense else tr.reads_input
-
-
-def _efficient(unit: _Unit, tr: _Traced, nxt: tuple[_Unit, _Traced] | None) -> frozenset[int]:
-    """The unit's kept tensors in the memory-efficient mode."""
-    if not unit.dense:
-        out = len(tr.nodes) - 1
-        return tr.kept | ({out} if _next_reads_input_efficient(nxt) else set())
-    kept = {tr.new}  # the new features; BN, ReLU and the concatenation are recomputed
-    if unit.last and _next_reads_input_efficient(nxt):
-        kept.add(len(tr.nodes) - 1)  # the block's concatenated output
-    return frozenset(kept)
+def _kept(unit: _Unit, tr: _Traced, nxt: tuple[_Unit, _Traced] | None,
+          efficient: bool) -> frozenset[int]:
+    """The unit's kept tensors: what its backward reads, and its output when the next unit
+    keeps its input. In the memory-efficient mode a dense layer keeps only its new
+    features (its BatchNorm, ReLU and concatenation are recomputed), and the next unit
+    keeps its input only when it is not a dense layer or is the first of its block (later
+    ones take the features kept already): so a block keeps its input and its
+    concatenated output once."""
+    recomputed = efficient and unit.dense
+    next_reads = nxt is not None and (nxt[0].first if efficient and nxt[0].dense
+                                      else nxt[1].reads_input)
+    return frozenset(({tr.new} if recomputed else tr.kept)
+                     | ({len(tr.nodes) - 1} if next_reads else set()))
 
 
 def totals(rows: list[LayerMemory]) -> tuple[float, float]:
@@ -274,11 +255,13 @@ def plot_memory_by_depth(rows: list[LayerMemory], path: str | os.PathLike[str],
     plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     x = [r.index for r in rows]
-    top.plot(x, [r.standard_mb for r in rows], 'o-', markersize=3, label='standard')
-    top.plot(x, [r.efficient_mb for r in rows], 's--', markersize=3, label='memory-efficient')
-    bottom.plot(x, [r.standard_total_mb for r in rows], 'o-', markersize=3, label='standard')
-    bottom.plot(x, [r.efficient_total_mb for r in rows], 's--', markersize=3,
-                label='memory-efficient')
+    for ax, std, eff in ((top, [r.standard_mb for r in rows], [r.efficient_mb for r in rows]),
+                         (bottom, [r.standard_total_mb for r in rows],
+                          [r.efficient_total_mb for r in rows])):
+        ax.plot(x, std, 'o-', markersize=3, label='standard')
+        ax.plot(x, eff, 's--', markersize=3, label='memory-efficient')
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc='center right' if ax is top else 'lower right', fontsize=8)
     for stage in dict.fromkeys(r.stage for r in rows if r.stage.startswith('block')):
         span = [r.index for r in rows if r.stage == stage]
         for ax in (top, bottom):
@@ -288,9 +271,6 @@ def plot_memory_by_depth(rows: list[LayerMemory], path: str | os.PathLike[str],
     top.set_ylabel('MB added by the layer')
     bottom.set_ylabel('cumulative MB')
     bottom.set_xlabel('layer (stem, dense layers, transitions, head)')
-    for ax in (top, bottom):
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc='center right' if ax is top else 'lower right', fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator, Protocol, Sequence
 
 import numpy as onp
+from d2l import mxnet as d2l
 from mxnet import np, npx
 
 from densenet.errors import UsageError
@@ -45,16 +46,12 @@ def training_part(n: int, limit: int | None = None,
     Raises:
         UsageError: a `limit` below 1, or too few images for the workers.
     """
-    stop = n
-    if limit is not None:
-        if limit < 1:
-            raise UsageError(f'limit must be a positive number of images, got {limit}')
-        stop = min(n, limit)
-    if shard is None:
-        return slice(0, stop)
-    index, count = shard
+    if limit is not None and limit < 1:
+        raise UsageError(f'limit must be a positive number of images, got {limit}')
+    stop = n if limit is None else min(n, limit)
+    index, count = shard or (0, 1)
     size = stop // count
-    if size < 1:
+    if shard and size < 1:
         raise UsageError(f'{stop} training images cannot be split over {count} workers')
     return slice(index * size, (index + 1) * size)
 
@@ -96,8 +93,7 @@ def augment_batch(images: onp.ndarray, rng: onp.random.RandomState,
         The augmented images, a new array.
     """
     n, h, w = images.shape[:3]
-    padded = onp.zeros((n, h + 2 * pad, w + 2 * pad) + images.shape[3:], dtype=images.dtype)
-    padded[:, pad:pad + h, pad:pad + w] = images
+    padded = onp.pad(images, [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (images.ndim - 3))
     flip = rng.rand(n) < 0.5
     dy, dx = rng.randint(0, 2 * pad + 1, size=(2, n))
     out = onp.empty_like(images)
@@ -185,8 +181,6 @@ class Rows:
 
     def __init__(self, array: onp.ndarray, index: Sequence[int] | onp.ndarray) -> None:
         self.array, self.index = array, onp.asarray(index)
-        self.shape = (len(self.index),) + array.shape[1:]
-        self.ndim = array.ndim
 
     def __len__(self) -> int:
         return len(self.index)
@@ -221,12 +215,9 @@ class BatchLoader:
                  resize: Sequence[int], shuffle: bool = False, seed: int = 0,
                  augment: bool = False, drop_last: bool = False, pad: int = 2,
                  erase: float = 0.0, min_last: int = 1) -> None:
-        self.images, self.labels, self.pad, self.erase = images, labels, pad, erase
-        self.min_last = min_last
-        self.batch_size, self.resize = batch_size, resize
-        self.shuffle, self.seed, self.augment = shuffle, seed, augment
-        self.drop_last = drop_last
-        self.epoch = 0
+        self.images, self.labels, self.batch_size, self.resize = images, labels, batch_size, resize
+        self.shuffle, self.seed, self.augment, self.drop_last = shuffle, seed, augment, drop_last
+        self.pad, self.erase, self.min_last, self.epoch = pad, erase, min_last, 0
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.labels), self.batch_size)
@@ -256,6 +247,36 @@ class BatchLoader:
             if self.erase:
                 images, _ = erase_batch(images, rng, self.erase)
             yield to_tensor(images, self.resize), np.array(self.labels[idx])
+
+
+class ArrayDataModule(d2l.DataModule):
+    """A d2l DataModule whose splits are arrays: what `FashionMNIST` and `ImageFolder`
+    share. Their constructors save the hyperparameters (``batch_size``, ``seed``,
+    ``augment``, ``erase``, ``shard``) and set ``train_arrays``, ``val_arrays`` and
+    ``size``, the (height, width) the images are resized to.
+
+    Attributes:
+        pad: the largest shift of the training augmentation.
+    """
+    pad = 2
+
+    def get_dataloader(self, train: bool) -> BatchLoader:
+        """The training or validation batches.
+
+        Args:
+            train: the training split (shuffled, augmented and erased when asked, its last
+                batch as `training_min_last` and, for a distributed worker, `drop_last`
+                says) or the validation one.
+
+        Returns:
+            A `BatchLoader`.
+        """
+        images, labels = self.train_arrays if train else self.val_arrays
+        return BatchLoader(images, labels, self.batch_size, self.size, shuffle=train,
+                           seed=self.seed, augment=self.augment and train, pad=self.pad,
+                           erase=self.erase if train else 0.0,
+                           drop_last=train and self.shard is not None,
+                           min_last=training_min_last(self.batch_size) if train else 1)
 
 
 class DataModule(Protocol):

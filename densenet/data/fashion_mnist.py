@@ -10,8 +10,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import math
 import os
-import struct
 import urllib.error
 import urllib.request
 import zlib
@@ -19,19 +19,12 @@ from typing import Sequence, cast
 
 import numpy as onp
 from d2l import mxnet as d2l
-from mxnet import gluon, np, npx
+from mxnet import gluon, np
 from mxnet.gluon.data.vision import transforms
 
-from densenet.data.batches import (
-    BatchLoader,
-    training_min_last,
-    training_part,
-    validation_part,
-)
+from densenet.data.batches import ArrayDataModule, training_part, validation_part
 from densenet.errors import UsageError
 from densenet.system.files import atomic_bytes
-
-npx.set_np()
 
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 OFFICIAL_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
@@ -83,10 +76,8 @@ def candidate_dirs(root: str | None = None) -> list[str]:
 
 
 def _file_in(folder: str, name: str) -> str | None:
-    for path in (os.path.join(folder, name + '.gz'), os.path.join(folder, name)):
-        if os.path.isfile(path):
-            return path
-    return None
+    paths = (os.path.join(folder, name + '.gz'), os.path.join(folder, name))
+    return next((path for path in paths if os.path.isfile(path)), None)
 
 
 def check_data_dir(folder: str) -> None:
@@ -101,15 +92,14 @@ def check_data_dir(folder: str) -> None:
     Raises:
         UsageError: it is not a folder, or lacks one of the files (.gz or raw).
     """
+    search = ', or leave --data-dir out to search ' + ', '.join(candidate_dirs())
     if not os.path.isdir(folder):
         raise UsageError(f'--data-dir {folder}: no such folder; give the folder holding the '
-                         'four Fashion-MNIST IDX files, or leave --data-dir out to search '
-                         + ', '.join(candidate_dirs()))
+                         'four Fashion-MNIST IDX files' + search)
     missing = [name for name in FILES if not _file_in(folder, name)]
     if missing:
         raise UsageError(f'--data-dir {folder}: {", ".join(missing)} (.gz or raw) missing; '
-                         'put all four IDX files there, or leave --data-dir out to search '
-                         + ', '.join(candidate_dirs()))
+                         'put all four IDX files there' + search)
 
 
 def locate(root: str | None = None) -> dict[str, str] | None:
@@ -138,15 +128,6 @@ def _fix_hint(path: str) -> str:
             '$DENSENET_DATA at a good copy')
 
 
-def _read_bytes(path: str) -> bytes:
-    try:
-        with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
-            return f.read()
-    except (EOFError, OSError, zlib.error) as e:
-        raise UsageError(f'{path}: cannot be decompressed, the file is truncated or '
-                         f'corrupt ({e}); {_fix_hint(path)}') from None
-
-
 def decode_idx(raw: bytes, name: str, path: str) -> onp.ndarray:
     """Check an IDX file's bytes against the official file `name` and decode them.
 
@@ -167,24 +148,21 @@ def decode_idx(raw: bytes, name: str, path: str) -> onp.ndarray:
         return UsageError(f'{path}: {what}; {_fix_hint(path)}')
     sha, count = FILES[name]
     is_images = 'images' in name
-    magic = IMAGE_MAGIC if is_images else LABEL_MAGIC
-    header = 16 if is_images else 8
+    magic, header = (IMAGE_MAGIC, 16) if is_images else (LABEL_MAGIC, 8)
     if len(raw) < header:
         raise bad(f'only {len(raw)} bytes, shorter than an IDX header')
-    got_magic, got_count = struct.unpack('>II', raw[:8])
+    # The header: big-endian 32-bit magic number, count and, for images, rows and columns.
+    got_magic, got_count, *dims = onp.frombuffer(raw, '>u4', header // 4).tolist()
     if got_magic != magic:
         raise bad(f'wrong magic number {got_magic} (an IDX {"image" if is_images else "label"} '
                   f'file starts with {magic}); it is not {name}')
     if got_count != count:
         raise bad(f'holds {got_count} items, expected {count}')
-    shape: tuple[int, ...] = (count,)
-    if is_images:
-        rows, cols = struct.unpack('>II', raw[8:16])
-        if (rows, cols) != (28, 28):
-            raise bad(f'images are {rows}x{cols}, expected 28x28')
-        shape = (count, 28, 28)
-    if len(raw) != header + int(onp.prod(shape)):
-        raise bad(f'{len(raw)} bytes, expected {header + int(onp.prod(shape))} (truncated?)')
+    if dims not in ([], [28, 28]):
+        raise bad(f'images are {dims[0]}x{dims[1]}, expected 28x28')
+    shape = (count, *dims)
+    if len(raw) != header + math.prod(shape):
+        raise bad(f'{len(raw)} bytes, expected {header + math.prod(shape)} (truncated?)')
     if hashlib.sha256(raw).hexdigest() != sha:
         raise bad('content differs from the official file (SHA-256 mismatch)')
     arr = onp.frombuffer(raw, dtype=onp.uint8, offset=header).reshape(shape)
@@ -212,22 +190,14 @@ def load_file(path: str, name: str) -> onp.ndarray:
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _CACHE:
-        _CACHE[key] = decode_idx(_read_bytes(path), name, path)
+        try:
+            with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
+                raw = f.read()
+        except (EOFError, OSError, zlib.error) as e:
+            raise UsageError(f'{path}: cannot be decompressed, the file is truncated or '
+                             f'corrupt ({e}); {_fix_hint(path)}') from None
+        _CACHE[key] = decode_idx(raw, name, path)
     return _CACHE[key]
-
-
-def _fetch(url: str, timeout: float) -> bytes:
-    """The bytes at `url`; a short read is an error, not a smaller file."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            expected = resp.headers.get('Content-Length')
-            body = resp.read()
-    except http.client.HTTPException as e:
-        body, expected = b'', f'error {e!r}'
-    if expected is not None and (not expected.isdigit() or len(body) != int(expected)):
-        raise UsageError(f'{url}: the download broke off ({len(body)} bytes of {expected}); '
-                         'nothing was kept, run again or use another way. ' + HOW_TO_GET)
-    return body
 
 
 def download(folder: str, base_url: str | None = None,
@@ -243,26 +213,33 @@ def download(folder: str, base_url: str | None = None,
         {name: path} of the written files.
 
     Raises:
-        UsageError: a download that is not a complete gzip file (nothing is kept).
+        UsageError: a download that broke off or is not a complete gzip file (nothing
+            is kept).
         ValueError: a file whose content is not the official one.
     """
-    base_url = base_url or os.environ.get('DENSENET_DATA_URL') or OFFICIAL_URL
-    if not base_url.endswith('/'):
-        base_url += '/'
+    base_url = (base_url or os.environ.get('DENSENET_DATA_URL') or OFFICIAL_URL).rstrip('/') + '/'
     os.makedirs(folder, exist_ok=True)
     paths = {}
     for name in FILES:
         url = base_url + name + '.gz'
-        body = _fetch(url, timeout)
+        try:  # a short read is an error, not a smaller file
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                expected = resp.headers.get('Content-Length')
+                body = resp.read()
+        except http.client.HTTPException as e:
+            body, expected = b'', f'error {e!r}'
+        if expected is not None and (not expected.isdigit() or len(body) != int(expected)):
+            raise UsageError(f'{url}: the download broke off ({len(body)} bytes of '
+                             f'{expected}); nothing was kept, run again or use another way. '
+                             + HOW_TO_GET)
         try:
             raw = gzip.decompress(body)
         except (EOFError, OSError, zlib.error) as e:
             raise UsageError(f'{url}: not a complete gzip file ({e}); nothing was kept. '
                              + HOW_TO_GET) from None
         decode_idx(raw, name, url)
-        final = os.path.join(folder, name + '.gz')
-        atomic_bytes(final, body)
-        paths[name] = final
+        paths[name] = os.path.join(folder, name + '.gz')
+        atomic_bytes(paths[name], body)
     return paths
 
 
@@ -282,27 +259,23 @@ def find_or_download(root: str | None = None, allow_download: bool = True,
         FileNotFoundError: the files are nowhere and could not be downloaded (the
             message says where they were looked for and how to get them).
     """
-    paths = locate(root)
-    if paths:
+    if paths := locate(root):
         return paths
     if not allow_download:
         raise FileNotFoundError('Fashion-MNIST not found in ' + ', '.join(candidate_dirs(root))
                                 + '. ' + HOW_TO_GET)
-    errors = []
-    for folder in candidate_dirs(root):
-        if folder == DEBIAN_DIR:
-            continue
+    error = 'no writable folder'
+    for folder in [d for d in candidate_dirs(root) if d != DEBIAN_DIR]:
         try:
             os.makedirs(folder, exist_ok=True)
             if not os.access(folder, os.W_OK):
                 continue
             return download(folder, base_url)
         except (urllib.error.URLError, OSError) as e:
-            errors.append(f'{folder}: {e}')
+            error = f'{folder}: {e}'
             break  # the network, not the folder, failed: stop here
-    raise FileNotFoundError('Fashion-MNIST is not on this machine and could not be '
-                            f'downloaded ({"; ".join(errors) or "no writable folder"}). '
-                            + HOW_TO_GET)
+    raise FileNotFoundError(f'Fashion-MNIST is not on this machine and could not be '
+                            f'downloaded ({error}). ' + HOW_TO_GET)
 
 
 def load_split(split: str, root: str | None = None,
@@ -326,13 +299,14 @@ def load_split(split: str, root: str | None = None,
             load_file(paths[labels_name], labels_name).astype(onp.int32))
 
 
-class FashionMNIST(d2l.FashionMNIST):
+class FashionMNIST(ArrayDataModule, d2l.FashionMNIST):
     """Fashion-MNIST as ``d2l.FashionMNIST(batch_size, resize)`` serves it, offline-first.
 
     Batches are built a whole batch at a time, with the values of the book's
     per-sample Resize + ToTensor (``train`` and ``val`` hold that pipeline as the
     book's datasets). The files are found and verified by `find_or_download`. A
-    `densenet.data.batches.DataModule`: its ``side`` is ``resize[0]``.
+    `densenet.data.batches.DataModule`: its ``side`` is ``resize[0]``; its batches are
+    `densenet.data.batches.ArrayDataModule`'s.
 
     Args:
         batch_size: images per batch.
@@ -365,39 +339,17 @@ class FashionMNIST(d2l.FashionMNIST):
         d2l.DataModule.__init__(self, root=root, num_workers=0)
         self.save_hyperparameters()
         images, labels = load_split('train', root, allow_download)
-        if holdout:
-            if not 0 < holdout < len(labels):
-                raise UsageError(f'holdout must be between 1 and {len(labels) - 1} training '
-                                 f'images, got {holdout}')
-            self.val_arrays = images[-holdout:], labels[-holdout:]
-            images, labels = images[:-holdout], labels[:-holdout]
-        else:
-            self.val_arrays = load_split('val', root, allow_download)
-        keep = validation_part(len(self.val_arrays[1]), val_limit)
-        self.val_arrays = self.val_arrays[0][keep], self.val_arrays[1][keep]
-        part = training_part(len(labels), limit, shard)
-        images, labels = images[part], labels[part]
-        self.train_arrays = (images, labels)
+        if not 0 <= holdout < len(labels):
+            raise UsageError(f'holdout must be between 1 and {len(labels) - 1} training '
+                             f'images, got {holdout}')
+        n = len(labels) - holdout
+        val = (images[n:], labels[n:]) if holdout else load_split('val', root, allow_download)
+        part, keep = training_part(n, limit, shard), validation_part(len(val[1]), val_limit)
+        self.train_arrays = images[part], labels[part]
+        self.val_arrays = val[0][keep], val[1][keep]
         self.classes, self.channels, self.name = CLASSES, 1, 'fashion-mnist'
-        self.side = int(resize[0])
+        self.side, self.size = int(resize[0]), tuple(resize)
         trans = transforms.Compose([transforms.Resize(resize), transforms.ToTensor()])
-        self.train = gluon.data.ArrayDataset(
-            np.array(images[..., None]), labels).transform_first(trans)
-        self.val = gluon.data.ArrayDataset(
-            np.array(self.val_arrays[0][..., None]), self.val_arrays[1]).transform_first(trans)
-
-    def get_dataloader(self, train: bool) -> BatchLoader:
-        """The training or validation batches.
-
-        Args:
-            train: the training split (shuffled, augmented when asked) or the validation one.
-
-        Returns:
-            A `BatchLoader`.
-        """
-        images, labels = self.train_arrays if train else self.val_arrays
-        return BatchLoader(images, labels, self.batch_size, self.resize, shuffle=train,
-                           seed=self.seed, augment=self.augment and train,
-                           erase=self.erase if train else 0.0,
-                           drop_last=train and self.shard is not None,
-                           min_last=training_min_last(self.batch_size) if train else 1)
+        self.train, self.val = (
+            gluon.data.ArrayDataset(np.array(x[..., None]), y).transform_first(trans)
+            for x, y in (self.train_arrays, self.val_arrays))

@@ -21,17 +21,10 @@ import os
 from typing import Callable, Iterator, Sequence
 
 import numpy as onp
-from d2l import mxnet as d2l
 from mxnet import np, npx
 from PIL import Image
 
-from densenet.data.batches import (
-    BatchLoader,
-    Rows,
-    training_min_last,
-    training_part,
-    validation_part,
-)
+from densenet.data.batches import ArrayDataModule, Rows, training_part, validation_part
 from densenet.data.images import ImageError, is_grayscale, max_image_pixels, read_image
 from densenet.data.inputs import as_fashion_mnist
 from densenet.errors import UsageError
@@ -43,29 +36,22 @@ LAYOUT_HELP = ('an image folder holds one sub-folder of images per class (DIR/ca
                'DIR/dog/2.jpg, ...), or train/ and val/ folders laid out that way')
 
 
-def _class_dirs(folder: str) -> list[str]:
-    return sorted(d for d in os.listdir(folder)
-                  if not d.startswith('.') and os.path.isdir(os.path.join(folder, d)))
-
-
 def _images_in(folder: str) -> tuple[list[str], int]:
     """(image paths, count of other files) under `folder`, recursively, sorted."""
     found, other = [], 0
     for parent, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        for name in sorted(files):
-            if name.startswith('.'):
-                continue
-            if name.lower().endswith(EXTENSIONS):
-                found.append(os.path.join(parent, name))
-            else:
-                other += 1
+        names = sorted(name for name in files if not name.startswith('.'))
+        found += [os.path.join(parent, name) for name in names
+                  if name.lower().endswith(EXTENSIONS)]
+        other += sum(not name.lower().endswith(EXTENSIONS) for name in names)
     return found, other
 
 
 def _scan_classes(folder: str, what: str) -> tuple[list[str], list[tuple[str, int]], int]:
     """(class names, [(path, label)], ignored file count) of one class-per-folder tree."""
-    classes = _class_dirs(folder)
+    classes = sorted(d for d in os.listdir(folder)
+                     if not d.startswith('.') and os.path.isdir(os.path.join(folder, d)))
     if len(classes) < 2:
         raise UsageError(f'{what} {folder}: {len(classes)} class folder(s) '
                          f'({", ".join(classes) or "none"}); a classifier needs at least two. '
@@ -105,10 +91,7 @@ def scan(root: str, what: str = '--data') -> tuple[list[str], list[tuple[str, in
     if os.path.isdir(val) and not os.path.isdir(train):
         raise UsageError(f'{what} {root}: has val/ but no train/; add train/ with the same '
                          'class folders, or put the class folders in ' + root + ' itself')
-    if not os.path.isdir(train):
-        classes, items, ignored = _scan_classes(root, what)
-        return classes, items, None, ignored
-    classes, items, ignored = _scan_classes(train, what)
+    classes, items, ignored = _scan_classes(train if os.path.isdir(train) else root, what)
     if not os.path.isdir(val):
         return classes, items, None, ignored
     val_classes, val_items, val_ignored = _scan_classes(val, what)
@@ -171,9 +154,10 @@ def _decode(job: tuple[str, int, bool]) -> onp.ndarray | str:
 
 def _decoded(paths: Sequence[str], channels: int, num_workers: int | None,
              convert: bool = False) -> Iterator[onp.ndarray | str]:
-    """The decoded files in order, from `num_workers` processes (0 or None: this one)."""
+    """The decoded files in order, from `num_workers` processes (0: this one; None: one per
+    core)."""
     jobs = [(p, channels, convert) for p in paths]
-    if not num_workers:
+    if num_workers == 0:
         yield from map(_decode, jobs)
         return
     # Workers only run PIL; they are forked before any of them touches MXNet.
@@ -238,54 +222,52 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
     """
     cache_dir = cache_dir or default_cache_dir()
     key = _cache_key(paths, side, channels, convert)
-    array_path = os.path.join(cache_dir, key + '.npy')
-    bad_path = os.path.join(cache_dir, key + '.json')
-    if os.path.isfile(array_path) and os.path.isfile(bad_path):
-        with open(bad_path) as f:
-            bad = json.load(f)['unreadable']
-        if bad and not skip_bad_images:
-            raise UsageError(f'{paths[bad[0]]}: not a readable image; remove it, or pass '
-                             f'--skip-bad-images to train without it ({len(bad)} such files)')
-        return onp.load(array_path, mmap_mode='r'), bad
-    created = not os.path.isdir(cache_dir)
-    os.makedirs(cache_dir, exist_ok=True)
-    shape = (len(paths), side, side) + ((3,) if channels == 3 else ())
-    tmp = os.path.join(cache_dir, f'.{key}.{os.getpid()}.tmp.npy')
-    out = onp.lib.format.open_memmap(tmp, mode='w+', dtype=onp.uint8, shape=shape)
-    bad = []
-    workers = os.cpu_count() if num_workers is None else num_workers
-    try:
-        for i, image in enumerate(_decoded(paths, channels, workers, convert)):
-            if isinstance(image, str):
-                if not skip_bad_images:
-                    raise UsageError(f'{image}; remove it, or pass --skip-bad-images to train '
-                                     'without it')
-                bad.append(i)
-                continue
-            if image.shape[:2] != (side, side):
-                x = np.array(image[..., None] if image.ndim == 2 else image)
-                image = npx.image.resize(x, (side, side)).asnumpy().reshape(shape[1:])
-            out[i] = image
-        out.flush()
-        del out
-        os.replace(tmp, array_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if created and not os.listdir(cache_dir):  # an error: leave no trace
-            os.rmdir(cache_dir)
-    atomic_text(bad_path, json.dumps({'unreadable': bad}))
+    array_path, bad_path = (os.path.join(cache_dir, key + ext) for ext in ('.npy', '.json'))
+    if not (os.path.isfile(array_path) and os.path.isfile(bad_path)):
+        created = not os.path.isdir(cache_dir)
+        os.makedirs(cache_dir, exist_ok=True)
+        shape = (len(paths), side, side) + ((3,) if channels == 3 else ())
+        tmp = os.path.join(cache_dir, f'.{key}.{os.getpid()}.tmp.npy')
+        out = onp.lib.format.open_memmap(tmp, mode='w+', dtype=onp.uint8, shape=shape)
+        bad = []
+        try:
+            for i, image in enumerate(_decoded(paths, channels, num_workers, convert)):
+                if isinstance(image, str):
+                    if not skip_bad_images:
+                        raise UsageError(f'{image}; remove it, or pass --skip-bad-images to '
+                                         'train without it')
+                    bad.append(i)
+                    continue
+                if image.shape[:2] != (side, side):
+                    x = np.array(image[..., None] if image.ndim == 2 else image)
+                    image = npx.image.resize(x, (side, side)).asnumpy().reshape(shape[1:])
+                out[i] = image
+            out.flush()
+            del out
+            os.replace(tmp, array_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            if created and not os.listdir(cache_dir):  # an error: leave no trace
+                os.rmdir(cache_dir)
+        atomic_text(bad_path, json.dumps({'unreadable': bad}))
+    with open(bad_path) as f:
+        bad = json.load(f)['unreadable']
+    if bad and not skip_bad_images:
+        raise UsageError(f'{paths[bad[0]]}: not a readable image; remove it, or pass '
+                         f'--skip-bad-images to train without it ({len(bad)} such files)')
     if bad:
         log(f'skipped {len(bad)} unreadable image(s), e.g. {paths[bad[0]]}')
     return onp.load(array_path, mmap_mode='r'), bad
 
 
-class ImageFolder(d2l.DataModule):
+class ImageFolder(ArrayDataModule):
     """A folder of class sub-folders as a d2l DataModule (train/val dataloaders), and a
     `densenet.data.batches.DataModule`.
 
     The folder names are the class names (sorted). Images are decoded once into
-    an on-disk cache (`decode_to_cache`) and read through a memory map.
+    an on-disk cache (`decode_to_cache`) and read through a memory map. Its batches
+    are `densenet.data.batches.ArrayDataModule`'s.
 
     Args:
         root: the folder; ``train/`` and ``val/`` inside are used as they are.
@@ -328,57 +310,33 @@ class ImageFolder(d2l.DataModule):
         classes, items, val_items, ignored = scan(root, 'ImageFolder')
         if ignored:
             log(f'{root}: ignored {ignored} file(s) that are not images ({", ".join(EXTENSIONS)})')
-        if channels is None and convert:
-            channels = 1  # Fashion-MNIST's images, whatever the files are
-        if channels is None:
-            channels = 1 if all(is_grayscale(p) for p, _ in items + (val_items or [])) else 3
+        items_all = items + (val_items or [])
+        if channels is None:  # with convert: Fashion-MNIST's images, whatever the files are
+            channels = 1 if convert or all(is_grayscale(p) for p, _ in items_all) else 3
         if channels not in (1, 3):
             raise UsageError(f'channels must be 1 or 3, got {channels}')
-        self.classes, self.channels, self.side = classes, channels, side
-        self.name = 'folder:' + os.path.basename(os.path.abspath(root))
-        paths = [p for p, _ in items + (val_items or [])]
-        labels = onp.array([c for _, c in items + (val_items or [])], dtype=onp.int32)
         if convert and channels != 1:
             raise UsageError('convert makes Fashion-MNIST images, which have 1 channel, '
                              f'not {channels}')
-        images, bad = decode_to_cache(paths, side, channels, cache_dir, num_workers,
+        self.paths = [p for p, _ in items_all]
+        labels = onp.array([c for _, c in items_all], dtype=onp.int32)
+        images, bad = decode_to_cache(self.paths, side, channels, cache_dir, num_workers,
                                       skip_bad_images, log, convert)
-        good = onp.ones(len(paths), bool)
-        good[bad] = False
         if val_items is None:
             train_idx, val_idx = stratified_split(labels, val_split, seed)
         else:
-            train_idx = onp.arange(len(items))
-            val_idx = onp.arange(len(items), len(paths))
-        train_idx = train_idx[good[train_idx]]
-        val_idx = val_idx[good[val_idx]]
-        val_idx = val_idx[validation_part(len(val_idx), val_limit)]
-        # A seeded order, so that limit and shard take a mix of classes.
-        train_idx = onp.random.RandomState(seed).permutation(train_idx)
-        train_idx = train_idx[training_part(len(train_idx), limit, shard)]
+            train_idx, val_idx = onp.arange(len(items)), onp.arange(len(items), len(items_all))
+        train_idx, val_idx = onp.setdiff1d(train_idx, bad), onp.setdiff1d(val_idx, bad)
         for split, index in (('training', train_idx), ('validation', val_idx)):
             if not len(index):
                 raise UsageError(f'ImageFolder {root}: no readable {split} images left; '
                                  'add images')
-        self.paths = paths
-        self.train_index, self.val_index = onp.sort(train_idx), val_idx
+        # A seeded order, so that limit and shard take a mix of classes.
+        train_idx = onp.random.RandomState(seed).permutation(train_idx)
+        self.train_index = onp.sort(train_idx[training_part(len(train_idx), limit, shard)])
+        self.val_index = val_idx[validation_part(len(val_idx), val_limit)]
         self.train_arrays = (Rows(images, self.train_index), labels[self.train_index])
-        self.val_arrays = (Rows(images, val_idx), labels[val_idx])
+        self.val_arrays = (Rows(images, self.val_index), labels[self.val_index])
+        self.classes, self.channels, self.side, self.size = classes, channels, side, (side, side)
+        self.name = 'folder:' + os.path.basename(os.path.abspath(root))
         self.pad = max(1, round(side / 14))
-
-    def get_dataloader(self, train: bool) -> BatchLoader:
-        """The training or validation batches.
-
-        Args:
-            train: the training split (shuffled, augmented when asked) or the validation one.
-
-        Returns:
-            A `BatchLoader`.
-        """
-        images, labels = self.train_arrays if train else self.val_arrays
-        return BatchLoader(images, labels, self.batch_size, (self.side, self.side),
-                           shuffle=train, seed=self.seed, augment=self.augment and train,
-                           drop_last=train and self.shard is not None,
-                           min_last=training_min_last(self.batch_size) if train else 1,
-                           pad=self.pad,
-                           erase=self.erase if train else 0.0)

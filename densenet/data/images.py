@@ -129,22 +129,18 @@ def to_gray8(img: PILImage, background: int = 0) -> tuple[onp.ndarray, list[str]
     Raises:
         ImageError: a float image holding NaN or infinite values.
     """
-    notes: list[str] = []
-    mode = img.mode
-    if mode == 'L':
-        return onp.asarray(img, dtype=onp.uint8), notes
-    notes.append(f'converted {mode} to grayscale')
-    if mode == 'P':  # a palette, maybe with a transparent entry
+    if img.mode == 'L':
+        return onp.asarray(img, dtype=onp.uint8), []
+    notes = [f'converted {img.mode} to grayscale']
+    if img.mode == 'P':  # a palette, maybe with a transparent entry
         img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
-        mode = img.mode
     alpha = None
-    if mode in ('LA', 'RGBA', 'PA', 'La', 'RGBa'):
+    if img.mode in ('LA', 'RGBA', 'PA', 'La', 'RGBa'):
         alpha = onp.asarray(img.getchannel('A'), dtype=onp.float64) / 255
-        img = img.convert('RGB' if mode.startswith('RGB') else 'L')
-        mode = img.mode
-    if mode in SIXTEEN_BIT:
+        img = img.convert('RGB' if img.mode.startswith('RGB') else 'L')
+    if img.mode in SIXTEEN_BIT:
         gray = onp.asarray(img, dtype=onp.float64) * (255 / 65535)
-    elif mode == 'F':
+    elif img.mode == 'F':
         values = onp.asarray(img, dtype=onp.float64)
         gray = values * (255 if onp.nanmax(values) <= 1 else 1)
     else:  # 1, RGB, CMYK, YCbCr, LAB, HSV: PIL's own conversion keeps the range

@@ -27,10 +27,6 @@ OBJECT_THRESHOLD = 24
 UNIFORM_SPREAD = 32
 
 
-def _border(gray: onp.ndarray) -> onp.ndarray:
-    return onp.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]]).astype(float)
-
-
 def fashion_mnist_form(gray: onp.ndarray,
                        side: int = FASHION_MNIST_SIDE) -> tuple[onp.ndarray, list[str]]:
     """A grayscale photo converted as Fashion-MNIST's photos were.
@@ -49,7 +45,7 @@ def fashion_mnist_form(gray: onp.ndarray,
         (uint8 (side, side), the steps taken; empty when `gray` already has the
         form: `side` x `side` on a black background, within `OBJECT_THRESHOLD`).
     """
-    border = _border(gray)
+    border = onp.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]]).astype(float)
     background = float(onp.median(border))
     light = background > 127
     if gray.shape == (side, side) and background <= OBJECT_THRESHOLD:

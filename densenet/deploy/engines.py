@@ -112,11 +112,8 @@ def threads() -> int:
     Returns:
         A positive thread count.
     """
-    try:
-        n = int(os.environ.get('OMP_NUM_THREADS', ''))
-    except ValueError:
-        n = 0
-    return n if n > 0 else runtime.available_cores()
+    value = os.environ.get('OMP_NUM_THREADS', '').strip()
+    return int(value) if value.isdigit() and int(value) > 0 else runtime.available_cores()
 
 
 @contextlib.contextmanager
@@ -245,9 +242,8 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
         require(engine)  # before any work
     if isinstance(params_or_model, str):
         model, meta = load_model(params_or_model)
-        if input_shape is None:
-            side = meta['input_size']
-            input_shape = (1, meta['channels'], side, side)
+        side = meta['input_size']
+        input_shape = input_shape or (1, meta['channels'], side, side)
     else:
         model = params_or_model
     shape = batch_shape(model, input_shape)

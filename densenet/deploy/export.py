@@ -16,12 +16,13 @@ the model's own graph, unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import tempfile
 from types import ModuleType
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import mxnet as mx
 import numpy as onp
@@ -85,16 +86,29 @@ def batch_shape(model: CheckedClassifier, input_shape: Sequence[int] | None) -> 
     return (1, channels, side, side)
 
 
-def metadata(preprocess: Preprocess) -> dict[str, str]:
+def metadata(preprocess: Preprocess | None) -> dict[str, str]:
     """The preprocessing as an export's metadata: each field's name and its JSON value.
 
     Args:
-        preprocess: the model's preprocessing.
+        preprocess: the model's preprocessing, or None.
 
     Returns:
-        {field: JSON text}, e.g. {'input_size': '64', 'classes': '["t-shirt", ...]'}.
+        {field: JSON text}, e.g. {'input_size': '64', 'classes': '["t-shirt", ...]'};
+        {} without `preprocess`.
     """
-    return {k: json.dumps(v) for k, v in preprocess.to_dict().items()}
+    return {k: json.dumps(v) for k, v in preprocess.to_dict().items()} if preprocess else {}
+
+
+@contextlib.contextmanager
+def _written(out_dir: str, *files: str) -> Iterator[str]:
+    """A temporary folder inside `out_dir` (made if missing) for the block to write `files`
+    into; once it has, they are moved into `out_dir` in order (a file that names
+    another goes last), so that no half-written file ever stands there."""
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        yield tmp
+        for f in files:
+            os.replace(os.path.join(tmp, f), os.path.join(out_dir, f))
 
 
 def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
@@ -103,20 +117,16 @@ def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
     """Trace once (hybridized for the trace only) and write ``name-symbol.json`` +
     ``name-0000.params`` (and ``name-preprocess.json`` with `preprocess`)."""
     shape = batch_shape(model, input_shape)
-    os.makedirs(out_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+    files = [f'{name}-symbol.json', f'{name}-0000.params']
+    with _written(out_dir, *files) as tmp:
         # Traced on a hybridized net; the caller's model is left as it was.
         with concat_mode(model.net, None, hybridize=True):
             model.net(np.zeros(shape))
             model.net.export(os.path.join(tmp, name))
-        paths = []
-        for f in (f'{name}-symbol.json', f'{name}-0000.params'):
-            os.replace(os.path.join(tmp, f), os.path.join(out_dir, f))
-            paths.append(os.path.join(out_dir, f))
     if preprocess is not None:
-        paths.append(os.path.join(out_dir, f'{name}-preprocess.json'))
-        atomic_text(paths[-1], json.dumps(preprocess.to_dict(), indent=1))
-    return tuple(paths)
+        files.append(f'{name}-preprocess.json')
+        atomic_text(os.path.join(out_dir, files[-1]), json.dumps(preprocess.to_dict(), indent=1))
+    return tuple(os.path.join(out_dir, f) for f in files)
 
 
 def load_mxnet(symbol_file: str, params_file: str,
@@ -156,18 +166,14 @@ def export_onnx(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
     `preprocess` its fields are the model's ``metadata_props``."""
     register_onnx_converters()
     shape = batch_shape(model, input_shape)
-    os.makedirs(out_dir, exist_ok=True)
-    final = os.path.join(out_dir, name + '.onnx')
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+    with _written(out_dir, name + '.onnx') as tmp:
         sym, params = export_mxnet(model, tmp, name, shape)
-        kwargs = {}
-        if dynamic_batch:
-            kwargs = dict(dynamic=True, dynamic_input_shapes=[(None,) + shape[1:]])
-        tmp_onnx = os.path.join(tmp, name + '.onnx')
-        mx.onnx.export_model(sym, params, [shape], [onp.float32], tmp_onnx, **kwargs)
-        _finish_onnx(tmp_onnx, metadata(preprocess) if preprocess else {})
-        os.replace(tmp_onnx, final)
-    return final
+        path = os.path.join(tmp, name + '.onnx')
+        dynamic = [(None,) + shape[1:]] if dynamic_batch else None  # the batch axis
+        mx.onnx.export_model(sym, params, [shape], [onp.float32], path, dynamic=dynamic_batch,
+                             dynamic_input_shapes=dynamic)
+        _finish_onnx(path, metadata(preprocess))
+    return os.path.join(out_dir, name + '.onnx')
 
 
 def import_extra(module: str, needed_by: str, name: str, extra: str) -> ModuleType:
@@ -216,17 +222,12 @@ def export_openvino(model: CheckedClassifier, out_dir: str, name: str = 'densene
     """
     import_extra('onnx', '--format openvino', 'onnx', 'openvino')
     ov = import_extra('openvino', '--format openvino', 'OpenVINO', 'openvino')
-    os.makedirs(out_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+    with _written(out_dir, name + '.bin', name + '.xml') as tmp:  # the .xml names the .bin
         ir = ov.convert_model(export_onnx(model, tmp, name, input_shape))
-        for key, value in (metadata(preprocess) if preprocess else {}).items():
+        for key, value in metadata(preprocess).items():
             ir.set_rt_info(value, ['densenet', key])
         ov.save_model(ir, os.path.join(tmp, name + '.xml'), compress_to_fp16=False)
-        paths = []
-        for ext in ('.bin', '.xml'):  # the .xml last: it names a complete .bin
-            os.replace(os.path.join(tmp, name + ext), os.path.join(out_dir, name + ext))
-            paths.append(os.path.join(out_dir, name + ext))
-    return paths[1], paths[0]
+    return os.path.join(out_dir, name + '.xml'), os.path.join(out_dir, name + '.bin')
 
 
 def export(model: CheckedClassifier, out_dir: str, fmt: str = 'mxnet', name: str = 'densenet',

@@ -50,12 +50,10 @@ class Node(TypedDict, total=False):
 
 
 class Document(TypedDict, total=False):
-    """A graph's JSON document (``Symbol.tojson``)."""
+    """A graph's JSON document (``Symbol.tojson``): the keys the rewrites touch."""
     nodes: list[Node]
     arg_nodes: list[int]
     node_row_ptr: list[int]
-    heads: list[list[int]]
-    attrs: dict[str, object]
 
 
 @contextlib.contextmanager
@@ -166,22 +164,14 @@ def _output_ndims(graph: Graph, input_shape: Sequence[int]) -> dict[str, int]:
     return {name: len(shape) for name, shape in zip(internals.list_outputs(), shapes)}
 
 
-def _entry_name(nodes: list[Node], entry: list[int]) -> list[str]:
-    """The names MXNet may give node output `entry` ([node, output, version])."""
-    name = nodes[entry[0]]['name']
-    return [name, f'{name}_output', f'{name}_output{entry[1]}']
-
-
 def _foldable(nodes: list[Node], node: Node, ndims: dict[str, int]) -> bool:
-    """Whether a node is a BatchNorm over the channels of 4-D features that oneDNN would not
-    fold into a convolution before it."""
-    if node['op'] != 'BatchNorm':
-        return False
+    """Whether a node is a BatchNorm over the channels of 4-D features (its output has its
+    input's axes) that oneDNN would not fold into a convolution before it."""
     attrs = node.get('attrs', {})
-    data = node['inputs'][0]
-    dims = {ndims.get(n) for n in _entry_name(nodes, data)} - {None}
-    return (attrs.get('axis', '1') == '1' and attrs.get('output_mean_var', 'False') not in TRUE
-            and nodes[data[0]]['op'] != 'Convolution' and dims == {4})
+    return (node['op'] == 'BatchNorm' and attrs.get('axis', '1') == '1'
+            and attrs.get('output_mean_var', 'False') not in TRUE
+            and nodes[node['inputs'][0][0]]['op'] != 'Convolution'
+            and ndims.get(f"{node['name']}_output") == 4)
 
 
 def batchnorm_affine(attrs: dict[str, str], gamma: onp.ndarray, beta: onp.ndarray,
@@ -205,25 +195,22 @@ def batchnorm_affine(attrs: dict[str, str], gamma: onp.ndarray, beta: onp.ndarra
     return scale, beta - mean * scale
 
 
-def _depthwise(node: Node, nodes: list[Node], graph: Graph,
-               new: list[Node], params: dict[str, mx.nd.NDArray],
-               renumber: dict[int, int]) -> Node:
-    """The depthwise 1x1 convolution computing BatchNorm `node` (of `nodes`), for the new
-    node list `new`; its weight and bias are appended to `new` and `params`."""
+def _depthwise(node: Node, nodes: list[Node], params: dict[str, mx.nd.NDArray]) -> Node:
+    """The depthwise 1x1 convolution computing BatchNorm `node` of `nodes`; its weight and
+    bias are appended to `nodes` and `params`."""
     names = [nodes[e[0]]['name'] for e in node['inputs'][1:5]]
-    scale, shift = batchnorm_affine(node.get('attrs', {}),
-                                    *(graph.params[n].asnumpy() for n in names))
+    scale, shift = batchnorm_affine(node.get('attrs', {}), *(params[n].asnumpy() for n in names))
+    inputs = [node['inputs'][0]]
     for suffix, value in (('weight', scale.reshape(-1, 1, 1, 1)), ('bias', shift)):
+        name = f"{node['name']}_{suffix}"
         with legacy_mode():
-            params[f"{node['name']}_{suffix}"] = mx.nd.array(value, dtype=onp.float32)
-        new.append({'op': 'null', 'name': f"{node['name']}_{suffix}", 'inputs': []})
+            params[name] = mx.nd.array(value, dtype=onp.float32)
+        inputs.append([len(nodes), 0, 0])
+        nodes.append({'op': 'null', 'name': name, 'inputs': []})
     channels = str(len(scale))
     attrs = {'kernel': '(1, 1)', 'num_filter': channels, 'num_group': channels,
              'no_bias': 'False', 'layout': 'NCHW'}
-    data = node['inputs'][0]
-    return {'op': 'Convolution', 'name': node['name'], 'attrs': attrs,
-            'inputs': [[renumber[data[0]], data[1], 0], [len(new) - 2, 0, 0],
-                       [len(new) - 1, 0, 0]]}
+    return {'op': 'Convolution', 'name': node['name'], 'attrs': attrs, 'inputs': inputs}
 
 
 def fold_batchnorm(graph: Graph, input_shape: Sequence[int]) -> Graph:
@@ -245,17 +232,10 @@ def fold_batchnorm(graph: Graph, input_shape: Sequence[int]) -> Graph:
     """
     doc, ndims = _nodes(graph), _output_ndims(graph, input_shape)
     nodes, params = doc['nodes'], dict(graph.params)
-    new: list[Node] = []
-    renumber: dict[int, int] = {}
-    for i, node in enumerate(nodes):
-        if _foldable(nodes, node, ndims):
-            node = _depthwise(node, nodes, graph, new, params, renumber)
-        else:
-            node = {**node, 'inputs': [[renumber[e[0]], e[1], 0] for e in node['inputs']]}
-        new.append(node)
-        renumber[i] = len(new) - 1
-    heads = [[renumber[h[0]], h[1], 0] for h in doc['heads']]
-    symbol = _symbol({**doc, 'nodes': new, 'heads': heads})
+    for i in range(len(nodes)):  # not the parameter nodes appended on the way
+        if _foldable(nodes, nodes[i], ndims):
+            nodes[i] = _depthwise(nodes[i], nodes, params)
+    symbol = _symbol(doc)  # without the BatchNorms' parameters, which no node reads
     used = set(symbol.list_inputs())
     return Graph(symbol, {k: v for k, v in params.items() if k in used})
 

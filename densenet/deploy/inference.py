@@ -117,6 +117,9 @@ class InferenceModel(Predictor):
         with legacy_mode():
             self._args = [None if i == self._data else self.graph.params[n].as_in_context(ctx)
                           for i, n in enumerate(names)]
+        self._flags = [('static_alloc', True), ('static_shape', True),
+                       ('data_indices', [self._data]),
+                       ('param_indices', [i for i in range(len(names)) if i != self._data])]
         #: {input shape: (its CachedOp, its input buffer)}, the most recent last
         self._ops: collections.OrderedDict[
             tuple[int, ...], tuple[mx.nd.CachedOp, mx.nd.NDArray]] = collections.OrderedDict()
@@ -132,21 +135,15 @@ class InferenceModel(Predictor):
         """
         shape = tuple(X.shape)
         with legacy_mode():
-            entry = self._ops.pop(shape, None)
-            if entry is None:
-                params = [i for i in range(len(self._args)) if i != self._data]
-                flags = [('static_alloc', True), ('static_shape', True),
-                         ('data_indices', [self._data]), ('param_indices', params)]
-                entry = (mx.nd.CachedOp(self.graph.symbol, flags),
-                         mx.nd.empty(shape, ctx=self.ctx))
-            self._ops[shape] = entry
+            if shape not in self._ops:
+                self._ops[shape] = (mx.nd.CachedOp(self.graph.symbol, self._flags),
+                                    mx.nd.empty(shape, ctx=self.ctx))
+            self._ops.move_to_end(shape)
             while len(self._ops) > self.max_shapes:
                 self._ops.popitem(last=False)
-            op, buffer = entry
+            op, buffer = self._ops[shape]
             copy_into(buffer, X)
-            args = list(self._args)
-            args[self._data] = buffer
-            return op(*args).asnumpy()
+            return op(*[buffer if a is None else a for a in self._args]).asnumpy()
 
 
 def calibration_batches(images: onp.ndarray, batch_size: int = 64,
@@ -180,13 +177,6 @@ def calibration_images(data: DataModule, n: int = 512,
     images = data.train_arrays[0]
     idx = onp.random.RandomState(seed).choice(len(images), min(n, len(images)), replace=False)
     return images[onp.sort(idx)]
-
-
-def _edge_layers(graph_json: str) -> list[str]:
-    """The first convolution's and the last dense layer's names in a graph's JSON."""
-    nodes = json.loads(graph_json)['nodes']
-    layers = [n['name'] for n in nodes if n['op'] in ('Convolution', 'FullyConnected')]
-    return [layers[0], layers[-1]]
 
 
 class PercentileCollector:
@@ -319,18 +309,19 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
         RuntimeError: MXNet's own oneDNN state in this process broke the calibration
             (`STALE_ONEDNN_STATE`: after imperative training in the same process).
     """
-    if quantized_dtype is None:
-        quantized_dtype = default_int8_dtype(runtime.capabilities())
+    quantized_dtype = quantized_dtype or default_int8_dtype(runtime.capabilities())
     if calib_mode not in CALIB_MODES:
         raise ValueError(f'calib_mode must be one of {CALIB_MODES}, got {calib_mode!r}')
     ctx = ctx or mx.cpu()
     graph = legacy_graph(model, input_shape)
-    exclude = _edge_layers(graph.symbol.tojson()) if keep_edges_fp32 else None
+    # the first convolution's and the last dense layer's names
+    layers = [n['name'] for n in json.loads(graph.symbol.tojson())['nodes']
+              if n['op'] in ('Convolution', 'FullyConnected')]
+    exclude = [layers[0], layers[-1]] if keep_edges_fp32 else None
     block = graph_block(fold_batchnorm(graph, input_shape), ctx)
     collector = PercentileCollector(percentile) if calib_mode == 'percentile' else None
-    batches = calibration_batches(calib_images, resize=input_shape[-1])
+    data = onp.concatenate(calibration_batches(calib_images, resize=input_shape[-1]))
     with legacy_mode():
-        data = onp.concatenate(batches)
         calib = mx.io.NDArrayIter(data={'data': mx.nd.array(data)}, batch_size=64)
         try:
             qnet = mx.contrib.quantization.quantize_net_v2(
@@ -421,12 +412,10 @@ def inference_model(model: CheckedClassifier, precision: str,
         ValueError: an unknown precision, or INT8 without calibration images.
         RuntimeError: BF16 on a CPU that cannot run it.
     """
-    if precision == 'fp32':
-        return fp32_model(model, input_shape, ctx)
-    if precision == 'bf16':
-        return bf16_model(model, input_shape, ctx)
     if precision == 'int8':
         if calib_images is None:
             raise ValueError('int8 needs calibration images (uint8 N x 28 x 28)')
         return int8_model(model, calib_images, input_shape, ctx)
-    raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+    return (fp32_model if precision == 'fp32' else bf16_model)(model, input_shape, ctx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pathlib
 import sys
 import tempfile
 import traceback
@@ -28,12 +29,6 @@ _FULL_ERRNOS = tuple(n for n in (errno.ENOSPC, getattr(errno, 'EDQUOT', None)) i
 _MXNET_WRITE_FAILED = ('FileStream.Write incomplete', 'fwrite(')
 
 
-def _is_mxnet_write_failure(error: BaseException) -> bool:
-    """Whether `error` is MXNet's failed fwrite (checked by name: no mxnet import here)."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return 'MXNetError' in names and any(s in str(error) for s in _MXNET_WRITE_FAILED)
-
-
 def is_disk_full(error: BaseException) -> bool:
     """Whether `error` says that the file system (or the quota) holding a file is full.
 
@@ -43,18 +38,17 @@ def is_disk_full(error: BaseException) -> bool:
     Returns:
         True for ENOSPC and EDQUOT (also as MXNet reports them).
     """
-    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
-        return True
-    return _is_mxnet_write_failure(error)
+    if isinstance(error, OSError):
+        return error.errno in _FULL_ERRNOS
+    # MXNet's failed fwrite, checked by name: no mxnet import here.
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return 'MXNetError' in names and any(s in str(error) for s in _MXNET_WRITE_FAILED)
 
 
 def _mount_point(path: str) -> str:
     path = os.path.realpath(path)
-    while not os.path.ismount(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
+    while not os.path.ismount(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
     return path
 
 
@@ -85,11 +79,9 @@ def disk_full(path: str | os.PathLike[str], error: BaseException) -> DiskFull:
     while folder and not os.path.isdir(folder):  # makedirs itself may have failed
         folder = os.path.dirname(folder)
     free = mount = None
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # no statvfs (Windows), or no folder
         st = os.statvfs(folder)
         free, mount = st.f_bavail * st.f_frsize, _mount_point(folder)
-    except (OSError, AttributeError):  # no statvfs (Windows), or the folder went away
-        pass
     quota = isinstance(error, OSError) and error.errno == getattr(errno, 'EDQUOT', None)
     return DiskFull(os.fspath(path), free, mount, quota)
 
@@ -106,11 +98,10 @@ def _drop_frames(error: BaseException) -> None:
         seen: set[int] = set()
         while todo:
             e = todo.pop()
-            if e is None or id(e) in seen:
-                continue
-            seen.add(id(e))
-            traceback.clear_frames(e.__traceback__)  # skips the frames still running
-            todo += [e.__cause__, e.__context__]
+            if e is not None and id(e) not in seen:
+                seen.add(id(e))
+                traceback.clear_frames(e.__traceback__)  # skips the frames still running
+                todo += [e.__cause__, e.__context__]
     finally:
         sys.unraisablehook = hook
 
@@ -182,10 +173,7 @@ def atomic_text(path: str | os.PathLike[str], text: str) -> None:
     Raises:
         DiskFull: the disk filled up; the previous file stays as it was.
     """
-    def write(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            f.write(text)
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: pathlib.Path(tmp).write_text(text))
 
 
 def atomic_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -198,10 +186,7 @@ def atomic_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     Raises:
         DiskFull: the disk filled up; the previous file stays as it was.
     """
-    def write(tmp: str) -> None:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: pathlib.Path(tmp).write_bytes(data))
 
 
 def pyplot() -> ModuleType:

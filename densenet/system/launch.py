@@ -10,6 +10,7 @@ every process of the cluster is stopped; the exit status is the first failure's.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from types import FrameType
 from typing import IO, Sequence
 
 from densenet.errors import UsageError
@@ -55,24 +55,10 @@ def die_with_parent(command: list[str]) -> list[str]:
     return [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), *command]
 
 
-def free_port(host: str = '127.0.0.1') -> int:
-    """A TCP port that is free on `host` now.
-
-    Args:
-        host: the address.
-
-    Returns:
-        The port.
-    """
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def reserve_port(host: str = '127.0.0.1') -> tuple[int, socket.socket]:
     """A free TCP port on `host` and the socket that holds it, until that socket is closed.
 
-    A port found free and released at once (free_port) may be taken in the second
+    A port found free and released at once may be taken in the second
     or two before the scheduler binds it (another process's bind, or the ephemeral
     port of a connection); the scheduler then exits with "bind failed" and the
     cluster with it. The holding socket is bound with SO_REUSEADDR and never
@@ -93,24 +79,6 @@ def reserve_port(host: str = '127.0.0.1') -> tuple[int, socket.socket]:
         s.close()
         raise
     return s.getsockname()[1], s
-
-
-def cluster_env(num_workers: int, num_servers: int, port: int,
-                host: str = '127.0.0.1') -> dict[str, str]:
-    """The ``DMLC_*`` variables of a cluster on `host`.
-
-    Args:
-        num_workers: the workers.
-        num_servers: the servers.
-        port: the scheduler's port.
-        host: the scheduler's address.
-
-    Returns:
-        {variable: value}.
-    """
-    return {'DMLC_PS_ROOT_URI': host, 'DMLC_PS_ROOT_PORT': str(port),
-            'DMLC_NUM_WORKER': str(num_workers), 'DMLC_NUM_SERVER': str(num_servers),
-            'PS_VERBOSE': '0'}
 
 
 def multi_machine_help(num_workers: int, num_servers: int, command: Sequence[str]) -> str:
@@ -143,15 +111,17 @@ class Cluster:
         port: the scheduler's port (default: a free one).
         stream: where the prefixed worker output goes.
     """
+    _port_holder: socket.socket | None = None  # holds the scheduler's port (reserve_port)
 
     def __init__(self, command: list[str], num_workers: int, num_servers: int,
                  port: int | None = None, stream: IO[str] = sys.stdout) -> None:
         self.command, self.stream = command, stream
         self.num_workers, self.num_servers = num_workers, num_servers
-        self._port_holder: socket.socket | None = None
         if not port:
             port, self._port_holder = reserve_port()  # held until the cluster stops
-        self.env = dict(os.environ, **cluster_env(num_workers, num_servers, port))
+        self.env = dict(os.environ, DMLC_PS_ROOT_URI='127.0.0.1', DMLC_PS_ROOT_PORT=str(port),
+                        DMLC_NUM_WORKER=str(num_workers), DMLC_NUM_SERVER=str(num_servers),
+                        PS_VERBOSE='0')
         if not runtime.settings.user_set:
             # Workers on one machine share its cores: one OpenMP pool each of all the
             # cores oversubscribes them (measured: 10x slower per worker on 2 cores).
@@ -169,19 +139,20 @@ class Cluster:
         self.procs: list[tuple[str, subprocess.Popen[str]]] = []
         self.lock = threading.Lock()
 
-    def _start(self, label: str, role: str, command: list[str],
-               forward: bool) -> subprocess.Popen[str]:
+    def _start(self, role: str, index: int | None = None) -> None:
+        """Start one role; a worker runs the command, its output forwarded with its label."""
+        worker = role == 'worker'
+        label = role if index is None else f'{role} {index}'
         env = dict(self.env, DMLC_ROLE=role)
-        if role == 'worker':
-            env['DENSENET_WORKER_INDEX'] = label.split()[-1]
-        proc = subprocess.Popen(die_with_parent(command), env=env, start_new_session=True,
-                                stdout=subprocess.PIPE if forward else subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT if forward else subprocess.DEVNULL,
-                                text=True, bufsize=1)
+        if worker:
+            env['DENSENET_WORKER_INDEX'] = str(index)
+        proc = subprocess.Popen(die_with_parent(self.command if worker else PS_COMMAND),
+                                env=env, start_new_session=True, text=True, bufsize=1,
+                                stdout=subprocess.PIPE if worker else subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
         self.procs.append((label, proc))
-        if forward:
+        if worker:
             threading.Thread(target=self._forward, args=(label, proc), daemon=True).start()
-        return proc
 
     def _forward(self, label: str, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None  # started with stdout=PIPE
@@ -192,16 +163,14 @@ class Cluster:
             for part in line.rstrip('\n').split('\r'):
                 if part:
                     with self.lock:
-                        self.stream.write(f'[{label}] {part}\n')
-                        self.stream.flush()
+                        print(f'[{label}] {part}', file=self.stream, flush=True)
 
     def start(self) -> None:
         """Start the scheduler, the servers and the workers."""
-        self._start('scheduler', 'scheduler', PS_COMMAND, forward=False)
-        for i in range(self.num_servers):
-            self._start(f'server {i}', 'server', PS_COMMAND, forward=False)
-        for i in range(self.num_workers):
-            self._start(f'worker {i}', 'worker', self.command, forward=True)
+        self._start('scheduler')
+        for role, count in (('server', self.num_servers), ('worker', self.num_workers)):
+            for i in range(count):
+                self._start(role, i)
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM every process group, then SIGKILL what is left after `grace` s.
@@ -211,29 +180,22 @@ class Cluster:
         """
         for _, proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.time() + grace
         for _, proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.0, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                pass
         for _, proc in self.procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
         self.release_port()
 
     def release_port(self) -> None:
         """Close the socket that holds the scheduler's port (see reserve_port)."""
-        holder = getattr(self, '_port_holder', None)  # None if __init__ failed early
-        if holder is not None:
-            holder.close()
+        if self._port_holder is not None:
+            self._port_holder.close()
             self._port_holder = None
 
     def __del__(self) -> None:
@@ -253,9 +215,8 @@ class Cluster:
             for label, proc in self.procs:
                 code = proc.poll()
                 if code not in (None, 0):
-                    self.stream.write(f'densenet launch: {label} exited with status {code}; '
-                                      'stopping the cluster\n')
-                    self.stream.flush()
+                    print(f'densenet launch: {label} exited with status {code}; stopping the '
+                          'cluster', file=self.stream, flush=True)
                     self.stop()
                     return code if code > 0 else 128 - code
             if all(p.poll() == 0 for _, p in workers):
@@ -275,21 +236,18 @@ def launch(command: list[str], num_workers: int, num_servers: int,
         stream: where the prefixed worker output goes.
 
     Returns:
-        The exit status (0 when every worker succeeded).
+        The exit status: 0 when every worker succeeded; 130 after Ctrl-C or SIGTERM,
+        once every process was stopped.
 
     Raises:
         UsageError: no worker or no server, or no command.
-        KeyboardInterrupt: Ctrl-C, after every process was stopped.
     """
     if num_workers < 1 or num_servers < 1:
         raise UsageError('a cluster needs at least one worker (-n) and one server (-s)')
     if not command:
         raise UsageError('no command to launch: densenet launch -n 2 -s 1 -- densenet train ...')
     cluster = Cluster(command, num_workers, num_servers, stream=stream)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # KeyboardInterrupt
     try:
         cluster.start()
         return cluster.wait()

@@ -11,6 +11,7 @@ uses it before mxnet loads.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from typing import TypedDict
@@ -23,31 +24,23 @@ FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
 ISA_LEVELS = ('SSE41', 'AVX', 'AVX2', 'AVX512_MIC', 'AVX512_MIC_4OPS', 'AVX512_CORE',
               'AVX512_CORE_VNNI', 'AVX512_CORE_BF16', 'AVX512_CORE_AMX')
 
-_cache: dict[str, tuple[str, set[str]]] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def cpuinfo() -> tuple[str, set[str]]:
-    """The first CPU's model name and flags, from /proc/cpuinfo.
+    """The first CPU's model name and flags, from /proc/cpuinfo (read once).
 
     Returns:
-        (model name, set of flags); (None, set()) where there is no /proc/cpuinfo.
+        (model name, set of flags); where there is no /proc/cpuinfo, (Python's name for
+        the processor or the machine, set()).
     """
-    if 'cpuinfo' not in _cache:
-        name: str | None = None
-        flags: set[str] = set()
-        try:
-            with open('/proc/cpuinfo') as f:
-                for line in f:
-                    key, _, value = line.partition(':')
-                    key = key.strip()
-                    if key == 'model name' and name is None:
-                        name = value.strip()
-                    elif key == 'flags' and not flags:
-                        flags = set(value.split())
-        except OSError:
-            pass
-        _cache['cpuinfo'] = (name or platform.processor() or platform.machine(), flags)
-    return _cache['cpuinfo']
+    try:
+        with open('/proc/cpuinfo') as f:
+            first = f.read().split('\n\n')[0]  # one block per CPU
+    except OSError:
+        first = ''
+    fields = {key.strip(): value.strip()
+              for key, _, value in (line.partition(':') for line in first.splitlines())}
+    name = fields.get('model name') or platform.processor() or platform.machine()
+    return name, set(fields.get('flags', '').split())
 
 
 def cpu_has(flag: str) -> bool:
@@ -111,12 +104,8 @@ def precisions(caps: dict[str, bool]) -> dict[str, str | None]:
         {precision: how it runs (e.g. 'AVX-512 VNNI'), or None where it cannot}.
     """
     vector = 'AVX-512' if caps['avx512'] else 'AVX2' if caps['avx2'] else 'SSE'
-    if caps['amx']:
-        int8 = 'AMX'
-    elif caps['vnni']:
-        int8 = 'AVX-512 VNNI'
-    else:  # u8 x s8 products go through saturating 16-bit sums (vpmaddubsw)
-        int8 = f'{vector} without VNNI'
+    # without VNNI, u8 x s8 products go through saturating 16-bit sums (vpmaddubsw)
+    int8 = 'AMX' if caps['amx'] else 'AVX-512 VNNI' if caps['vnni'] else f'{vector} without VNNI'
     bf16 = ('AMX' if caps['amx'] else 'AVX512_BF16') if caps['bf16'] else None
     return {'fp32': vector, 'int8': int8, 'bf16': bf16}
 
@@ -167,10 +156,8 @@ def describe(settings: RuntimeSettings | None = None) -> Machine:
                      'dnnl_max_cpu_isa': isa_cap(), 'capabilities': caps,
                      'precisions': precisions(caps), 'mxnet': mx.__version__,
                      'mxnet_build': build, 'python': platform.python_version(),
-                     'platform': platform.platform()}
-    if settings:
-        desc.update(settings)
-    desc['gpus'] = mx.context.num_gpus()
+                     'platform': platform.platform(), **(settings or {}),
+                     'gpus': mx.context.num_gpus()}
     return desc
 
 

@@ -61,10 +61,9 @@ def available_cores() -> int:
     Returns:
         The count.
     """
-    try:
+    if hasattr(os, 'sched_getaffinity'):  # Linux
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return os.cpu_count() or 1
 
 
 def configure() -> None:
@@ -86,36 +85,21 @@ def changes() -> list[str]:
     """
     if settings.opted_out:
         return ['none: DENSENET_RUNTIME=off']
-    out = []
-    if settings.set_by_us:
-        out.append(f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS")} (MXNet would use half '
-                   'the cores)')
-    if settings.engine_set_by_us:
-        out.append('MXNET_ENGINE_TYPE=NaiveEngine (CPU-only MXNet build)')
-    if settings.amx:
-        out.append('AMX permission requested, DNNL_MAX_CPU_ISA=AVX512_CORE_AMX')
-    if settings.engine_started:
-        out.append('MXNet engine started with its start-up message muted')
-    return out
+    done = ((settings.set_by_us, f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS")} (MXNet '
+                                 'would use half the cores)'),
+            (settings.engine_set_by_us, 'MXNET_ENGINE_TYPE=NaiveEngine (CPU-only MXNet build)'),
+            (settings.amx, 'AMX permission requested, DNNL_MAX_CPU_ISA=AVX512_CORE_AMX'),
+            (settings.engine_started, 'MXNet engine started with its start-up message muted'))
+    return [line for changed, line in done if changed]
 
 
 def configure_threads() -> None:
     """Give MXNet's OpenMP pool every available core, unless the user set a count."""
-    if any(v in os.environ for v in THREAD_VARS) and not settings.set_by_us:
-        settings.user_set = True
-        return
-    if 'mxnet' in sys.modules:
-        settings.too_late = True
-        return
-    os.environ['OMP_NUM_THREADS'] = str(available_cores())
-    settings.set_by_us = True
-
-
-def _cpu_only_mxnet() -> bool:
-    """Whether the installed MXNet is the CPU build (the 'mxnet' wheel, no mxnet-cuXX)."""
-    from importlib import metadata
-    names = {(d.metadata['Name'] or '').lower() for d in metadata.distributions()}
-    return 'mxnet' in names and not any(n.startswith('mxnet-cu') for n in names)
+    settings.user_set = any(v in os.environ for v in THREAD_VARS) and not settings.set_by_us
+    settings.too_late = not settings.user_set and 'mxnet' in sys.modules
+    if not (settings.user_set or settings.too_late):
+        os.environ['OMP_NUM_THREADS'] = str(available_cores())
+        settings.set_by_us = True
 
 
 def configure_engine() -> None:
@@ -133,7 +117,9 @@ def configure_engine() -> None:
         # Inherited from a parent process where densenet chose it: still ours.
         settings.engine_set_by_us = os.environ.get('DENSENET_ENGINE') == '1'
         return
-    if _cpu_only_mxnet():
+    from importlib import metadata
+    names = {(d.metadata['Name'] or '').lower() for d in metadata.distributions()}
+    if 'mxnet' in names and not any(n.startswith('mxnet-cu') for n in names):  # a CPU build
         use_naive_engine(os.environ)
         settings.engine_set_by_us = True
 
@@ -201,11 +187,10 @@ def enable_amx() -> bool:
     import ctypes
     ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, SYS_arch_prctl = 0x1023, 18, 158
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0:
-        return False
-    os.environ.setdefault('DNNL_MAX_CPU_ISA', 'AVX512_CORE_AMX')
-    settings.amx = True
-    return True
+    settings.amx = libc.syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
+    if settings.amx:
+        os.environ.setdefault('DNNL_MAX_CPU_ISA', 'AVX512_CORE_AMX')
+    return settings.amx
 
 
 def describe() -> RuntimeSettings:
@@ -256,24 +241,21 @@ def devices(device: str | None = None) -> list[mx.Context]:
     import mxnet as mx
 
     device = (device or 'auto').strip().lower()
-    if device == 'auto':
-        n = mx.context.num_gpus()
-        return [mx.gpu(i) for i in range(n)] if n else [mx.cpu()]
-    if device == 'cpu':
-        return [mx.cpu()]
-    if device == 'gpu':
-        device = 'gpu:0'
-    if device.startswith('gpu:'):
-        try:
-            ids = [int(i) for i in device[4:].split(',') if i != '']
-        except ValueError:
-            ids = []
-        if not ids:
-            raise UsageError(f'bad device {device!r}: use cpu, gpu, gpu:0 or gpu:0,1')
-        n = mx.context.num_gpus()
-        missing = [i for i in ids if i >= n]
-        if missing:
-            raise UsageError(f'device {device!r}: MXNet sees {n} GPU(s), no GPU {missing}; '
-                             'use --device cpu or a CUDA build of mxnet')
-        return [mx.gpu(i) for i in ids]
-    raise UsageError(f'bad device {device!r}: use auto, cpu, gpu, gpu:0 or gpu:0,1')
+    if device in ('auto', 'cpu'):
+        n = mx.context.num_gpus() if device == 'auto' else 0
+        return [mx.gpu(i) for i in range(n)] or [mx.cpu()]
+    device = 'gpu:0' if device == 'gpu' else device
+    if not device.startswith('gpu:'):
+        raise UsageError(f'bad device {device!r}: use auto, cpu, gpu, gpu:0 or gpu:0,1')
+    try:
+        ids = [int(i) for i in device[4:].split(',') if i != '']
+    except ValueError:
+        ids = []
+    if not ids:
+        raise UsageError(f'bad device {device!r}: use cpu, gpu, gpu:0 or gpu:0,1')
+    n = mx.context.num_gpus()
+    missing = [i for i in ids if i >= n]
+    if missing:
+        raise UsageError(f'device {device!r}: MXNet sees {n} GPU(s), no GPU {missing}; '
+                         'use --device cpu or a CUDA build of mxnet')
+    return [mx.gpu(i) for i in ids]

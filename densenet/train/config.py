@@ -322,16 +322,7 @@ class TrainConfig:
         """
         check_ranges(self)
         model_kwargs(self.model, self.model_args)  # a UsageError naming the choices
-        self._check_combinations(min_size)
-        runtime.devices(self.device)
-        Run(self.out).check_path()
-        if self.data_dir:
-            check_data_dir(self.data_dir)
-        if self.data:
-            check_folder(self.data)
-
-    def _check_combinations(self, min_size: int | None) -> None:
-        """The checks that involve more than one option."""
+        # The checks that involve more than one option.
         if self.data and self.holdout:
             raise UsageError('--holdout picks Fashion-MNIST training images; with --data, '
                              'hold images out with --val-split (or a val/ folder)')
@@ -362,3 +353,9 @@ class TrainConfig:
             raise UsageError('this is a worker of `densenet launch`, but it trains without a '
                              'dist kvstore, so every worker would train alone on all the data '
                              'and write the same --out: add --kvstore dist_sync')
+        runtime.devices(self.device)
+        Run(self.out).check_path()
+        if self.data_dir:
+            check_data_dir(self.data_dir)
+        if self.data:
+            check_folder(self.data)

@@ -1,6 +1,7 @@
 """Scoring a model on a loader: loss, accuracy and predictions; and timing its inference."""
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -60,12 +61,8 @@ def time_inference(model: Callable[[Array], Array], loader: BatchLoader,
     if side:
         resize, loader.resize = loader.resize, (side, side)
     try:
-        it = iter(loader)
         times = []
-        for _ in range(batches + 1):
-            X, _ = next(it, (None, None))
-            if X is None:
-                break
+        for X, _ in itertools.islice(loader, batches + 1):
             tic = time.time()
             model(X.as_in_context(ctxs[0])).wait_to_read()
             times.append(time.time() - tic)

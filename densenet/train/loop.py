@@ -22,7 +22,6 @@ import numpy as onp
 from mxnet import autograd, gluon, npx
 
 from densenet.data import DataModule
-from densenet.data.batches import BatchLoader
 from densenet.data.shapes import fix_shapes
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
@@ -31,7 +30,6 @@ from densenet.models.params import all_finite
 from densenet.modes import prepare_model
 from densenet.system import runtime
 from densenet.system.files import atomic_text
-from densenet.system.hints import Array
 from densenet.train.config import TrainConfig
 from densenet.train.evaluate import evaluate
 from densenet.train.extensions import Extension, default_extensions, run_folder_files
@@ -49,7 +47,7 @@ from densenet.train.setup import (
     run_metadata,
 )
 
-__all__ = ['Loop', 'Steps', 'EpochResult', 'fit', 'train_one_epoch', 'train_step']
+__all__ = ['Loop', 'Steps', 'EpochResult', 'fit', 'train_one_epoch']
 
 
 class Loop:
@@ -57,17 +55,15 @@ class Loop:
 
     Extensions see it as a `densenet.train.extensions.base.LoopView`: read-only but
     for ``steps.total``, which a budget plans. `fit` builds one; the arguments are
-    what it built.
+    what it built. The loaders, the planned steps (``--epochs`` of them, or a resumed
+    run's) and the loss follow from them.
 
     Args:
         cfg: the configuration.
         model: the model, on its devices.
         trainer: the optimizer.
         ctxs: the devices.
-        train_loader: the training batches.
-        val_loader: the validation batches.
-        steps: the planned steps.
-        loss_fn: the per-example loss.
+        data: the data module.
         run: the run folder.
         meta: the model's metadata, written beside every params file.
         extensions: the extensions, in the order their hooks are called.
@@ -75,20 +71,19 @@ class Loop:
         workers: the number of workers.
         log: where lines go.
         started: when the run started (default: now).
-        data: the data module.
     """
 
     def __init__(self, cfg: TrainConfig, model: CheckedClassifier, trainer: gluon.Trainer,
-                 ctxs: list[mx.Context], train_loader: BatchLoader, val_loader: BatchLoader,
-                 steps: Steps, loss_fn: Callable[[Array, Array], Array], run: Run,
-                 meta: Meta,
+                 ctxs: list[mx.Context], data: DataModule, run: Run, meta: Meta,
                  extensions: list[Extension], rank: int = 0, workers: int = 1,
-                 log: Callable[[str], None] = print, started: float | None = None,
-                 data: DataModule | None = None) -> None:
+                 log: Callable[[str], None] = print, started: float | None = None) -> None:
         self.cfg, self.model, self.trainer, self.ctxs = cfg, model, trainer, ctxs
-        self.train_loader, self.val_loader, self.steps = train_loader, val_loader, steps
-        self.loss_fn, self.run, self.meta, self.extensions = loss_fn, run, meta, extensions
-        self.rank, self.workers, self.log, self.data = rank, workers, log, data
+        self.data, self.run, self.meta, self.extensions = data, run, meta, extensions
+        self.rank, self.workers, self.log = rank, workers, log
+        self.train_loader, self.val_loader = data.train_dataloader(), data.val_dataloader()
+        spe = len(self.train_loader)
+        self.steps = Steps(cfg.epochs * spe, spe)
+        self.loss_fn = make_loss(model, cfg)
         self.writer = rank == 0  # only rank 0 evaluates and writes files
         self.started = time.time() if started is None else started
         self.epoch = self.first_epoch = 0
@@ -132,18 +127,20 @@ class Loop:
                 ext.load_state_dict(State(state['extensions'][ext.name], [
                     arrays[k] for k in sorted(arrays) if k.startswith(ext.name + ':')]))
         self.epoch = self.first_epoch = state['epoch']
+        self.steps.total = state['total_steps']
         self.rows, self.best_acc = state['rows'], state['best_val_acc']
         self.prior_wall = state['wall_s']
         self.log(f'resuming {self.cfg.out} after epoch {self.epoch}')
 
     def run_fit(self, state: Checkpoint | None = None) -> Summary | None:
-        """Train until the planned steps are done.
+        """Train until the planned steps are done; the writer writes summary.json.
 
         Args:
             state: the checkpoint being resumed, or None.
 
         Returns:
-            The summary, or None on a worker that does not write.
+            The summary: the common fields and the extensions', or None on a worker that
+            does not write.
 
         Raises:
             Diverged: a non-finite or exploding loss, or non-finite weights.
@@ -166,11 +163,18 @@ class Loop:
             row, is_best = self.end_epoch(result)
             for ext in self.extensions:
                 ext.on_epoch_end(self, row, result, is_best)
-        summary = self.summary() if self.writer else None
+        summary: Summary | None = None
+        if self.writer:
+            summary = {'config': self.cfg.as_dict(), 'final_val_acc': self.rows[-1]['val_acc'],
+                       'best_val_acc': self.best_acc, 'epochs': len(self.rows),
+                       'steps': self.steps.total, 'wall_s': self.elapsed(), 'model': self.meta,
+                       'machine': runtime.machine(), 'workers': self.workers,
+                       'metrics': self.rows}
         for ext in self.extensions:
             ext.on_fit_end(self, summary)
         if summary is not None:
             summary['wall_s'] = self.elapsed()
+            atomic_text(self.run.path(SUMMARY), json.dumps(summary, indent=1))
         return summary
 
     def end_epoch(self, result: EpochResult) -> tuple[Row, bool]:
@@ -213,17 +217,6 @@ class Loop:
         self.epoch += 1
         return row, is_best
 
-    def summary(self) -> Summary:
-        """summary.json's common fields; extensions add theirs at on_fit_end.
-
-        Returns:
-            The summary dict.
-        """
-        return {'config': self.cfg.as_dict(), 'final_val_acc': self.rows[-1]['val_acc'],
-                'best_val_acc': self.best_acc, 'epochs': len(self.rows),
-                'steps': self.steps.total, 'wall_s': self.elapsed(), 'model': self.meta,
-                'machine': runtime.machine(), 'workers': self.workers, 'metrics': self.rows}
-
 
 def load_states(trainer: gluon.Trainer, state: Checkpoint) -> None:
     """Load the checkpoint's optimizer states into `trainer`.
@@ -241,31 +234,9 @@ def load_states(trainer: gluon.Trainer, state: Checkpoint) -> None:
     trainer.load_states(state['stem'] + '.states')
 
 
-def train_step(loop: Loop, X: Array, y: Array) -> tuple[list[Array], list[Array], list[Array]]:
-    """Forward, backward and an SGD step on one batch, split over the devices.
-
-    Args:
-        loop: the run.
-        X: the images.
-        y: the labels.
-
-    Returns:
-        (outputs, labels, per-example losses), one entry per device's part.
-    """
-    Xs = gluon.utils.split_and_load(X, loop.ctxs, even_split=False)
-    ys = gluon.utils.split_and_load(y, loop.ctxs, even_split=False)
-    with autograd.record():
-        outs = [forward_train(loop.model, Xi, loop.cfg.freeze_features) for Xi in Xs]
-        losses = [loop.loss_fn(o, yi) for o, yi in zip(outs, ys)]
-    for loss in losses:
-        loss.backward()
-    # Gradients are summed over devices and workers: average over the global batch.
-    loop.trainer.step(X.shape[0] * loop.workers)
-    return outs, ys, losses
-
-
 def train_one_epoch(loop: Loop) -> EpochResult:
-    """One pass over the training loader (or the part of it that ``steps.total`` leaves).
+    """One pass over the training loader (or the part of it that ``steps.total`` leaves):
+    per batch, split over the devices, forward, backward and an SGD step.
 
     Calls the extensions' ``on_step_end`` after every step, ``on_warm`` once in this
     process's first epoch five steps past the first (which builds the graph), and
@@ -295,7 +266,15 @@ def train_one_epoch(loop: Loop) -> EpochResult:
         if step >= steps.total:
             break
         loop.trainer.set_learning_rate(lr_at(cfg, step, steps.total))
-        outs, ys, losses = train_step(loop, X, y)
+        Xs = gluon.utils.split_and_load(X, loop.ctxs, even_split=False)
+        ys = gluon.utils.split_and_load(y, loop.ctxs, even_split=False)
+        with autograd.record():
+            outs = [forward_train(loop.model, Xi, cfg.freeze_features) for Xi in Xs]
+            losses = [loop.loss_fn(o, yi) for o, yi in zip(outs, ys)]
+        for loss in losses:
+            loss.backward()
+        # Gradients are summed over devices and workers: average over the global batch.
+        loop.trainer.step(X.shape[0] * loop.workers)
         for ext in loop.extensions:
             ext.on_step_end(loop, step + 1)
         batch_loss = sum(float(loss.sum()) for loss in losses)
@@ -366,7 +345,6 @@ def fit(cfg: TrainConfig, data: DataModule | None = None,
     with run.claimed(cfg.resume, cfg.overwrite, log) if rank == 0 else nullcontext() as state:
         if state is not None:
             check_resumable(state, cfg)
-        train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
         # Deferred shapes are fixed on one batch before parameters move or load.
         fix_shapes(model.net, cfg.resize, channels)
         if cfg.init and state is None:
@@ -375,15 +353,9 @@ def fit(cfg: TrainConfig, data: DataModule | None = None,
             freeze_features(model)
         prepare_model(model, ctxs, cfg.hybridize, cfg.memory_efficient)
         trainer = make_trainer(model, cfg, kv or cfg.kvstore)
-        spe = len(train_loader)
-        steps = Steps(state['total_steps'] if state else cfg.epochs * spe, spe)
         if extensions is None:
             extensions = default_extensions(cfg, writer=rank == 0, dist=kv is not None,
                                             quiet=ctxs[0].device_type == 'gpu' or rank != 0)
-        loop = Loop(cfg, model, trainer, ctxs, train_loader, val_loader, steps,
-                    make_loss(model, cfg), run, meta, extensions, rank, workers, log, started,
-                    data)
-        summary = loop.run_fit(state)
-        if summary is not None:
-            atomic_text(run.path(SUMMARY), json.dumps(summary, indent=1))
-        return summary
+        loop = Loop(cfg, model, trainer, ctxs, data, run, meta, extensions, rank, workers, log,
+                    started)
+        return loop.run_fit(state)

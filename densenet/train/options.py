@@ -47,7 +47,6 @@ class Option:
             ``'toggle'`` (``--x`` / ``--no-x``) or ``'append'`` (repeatable).
         metavar: The argument's name in ``--help``.
         hidden: Accepted but left out of ``--help`` (internal plumbing).
-        cli: False for fields that are set by code only.
         flag: The flag, when it is not the field's name with dashes.
     """
     help: str
@@ -59,7 +58,6 @@ class Option:
     kind: str = 'value'
     metavar: str | None = None
     hidden: bool = False
-    cli: bool = True
     flag: str | None = None
 
 
@@ -144,8 +142,6 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
     """
     groups = {name: parser.add_argument_group(name, about) for name, about in GROUPS.items()}
     for name, _, spec in options(config_cls):
-        if not spec.cli:
-            continue
         kwargs: dict[str, Any] = {'dest': name, 'default': None,
                                   'help': (argparse.SUPPRESS if spec.hidden
                                            else spec.help.replace('%', '%%'))}
@@ -193,11 +189,10 @@ def reference_rows(config_cls: type) -> list[tuple[str, str, str, str]]:
         config_cls: a dataclass such as `TrainConfig`.
 
     Returns:
-        (flag, group, default, help) per option that is on the command line and not
-        hidden.
+        (flag, group, default, help) per option that is not hidden.
     """
     rows = [(flag_of(name, spec), spec.group, repr(default_of(field)), spec.help)
-            for name, field, spec in options(config_cls) if spec.cli and not spec.hidden]
+            for name, field, spec in options(config_cls) if not spec.hidden]
     return sorted(rows, key=lambda row: list(GROUPS).index(row[1]))
 
 

@@ -58,18 +58,6 @@ class Progress:
         self.stream.flush()
 
 
-def duration(seconds: float) -> str:
-    """A duration for a log line: '12 min' or '45 s'.
-
-    Args:
-        seconds: the duration.
-
-    Returns:
-        The text.
-    """
-    return f'{seconds / 60:.0f} min' if seconds >= 120 else f'{seconds:.0f} s'
-
-
 def speed_note(cfg: TrainConfig, rate: float, steps_left: int, side: int | None = None) -> str:
     """The line a CPU run prints once it knows its speed.
 
@@ -85,11 +73,12 @@ def speed_note(cfg: TrainConfig, rate: float, steps_left: int, side: int | None 
     side = side or cfg.resize
     full = 10 * TRAIN_SIZE / rate * (96 / side) ** 2
     this = steps_left * cfg.batch_size / rate
+    this_text = f'{this / 60:.0f} min' if this >= 120 else f'{this:.0f} s'
     at = f' if every step were at {side}x{side}' if side != cfg.resize else ''
     return (f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
             f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
             f'about {full / 3600:.1f} h on this machine, this run about '
-            f'{duration(this)} of training{at}. Quicker: '
+            f'{this_text} of training{at}. Quicker: '
             + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
             + '--limit 5000 --epochs 2 --resize 32.')
 

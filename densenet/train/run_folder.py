@@ -69,19 +69,6 @@ class Run:
         self.lock = os.path.join(out, '.lock')
         self.locked = self.created = False
 
-    @staticmethod
-    def with_params_json(files: tuple[str, ...]) -> tuple[str, ...]:
-        """`RUN_FILES` and `files`, each ``.params`` file followed by its ``.json``.
-
-        Args:
-            files: names an extension writes.
-
-        Returns:
-            The names.
-        """
-        return RUN_FILES + tuple(g for f in files
-                                 for g in ((f, f + '.json') if f.endswith('.params') else (f,)))
-
     def path(self, name: str) -> str:
         """The path of `name` inside the run folder.
 
@@ -119,9 +106,11 @@ class Run:
         """
         return [f for f in self.files if os.path.exists(self.path(f))]
 
-    def claim(self, resume: bool, overwrite: bool,
-              log: Callable[[str], None] = print) -> Checkpoint | None:
-        """Lock the folder for this run and return the checkpoint state to resume.
+    @contextlib.contextmanager
+    def claimed(self, resume: bool, overwrite: bool,
+                log: Callable[[str], None] = print) -> Iterator[Checkpoint | None]:
+        """Lock the folder for the `with` body (released however it ends) and yield the
+        checkpoint state to resume.
 
         Temporaries that a killed run left are removed; with `overwrite` the old run's
         files are.
@@ -131,7 +120,7 @@ class Run:
             overwrite: replace the run in the folder.
             log: where notes go.
 
-        Returns:
+        Yields:
             The checkpoint state to resume, or None.
 
         Raises:
@@ -161,53 +150,25 @@ class Run:
                     target = self.path(name)
                     shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
             self._remove_temporaries()
-            return state
-        except BaseException:
-            self.release()
-            raise
-
-    @contextlib.contextmanager
-    def claimed(self, resume: bool, overwrite: bool,
-                log: Callable[[str], None] = print) -> Iterator[Checkpoint | None]:
-        """`claim` for the `with` body; the lock is released however it ends.
-
-        Args:
-            resume: continue the run in the folder.
-            overwrite: replace the run in the folder.
-            log: where notes go.
-
-        Yields:
-            The checkpoint state to resume, or None.
-
-        Raises:
-            UsageError: as `claim`.
-        """
-        state = self.claim(resume, overwrite, log)
-        try:
             yield state
         finally:
             self.release()
 
     def _lock(self) -> None:
-        me = f'{os.getpid()} {socket.gethostname()}'
         for _ in range(3):
             try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with open(self.lock, 'x') as f:  # created only if there is none
+                    f.write(f'{os.getpid()} {socket.gethostname()}')
+                self.locked = True
+                return
             except FileExistsError:
                 owner = self._live_owner()
                 if owner:
                     raise UsageError(f'--out {self.out} is in use by another run ({owner}, '
                                      f'lock file {self.lock}): wait for it to end or choose '
                                      'another --out') from None
-                try:  # its process is gone: a stale lock
+                with contextlib.suppress(FileNotFoundError):  # its process is gone: stale
                     os.remove(self.lock)
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, 'w') as f:
-                f.write(me)
-            self.locked = True
-            return
         raise UsageError(f'--out {self.out}: could not take the lock file {self.lock}')
 
     def _live_owner(self) -> str | None:
@@ -232,10 +193,8 @@ class Run:
         """Drop the lock; a folder this run created and left empty goes too."""
         if self.locked:
             self.locked = False
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(self.lock)
-            except FileNotFoundError:
-                pass
             if self.created and not os.listdir(self.out):
                 os.rmdir(self.out)
 

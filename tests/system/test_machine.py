@@ -19,7 +19,7 @@ def cpu(monkeypatch):
     monkeypatch.delenv('DNNL_MAX_CPU_ISA', raising=False)
 
     def use(flags, cap=None):
-        monkeypatch.setitem(machine._cache, 'cpuinfo', ('test CPU', set(flags)))
+        monkeypatch.setattr(machine, 'cpuinfo', lambda: ('test CPU', set(flags)))
         if cap:
             monkeypatch.setenv('DNNL_MAX_CPU_ISA', cap)
     return use

@@ -2,11 +2,12 @@
 import json
 import math
 import os
+import types
 
 import pytest
 
 from densenet.errors import UsageError
-from densenet.train import Budget, Steps, TrainConfig, lr_at
+from densenet.train import BudgetPlanner, Steps, TrainConfig, lr_at
 from densenet.train.planning import cost, parse_duration, plan_steps, reserve_s
 
 from helpers import cli, kill_after_first_checkpoint
@@ -40,19 +41,28 @@ def test_plan_fits_the_budget_and_is_the_longest_that_does():
     assert plan_steps(30, 20, 6, spe, step_s, overhead, cap_steps=10_000) is None
 
 
+def planner_for(cfg, steps, val_batches, log=lambda s: None, elapsed=10.0):
+    """A `BudgetPlanner` started on a stand-in loop of `steps`, its wall time `elapsed`."""
+    loop = types.SimpleNamespace(cfg=cfg, steps=steps, val_loader=range(val_batches), log=log,
+                                 elapsed=lambda: elapsed, extensions=[])
+    planner = BudgetPlanner()
+    planner.on_fit_start(loop)
+    return planner, loop
+
+
 def test_a_spent_budget_ends_the_run_and_says_so_in_the_plans():
     """A run that finds its budget spent after an epoch (a slow machine, a resume's second
     start-up) stops there, and its last plan is that length."""
-    plans, lines = [], []
+    lines = []
     cfg = TrainConfig(budget=60, epochs=50)
-    budget = Budget(cfg, Steps(50 * 63, 63), val_batches=4, log=lines.append,
-                    elapsed=lambda: 10.0, plans=plans)
+    budget, loop = planner_for(cfg, Steps(50 * 63, 63), val_batches=4, log=lines.append)
+    plans = budget.plans
     budget.first_plan(step_s=0.1, done=6, eval_batch_s=lambda side=None: 0.05)
     planned = plans[0]['total_steps']
     assert plans[0]['why'] == 'plan' and 63 < planned < 50 * 63
-    budget.elapsed = lambda: 59.0  # after epoch 2, with less than a step's time left
+    loop.elapsed = lambda: 59.0  # after epoch 2, with less than a step's time left
     budget.replan(0.1, 1.2, 126)
-    assert budget.steps.total == 126 and lines[-1] == ('re-plan: the budget is spent; the '
+    assert loop.steps.total == 126 and lines[-1] == ('re-plan: the budget is spent; the '
                                                        'run ends here')
     assert plans[-1] == {'at_step': 126, 'why': 'budget spent', 'total_steps': 126,
                          'epochs': 2, 'final_s': 0.0}
@@ -61,26 +71,25 @@ def test_a_spent_budget_ends_the_run_and_says_so_in_the_plans():
 def test_within_the_last_epoch_only_an_overrun_re_plans():
     """Checks within an epoch shorten a plan that a slowdown makes overrun, but only in
     its last epoch (earlier, the epoch's end re-plans), and never lengthen one."""
-    plans = []
     cfg = TrainConfig(budget=600, epochs=5)
-    budget = Budget(cfg, Steps(5 * 100, 100), val_batches=4, log=lambda s: None,
-                    elapsed=lambda: 10.0, plans=plans)
+    budget, loop = planner_for(cfg, Steps(5 * 100, 100), val_batches=4)
+    plans = budget.plans
     budget.first_plan(step_s=0.2, done=6, eval_batch_s=lambda side=None: 0.5)
-    assert budget.steps.total == 500  # the --epochs cap fits
-    budget.elapsed = lambda: 500.0
+    assert loop.steps.total == 500  # the --epochs cap fits
+    loop.elapsed = lambda: 500.0
     budget.replan(0.5, None, 150, lengthen=False)  # overruns, but in epoch 2 of 5
-    assert budget.steps.total == 500 and len(plans) == 1
+    assert loop.steps.total == 500 and len(plans) == 1
     budget.replan(0.5, 3.0, 200)  # epoch 2's end re-plans
     shorter = plan_steps(600, 500.0, 200, 100, 0.5, 3.0, 500).total_steps
-    assert budget.steps.total == shorter and 300 < shorter < 400  # ends in epoch 4
-    budget.elapsed = lambda: 540.0
+    assert loop.steps.total == shorter and 300 < shorter < 400  # ends in epoch 4
+    loop.elapsed = lambda: 540.0
     budget.replan(0.1, None, 320, lengthen=False)  # faster: a longer plan fits, not taken
-    assert budget.steps.total == shorter and len(plans) == 2
-    budget.elapsed = lambda: 575.0
+    assert loop.steps.total == shorter and len(plans) == 2
+    loop.elapsed = lambda: 575.0
     budget.replan(0.5, None, 320, lengthen=False)  # the last epoch overruns: re-planned
     last = plan_steps(600, 575.0, 320, 100, 0.5, 3.0, 500).total_steps
     assert plans[-1]['why'] == 're-plan' and plans[-1]['at_step'] == 320
-    assert budget.steps.total == last < shorter
+    assert loop.steps.total == last < shorter
 
 
 def test_budget_in_the_config():

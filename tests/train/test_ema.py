@@ -100,8 +100,8 @@ def test_the_budget_counts_the_extra_passes_of_ema_and_tta():
     for ext in loop.extensions:
         ext.on_fit_start(loop)
     planner = next(e for e in loop.extensions if isinstance(e, BudgetPlanner))
-    budget, plans = planner.planner, planner.planner.plans
-    budget.first_plan(step_s=0.5, done=6, eval_batch_s=lambda: 0.2)
+    plans = planner.plans
+    planner.first_plan(step_s=0.5, done=6, eval_batch_s=lambda: 0.2)
     # One pass: 10 batches of 0.2 s. Overhead 2 passes + 1 s for writing; final 4 passes.
     want = plan_steps(600, 20.0, 6, 50, 0.5, 2 * 2.0 + 1.0, 100 * 50, final_s=4 * 2.0)
     assert plans[0]['total_steps'] == want.total_steps

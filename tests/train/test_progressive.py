@@ -1,6 +1,7 @@
 """--progressive: smaller training images early, the run's side late, and budgets that
 plan for both step costs."""
 import os
+import types
 
 import mxnet as mx
 import numpy as onp
@@ -9,7 +10,7 @@ import pytest
 from densenet.data import FashionMNIST
 from densenet.errors import UsageError
 from densenet.models.params import load_model
-from densenet.train import Budget, Steps, TrainConfig, evaluate, fit
+from densenet.train import BudgetPlanner, Steps, TrainConfig, evaluate, fit
 from densenet.train.extensions.progressive import side_for_epoch
 from densenet.train.planning import cost, early_epochs, plan_steps, reserve_s
 
@@ -60,10 +61,12 @@ def test_the_plan_counts_cheap_early_steps_and_is_the_longest_that_fits():
 
 
 def test_the_budget_times_both_sides_and_switches_to_measured_full_steps():
-    plans = []
     cfg = TrainConfig(resize=64, progressive=32, budget=900, epochs=100)
-    budget = Budget(cfg, Steps(100 * 50, 50), val_batches=10, log=lambda s: None,
-                    elapsed=lambda: 20.0, plans=plans)
+    loop = types.SimpleNamespace(cfg=cfg, steps=Steps(100 * 50, 50), val_loader=range(10),
+                                 log=lambda s: None, elapsed=lambda: 20.0, extensions=[])
+    budget = BudgetPlanner()
+    budget.on_fit_start(loop)
+    plans = budget.plans
     timed = {None: 0.25, 32: 0.0625}  # inference batch at 64 (the full side) and at 32
     budget.first_plan(step_s=0.125, done=6, eval_batch_s=lambda side=None: timed[side], side=32)
     # Full-side steps estimated as the measured small one times the inference ratio (4x).
@@ -71,7 +74,7 @@ def test_the_budget_times_both_sides_and_switches_to_measured_full_steps():
     assert plans[0]['total_steps'] == want.total_steps
     assert plans[0]['full_over_small'] == 4.0 and plans[0]['early_step_s'] == 0.125
     # Once at the full side, its measured steps alone count (here slower than estimated).
-    budget.steps.total, budget.elapsed = want.total_steps, lambda: 700.0
+    loop.steps.total, loop.elapsed = want.total_steps, lambda: 700.0
     done = early_epochs(want.epochs, 0.5) * 50
     budget.replan(0.6, 3.5, done, side=64)
     again = plan_steps(900, 700.0, done, 50, 0.6, 3.5, 100 * 50)

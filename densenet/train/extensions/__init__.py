@@ -6,13 +6,7 @@ registered here in the order the loop calls them.
 from __future__ import annotations
 
 from densenet.train.config import TrainConfig
-from densenet.train.extensions.base import (
-    Extension,
-    Process,
-    extensions_for,
-    register,
-    run_folder_files,
-)
+from densenet.train.extensions.base import REGISTRY, Extension, Process, register, run_folder_files
 from densenet.train.extensions.budget import BudgetPlanner
 from densenet.train.extensions.ema import WeightAveraging, WeightEMA
 from densenet.train.extensions.flip import FlipAveragedScores
@@ -44,7 +38,8 @@ def default_extensions(cfg: TrainConfig, writer: bool = True, dist: bool = False
     Returns:
         The extensions.
     """
-    return extensions_for(cfg, Process(writer, dist, quiet))
+    made = (cls.create(cfg, Process(writer, dist, quiet)) for cls in REGISTRY)
+    return [ext for ext in made if ext is not None]
 
 
 __all__ = ['Extension', 'default_extensions', 'register', 'run_folder_files', 'BudgetPlanner',

@@ -17,7 +17,6 @@ from contextlib import AbstractContextManager
 from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
 import mxnet as mx
-import numpy as onp
 from mxnet import gluon
 
 from densenet.data import DataModule
@@ -27,7 +26,7 @@ from densenet.models.meta import Meta
 from densenet.system.hints import Array
 from densenet.train.config import TrainConfig
 from densenet.train.options import EXTENSION_OPTIONS
-from densenet.train.run_folder import Json, Run
+from densenet.train.run_folder import RUN_FILES, Json, Run
 
 #: An epoch's row of metrics.csv: the loop's columns, then those the extensions add.
 Row: TypeAlias = dict[str, float]
@@ -35,16 +34,16 @@ Row: TypeAlias = dict[str, float]
 Summary: TypeAlias = dict[str, object]
 
 
+@dataclasses.dataclass
 class Steps:
     """The run's planned number of steps; a budget may change it between epochs.
 
-    Args:
+    Attributes:
         total: the steps of the whole run.
         steps_per_epoch: the steps of one epoch.
     """
-
-    def __init__(self, total: int, steps_per_epoch: int) -> None:
-        self.total, self.steps_per_epoch = total, steps_per_epoch
+    total: int
+    steps_per_epoch: int
 
     @property
     def epochs(self) -> int:
@@ -108,9 +107,7 @@ class LoopView(Protocol):
     @property
     def ctxs(self) -> list[mx.Context]: ...
     @property
-    def data(self) -> DataModule | None: ...
-    @property
-    def train_loader(self) -> BatchLoader: ...
+    def data(self) -> DataModule: ...
     @property
     def val_loader(self) -> BatchLoader: ...
     @property
@@ -136,7 +133,6 @@ class LoopView(Protocol):
 
     def log(self, line: str) -> None: ...
     def elapsed(self) -> float: ...
-    def validate(self) -> tuple[float, float, onp.ndarray]: ...
 
 
 class Extension:
@@ -322,24 +318,12 @@ def register(ext: E) -> E:
     return ext
 
 
-def extensions_for(cfg: TrainConfig, process: Process) -> list[Extension]:
-    """The extensions `cfg` asks for, in registration order.
-
-    Args:
-        cfg: the configuration.
-        process: what this process does.
-
-    Returns:
-        The extensions.
-    """
-    made = (cls.create(cfg, process) for cls in REGISTRY)
-    return [ext for ext in made if ext is not None]
-
-
 def run_folder_files() -> tuple[str, ...]:
     """Every file a run folder may hold: the loop's and every registered extension's.
 
     Returns:
         The names.
     """
-    return Run.with_params_json(tuple(f for cls in REGISTRY for f in cls.files))
+    files = [f for cls in REGISTRY for f in cls.files]
+    return RUN_FILES + tuple(g for f in files
+                             for g in ((f, f + '.json') if f.endswith('.params') else (f,)))

@@ -1,8 +1,8 @@
 """--budget as an extension: the run times its own steps and evaluations, plans how many
 steps fit (planning.py), and re-plans as it goes, so that it ends inside the budget.
 
-`Budget` holds the plans and the rules for changing them; `BudgetPlanner` calls
-it at the loop's hooks: the first plan once the steps are warm, a check every
+`BudgetPlanner` holds the plans and the rules for changing them, and applies them
+at the loop's hooks: the first plan once the steps are warm, a check every
 twentieth of the plan's last epoch, and a re-plan after every epoch.
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ from densenet.train.extensions.base import (
     Process,
     Row,
     State,
-    Steps,
     Summary,
 )
 from densenet.train.planning import Plan, cost, plan_steps, reserve_s
@@ -31,56 +30,68 @@ from densenet.train.run_folder import Json
 PlanRecord = dict[str, Json]
 
 
-class Budget:
-    """Plans and re-plans `steps.total` so that the run ends inside `cfg.budget`.
+def number(value: Json) -> float | None:
+    """A number that a plan record holds, or None."""
+    return float(value) if isinstance(value, (int, float)) else None
 
-    Does nothing without a budget.
 
-    Args:
-        cfg: the configuration (``budget``, ``epochs``, ``resize``, ``progressive_until``).
-        steps: the run's planned steps, which the plans change.
-        val_batches: the validation batches an evaluation takes.
-        log: where the plan lines go.
-        elapsed: the run's wall seconds so far.
+class BudgetPlanner(Extension):
+    """``--budget``: plans and re-plans ``loop.steps.total`` so that the run ends inside
+    ``cfg.budget``.
+
+    It plans from the passes the run makes: its training steps, a validation of the
+    model and of every extension's `Extension.variants` after each epoch, and the
+    extensions' `Extension.final_passes` at the end. Adds budget_s, plan and plans to
+    summary.json and keeps the plans in the checkpoint. It comes after the files'
+    extensions: an epoch's measured cost includes writing them.
+
+    Attributes:
+        loop: the run, from `on_fit_start` on.
         plans: the plans made so far.
-        epoch_passes: the passes over the validation set after every epoch.
-        final_passes: the passes over it after the last epoch.
     """
+    name = 'budget'
+    loop: LoopView
 
-    def __init__(self, cfg: TrainConfig, steps: Steps, val_batches: int,
-                 log: Callable[[str], None], elapsed: Callable[[], float],
-                 plans: list[PlanRecord], epoch_passes: int = 1, final_passes: int = 0) -> None:
-        self.cfg, self.steps, self.log, self.elapsed = cfg, steps, log, elapsed
-        self.val_batches, self.plans = val_batches, plans
-        self.cap, self.budget_s = cfg.epochs * steps.steps_per_epoch, cfg.budget or 0.0
-        self.evals, self.final_evals = epoch_passes, final_passes
-        self.final_s = 0.0
+    def __init__(self) -> None:
+        self.plans: list[PlanRecord] = []
+        self.final_s, self.resumed = 0.0, False
         # A full-side step over a small-side one (timed by inference), once the first
         # steps were timed at a smaller side than the run's.
         self.full_over_small: float | None = None
 
-    def resume(self, plans: list[PlanRecord]) -> None:
-        """Continue from the plans of a resumed run.
+    @classmethod
+    def create(cls, cfg: TrainConfig, process: Process) -> BudgetPlanner | None:
+        return cls() if cfg.budget else None
 
-        Args:
-            plans: its plans.
-        """
-        self.plans[:] = plans
-        last = plans[-1] if plans else {}
-        final_s, ratio = last.get('final_s', 0.0), last.get('full_over_small')
-        self.final_s = float(final_s) if isinstance(final_s, (int, float)) else 0.0
-        self.full_over_small = float(ratio) if isinstance(ratio, (int, float)) else None
+    def on_fit_start(self, loop: LoopView) -> None:
+        self.loop, self.budget_s = loop, loop.cfg.budget or 0.0
+        self.cap = loop.cfg.epochs * loop.steps.steps_per_epoch
+        self.evals = 1 + sum(len(e.variants()) for e in loop.extensions)
+        self.final_evals = sum(e.final_passes(self.evals) for e in loop.extensions)
+
+    def state_dict(self) -> State:
+        return State({'plans': list(self.plans)})
+
+    def load_state_dict(self, state: State) -> None:
+        plans = state.values['plans']
+        self.plans = [p for p in plans if isinstance(p, dict)] if isinstance(plans, list) else []
+        last = self.plans[-1] if self.plans else {}
+        self.final_s = number(last.get('final_s')) or 0.0
+        self.full_over_small = number(last.get('full_over_small'))
+        self.resumed = True  # a resumed run keeps its plan until its first epoch ends
 
     def _steps(self, step_s: float, side: int | None) -> tuple[float, tuple[float, float] | None]:
         """(seconds a full-side step takes, `early` for plan_steps) from a step measured at
         `side`: while the run is still at the small side, the rest of that phase costs
         what was measured and the full side that times the measured ratio."""
-        if side in (None, self.cfg.resize) or not self.full_over_small:
+        cfg = self.loop.cfg
+        if side in (None, cfg.resize) or not self.full_over_small:
             return step_s, None
-        return step_s * self.full_over_small, (self.cfg.progressive_until, step_s)
+        return step_s * self.full_over_small, (cfg.progressive_until, step_s)
 
     def _record(self, plan: Plan, done: int, why: str) -> None:
-        self.steps.total = plan.total_steps
+        steps = self.loop.steps
+        steps.total = plan.total_steps
         self.plans.append({'at_step': done, 'why': why, 'total_steps': plan.total_steps,
                            'epochs': plan.epochs, 'step_s': plan.step_s,
                            'epoch_overhead_s': plan.epoch_overhead_s,
@@ -89,15 +100,15 @@ class Budget:
                                'full_over_small': self.full_over_small}
                               if plan.early_step_s else {})})
         end = time.strftime('%H:%M:%S', time.localtime(time.time() + plan.end_s
-                                                       - self.elapsed()))
+                                                       - self.loop.elapsed()))
         capped = ' (--epochs caps it)' if plan.total_steps == self.cap else ''
         if self.final_s:
             capped += f'; {self.final_s:.0f} s at the end for the final scores'
-        self.log(f'{why}: {plan.describe()}{capped}; expected to end at {end}, '
-                 f'{plan.end_s / 60:.1f} min into the {self.budget_s / 60:.1f} min budget')
-        if plan.total_steps < self.steps.steps_per_epoch:
-            self.log(f'the budget fits {plan.total_steps} of an epoch\'s '
-                     f'{self.steps.steps_per_epoch} steps: this run trains on part of the data')
+        self.loop.log(f'{why}: {plan.describe()}{capped}; expected to end at {end}, '
+                      f'{plan.end_s / 60:.1f} min into the {self.budget_s / 60:.1f} min budget')
+        if plan.total_steps < steps.steps_per_epoch:
+            self.loop.log(f'the budget fits {plan.total_steps} of an epoch\'s '
+                          f'{steps.steps_per_epoch} steps: this run trains on part of the data')
 
     def first_plan(self, step_s: float, done: int, eval_batch_s: Callable[..., float],
                    side: int | None = None) -> None:
@@ -115,19 +126,18 @@ class Budget:
         Raises:
             UsageError: a budget too short for one step and one evaluation.
         """
-        if not self.budget_s:
-            return
         full_batch_s = eval_batch_s()
-        pass_s = self.val_batches * full_batch_s
+        pass_s = len(self.loop.val_loader) * full_batch_s
         overhead, self.final_s = self.evals * pass_s + 1.0, self.final_evals * pass_s
-        if side not in (None, self.cfg.resize):
+        if side not in (None, self.loop.cfg.resize):
             self.full_over_small = full_batch_s / eval_batch_s(side)
         full_step_s, early = self._steps(step_s, side)
-        plan = plan_steps(self.budget_s, self.elapsed(), done, self.steps.steps_per_epoch,
+        elapsed = self.loop.elapsed()
+        plan = plan_steps(self.budget_s, elapsed, done, self.loop.steps.steps_per_epoch,
                           full_step_s, overhead, self.cap, self.final_s, early)
         if plan is None:
             raise UsageError(f'--budget {self.budget_s:.0f} s is too short for this run: '
-                             f'{self.elapsed():.0f} s went to loading and building, and a '
+                             f'{elapsed:.0f} s went to loading and building, and a '
                              f'step takes {step_s:.2f} s; give a longer --budget, or fewer '
                              'images (--limit) or a smaller --resize')
         self._record(plan, done, 'plan')
@@ -148,28 +158,25 @@ class Budget:
             side: the side the steps were trained at.
             lengthen: whether the plan may grow.
         """
-        spe = self.steps.steps_per_epoch
-        if not self.budget_s or done >= self.steps.total:
-            return
-        if not lengthen and self.steps.total > math.ceil(done / spe) * spe:
+        steps = self.loop.steps
+        spe = steps.steps_per_epoch
+        if done >= steps.total or (not lengthen and steps.total > math.ceil(done / spe) * spe):
             return
         if overhead_s is None:
-            last = self.plans[-1]['epoch_overhead_s']
-            overhead_s = float(last) if isinstance(last, (int, float)) else 0.0
-        elapsed = self.elapsed()
+            overhead_s = number(self.plans[-1]['epoch_overhead_s']) or 0.0
+        elapsed = self.loop.elapsed()
         step_s, early = self._steps(step_s, side)
         plan = plan_steps(self.budget_s, elapsed, done, spe, step_s, overhead_s, self.cap,
                           self.final_s, early)
         total = plan.total_steps if plan else done
         # The plan stands while it ends with at least half the reserve left, and unless
         # one more than 2% longer fits: measured times wobble by a few percent.
-        ends = (elapsed + cost(self.steps.total, done, spe, step_s, overhead_s, early)
-                + self.final_s)
+        ends = elapsed + cost(steps.total, done, spe, step_s, overhead_s, early) + self.final_s
         overruns = ends > self.budget_s - reserve_s(self.budget_s) / 2
-        if overruns or (lengthen and total > 1.02 * self.steps.total):
+        if overruns or (lengthen and total > 1.02 * steps.total):
             if plan is None:  # recorded too, so that the last plan is the run's length
-                self.log('re-plan: the budget is spent; the run ends here')
-                self.steps.total = done
+                self.loop.log('re-plan: the budget is spent; the run ends here')
+                steps.total = done
                 self.plans.append({'at_step': done, 'why': 'budget spent', 'total_steps': done,
                                    'epochs': math.ceil(done / spe), 'final_s': self.final_s,
                                    **({'full_over_small': self.full_over_small}
@@ -177,70 +184,23 @@ class Budget:
             else:
                 self._record(plan, done, 're-plan')
 
-
-class BudgetPlanner(Extension):
-    """``--budget``: runs a `Budget` at the loop's hooks.
-
-    It plans from the passes the run makes: its training steps, a validation of the
-    model and of every extension's `Extension.variants` after each epoch, and the
-    extensions' `Extension.final_passes` at the end. Adds budget_s, plan and plans to
-    summary.json and keeps the plans in the checkpoint. It comes after the files'
-    extensions: an epoch's measured cost includes writing them.
-    """
-    name = 'budget'
-
-    def __init__(self) -> None:
-        self.budget: Budget | None = None
-        self.resumed = False
-
-    @classmethod
-    def create(cls, cfg: TrainConfig, process: Process) -> BudgetPlanner | None:
-        return cls() if cfg.budget else None
-
-    @property
-    def planner(self) -> Budget:
-        """The run's `Budget`.
-
-        Raises:
-            RuntimeError: before the fit has started.
-        """
-        if self.budget is None:
-            raise RuntimeError('the budget exists once the fit has started')
-        return self.budget
-
-    def on_fit_start(self, loop: LoopView) -> None:
-        scored = 1 + sum(len(e.variants()) for e in loop.extensions)
-        self.budget = Budget(loop.cfg, loop.steps, len(loop.val_loader), loop.log,
-                             loop.elapsed, [], scored,
-                             sum(e.final_passes(scored) for e in loop.extensions))
-
-    def state_dict(self) -> State:
-        return State({'plans': list(self.planner.plans)})
-
-    def load_state_dict(self, state: State) -> None:
-        plans = state.values['plans']
-        self.planner.resume([p for p in plans if isinstance(p, dict)]
-                            if isinstance(plans, list) else [])
-        self.resumed = True  # a resumed run keeps its plan until its first epoch ends
-
     def on_warm(self, loop: LoopView, images_s: float, step_s: float) -> None:
         if self.resumed:
             return
-        self.planner.first_plan(
+        self.first_plan(
             step_s, loop.epoch * loop.steps.steps_per_epoch + 6,
             lambda at=None: time_inference(loop.model, loop.val_loader, loop.ctxs, side=at),
             loop.side)
 
     def on_check(self, loop: LoopView, step: int, step_s: float) -> None:
-        self.planner.replan(step_s, None, step, loop.side, lengthen=False)
+        self.replan(step_s, None, step, loop.side, lengthen=False)
 
     def on_epoch_end(self, loop: LoopView, row: Row, result: EpochResult,
                      is_best: bool) -> None:
         done = min(loop.epoch * loop.steps.steps_per_epoch, loop.steps.total)
-        self.planner.replan(result.step_s, time.time() - loop.epoch_tic, done, loop.side)
+        self.replan(result.step_s, time.time() - loop.epoch_tic, done, loop.side)
 
     def on_fit_end(self, loop: LoopView, summary: Summary | None) -> None:
         if summary is not None:
-            plans = self.planner.plans
-            summary.update(budget_s=loop.cfg.budget, plan=plans[-1] if plans else None,
-                           plans=plans)
+            plan = self.plans[-1] if self.plans else None
+            summary.update(budget_s=loop.cfg.budget, plan=plan, plans=self.plans)

@@ -111,6 +111,9 @@ class WeightAveraging(Extension):
 
     Args:
         decay: the decay of the average.
+
+    Attributes:
+        average: the run's `WeightEMA`, from `on_fit_start` on.
     """
     name = 'ema'
     options: ClassVar[dict[str, dataclasses.Field[object]]] = {'ema': option(
@@ -119,29 +122,18 @@ class WeightAveraging(Extension):
         help='also keep a moving average of the weights with this decay (e.g. 0.999; 0: '
              'none), scored every epoch and saved as ema.params')}
     files = (EMA,)
+    average: WeightEMA
 
     def __init__(self, decay: float) -> None:
         self.decay = decay
-        self.ema: WeightEMA | None = None
 
     @classmethod
     def create(cls, cfg: TrainConfig, process: Process) -> WeightAveraging | None:
         decay = cfg.value('ema', float)
         return cls(decay) if decay else None
 
-    @property
-    def average(self) -> WeightEMA:
-        """The run's `WeightEMA`.
-
-        Raises:
-            RuntimeError: before the fit has started.
-        """
-        if self.ema is None:
-            raise RuntimeError('the weight average exists once the fit has started')
-        return self.ema
-
     def on_fit_start(self, loop: LoopView) -> None:
-        self.ema = WeightEMA(loop.model.net, self.decay)
+        self.average = WeightEMA(loop.model.net, self.decay)
 
     def state_dict(self) -> State:
         return State({'updates': self.average.updates}, list(self.average.average))

@@ -34,20 +34,6 @@ MAX_GAP = 0.1
 MAX_BATCHES = 200
 
 
-def batch_norms(net: nn.Block) -> list[nn.BatchNorm]:
-    """Every BatchNorm layer inside `net`.
-
-    Args:
-        net: the network.
-
-    Returns:
-        The layers, in order.
-    """
-    found: list[nn.BatchNorm] = []
-    net.apply(lambda b: found.append(b) if isinstance(b, nn.BatchNorm) else None)
-    return found
-
-
 def _assign(param: gluon.Parameter, value: Array) -> None:
     """Write `value` into every device's copy of `param` in place. (``set_data`` would
     also reset the trainer's kvstore, which a dist kvstore refuses mid-run.)"""
@@ -87,7 +73,8 @@ def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
     """Set every BatchNorm layer's running statistics to the mean of batch statistics.
 
     Each batch's statistics are read back from MXNet's own update of the running
-    values, so they are exactly what training mode normalised with.
+    values, so they are exactly what training mode normalised with. Without a batch
+    nothing changes.
 
     Args:
         model: the model.
@@ -98,9 +85,9 @@ def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
     Returns:
         The number of batches used.
     """
-    layers = batch_norms(model.net)
+    layers: list[nn.BatchNorm] = []
+    model.net.apply(lambda b: layers.append(b) if isinstance(b, nn.BatchNorm) else None)
     momentum = [float(layer_kwargs(b).get('momentum', 0.9)) for b in layers]
-    start = [(b.running_mean.data(ctx).copy(), b.running_var.data(ctx).copy()) for b in layers]
     sums: list[list[Array | float]] = [[0.0, 0.0] for _ in layers]
     used = 0
     for X, _ in batches:
@@ -116,13 +103,10 @@ def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
             sums[i][0] = sums[i][0] + (b.running_mean.data(ctx) - m * before[i][0]) / (1 - m)
             sums[i][1] = sums[i][1] + (b.running_var.data(ctx) - m * before[i][1]) / (1 - m)
         used += 1
-    for i, b in enumerate(layers):
-        if used:
-            _assign(b.running_mean, sums[i][0] / used)
-            _assign(b.running_var, sums[i][1] / used)
-        else:
-            _assign(b.running_mean, start[i][0])
-            _assign(b.running_var, start[i][1])
+    if used:
+        for b, (mean, var) in zip(layers, sums):
+            _assign(b.running_mean, mean / used)
+            _assign(b.running_var, var / used)
     return used
 
 
@@ -150,8 +134,6 @@ class PreciseBatchNorm(Extension):
         # the run's seed (an image folder lists its images class by class, and a batch of
         # one class has the statistics of that class only). The loader's own generator
         # draws the order: nothing of the run's random state is used.
-        if loop.data is None:
-            return
         ctx = loop.ctxs[0]
         loader = unaugmented_train_loader(loop.data, shuffle=True, seed=loop.cfg.seed)
         loader.set_epoch(loop.epoch)
