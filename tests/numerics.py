@@ -9,7 +9,7 @@ ROUNDING_NOISE = 2.0 ** -20
 
 def worst(a, b):
     """Largest absolute difference over pairs of arrays."""
-    return max(float(abs(x - z).max()) for x, z in zip(a, b))
+    return max(float(abs(x - z).max()) for x, z in zip(a, b, strict=True))
 
 
 def perturbed(X, seed=7):
@@ -33,7 +33,7 @@ def beyond_rounding(got, ref, ref_perturbed, factor=5.0):
     room, plus a floor of 8 ulps of the tensor's largest entry.
     """
     bad = []
-    for i, (g, r, p) in enumerate(zip(got, ref, ref_perturbed)):
+    for i, (g, r, p) in enumerate(zip(got, ref, ref_perturbed, strict=True)):
         spread = float(abs(p - r).max())
         if float(abs(g - r).max()) > factor * spread + 8 * EPS32 * float(abs(r).max()):
             bad.append(i)

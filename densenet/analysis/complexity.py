@@ -105,7 +105,7 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
     sym = net(mx.sym.var('data').as_np_ndarray()).as_nd_ndarray()  # a legacy symbol
     nodes = graph_nodes(sym, shape)
     arg_shapes, _, _ = sym.infer_shape(data=shape)
-    params = sum(math.prod(s) for n, s in zip(sym.list_arguments(), arg_shapes)
+    params = sum(math.prod(s) for n, s in zip(sym.list_arguments(), arg_shapes, strict=True)
                  if n != 'data')
     # Output values times the weight's values per output channel.
     macs = sum(math.prod(n.shape) * math.prod(nodes[n.inputs[1]].shape[1:])

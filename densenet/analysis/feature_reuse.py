@@ -28,7 +28,7 @@ import dataclasses
 import itertools
 import math
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as onp
 from mxnet.gluon import nn
@@ -99,7 +99,7 @@ def _block_reuse(number: int, block: DenseBlock, exit_layer: nn.Block,
     # Source s's channels end where the concatenation before target s + 1 ends.
     bounds = list(itertools.accumulate((layers[-1].weight.shape[0] for layers in weighted),
                                        initial=firsts[0].weight.shape[1]))
-    channels = tuple(zip([0, *bounds[:-1]], bounds))
+    channels = tuple(zip([0, *bounds[:-1]], bounds, strict=True))
     L = len(firsts)
     weights = onp.full((L + 1, L + 1), onp.nan)
     for t, layer in enumerate([*firsts, exit_layer]):
@@ -314,7 +314,7 @@ def plot_feature_reuse(reuse: Sequence[BlockReuse], path: str | os.PathLike[str]
     fig, axes = plt.subplots(1, len(reuse), figsize=(1.2 + 3.2 * len(reuse), 3.6),
                              squeeze=False, layout='constrained')
     top = 1.0 if normalize else float(max(onp.nanmax(r.weights) for r in reuse))
-    for ax, r in zip(axes[0], reuse):
+    for ax, r in zip(axes[0], reuse, strict=True):
         W = r.weights / onp.nanmax(r.weights, axis=0) if normalize else r.weights
         im = ax.imshow(onp.ma.masked_invalid(W), cmap='viridis', vmin=0, vmax=top,
                        aspect='auto', interpolation='nearest')

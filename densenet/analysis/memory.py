@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import mxnet as mx
 from mxnet.gluon import nn
@@ -201,8 +201,8 @@ def memory_by_depth(model: CheckedClassifier | nn.Block, side: int = 96,
         shape = traced[-1].nodes[-1].shape
     rows: list[LayerMemory] = []
     std_total = eff_total = 0.0
-    pairs = list(zip(units, traced))
-    for i, ((unit, tr), nxt) in enumerate(zip(pairs, [*pairs[1:], None])):
+    pairs = list(zip(units, traced, strict=True))
+    for i, ((unit, tr), nxt) in enumerate(zip(pairs, [*pairs[1:], None], strict=True)):
         std, eff = _kept(unit, tr, nxt, False), _kept(unit, tr, nxt, True)
         std_mb, eff_mb = _bytes(tr.nodes, std, itemsize) / MB, _bytes(tr.nodes, eff, itemsize) / MB
         std_total, eff_total = std_total + std_mb, eff_total + eff_mb

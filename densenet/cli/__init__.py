@@ -8,7 +8,7 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from densenet.cli import analyze, evaluate, export, features, info, launch, predict, train
 from densenet.cli.common import PROG, Parser

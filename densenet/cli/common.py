@@ -8,7 +8,7 @@ from typing import NoReturn, Protocol
 
 import mxnet as mx
 
-from densenet.data import DataModule, FashionMNIST, ImageFolder, check_data_dir, check_folder
+from densenet.data import DataModule, check_data_dir, check_folder, open_data
 from densenet.deploy.engines import ENGINES, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
@@ -98,11 +98,12 @@ def load_trained(args: argparse.Namespace,
     """(model on the fast path, its metadata, contexts) for --params (default: the shipped
     weights), rebuilt from its metadata or as --model for a bare file."""
     ctxs = runtime.devices(device)
+    args.shipped = args.params is None
     if args.params is None:
         if args.model is not None:
             raise UsageError('--model names the architecture of a --params file: give '
                              '--params too (without it the shipped book model is used)')
-        args.params, args.shipped = pretrained_path('book', 'fashion-mnist'), True
+        args.params = pretrained_path('book', 'fashion-mnist')
     elif not os.path.isfile(args.params):
         raise UsageError(f'--params {args.params}: no such file')
     model, meta = load_model(args.params, args.model,
@@ -131,20 +132,18 @@ def check_data_flags(args: argparse.Namespace) -> None:
         check_folder(args.data)
 
 
-def eval_data(args: argparse.Namespace, meta: Meta,
-              batch_size: int) -> DataModule:
-    """The labelled images to score: --data's (or the run's own) folder, else Fashion-MNIST's
-    test split, at the model's side and channels."""
-    folder = getattr(args, 'data', None)
+def eval_data(meta: Meta, batch_size: int, folder: str | None, data_dir: str | None,
+              limit: int | None = None) -> DataModule:
+    """The labelled images to score: `folder` (--data, or the run's own folder), else
+    Fashion-MNIST's test split (found in `data_dir`), at the model's side and channels."""
     if folder:
-        run_data = meta.get('data') or {}
-        same = run_data.get('root') and os.path.abspath(folder) == run_data['root']
+        run_data = meta.get('data', {})
+        same = os.path.abspath(folder) == run_data.get('root')
         pre = Preprocess.from_meta(meta)
-        data = ImageFolder(folder, batch_size=batch_size, resize=pre.input_size,
-                           channels=pre.channels, convert=pre.convert is not None,
-                           val_split=run_data.get('val_split', 0.2) if same else 0.2,
-                           seed=run_data.get('seed', 0) if same else 0,
-                           val_limit=getattr(args, 'limit', None))
+        data = open_data(batch_size, pre.input_size, folder, channels=pre.channels,
+                         convert=pre.convert is not None,
+                         val_split=run_data.get('val_split', 0.2) if same else 0.2,
+                         seed=run_data.get('seed', 0) if same else 0, val_limit=limit)
         if list(data.classes) != list(meta['classes']):
             raise UsageError(f'--data {folder} has the classes {", ".join(data.classes)}, the '
                              f'model was trained on {", ".join(map(str, meta["classes"]))}: give '
@@ -154,6 +153,4 @@ def eval_data(args: argparse.Namespace, meta: Meta,
         raise UsageError(f'this model takes {meta["channels"]}-channel images of '
                          f'{len(meta["classes"])} classes, not Fashion-MNIST: give --data with '
                          'a folder of its classes')
-    side = meta['input_size']
-    return FashionMNIST(batch_size=batch_size, resize=(side, side), root=args.data_dir,
-                        val_limit=getattr(args, 'limit', None))
+    return open_data(batch_size, meta['input_size'], root=data_dir, val_limit=limit)

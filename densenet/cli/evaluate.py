@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as onp
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     check_data_flags(args)
     on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
     trained, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
-    data = eval_data(args, meta, args.batch_size)
+    data = eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
     fp32_preds = None
     model: Callable[[Array], Array] = trained
     if not on_mxnet_fp32:  # scored against the package's own fp32 predictions
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     for c, name in enumerate(names):
         total = confusion[c].sum()
         print(f'  {name:<{width}} ' + (f'{confusion[c, c] / total:.4f}' if total else '-'))
-    out = args.out or (CONFUSION if getattr(args, 'shipped', False)  # not in the package
+    out = args.out or (CONFUSION if args.shipped  # not in the package
                        else os.path.join(os.path.dirname(os.path.abspath(args.params)),
                                          CONFUSION))
     plot_confusion(confusion, names, out)

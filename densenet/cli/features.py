@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f'--out {args.out}: give a file name ending in .npz')
     check_data_flags(args)
     model, meta, ctxs = load_trained(args, args.device)
-    data = eval_data(args, meta, args.batch_size)
+    data = eval_data(meta, args.batch_size, args.data, args.data_dir)
     splits = ['train', 'val'] if args.split == 'all' else [args.split]
     arrays = extract_features(model, data, splits, ctxs, meta['classes'])
     save_features(args.out, arrays)

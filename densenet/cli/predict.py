@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as onp
 from mxnet import np
@@ -47,7 +47,7 @@ def _calibration(args: argparse.Namespace, meta: Meta) -> onp.ndarray:
     root = meta.get('data', {}).get('root')
     args.data = root if root and os.path.isdir(root) else None
     check_data_flags(args)
-    return calibration_images(eval_data(args, meta, 64))
+    return calibration_images(eval_data(meta, 64, args.data, args.data_dir))
 
 
 def run(args: argparse.Namespace) -> int:

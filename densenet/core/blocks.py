@@ -8,8 +8,8 @@ densenet.modes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable
 
 from mxnet import np, npx
 from mxnet.gluon import nn

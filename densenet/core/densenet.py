@@ -1,7 +1,7 @@
 """The book's DenseNet (d2l, section 8.7): a d2l.Classifier built from the blocks."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from d2l import mxnet as d2l
 from mxnet import init

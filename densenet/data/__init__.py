@@ -12,5 +12,46 @@ from densenet.data.fashion_mnist import (
 )
 from densenet.data.image_folder import ImageFolder, check_folder
 
-__all__ = ['DataModule', 'FashionMNIST', 'ImageFolder', 'CLASSES', 'TRAIN_SIZE', 'BatchLoader',
-           'to_tensor', 'check_data_dir', 'check_folder', 'find_or_download', 'load_split']
+
+def open_data(batch_size: int, side: int, folder: str | None = None, *,
+              root: str | None = None, channels: int | None = None, convert: bool = False,
+              val_split: float = 0.2, seed: int = 0, augment: bool = False,
+              limit: int | None = None, val_limit: int | None = None,
+              shard: tuple[int, int] | None = None, holdout: int = 0, erase: float = 0.0,
+              skip_bad_images: bool = False) -> DataModule:
+    """The data module that training and evaluation read: the image folder `folder`, or
+    Fashion-MNIST (found in `root`, else where `find_or_download` looks).
+
+    Args:
+        batch_size: images per batch.
+        side: the square side the images are resized to.
+        folder: an image folder (one sub-folder per class), or None for Fashion-MNIST.
+        root: where the Fashion-MNIST files are.
+        channels: a folder's channels (None: what its images have).
+        convert: make a folder's images like Fashion-MNIST's (`ImageFolder`).
+        val_split: a folder's share of validation images, when it has no val/ split.
+        seed: the split's and the augmentation's seed.
+        augment: flip and shift the training images.
+        limit: train on the first `limit` images.
+        val_limit: validate on the first `val_limit` images.
+        shard: (i, n): a distributed worker's part of the training images.
+        holdout: Fashion-MNIST: validate on this many held-out training images.
+        erase: the probability of random erasing per training image.
+        skip_bad_images: leave out a folder's unreadable images instead of stopping.
+
+    Returns:
+        The data module.
+    """
+    if folder:
+        return ImageFolder(folder, batch_size=batch_size, resize=side, channels=channels,
+                           convert=convert, val_split=val_split, seed=seed, augment=augment,
+                           limit=limit, shard=shard, skip_bad_images=skip_bad_images,
+                           erase=erase, val_limit=val_limit)
+    return FashionMNIST(batch_size=batch_size, resize=(side, side), root=root, limit=limit,
+                        augment=augment, seed=seed, shard=shard, holdout=holdout, erase=erase,
+                        val_limit=val_limit)
+
+
+__all__ = ['DataModule', 'FashionMNIST', 'ImageFolder', 'open_data', 'CLASSES', 'TRAIN_SIZE',
+           'BatchLoader', 'to_tensor', 'check_data_dir', 'check_folder', 'find_or_download',
+           'load_split']

@@ -2,7 +2,8 @@
 image folders alike): the book's Resize + ToTensor, and the training augmentation."""
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as onp
 from d2l import mxnet as d2l
@@ -149,7 +150,7 @@ def erase_batch(images: onp.ndarray, rng: onp.random.RandomState, p: float,
     """
     boxes = erase_boxes(len(images), images.shape[1], images.shape[2], rng, p)
     out = images.copy()
-    for i, (t, left, bh, bw) in enumerate(zip(*boxes)):
+    for i, (t, left, bh, bw) in enumerate(zip(*boxes, strict=True)):
         if bh:
             out[i, t:t + bh, left:left + bw] = rng.randint(0, 256, size=(bh, bw) + images.shape[3:])
     return out, boxes

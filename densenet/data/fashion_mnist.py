@@ -15,7 +15,8 @@ import os
 import urllib.error
 import urllib.request
 import zlib
-from typing import Sequence, cast
+from collections.abc import Sequence
+from typing import cast
 
 import numpy as onp
 from d2l import mxnet as d2l

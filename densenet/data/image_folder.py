@@ -18,7 +18,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as onp
 from mxnet import np, npx

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as onp
 from PIL import Image, ImageOps, UnidentifiedImageError

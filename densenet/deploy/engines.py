@@ -33,8 +33,8 @@ import io
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import Iterator, Sequence
 
 import mxnet as mx
 import numpy as onp

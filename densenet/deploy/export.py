@@ -21,8 +21,9 @@ import importlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import mxnet as mx
 import numpy as onp

@@ -2,7 +2,7 @@
 saved as one ``.npz`` file."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import mxnet as mx
 import numpy as onp

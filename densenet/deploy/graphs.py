@@ -25,7 +25,8 @@ import contextlib
 import dataclasses
 import json
 import tempfile
-from typing import Iterator, Sequence, TypedDict
+from collections.abc import Iterator, Sequence
+from typing import TypedDict
 
 import mxnet as mx
 import numpy as onp
@@ -161,7 +162,7 @@ def _output_ndims(graph: Graph, input_shape: Sequence[int]) -> dict[str, int]:
     internals = graph.symbol.get_internals()
     with legacy_mode():
         _, shapes, _ = internals.infer_shape(**{graph.data_name: tuple(input_shape)})
-    return {name: len(shape) for name, shape in zip(internals.list_outputs(), shapes)}
+    return {name: len(shape) for name, shape in zip(internals.list_outputs(), shapes, strict=True)}
 
 
 def _foldable(nodes: list[Node], node: Node, ndims: dict[str, int]) -> bool:

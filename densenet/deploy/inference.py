@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import json
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import mxnet as mx
 import numpy as onp

@@ -6,7 +6,7 @@ fine-tuning. It computes nothing the book's model does not.
 """
 from __future__ import annotations
 
-from typing import Any, List, Tuple, Union
+from typing import Any
 
 import numpy as onp
 from d2l import mxnet as d2l
@@ -24,7 +24,7 @@ from densenet.system.mxcompat import (
 )
 
 #: A layer argument given as one int or one per spatial axis (kernel, stride, pad).
-IntOrInts = Union[int, Tuple[int, ...], List[int]]
+IntOrInts = int | tuple[int, ...] | list[int]
 
 
 def _pair(v: IntOrInts) -> tuple[int, ...]:
@@ -42,7 +42,7 @@ def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
         d = _pair(kw.get('dilate', 1))
         full = kw.get('pooling_convention') == 'full'
         out = []
-        for n, ki, si, pi, di in zip(size, k, s, p, d):
+        for n, ki, si, pi, di in zip(size, k, s, p, d, strict=True):
             span = n + 2 * pi - di * (ki - 1) - 1
             if span < 0:
                 return (0, 0)
@@ -119,9 +119,7 @@ class CheckedClassifier(d2l.Classifier):
         Returns:
             The side in pixels, computed from the network's layers.
         """
-        if getattr(self, '_min_size', None) is None:
-            self._min_size = min_input_size(self.net)
-        return self._min_size
+        return block_cache(self, '_min_size', lambda: min_input_size(self.net))
 
     def stem_weight(self) -> gluon.Parameter:
         """The first convolution's weight (looked up once: forward calls this per batch).
@@ -190,7 +188,7 @@ class CheckedClassifier(d2l.Classifier):
         """
         if not self._first_of('labels', Y.shape):
             return
-        y = Y.asnumpy() if hasattr(Y, 'asnumpy') else onp.asarray(Y)
+        y = Y if isinstance(Y, onp.ndarray) else Y.asnumpy()
         classes = self.net[-1].weight.shape[0]
         bad = y[~(onp.isfinite(y) & (y == onp.round(y)) & (y >= 0) & (y < classes))]
         if bad.size:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from densenet.data.shapes import fix_shapes
 from densenet.errors import UsageError

@@ -1,7 +1,7 @@
 """Test-time augmentation: a model's logits averaged over an image and its mirror image."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from mxnet import np
 

@@ -7,7 +7,8 @@ layer for layer, so the zoo's parameter files load into them
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import mxnet as mx
 from mxnet import init
@@ -166,7 +167,7 @@ def transitions(net: nn.HybridSequential) -> list[nn.HybridSequential]:
     Returns:
         The transitions, in order.
     """
-    return [child for before, child in zip(net, list(net)[1:])
+    return [child for before, child in zip(net, list(net)[1:], strict=False)
             if isinstance(before, DenseBlock) and isinstance(child, nn.HybridSequential)]
 
 
@@ -377,13 +378,13 @@ def load_gluon_zoo_parameters(model: CheckedClassifier, path: str,
         raise ValueError(f'{path} holds {len(saved)} parameters, this model has {len(ours)}: '
                          'load it into the model of the same depth (densenet121/161/169/201) '
                          'with num_classes matching the file')
-    for (zoo_name, value), (name, param) in zip(saved, ours):
+    for (zoo_name, value), (name, param) in zip(saved, ours, strict=True):
         shape = tuple(value.shape)
         if -1 not in param.shape and 0 not in param.shape and shape != param.shape:
             raise ValueError(f'{path}: parameter {zoo_name} has shape {shape}, but {name} '
                              f'here is {param.shape}: the file is from another DenseNet '
                              'depth, input channel count or class count')
     ctx = ctx or model.net.collect_params().list_ctx()
-    for (_, value), (_, param) in zip(saved, ours):
+    for (_, value), (_, param) in zip(saved, ours, strict=True):
         load_init(param, value.as_np_ndarray(), ctx)
     return model

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import mxnet as mx
 import numpy as onp
@@ -158,7 +158,7 @@ class GraphExecutors:
         arrays = [*args.values(), *grads.values(), *aux.values()]
         entry = self._executors.get(key)
         if entry is not None and len(entry[1]) == len(arrays) and all(
-                a is b for a, b in zip(entry[1], arrays)):
+                a is b for a, b in zip(entry[1], arrays, strict=True)):
             return entry[0]
         if entry is not None:  # new arrays: every executor on this device is stale
             self._executors = {k: v for k, v in self._executors.items() if k[0] != ctx}

@@ -15,8 +15,9 @@ import pathlib
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from densenet.errors import DiskFull
 

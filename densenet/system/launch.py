@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Sequence
+from collections.abc import Sequence
+from typing import IO
 
 from densenet.errors import UsageError
 from densenet.system import runtime

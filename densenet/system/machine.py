@@ -24,7 +24,7 @@ FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
 ISA_LEVELS = ('SSE41', 'AVX', 'AVX2', 'AVX512_MIC', 'AVX512_MIC_4OPS', 'AVX512_CORE',
               'AVX512_CORE_VNNI', 'AVX512_CORE_BF16', 'AVX512_CORE_AMX')
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpuinfo() -> tuple[str, set[str]]:
     """The first CPU's model name and flags, from /proc/cpuinfo (read once).
 

@@ -5,7 +5,8 @@ to touch this file.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # for the annotations only: the functions import mxnet where they need it
     import mxnet as mx

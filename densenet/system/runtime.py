@@ -26,7 +26,8 @@ import dataclasses
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, MutableMapping
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING
 
 from densenet.errors import UsageError
 from densenet.system.machine import Machine, RuntimeSettings, cpu_has

@@ -287,7 +287,8 @@ class TrainConfig:
             {option: value}.
         """
         values = dataclasses.asdict(self)
-        return {**values, **values.pop('extras')}
+        extras = values.pop('extras')
+        return {**values, **extras}
 
     @classmethod
     def from_recipe(cls, recipe: str = 'book', **overrides: Any) -> TrainConfig:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import mxnet as mx
 import numpy as onp
@@ -33,7 +33,7 @@ def evaluate(model: Callable[[Array], Array], loader: Iterable[tuple[Array, Arra
     for X, y in loader:
         Xs = gluon.utils.split_and_load(X, ctxs, even_split=False)
         ys = gluon.utils.split_and_load(y, ctxs, even_split=False)
-        for Xi, yi in zip(Xs, ys):
+        for Xi, yi in zip(Xs, ys, strict=True):
             Y_hat = model(Xi)
             total_loss += float(loss_fn(Y_hat, yi).sum())
             p = Y_hat.argmax(axis=1).astype('int32')

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable
 
 import mxnet as mx
 import numpy as onp
@@ -270,7 +270,7 @@ def train_one_epoch(loop: Loop) -> EpochResult:
         ys = gluon.utils.split_and_load(y, loop.ctxs, even_split=False)
         with autograd.record():
             outs = [forward_train(loop.model, Xi, cfg.freeze_features) for Xi in Xs]
-            losses = [loop.loss_fn(o, yi) for o, yi in zip(outs, ys)]
+            losses = [loop.loss_fn(o, yi) for o, yi in zip(outs, ys, strict=True)]
         for loss in losses:
             loss.backward()
         # Gradients are summed over devices and workers: average over the global batch.
@@ -283,7 +283,7 @@ def train_one_epoch(loop: Loop) -> EpochResult:
                            f'(batch {i + 1})', epoch, loop.trainer.learning_rate)
         loss_sum += batch_loss
         correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
-                       for o, yi in zip(outs, ys))
+                       for o, yi in zip(outs, ys, strict=True))
         seen += X.shape[0]
         done += 1
         bar.total = min(steps_per_epoch, steps.total - first)

@@ -3,7 +3,8 @@ schedule, and the forward pass with frozen features."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mxnet import autograd, npx
 

@@ -14,7 +14,8 @@ import os
 import re
 import shutil
 import socket
-from typing import Callable, Iterator, TypeAlias, TypedDict
+from collections.abc import Callable, Iterator
+from typing import TypeAlias, TypedDict
 
 from densenet.errors import UsageError
 from densenet.system.files import atomic_text

@@ -3,12 +3,12 @@ from a params file, with frozen features), the optimizer, the resume check."""
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import mxnet as mx
 from mxnet import gluon
 
-from densenet.data import DataModule, FashionMNIST, ImageFolder
+from densenet.data import DataModule, open_data
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.models.meta import Meta
@@ -35,16 +35,11 @@ def make_data(cfg: TrainConfig,
     Raises:
         UsageError: a folder that cannot be trained on, or data that is not there.
     """
-    if cfg.data:
-        return ImageFolder(cfg.data, batch_size=cfg.batch_size, resize=cfg.resize,
-                           channels=cfg.channels, val_split=cfg.val_split, seed=cfg.seed,
-                           augment=cfg.augment, limit=cfg.limit, shard=shard,
-                           skip_bad_images=cfg.skip_bad_images, erase=cfg.erase,
-                           val_limit=cfg.val_limit)
-    return FashionMNIST(batch_size=cfg.batch_size, resize=(cfg.resize, cfg.resize),
-                        root=cfg.data_dir, limit=cfg.limit, augment=cfg.augment,
-                        seed=cfg.seed, shard=shard, holdout=cfg.holdout, erase=cfg.erase,
-                        val_limit=cfg.val_limit)
+    return open_data(cfg.batch_size, cfg.resize, cfg.data, root=cfg.data_dir,
+                     channels=cfg.channels, val_split=cfg.val_split, seed=cfg.seed,
+                     augment=cfg.augment, limit=cfg.limit, val_limit=cfg.val_limit,
+                     shard=shard, holdout=cfg.holdout, erase=cfg.erase,
+                     skip_bad_images=cfg.skip_bad_images)
 
 
 def build_model(cfg: TrainConfig, channels: int = 1,
@@ -121,7 +116,7 @@ def initialize_from(model: CheckedClassifier, path: str, ctxs: list[mx.Context],
     head_kept = [p.shape for p in theirs.values()] == [p.shape for p in mine.values()]
     skip = set() if head_kept else set(theirs.values())
     for (_, src), (_, dst) in zip(source.net.collect_params().items(),
-                                  model.net.collect_params().items()):
+                                  model.net.collect_params().items(), strict=True):
         if src not in skip:
             if src.shape != dst.shape:
                 raise UsageError(f'--init {path}: parameter shapes {src.shape} and {dst.shape} '

@@ -21,8 +21,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault('COLUMNS', '100')  # argparse's usage lines, the same on every machine
 
@@ -339,7 +340,7 @@ Layout = Callable[[dict[str, Any], dict[str, Any], str | None, str],
 
 def _table_layout(record: dict[str, Any], first: dict[str, Any], group: str | None,
                   root: str) -> tuple[list[str], list[list[str]]]:
-    columns = [c if isinstance(c, dict) else dict(zip(('key', 'label', 'format'), c))
+    columns = [c if isinstance(c, dict) else dict(zip(('key', 'label', 'format'), c, strict=False))
                for c in first['columns']]
     rows = []
     for row in _visible(record['rows'], group):
@@ -512,9 +513,9 @@ def record_table(name: str, root: str | None = None) -> str:
     several = len({(machine_name(r['machine']), r['date']) for _, r in parts}) > 1
     header: list[str] = []
     rows: list[list[str]] = []
-    row_commands = [r['command'] for (_, record), group in zip(parts, groups)
+    row_commands = [r['command'] for (_, record), group in zip(parts, groups, strict=True)
                     for r in _visible(record.get('rows', []), group) if r.get('command')]
-    for (_, record), group in zip(parts, groups):
+    for (_, record), group in zip(parts, groups, strict=True):
         header, mine = LAYOUTS[layout](record, first, group, root)
         if several:
             mine = [row + [f'{machine_name(record["machine"])}, {record["date"]}']

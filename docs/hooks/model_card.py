@@ -14,7 +14,8 @@ fp32 with ``accuracy`` and ``agreement`` in %, or ``tta``: the flip-averaged acc
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Table = Callable[[list[str], list[list[Any]]], str]
 

@@ -70,7 +70,7 @@ def test_hand_set_weights_give_the_hand_computed_matrix():
     visible = onp.array([[1, 1, 1], [nan, 1, 1], [nan, nan, 1]])
     reuse = feature_reuse(model)
     assert len(reuse) == 2
-    for b, (r, slices) in enumerate(zip(reuse, [s1, s2]), start=1):
+    for b, (r, slices) in enumerate(zip(reuse, [s1, s2], strict=True), start=1):
         expected = onp.array([[per_channel[b, t] * 2 * a(b, s, t) for t in (1, 2, 3)]
                               for s in range(3)]) * visible
         onp.testing.assert_allclose(r.weights, expected, rtol=1e-6)
@@ -221,7 +221,7 @@ def test_channel_slices_are_the_blocks_concatenation():
     blocks = [(model.net[1], [*model.net[1].net, model.net[2]]),
               (model.net[3], [*model.net[3].net, model.net[-1]])]
     checked = 0
-    for r, (block, targets) in zip(reuse, blocks):
+    for r, (block, targets) in zip(reuse, blocks, strict=True):
         base, recorded = target_inputs(model, X, block, targets)
         for s in range(len(targets)):
             moved, _ = target_inputs(model, X, block, targets, perturb=s, frozen=recorded)

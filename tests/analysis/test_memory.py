@@ -65,7 +65,7 @@ def test_memory_efficient_keeps_less_and_grows_linearly_inside_a_block():
     standard, efficient = totals(rows)
     assert efficient < standard
     block = [r for r in rows if r.stage == 'block 1']
-    steps = [b.standard_mb - a.standard_mb for a, b in zip(block, block[1:])]
+    steps = [b.standard_mb - a.standard_mb for a, b in zip(block, block[1:], strict=False)]
     assert steps == pytest.approx([steps[0]] * 3) and steps[0] > 0  # linear in the depth
     assert len({r.efficient_mb for r in block[:-1]}) == 1           # constant per layer
     transition = next(r for r in rows if r.stage == 'transition 1')

@@ -56,7 +56,7 @@ def test_legacy_concat_equals_numpy_concat():
         outs.append(Y.asnumpy())
         grads.append((X.grad.asnumpy(), blk.net[0][2].weight.grad().asnumpy()))
     assert abs(outs[0] - outs[1]).max() <= 1e-6
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         assert abs(a - b).max() <= 1e-5
 
 

@@ -64,7 +64,7 @@ def test_same_parameters_same_outputs_and_gradients():
     ours_params = list(ours.net.collect_params().values())
     book_params = list(book.collect_params().values())
     assert [p.shape for p in ours_params] == [p.shape for p in book_params]
-    for a, b in zip(ours_params, book_params):
+    for a, b in zip(ours_params, book_params, strict=True):
         b.set_data(a.data())
     # Inference (running statistics) and training mode (batch statistics).
     assert onp.array_equal(ours(X).asnumpy(), book(X).asnumpy())
@@ -76,5 +76,5 @@ def test_same_parameters_same_outputs_and_gradients():
         loss.backward()
         grads.append([p.grad().asnumpy() for p in net.collect_params().values()
                       if p.grad_req != 'null'])
-    for ga, gb in zip(*grads):
+    for ga, gb in zip(*grads, strict=True):
         assert onp.array_equal(ga, gb)

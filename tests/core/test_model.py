@@ -163,7 +163,8 @@ def test_hybridized_training_gradients_match_imperative():
     y = np.array([0, 1, 2, 3])
     a(X)
     b(X)
-    for pa, pb in zip(a.net.collect_params().values(), b.net.collect_params().values()):
+    for pa, pb in zip(a.net.collect_params().values(), b.net.collect_params().values(),
+                      strict=True):
         pb.set_data(pa.data())
     b.net.hybridize()
     grads = []
@@ -173,7 +174,7 @@ def test_hybridized_training_gradients_match_imperative():
         loss.backward()
         grads.append([p.grad().asnumpy() for p in m.net.collect_params().values()
                       if p.grad_req != 'null'])
-    for ga, gb in zip(*grads):
+    for ga, gb in zip(*grads, strict=True):
         assert abs(ga - gb).max() <= 1e-5
 
 

@@ -43,7 +43,7 @@ def test_erasing_fills_with_uniform_values_and_keeps_the_input():
     out, boxes = erase_batch(images, onp.random.RandomState(2), p=1.0)
     assert not images.any()  # the input stays black
     filled = onp.concatenate([out[i][box_mask((28, 28), *b)] for i, b in
-                              enumerate(zip(*boxes))])
+                              enumerate(zip(*boxes, strict=True))])
     # Uniform on 0..255: mean 127.5, standard deviation 73.9; over >10,000 values the
     # mean's own spread is below 1.
     assert len(filled) > 10000
@@ -66,7 +66,7 @@ def test_fashion_mnist_erases_training_batches_only(real_data_dir):
     kw = dict(batch_size=100, root=real_data_dir, limit=1000, holdout=500, seed=7)
     plain, erased = FashionMNIST(**kw), FashionMNIST(erase=0.5, **kw)
     changed = n = 0
-    for (Xp, yp), (Xe, ye) in zip(plain.train_dataloader(), erased.train_dataloader()):
+    for (Xp, yp), (Xe, ye) in zip(plain.train_dataloader(), erased.train_dataloader(), strict=True):
         assert (yp.asnumpy() == ye.asnumpy()).all()
         diff = (Xp.asnumpy() != Xe.asnumpy()).reshape(len(Xp), -1)
         changed += int(diff.any(axis=1).sum())
@@ -77,7 +77,7 @@ def test_fashion_mnist_erases_training_batches_only(real_data_dir):
                 assert d[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].mean() > 0.5
     # 1000 images at p = 0.5: standard deviation 16 images; 5 of them allowed.
     assert n == 1000 and abs(changed - 500) < 80
-    for (Xp, _), (Xe, _) in zip(plain.val_dataloader(), erased.val_dataloader()):
+    for (Xp, _), (Xe, _) in zip(plain.val_dataloader(), erased.val_dataloader(), strict=True):
         assert (Xp.asnumpy() == Xe.asnumpy()).all()
 
 

@@ -190,7 +190,7 @@ def _batchnorm_graph():
         shapes, _, aux = sym.infer_shape(data=(2, 3, 6, 6))
         params = {}
         for name, shape in zip(sym.list_arguments() + sym.list_auxiliary_states(),
-                               shapes + aux):
+                               shapes + aux, strict=True):
             value = rng.uniform(0.5, 2.0, shape) if name.endswith('var') else rng.randn(*shape)
             params[name] = mx.nd.array(value)
         params.pop('data')

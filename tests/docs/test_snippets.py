@@ -231,8 +231,8 @@ def check_output(snippet: Snippet, printed: str) -> None:
     assert [PROBABILITY.sub('(p)', line) for line in got] == [
         PROBABILITY.sub('(p)', line) for line in want], (
         f'{snippet.where}: the page shows\n{snippet.code}\nthe commands printed\n{printed}')
-    for a, b in zip(want, got):
-        for x, y in zip(PROBABILITY.findall(a), PROBABILITY.findall(b)):
+    for a, b in zip(want, got, strict=True):
+        for x, y in zip(PROBABILITY.findall(a), PROBABILITY.findall(b), strict=True):
             assert abs(float(x) - float(y)) <= 0.01, f'{snippet.where}: {a} printed as {b}'
 
 

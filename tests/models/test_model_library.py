@@ -121,7 +121,7 @@ def test_image_folder_through_the_cli(tmp_path, fashion_folder, rgb):
         assert f['features'].shape == (600, 248) and sorted(set(f['split'])) == ['train', 'val']
         assert list(f['classes']) == meta['classes'] and len(f['paths']) == 600
         assert all(os.path.basename(os.path.dirname(p)) == meta['classes'][label]
-                   for p, label in zip(f['paths'], f['labels']))
+                   for p, label in zip(f['paths'], f['labels'], strict=True))
     # Fashion-MNIST is not this model's data: a clear error, not a shape mismatch.
     proc = cli('evaluate', '--params', params, check=False)
     assert proc.returncode == 2 and '3 classes, not Fashion-MNIST' in proc.stderr

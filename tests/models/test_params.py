@@ -102,7 +102,7 @@ def test_init_from_a_gluon_zoo_file_with_other_classes(tmp_path):
     said = []
     initialize_from(model, path, [mx.cpu()], log=said.append)
     ours = [p.data().asnumpy() for p in model.net.collect_params().values()]
-    assert all(onp.array_equal(a, b) for a, b in zip(ours[:-2], zoo_values[:-2]))
+    assert all(onp.array_equal(a, b) for a, b in zip(ours[:-2], zoo_values[:-2], strict=True))
     assert ours[-2].shape == (3, 1024) and zoo_values[-2].shape == (1000, 1024)
     assert said == [f'initialised from {path} (its 1000-class classifier replaced by a new '
                     '3-class one)']

@@ -77,7 +77,8 @@ def test_the_book_entry_takes_max_pooling_in_its_transitions():
     assert type(avg) is DenseNet and isinstance(mp, TransitionPoolDenseNet)
     assert pools(mp) == [nn.MaxPool2D] * 3 and mp.hparams['transition_pool'] == 'max'
     assert mp.registry_kwargs['transition_pool'] == 'max'
-    for a, m in zip(avg.net.collect_params().values(), mp.net.collect_params().values()):
+    for a, m in zip(avg.net.collect_params().values(), mp.net.collect_params().values(),
+                    strict=True):
         assert a.shape == m.shape and onp.array_equal(a.data().asnumpy(), m.data().asnumpy())
     X = np.array(onp.random.RandomState(0).uniform(size=(2, 1, 64, 64)).astype('float32'))
     assert not onp.allclose(avg(X).asnumpy(), mp(X).asnumpy())

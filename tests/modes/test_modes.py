@@ -39,7 +39,7 @@ def _model():
 def _same(a, b):
     assert a[0] == b[0] and a[1] == b[1]
     assert onp.array_equal(a[2], b[2])
-    assert all(onp.array_equal(x, y) for x, y in zip(a[3], b[3]))
+    assert all(onp.array_equal(x, y) for x, y in zip(a[3], b[3], strict=True))
 
 
 def test_export_and_inference_leave_the_model_as_it_was(tmp_path):

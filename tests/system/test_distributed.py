@@ -79,11 +79,11 @@ def single_process_reference(data_dir):
                            seed=3, shard=(r, 2)).train_dataloader() for r in range(2)]
     for loader in shards:
         loader.set_epoch(0)
-    for (X0, y0), (X1, y1) in zip(*shards):
+    for (X0, y0), (X1, y1) in zip(*shards, strict=True):
         Xs = [X0.as_in_context(ctxs[0]), X1.as_in_context(ctxs[1])]
         ys = [y0.as_in_context(ctxs[0]), y1.as_in_context(ctxs[1])]
         with autograd.record():
-            losses = [model.loss(model(X), y, averaged=False) for X, y in zip(Xs, ys)]
+            losses = [model.loss(model(X), y, averaged=False) for X, y in zip(Xs, ys, strict=True)]
         for loss in losses:
             loss.backward()
         trainer.step(64)
@@ -105,10 +105,10 @@ def test_two_workers_match_single_process(tmp_path, real_data_dir):
                                                      'summary.json']
     nets = [load(str(ranks / f'rank-{r}.params')).net for r in (0, 1)]
     w0, w1 = (trainable(net) for net in nets)
-    assert len(w0) == len(w1) and max(abs(a - b).max() for a, b in zip(w0, w1)) == 0.0
+    assert len(w0) == len(w1) and max(abs(a - b).max() for a, b in zip(w0, w1, strict=True)) == 0.0
     ref_model = single_process_reference(real_data_dir)
     reference = trainable(ref_model.net)
-    worst = max(abs(a - b).max() for a, b in zip(w0, reference))
+    worst = max(abs(a - b).max() for a, b in zip(w0, reference, strict=True))
     print(f'max |dist - single process| = {worst:.3g}')
     assert worst <= 1e-5
     # Running statistics stay per worker: worker r's (and rank 0's saved file's)
@@ -116,17 +116,17 @@ def test_two_workers_match_single_process(tmp_path, real_data_dir):
     for r, net in enumerate(nets):
         mine, ref = everything(net), everything(ref_model.net, mx.cpu(r))
         assert len(mine) == len(ref) > len(w0)
-        worst = max(abs(a - b).max() for a, b in zip(mine, ref))
+        worst = max(abs(a - b).max() for a, b in zip(mine, ref, strict=True))
         print(f'worker {r}: max |all parameters - reference on cpu({r})| = {worst:.3g}')
         assert worst <= 1e-5
     saved = everything(load(str(tmp_path / 'out' / 'last.params')).net)
-    assert max(abs(a - b).max() for a, b in zip(saved, everything(nets[0]))) == 0.0
+    assert max(abs(a - b).max() for a, b in zip(saved, everything(nets[0]), strict=True)) == 0.0
     # The run did move the weights (a comparison of untouched weights proves nothing).
     mx.random.seed(3)
     untouched = DenseNet()
     untouched.net(np.zeros((1, 1, 32, 32)))
     start = trainable(untouched.net)
-    assert max(abs(a - b).max() for a, b in zip(w0, start)) > 1e-3
+    assert max(abs(a - b).max() for a, b in zip(w0, start, strict=True)) > 1e-3
 
 
 def test_launcher_runs_the_cluster_under_the_naive_engine(monkeypatch, capsys):

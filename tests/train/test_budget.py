@@ -128,7 +128,7 @@ def test_a_budgeted_run_ends_inside_its_budget_with_a_complete_schedule(tmp_path
     assert s['steps'] == s['plan']['total_steps']
     # The first epoch's progress bar counts the planned epochs, not the --epochs cap.
     assert f"epoch 1/{s['plans'][0]['epochs']} [" in proc.stderr, proc.stderr
-    cfg = TrainConfig(**{**s['config']})
+    cfg = TrainConfig.from_recipe(**s['config'])
     # The schedule was laid over exactly the steps taken: its last step has the
     # last learning rate of a cosine over that many steps (near 0), not a cut-off one.
     assert s['metrics'][-1]['lr'] == pytest.approx(lr_at(cfg, s['steps'] - 1, s['steps']),
@@ -141,12 +141,13 @@ def test_budget_with_resume_continues_the_same_plan(tmp_path, real_data_dir):
     out = str(tmp_path / 'run')
     args = [*QUICK, '--budget', '40s', '--data-dir', real_data_dir]
     saved, _ = kill_after_first_checkpoint(args, out, wait_s=120)
-    assert saved['epoch'] == 1 and saved['plans'][0]['why'] == 'plan'
+    plans = saved['extensions']['budget']['plans']  # the budget's part of the checkpoint
+    assert saved['epoch'] == 1 and plans[0]['why'] == 'plan'
     resumed = cli(*args, '--out', out, '--resume').stdout
     # No new plan: the saved one goes on (re-plans may follow).
     assert not [line for line in resumed.splitlines() if line.startswith('plan: ')]
     s = read_summary(out)
-    assert s['plans'][:len(saved['plans'])] == saved['plans']
+    assert s['plans'][:len(plans)] == plans
     assert s['steps'] == s['plans'][-1]['total_steps']
 
 

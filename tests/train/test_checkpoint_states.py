@@ -26,7 +26,8 @@ def _step(model, trainer, X, y):
 
 
 def _copy(src, dst):
-    for a, b in zip(src.net.collect_params().values(), dst.net.collect_params().values()):
+    for a, b in zip(src.net.collect_params().values(), dst.net.collect_params().values(),
+                    strict=True):
         b.set_data(a.data().copy())
 
 
@@ -50,7 +51,7 @@ def test_states_follow_their_parameters_whatever_their_names(tmp_path):
     _step(old_model, old, X, y)
     _step(new_model, new, X, y)
     for a, b in zip(old_model.net.collect_params().values(),
-                    new_model.net.collect_params().values()):
+                    new_model.net.collect_params().values(), strict=True):
         assert (a.data() == b.data()).all(), a.name
 
 

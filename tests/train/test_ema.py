@@ -48,7 +48,7 @@ def test_ema_equals_a_numpy_recomputation_over_a_few_steps():
         d = min(decay, (1 + t) / (10 + t))
         now = snapshot(net)
         expected = {k: d * expected[k] + (1 - d) * now[k] for k in now}
-    got = {k: a.asnumpy() for k, a in zip(net.collect_params(), ema.average)}
+    got = {k: a.asnumpy() for k, a in zip(net.collect_params(), ema.average, strict=True)}
     for k, want in expected.items():
         # float32: each update rounds once per operation (~6e-8 relative), four updates.
         scale = max(1.0, float(onp.abs(want).max()))
@@ -79,7 +79,7 @@ def test_applied_swaps_the_average_in_and_back_and_save_writes_it(tmp_path):
     fresh = WeightEMA(model.net, 0.5)
     fresh.load(path)
     assert all(onp.array_equal(a.asnumpy(), b.asnumpy())
-               for a, b in zip(fresh.average, ema.average))
+               for a, b in zip(fresh.average, ema.average, strict=True))
     assert all(onp.array_equal(v, own[k]) for k, v in snapshot(model.net).items())
 
 

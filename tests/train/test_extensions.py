@@ -112,3 +112,12 @@ def test_its_hooks_run_its_file_is_written_and_its_state_resumes(counted, tmp_pa
     # --overwrite removes the file it declared, as the package's own.
     cli(*args, '--overwrite')
     assert not os.path.exists(os.path.join(out, 'steps.txt'))
+
+
+def test_a_recorded_configuration_builds_the_same_configuration():
+    """summary.json's `config` (`as_dict`) lists the extensions' options beside the loop's,
+    flat, and rebuilds the configuration it came from."""
+    cfg = TrainConfig.from_recipe('fast-cpu', ema=0.999, epochs=3)
+    recorded = json.loads(json.dumps(cfg.as_dict()))
+    assert 'extras' not in recorded and recorded['ema'] == 0.999 and recorded['epochs'] == 3
+    assert TrainConfig.from_recipe(**recorded) == cfg

@@ -60,7 +60,7 @@ def test_the_check_changes_nothing():
                                    mx.cpu())
     assert 0 <= train_acc <= 1 and 0 <= infer_acc <= 1
     after = [p.data().asnumpy() for p in net.collect_params().values()]
-    assert all((a == b).all() for a, b in zip(before, after))
+    assert all((a == b).all() for a, b in zip(before, after, strict=True))
 
 
 def test_a_last_batch_of_a_handful_of_images_is_left_out():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from densenet.errors import UsageError
 from densenet.train.config import TrainConfig

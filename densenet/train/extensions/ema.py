@@ -9,8 +9,9 @@ variance are averaged alike, so the averaged network is complete on its own.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import ClassVar, Iterator, cast
+from typing import ClassVar, cast
 
 from mxnet.gluon import nn
 
@@ -55,7 +56,7 @@ class WeightEMA:
     def update(self) -> None:
         """Move the average towards the network's current parameters."""
         d = self.rate()
-        for avg, p in zip(self.average, self.params):
+        for avg, p in zip(self.average, self.params, strict=True):
             avg *= d
             avg += (1 - d) * p.data()
         self.updates += 1
@@ -67,7 +68,7 @@ class WeightEMA:
         try:
             yield self.net
         finally:
-            for p, w in zip(self.params, own):
+            for p, w in zip(self.params, own, strict=True):
                 p.set_data(w)
 
     @contextmanager
@@ -78,7 +79,7 @@ class WeightEMA:
             The network.
         """
         with self._own_weights_kept() as net:
-            for p, avg in zip(self.params, self.average):
+            for p, avg in zip(self.params, self.average, strict=True):
                 p.set_data(avg)
             yield net
 

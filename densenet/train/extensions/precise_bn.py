@@ -13,7 +13,7 @@ The weights themselves, and so the training, are not changed.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import mxnet as mx
 from mxnet import autograd, gluon
@@ -104,7 +104,7 @@ def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
             sums[i][1] = sums[i][1] + (b.running_var.data(ctx) - m * before[i][1]) / (1 - m)
         used += 1
     if used:
-        for b, (mean, var) in zip(layers, sums):
+        for b, (mean, var) in zip(layers, sums, strict=True):
             _assign(b.running_mean, mean / used)
             _assign(b.running_var, var / used)
     return used
@@ -137,7 +137,7 @@ class PreciseBatchNorm(Extension):
         ctx = loop.ctxs[0]
         loader = unaugmented_train_loader(loop.data, shuffle=True, seed=loop.cfg.seed)
         loader.set_epoch(loop.epoch)
-        sample = [batch for batch, _ in zip(loader, range(CHECK_BATCHES))]
+        sample = [batch for batch, _ in zip(loader, range(CHECK_BATCHES), strict=False)]
         loader.set_epoch(loop.epoch)
         train_acc, infer_acc = mode_gap(loop.model, sample, ctx)
         stale = train_acc - infer_acc > MAX_GAP

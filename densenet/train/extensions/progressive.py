@@ -3,7 +3,7 @@ every evaluation) at the run's side. A step's cost falls about with the square o
 side, so a slow machine fits more epochs into the same time."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from densenet.train.config import TrainConfig
 from densenet.train.extensions.base import Extension, LoopView, Process, Row
