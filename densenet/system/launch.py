@@ -124,8 +124,8 @@ class Cluster:
                         DMLC_NUM_WORKER=str(num_workers), DMLC_NUM_SERVER=str(num_servers),
                         PS_VERBOSE='0')
         if not runtime.settings.user_set:
-            # Workers on one machine share its cores: one OpenMP pool each of all the
-            # cores oversubscribes them (measured: 10x slower per worker on 2 cores).
+            # Workers on one machine share its cores: each gets its share of them, as
+            # one OpenMP pool of all the cores per worker oversubscribes them.
             share = max(1, runtime.available_cores() // num_workers)
             self.env['OMP_NUM_THREADS'] = self.env['MXNET_OMP_MAX_THREADS'] = str(share)
         engine = self.env.get('MXNET_ENGINE_TYPE')
