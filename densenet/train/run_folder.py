@@ -248,6 +248,7 @@ class Run:
                 state: Checkpoint = json.load(f)
             stem = os.path.join(self.ckpt, f'epoch-{state["epoch"]:04d}')
             parts = list(state['files'])
+            dict(state['extensions'])  # written by this version: every extension's part
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f'--resume: {path} is damaged ({e}); use --overwrite to start '
                              'again, or another --out') from None

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from densenet.cli import main
+from densenet.errors import UsageError
 from densenet.train.extensions import run_folder_files
 from densenet.train.run_folder import CHECKPOINT, Run
 
@@ -58,3 +59,17 @@ def test_a_run_writes_only_run_files_and_overwrite_leaves_none_of_the_old(tmp_pa
                       'last.params', 'last.params.json', 'metrics.csv', 'summary.json']
     assert sorted(os.listdir(os.path.join(out, 'checkpoint'))) == [
         'epoch-0001.params', 'epoch-0001.states', 'state.json']
+
+
+@pytest.mark.parametrize('record', ['{"epoch": 1', '{"epoch": 1, "files": []}',
+                                    '{"epoch": 1, "files": [], "extensions": null}'])
+def test_a_checkpoint_this_version_did_not_write_is_refused_in_one_line(tmp_path, record):
+    """Unreadable JSON, or a record without the extensions' parts: --resume names the file
+    and the way out instead of failing inside the loop."""
+    run = Run(str(tmp_path))
+    os.makedirs(run.ckpt)
+    with open(os.path.join(run.ckpt, 'state.json'), 'w') as f:
+        f.write(record)
+    with pytest.raises(UsageError, match=r"^--resume: .*state\.json is damaged \(.*\); use "
+                                         r"--overwrite to start again, or another --out$"):
+        run.load_checkpoint()
