@@ -34,7 +34,7 @@ from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.models.preprocess import Preprocess
 from densenet.modes.block_mode import concat_mode
-from densenet.system.files import atomic_text, disk_full_as_error
+from densenet.system.files import disk_full_as_error
 from densenet.system.mxcompat import onnx_converters, onnx_node_inputs
 
 if TYPE_CHECKING:
@@ -118,15 +118,16 @@ def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
     """Trace once (hybridized for the trace only) and write ``name-symbol.json`` +
     ``name-0000.params`` (and ``name-preprocess.json`` with `preprocess`)."""
     shape = batch_shape(model, input_shape)
-    files = [f'{name}-symbol.json', f'{name}-0000.params']
+    files = [f'{name}-symbol.json', f'{name}-0000.params'] + (
+        [f'{name}-preprocess.json'] if preprocess is not None else [])
     with _written(out_dir, *files) as tmp:
         # Traced on a hybridized net; the caller's model is left as it was.
         with concat_mode(model.net, None, hybridize=True):
             model.net(np.zeros(shape))
             model.net.export(os.path.join(tmp, name))
-    if preprocess is not None:
-        files.append(f'{name}-preprocess.json')
-        atomic_text(os.path.join(out_dir, files[-1]), json.dumps(preprocess.to_dict(), indent=1))
+        if preprocess is not None:
+            with open(os.path.join(tmp, files[-1]), 'w') as f:
+                json.dump(preprocess.to_dict(), f, indent=1)
     return tuple(os.path.join(out_dir, f) for f in files)
 
 
