@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import math
 import os
 from typing import Any, TypeVar
 
@@ -22,7 +21,6 @@ from densenet.train.options import (
     check_ranges,
     default_of,
     option,
-    positive_float,
     positive_int,
 )
 from densenet.train.planning import parse_duration
@@ -130,8 +128,7 @@ class TrainConfig:
         help='--data: train on grayscale (1) or RGB (3) images; default: 1 if every image '
              'is grayscale')
     val_split: float = option(
-        0.2, group='data', parse=float, check=lambda v: 0 < v < 1,
-        error='{flag} must be between 0 and 1, got {value}',
+        0.2, group='data', parse=float, within='(0, 1)',
         help='--data without val/: share of each class held out (default 0.2)')
     skip_bad_images: bool = option(
         False, group='data', kind='switch',
@@ -139,50 +136,46 @@ class TrainConfig:
     data_dir: str | None = option(
         None, group='data', help='folder with the four Fashion-MNIST IDX files')
     limit: int | None = option(
-        None, group='data', parse=positive_int, check=lambda v: v >= 1,
-        error='{flag} must be a positive number of images, got {value}',
+        None, group='data', parse=positive_int, within='[1, inf)',
         help='use the first N training images')
     holdout: int = option(
-        0, group='data', parse=int, check=lambda v: 0 <= v < TRAIN_SIZE,
+        0, group='data', parse=int, within=f'[0, {TRAIN_SIZE})',
         error='{flag} must be between 0 and ' + str(TRAIN_SIZE - 1) + ' images, got {value}',
         help='validate on the last N training images instead of the test split (to choose '
              'settings without it); train on the rest')
     val_limit: int | None = option(
-        None, group='data', parse=positive_int, check=lambda v: v >= 1,
-        error='{flag} must be a positive number of images, got {value}',
+        None, group='data', parse=positive_int, within='[1, inf)',
         help='validate on N images spread evenly over the validation split (quicker '
              'epochs; densenet evaluate --limit N scores the same ones); default: all')
     resize: int = option(
-        96, group='data', parse=positive_int, check=lambda v: v >= 1,
-        error='{flag} must be at least 1, got {value}', help='square image side (book: 96)')
+        96, group='data', parse=positive_int, within='[1, inf)',
+        help='square image side (book: 96)')
     batch_size: int = option(
-        128, group='data', parse=positive_int, check=lambda v: v >= 1,
-        error='{flag} must be at least 1, got {value}', help='images per step')
+        128, group='data', parse=positive_int, within='[1, inf)', help='images per step')
 
     # Optimisation.
     lr: float = option(
-        0.01, group='optimisation', parse=positive_float, check=lambda v: 0 < v < math.inf,
+        0.01, group='optimisation', parse=float, within='(0, inf)',
         error='{flag} must be a positive finite number, got {value}',
         help='learning rate (the peak of a cosine schedule)')
     momentum: float = option(
-        0.0, group='optimisation', parse=float, check=lambda v: 0 <= v < 1,
-        error='{flag} must be in [0, 1), got {value}', help="SGD's momentum (book: 0)")
+        0.0, group='optimisation', parse=float, within='[0, 1)',
+        help="SGD's momentum (book: 0)")
     seed: int = option(
-        0, group='optimisation', parse=int, check=lambda v: 0 <= v < 2**32,
+        0, group='optimisation', parse=int, within=f'[0, {2**32})',
         error='{flag} must be between 0 and 2**32 - 1, got {value}',
         help='seed of the initialisation, the shuffling and the augmentation')
 
     # Schedule and budget.
     epochs: int = option(
-        10, group='schedule and budget', parse=positive_int, check=lambda v: v >= 1,
-        error='{flag} must be at least 1, got {value}',
+        10, group='schedule and budget', parse=positive_int, within='[1, inf)',
         help='epochs (with --budget: the most it may plan)')
     schedule: str = option(
         'constant', group='schedule and budget', choices=SCHEDULES,
         help='the learning rate: constant, or cosine (per step, to 0 at the end)')
     budget: float | None = option(
-        None, group='schedule and budget', parse=parse_budget,
-        check=lambda v: 0 <= v < math.inf, error='{flag} must be a duration, got {value} s',
+        None, group='schedule and budget', parse=parse_budget, within='[0, inf)',
+        error='{flag} must be a duration, got {value} s',
         help='wall time for the whole run, e.g. 60m, 1h30m, 900s (off: none): the run times '
              'itself and plans its steps, and the learning-rate schedule, to end inside it')
     progressive: int = option(
@@ -190,24 +183,22 @@ class TrainConfig:
         help='progressive resizing: train the first epochs at this smaller side, the rest '
              '(and every evaluation) at --resize (0: off)')
     progressive_until: float = option(
-        0.5, group='schedule and budget', parse=float, metavar='SHARE',
-        check=lambda v: 0 < v < 1,
+        0.5, group='schedule and budget', parse=float, metavar='SHARE', within='(0, 1)',
         error='{flag} must be a share of the epochs between 0 and 1, e.g. 0.5; got {value}',
         help='share of the epochs trained at the --progressive side (default 0.5)')
 
     # Regularisation.
     wd: float = option(
-        0.0, group='regularisation', parse=float, check=lambda v: 0 <= v < math.inf,
+        0.0, group='regularisation', parse=float, within='[0, inf)',
         error='{flag} must be a finite number >= 0, got {value}', help='weight decay')
     label_smoothing: float = option(
-        0.0, group='regularisation', parse=float, check=lambda v: 0 <= v < 1,
-        error='{flag} must be in [0, 1), got {value}',
+        0.0, group='regularisation', parse=float, within='[0, 1)',
         help='share of the target spread over all classes (book: 0)')
     augment: bool = option(
         False, group='regularisation', kind='toggle',
         help='random flips and 2-pixel shifts of training images')
     erase: float = option(
-        0.0, group='regularisation', parse=float, metavar='P', check=lambda v: 0 <= v <= 1,
+        0.0, group='regularisation', parse=float, metavar='P', within='[0, 1]',
         error='{flag} must be a probability in [0, 1] (0: off), e.g. 0.5; got {value}',
         help='random erasing: a random rectangle (2-40% of the image) of this share of the '
              'training images is filled with random pixels (0: off)')

@@ -41,9 +41,11 @@ class Option:
         group: Its argument group (a key of `GROUPS`).
         parse: The argparse ``type``; its errors are argparse's one-line errors.
         choices: The allowed values, if they are a fixed list (checked as `check` is).
+        within: The allowed range as an interval, e.g. ``'[0, 1)'`` or ``'(0, inf)'``.
         check: A predicate on the value; False raises UsageError(`error`).
-        error: The message for a failed `check`, formatted with ``flag`` and ``value``
-            (default for `choices`: the values allowed).
+        error: The message for a value outside `within`, refused by `check` or not in
+            `choices`, formatted with ``flag`` and ``value`` (default: the range or the
+            values allowed).
         kind: ``'value'`` (takes an argument), ``'switch'`` (``--x`` sets True),
             ``'toggle'`` (``--x`` / ``--no-x``) or ``'append'`` (repeatable).
         metavar: The argument's name in ``--help``.
@@ -54,6 +56,7 @@ class Option:
     group: str
     parse: Callable[[str], object] | None = None
     choices: Sequence[object] | None = None
+    within: str = ''
     check: Callable[[Any], bool] | None = None
     error: str = ''
     kind: str = 'value'
@@ -80,7 +83,7 @@ def option(default: object = None, *, factory: Callable[[], object] | None = Non
     return dataclasses.field(default=default, metadata=meta)
 
 
-def flag_of(name: str, spec: Option | None = None) -> str:
+def flag_of(name: str, spec: Option) -> str:
     """The command-line flag of field `name` (``batch_size`` -> ``--batch-size``).
 
     Args:
@@ -90,9 +93,7 @@ def flag_of(name: str, spec: Option | None = None) -> str:
     Returns:
         The flag.
     """
-    if spec is not None and spec.flag:
-        return spec.flag
-    return '--' + name.replace('_', '-')
+    return spec.flag or '--' + name.replace('_', '-')
 
 
 #: The options of the registered extensions (`densenet.train.extensions.base.register`).
@@ -163,8 +164,37 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
         groups[spec.group].add_argument(flag_of(name, spec), **kwargs)
 
 
+def in_interval(value: float, within: str) -> bool:
+    """Whether `value` lies in the interval `within` (``'[0, 1)'``: 0 <= value < 1).
+
+    Args:
+        value: the value.
+        within: the interval: ``[`` or ``(``, the bounds (``inf`` allowed), ``]`` or ``)``.
+
+    Returns:
+        Whether it lies inside (never for NaN).
+    """
+    low, high = (float(bound) for bound in within[1:-1].split(','))
+    above = low <= value if within[0] == '[' else low < value
+    return above and (value <= high if within[-1] == ']' else value < high)
+
+
+def range_error(within: str) -> str:
+    """The standard message for a value outside `within`, as `Option.error` writes it.
+
+    Args:
+        within: the interval.
+
+    Returns:
+        The message, with ``{flag}`` and ``{value}`` to fill in.
+    """
+    low, high = within[1:-1].split(', ')
+    allowed = f'at least {low}' if within[0] + high == '[inf' else f'in {within}'
+    return '{flag} must be ' + allowed + ', got {value}'
+
+
 def check_ranges(cfg: object) -> None:
-    """Check every value against its option's `check` or `choices`.
+    """Check every value against its option's `within`, `check` or `choices`.
 
     Args:
         cfg: a configuration.
@@ -175,10 +205,12 @@ def check_ranges(cfg: object) -> None:
     for name, _, spec in options(type(cfg)):
         value = getattr(cfg, name)
         listed = spec.choices
-        if value is None or (spec.check(value) if spec.check else
+        if value is None or (in_interval(value, spec.within) if spec.within else
+                             spec.check(value) if spec.check else
                              listed is None or value in listed):
             continue
-        error = spec.error or ('{flag} must be one of ' + ', '.join(map(str, listed or ()))
+        error = spec.error or (range_error(spec.within) if spec.within else
+                               '{flag} must be one of ' + ', '.join(map(str, listed or ()))
                                + ', got {value!r}')
         raise UsageError(error.format(flag=flag_of(name, spec), value=value))
 
@@ -217,25 +249,4 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
     if value < 1:
         raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number above 0.
-
-    Args:
-        text: the flag's value.
-
-    Returns:
-        The number.
-
-    Raises:
-        argparse.ArgumentTypeError: not a number, or not above 0.
-    """
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f'must be positive, got {value}')
     return value

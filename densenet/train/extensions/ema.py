@@ -118,7 +118,7 @@ class WeightAveraging(Extension):
     """
     name = 'ema'
     options: ClassVar[dict[str, dataclasses.Field[object]]] = {'ema': option(
-        0.0, group='regularisation', parse=float, metavar='DECAY', check=lambda v: 0 <= v < 1,
+        0.0, group='regularisation', parse=float, metavar='DECAY', within='[0, 1)',
         error='{flag} must be a decay in [0, 1) (0: off), e.g. 0.999; got {value}',
         help='also keep a moving average of the weights with this decay (e.g. 0.999; 0: '
              'none), scored every epoch and saved as ema.params')}
