@@ -33,7 +33,7 @@ from densenet.system.files import atomic_text
 from densenet.train.config import TrainConfig
 from densenet.train.evaluate import evaluate
 from densenet.train.extensions import Extension, default_extensions, run_folder_files
-from densenet.train.extensions.base import EpochResult, Row, State, Steps, Summary
+from densenet.train.extensions.base import EpochResult, Row, State, Steps, Summary, scored_weights
 from densenet.train.objective import diverged, forward_train, loss_limit, lr_at, make_loss
 from densenet.train.report import Progress
 from densenet.train.run_folder import ARRAYS, STATES_ORDER, SUMMARY, Checkpoint, Run
@@ -99,14 +99,6 @@ class Loop:
             The seconds.
         """
         return self.prior_wall + time.time() - self.started
-
-    def validate(self) -> tuple[float, float, onp.ndarray]:
-        """The model as it is now on the validation data.
-
-        Returns:
-            (loss, accuracy, predictions).
-        """
-        return evaluate(self.model, self.val_loader, self.ctxs)
 
     def resume(self, state: Checkpoint) -> None:
         """Continue from a checkpoint: the weights, the optimizer states, the rows and
@@ -194,17 +186,16 @@ class Loop:
         self.epoch_tic = time.time()
         for ext in self.extensions:
             ext.on_validation_start(self)
-        val_loss, val_acc, _ = self.validate()
+        row: Row = {'epoch': self.epoch + 1, 'train_loss': result.loss, 'train_acc': result.acc}
+        for prefix, applied in scored_weights(self.extensions).items():
+            with applied:
+                row[prefix + 'val_loss'], row[prefix + 'val_acc'], _ = evaluate(
+                    self.model, self.val_loader, self.ctxs)
+        val_loss, val_acc = row['val_loss'], row['val_acc']
         if not (math.isfinite(val_loss) and all_finite(self.model.net)):
             raise diverged(f'validation loss {val_loss:.4g}, or non-finite weights, after '
                            'the epoch', self.epoch, self.trainer.learning_rate)
-        row: Row = {'epoch': self.epoch + 1, 'train_loss': result.loss,
-                    'train_acc': result.acc, 'val_loss': val_loss, 'val_acc': val_acc,
-                    'lr': self.trainer.learning_rate, 'img_s': result.images / result.seconds}
-        for ext in self.extensions:
-            for prefix, applied in ext.variants().items():
-                with applied:
-                    row[prefix + 'val_loss'], row[prefix + 'val_acc'], _ = self.validate()
+        row.update(lr=self.trainer.learning_rate, img_s=result.images / result.seconds)
         notes = ''.join(filter(None, (ext.on_validation_end(self, row)
                                       for ext in self.extensions)))
         row['seconds'] = result.seconds + time.time() - self.epoch_tic

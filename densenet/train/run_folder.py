@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeAlias, TypedDict
 
 from densenet.errors import UsageError
-from densenet.system.files import atomic_text
+from densenet.system.files import atomic_text, atomic_write
 
 #: The files the loop writes into a run folder: every writer takes its name from here,
 #: and ``--overwrite`` removes each of them (a params file with its .json). Extensions
@@ -210,22 +210,24 @@ class Run:
                     if temporary.match(name):
                         os.remove(os.path.join(folder, name))
 
-    def save_checkpoint(self, epoch: int, write: Callable[[str], list[str]],
+    def save_checkpoint(self, epoch: int, writers: dict[str, Callable[[str], None]],
                         state: dict[str, object]) -> None:
         """Checkpoint `epoch`.
 
-        ``write(stem)`` writes the checkpoint's files under ``checkpoint/epoch-NNNN``
-        and returns their suffixes (e.g. ``['.params', '.states']``); then state.json
+        Each writer writes its file (``checkpoint/epoch-NNNN`` and its suffix, e.g.
+        ``.params``) under a temporary name, renamed once complete; then state.json
         (`state` and the suffixes) is written, then the older epochs' files go.
 
         Args:
             epoch: the epochs done.
-            write: writes the files, as above.
+            writers: {suffix: a function that writes the file at the path it is given}.
             state: the `Checkpoint` fields but epoch, files and stem.
         """
         os.makedirs(self.ckpt, exist_ok=True)
         stem = os.path.join(self.ckpt, f'epoch-{epoch:04d}')
-        record = {'epoch': epoch, **state, 'files': write(stem)}
+        for suffix, write in writers.items():
+            atomic_write(stem + suffix, write)
+        record = {'epoch': epoch, **state, 'files': list(writers)}
         atomic_text(os.path.join(self.ckpt, STATE), json.dumps(record, indent=1))
         for name in os.listdir(self.ckpt):  # older epochs are no longer needed
             if name.startswith('epoch-') and not name.startswith(f'epoch-{epoch:04d}.'):

@@ -11,7 +11,7 @@ from densenet.data import FashionMNIST
 from densenet.errors import UsageError
 from densenet.models.params import load_model
 from densenet.train import BudgetPlanner, Steps, TrainConfig, evaluate, fit
-from densenet.train.extensions.progressive import side_for_epoch
+from densenet.train.extensions.progressive import ProgressiveResizing, side_for_epoch
 from densenet.train.planning import cost, early_epochs, plan_steps, reserve_s
 
 from helpers import cli, read_metrics
@@ -63,7 +63,8 @@ def test_the_plan_counts_cheap_early_steps_and_is_the_longest_that_fits():
 def test_the_budget_times_both_sides_and_switches_to_measured_full_steps():
     cfg = TrainConfig(resize=64, progressive=32, budget=900, epochs=100)
     loop = types.SimpleNamespace(cfg=cfg, steps=Steps(100 * 50, 50), val_loader=range(10),
-                                 log=lambda s: None, elapsed=lambda: 20.0, extensions=[])
+                                 log=lambda s: None, elapsed=lambda: 20.0,
+                                 extensions=[ProgressiveResizing()])
     budget = BudgetPlanner()
     budget.on_fit_start(loop)
     plans = budget.plans

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
 import mxnet as mx
@@ -199,6 +199,18 @@ class Extension:
         """
         return 0
 
+    def early_share(self, cfg: TrainConfig) -> float:
+        """The share of the first epochs it trains at a side below the run's (a budget
+        plans their steps at the speed it measured there).
+
+        Args:
+            cfg: the configuration.
+
+        Returns:
+            The share (0: none).
+        """
+        return 0.0
+
     def on_fit_start(self, loop: LoopView) -> None:
         """Before the first epoch (and before a resumed state is loaded).
 
@@ -316,6 +328,22 @@ def register(ext: E) -> E:
     REGISTRY.append(ext)
     EXTENSION_OPTIONS.update(ext.options)
     return ext
+
+
+def scored_weights(extensions: list[Extension]) -> dict[str, AbstractContextManager[object]]:
+    """The weights a run scores at every validation: the model's own (prefix ''), then
+    each extension's `Extension.variants`.
+
+    Args:
+        extensions: the run's extensions.
+
+    Returns:
+        {column prefix: a context in which the model holds those weights}.
+    """
+    weights: dict[str, AbstractContextManager[object]] = {'': nullcontext()}
+    for ext in extensions:
+        weights.update(ext.variants())
+    return weights
 
 
 def run_folder_files() -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from densenet.train.extensions.base import (
     Row,
     State,
     Summary,
+    scored_weights,
 )
 from densenet.train.planning import Plan, cost, plan_steps, reserve_s
 from densenet.train.run_folder import Json
@@ -39,9 +40,10 @@ class BudgetPlanner(Extension):
     """``--budget``: plans and re-plans ``loop.steps.total`` so that the run ends inside
     ``cfg.budget``.
 
-    It plans from the passes the run makes: its training steps, a validation of the
-    model and of every extension's `Extension.variants` after each epoch, and the
-    extensions' `Extension.final_passes` at the end. Adds budget_s, plan and plans to
+    It plans from the passes the run makes: its training steps (those of the
+    extensions' `Extension.early_share` of the epochs at the speed measured there), a
+    validation of the model and of every extension's `Extension.variants` after each
+    epoch, and the extensions' `Extension.final_passes` at the end. Adds budget_s, plan and plans to
     summary.json and keeps the plans in the checkpoint. It comes after the files'
     extensions: an epoch's measured cost includes writing them.
 
@@ -66,8 +68,9 @@ class BudgetPlanner(Extension):
     def on_fit_start(self, loop: LoopView) -> None:
         self.loop, self.budget_s = loop, loop.cfg.budget or 0.0
         self.cap = loop.cfg.epochs * loop.steps.steps_per_epoch
-        self.evals = 1 + sum(len(e.variants()) for e in loop.extensions)
+        self.evals = len(scored_weights(loop.extensions))
         self.final_evals = sum(e.final_passes(self.evals) for e in loop.extensions)
+        self.early = max((e.early_share(loop.cfg) for e in loop.extensions), default=0.0)
 
     def state_dict(self) -> State:
         return State({'plans': list(self.plans)})
@@ -84,10 +87,9 @@ class BudgetPlanner(Extension):
         """(seconds a full-side step takes, `early` for plan_steps) from a step measured at
         `side`: while the run is still at the small side, the rest of that phase costs
         what was measured and the full side that times the measured ratio."""
-        cfg = self.loop.cfg
-        if side in (None, cfg.resize) or not self.full_over_small:
+        if side in (None, self.loop.cfg.resize) or not self.full_over_small:
             return step_s, None
-        return step_s * self.full_over_small, (cfg.progressive_until, step_s)
+        return step_s * self.full_over_small, (self.early, step_s)
 
     def _record(self, plan: Plan, done: int, why: str) -> None:
         steps = self.loop.steps

@@ -2,12 +2,10 @@
 extensions' `variants`) scored with logits averaged over each image and its mirror image."""
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-
 from densenet.models.tta import FlipAverage
 from densenet.train.config import TrainConfig
 from densenet.train.evaluate import evaluate
-from densenet.train.extensions.base import Extension, LoopView, Process, Summary
+from densenet.train.extensions.base import Extension, LoopView, Process, Summary, scored_weights
 
 
 class FlipAveragedScores(Extension):
@@ -25,11 +23,8 @@ class FlipAveragedScores(Extension):
     def on_fit_end(self, loop: LoopView, summary: Summary | None) -> None:
         if summary is None:
             return
-        weights: dict[str, AbstractContextManager[object]] = {'': nullcontext()}
-        for ext in loop.extensions:
-            weights.update(ext.variants())
         scores = {}
-        for prefix, applied in weights.items():
+        for prefix, applied in scored_weights(loop.extensions).items():
             with applied:
                 scores[f'final_{prefix}val_acc_tta'] = evaluate(
                     FlipAverage(loop.model), loop.val_loader, loop.ctxs)[1]

@@ -44,6 +44,9 @@ class ProgressiveResizing(Extension):
     def create(cls, cfg: TrainConfig, process: Process) -> ProgressiveResizing | None:
         return cls() if cfg.progressive else None
 
+    def early_share(self, cfg: TrainConfig) -> float:
+        return cfg.progressive_until
+
     def on_epoch_start(self, loop: LoopView) -> int:
         return side_for_epoch(loop.cfg, loop.epoch, loop.steps.epochs,
                               [r['side'] for r in loop.rows])

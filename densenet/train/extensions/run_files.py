@@ -6,7 +6,6 @@ from mxnet import npx
 
 from densenet.models.meta import Meta
 from densenet.models.params import save
-from densenet.system.files import atomic_write
 from densenet.train.config import TrainConfig
 from densenet.train.extensions.base import EpochResult, Extension, LoopView, Process, Row
 from densenet.train.report import plot_curves, write_metrics
@@ -59,14 +58,10 @@ class Checkpoints(Extension):
         states = {e.name: s for e in loop.extensions if (s := e.state_dict()) is not None}
         arrays = {f'{name}:{i:06d}': a for name, s in states.items()
                   for i, a in enumerate(s.arrays)}
-
-        def write(stem: str) -> list[str]:
-            atomic_write(stem + PARAMS, loop.model.net.save_parameters)
-            atomic_write(stem + STATES, loop.trainer.save_states)
-            if arrays:
-                atomic_write(stem + ARRAYS, lambda path: npx.save(path, arrays))
-            return [PARAMS, STATES] + ([ARRAYS] if arrays else [])
-        loop.run.save_checkpoint(loop.epoch, write, {
+        writers = {PARAMS: loop.model.net.save_parameters, STATES: loop.trainer.save_states}
+        if arrays:
+            writers[ARRAYS] = lambda path: npx.save(path, arrays)
+        loop.run.save_checkpoint(loop.epoch, writers, {
             'rows': loop.rows, 'config': loop.cfg.as_dict(), 'best_val_acc': loop.best_acc,
             'wall_s': loop.elapsed(), 'total_steps': loop.steps.total,
             'states_order': STATES_ORDER,
