@@ -45,13 +45,11 @@ def make_loss(model: CheckedClassifier, cfg: TrainConfig) -> Callable[[Array, Ar
     Returns:
         loss(logits, labels) -> per-example losses.
     """
-    if cfg.label_smoothing:
-        def loss_fn(Y_hat: Array, y: Array) -> Array:
-            model.check_labels(y)
-            return smoothed_loss(Y_hat, y, cfg.label_smoothing)
-    else:
-        def loss_fn(Y_hat: Array, y: Array) -> Array:
+    def loss_fn(Y_hat: Array, y: Array) -> Array:
+        if not cfg.label_smoothing:
             return model.loss(Y_hat, y, averaged=False)
+        model.check_labels(y)
+        return smoothed_loss(Y_hat, y, cfg.label_smoothing)
     return loss_fn
 
 

@@ -9,6 +9,7 @@ half of the reserve, or when a plan more than 2% longer fits.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import re
@@ -163,15 +164,11 @@ def plan_steps(budget_s: float, elapsed_s: float, done: int, steps_per_epoch: in
         if lo == done:
             return None
     else:
-        lo, hi = done, cap_steps  # cost is increasing in total: bisect for the largest
-        if not fits(lo + 1):
+        if not fits(done + 1):
             return None
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if fits(mid):
-                lo = mid
-            else:
-                hi = mid - 1
+        # The cost is increasing in total: bisect for the first total that does not fit.
+        later = range(done + 1, cap_steps + 1)
+        lo = done + bisect.bisect_left(later, True, key=lambda total: not fits(total))
     end = elapsed_s + cost(lo, done, steps_per_epoch, step_s, overhead_s, early) + final_s
     return Plan(lo, steps_per_epoch, step_s, overhead_s, end,
                 early[1] if early else None)
