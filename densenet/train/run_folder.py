@@ -66,9 +66,9 @@ class Run:
 
     def __init__(self, out: str, files: tuple[str, ...] = RUN_FILES) -> None:
         self.out, self.files = out, files
-        self.ckpt = os.path.join(out, 'checkpoint')
+        self.ckpt = os.path.join(out, CHECKPOINT)
         self.lock = os.path.join(out, '.lock')
-        self.locked = self.created = False
+        self.created = False
 
     def path(self, name: str) -> str:
         """The path of `name` inside the run folder.
@@ -152,15 +152,17 @@ class Run:
                     shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
             self._remove_temporaries()
             yield state
-        finally:
-            self.release()
+        finally:  # drop the lock; a folder this run created and left empty goes too
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.lock)
+            if self.created and not os.listdir(self.out):
+                os.rmdir(self.out)
 
     def _lock(self) -> None:
         for _ in range(3):
             try:
                 with open(self.lock, 'x') as f:  # created only if there is none
                     f.write(f'{os.getpid()} {socket.gethostname()}')
-                self.locked = True
                 return
             except FileExistsError:
                 owner = self._live_owner()
@@ -189,15 +191,6 @@ class Run:
         except PermissionError:
             pass
         return f'pid {pid}'
-
-    def release(self) -> None:
-        """Drop the lock; a folder this run created and left empty goes too."""
-        if self.locked:
-            self.locked = False
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self.lock)
-            if self.created and not os.listdir(self.out):
-                os.rmdir(self.out)
 
     def _remove_temporaries(self) -> None:
         """Remove the names files.atomic_write gives a run's files while it writes them."""
