@@ -38,8 +38,8 @@ def default_extensions(cfg: TrainConfig, writer: bool = True, dist: bool = False
     Returns:
         The extensions.
     """
-    made = (cls.create(cfg, Process(writer, dist, quiet)) for cls in REGISTRY)
-    return [ext for ext in made if ext is not None]
+    process = Process(writer, dist, quiet)
+    return [ext for cls in REGISTRY if (ext := cls.create(cfg, process)) is not None]
 
 
 __all__ = ['Extension', 'default_extensions', 'register', 'run_folder_files', 'BudgetPlanner',

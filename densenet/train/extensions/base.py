@@ -320,9 +320,8 @@ def register(ext: E) -> E:
     Raises:
         ValueError: a name or an option that another registered extension has.
     """
-    taken = {e.name for e in REGISTRY}
-    clash = set(ext.options) & set(EXTENSION_OPTIONS)
-    if ext.name in taken or clash or set(ext.options) & set(TrainConfig.__dataclass_fields__):
+    clash = set(ext.options) & (set(EXTENSION_OPTIONS) | set(TrainConfig.__dataclass_fields__))
+    if ext.name in {e.name for e in REGISTRY} or clash:
         raise ValueError(f'{ext.__name__}: its name {ext.name!r} or options {sorted(clash)} '
                          'are taken')
     REGISTRY.append(ext)
