@@ -96,6 +96,10 @@ def flag_of(name: str, spec: Option) -> str:
     return spec.flag or '--' + name.replace('_', '-')
 
 
+#: The argparse action of each `Option.kind`.
+ACTIONS: dict[str, Any] = {'value': 'store', 'switch': 'store_true',
+                           'toggle': argparse.BooleanOptionalAction, 'append': 'append'}
+
 #: The options of the registered extensions (`densenet.train.extensions.base.register`).
 EXTENSION_OPTIONS: dict[str, dataclasses.Field[object]] = {}
 
@@ -147,20 +151,11 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
         kwargs: dict[str, Any] = {'dest': name, 'default': None,
                                   'help': (argparse.SUPPRESS if spec.hidden
                                            else spec.help.replace('%', '%%'))}
-        if spec.kind == 'switch':
-            kwargs['action'] = 'store_true'
-        elif spec.kind == 'toggle':
-            kwargs['action'] = argparse.BooleanOptionalAction
-        else:
-            if spec.kind == 'append':
-                kwargs['action'] = 'append'
-            if spec.parse is not None:
-                kwargs['type'] = spec.parse
+        kwargs['action'] = ACTIONS[spec.kind]
+        if spec.kind in ('value', 'append'):  # those that take an argument
             listed = (choices or {}).get(name, spec.choices)
-            if listed is not None:
-                kwargs['choices'] = list(listed)
-            if spec.metavar:
-                kwargs['metavar'] = spec.metavar
+            kwargs.update(type=spec.parse, metavar=spec.metavar,
+                          choices=None if listed is None else list(listed))
         groups[spec.group].add_argument(flag_of(name, spec), **kwargs)
 
 

@@ -17,7 +17,6 @@ from densenet.models.registry import default_cfg, get_model
 from densenet.models.variants import load_gluon_zoo_parameters
 from densenet.modes import dense_blocks
 from densenet.train.config import TrainConfig
-from densenet.train.options import default_of, options
 from densenet.train.run_folder import Checkpoint
 
 
@@ -189,7 +188,7 @@ def check_resumable(state: Checkpoint, cfg: TrainConfig) -> None:
         UsageError: a setting that differs (the message lists them).
     """
     # Options of extensions registered after the checkpoint was written take their defaults.
-    defaults = {name: default_of(field) for name, field, _ in options(TrainConfig)}
+    defaults = TrainConfig().as_dict()
     now = cfg.as_dict()
     saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
              'overwrite': cfg.overwrite}
