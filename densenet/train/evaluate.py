@@ -44,31 +44,29 @@ def evaluate(model: Callable[[Array], Array], loader: Iterable[tuple[Array, Arra
 
 
 def time_inference(model: Callable[[Array], Array], loader: BatchLoader,
-                   ctxs: Sequence[mx.Context],
-                   batches: int = 2, side: int | None = None) -> float:
-    """Seconds per inference batch, timed after one batch that builds the graph.
+                   ctxs: Sequence[mx.Context], side: int | None = None) -> float:
+    """Seconds per inference batch: the best of two, timed after one batch that builds
+    the graph.
 
     Args:
         model: called on a batch, returns logits.
         loader: the batches.
         ctxs: the devices.
-        batches: the batches timed.
         side: resize the batches to `side` x `side` first (None: as they are).
 
     Returns:
         The seconds per batch.
     """
-    if side:
-        resize, loader.resize = loader.resize, (side, side)
+    resize = loader.resize
+    loader.resize = (side, side) if side else resize
     try:
         times = []
-        for X, _ in itertools.islice(loader, batches + 1):
+        for X, _ in itertools.islice(loader, 3):
             tic = time.time()
             model(X.as_in_context(ctxs[0])).wait_to_read()
             times.append(time.time() - tic)
     finally:
-        if side:
-            loader.resize = resize
+        loader.resize = resize
     return min(times[1:] or times)
 
 

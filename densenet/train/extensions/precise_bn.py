@@ -87,26 +87,24 @@ def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
     """
     layers: list[nn.BatchNorm] = []
     model.net.apply(lambda b: layers.append(b) if isinstance(b, nn.BatchNorm) else None)
-    momentum = [float(layer_kwargs(b).get('momentum', 0.9)) for b in layers]
-    sums: list[list[Array | float]] = [[0.0, 0.0] for _ in layers]
+    # Each running statistic (mean and variance alike) with its layer's momentum.
+    stats = [(stat, float(layer_kwargs(b).get('momentum', 0.9)))
+             for b in layers for stat in (b.running_mean, b.running_var)]
+    sums: list[Array | float] = [0.0] * len(stats)
     used = 0
     for X, _ in batches:
         if used == max_batches:
             break
-        before = [(b.running_mean.data(ctx).copy(), b.running_var.data(ctx).copy())
-                  for b in layers]
+        before = [stat.data(ctx).copy() for stat, _ in stats]
         with autograd.record(train_mode=True):
             out = model(X.as_in_context(ctx))
         out.backward()
-        for i, b in enumerate(layers):
-            m = momentum[i]
-            sums[i][0] = sums[i][0] + (b.running_mean.data(ctx) - m * before[i][0]) / (1 - m)
-            sums[i][1] = sums[i][1] + (b.running_var.data(ctx) - m * before[i][1]) / (1 - m)
+        sums = [total + (stat.data(ctx) - m * old) / (1 - m)
+                for total, (stat, m), old in zip(sums, stats, before, strict=True)]
         used += 1
     if used:
-        for b, (mean, var) in zip(layers, sums, strict=True):
-            _assign(b.running_mean, mean / used)
-            _assign(b.running_var, var / used)
+        for (stat, _), total in zip(stats, sums, strict=True):
+            _assign(stat, total / used)
     return used
 
 
