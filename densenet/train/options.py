@@ -97,8 +97,9 @@ def flag_of(name: str, spec: Option) -> str:
 
 
 #: The argparse action of each `Option.kind`.
-ACTIONS: dict[str, Any] = {'value': 'store', 'switch': 'store_true',
-                           'toggle': argparse.BooleanOptionalAction, 'append': 'append'}
+ACTIONS: dict[str, str | type[argparse.Action]] = {
+    'value': 'store', 'switch': 'store_true', 'toggle': argparse.BooleanOptionalAction,
+    'append': 'append'}
 
 #: The options of the registered extensions (`densenet.train.extensions.base.register`).
 EXTENSION_OPTIONS: dict[str, dataclasses.Field[object]] = {}
