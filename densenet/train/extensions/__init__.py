@@ -15,14 +15,11 @@ from densenet.train.extensions.progressive import ProgressiveResizing
 from densenet.train.extensions.run_files import Checkpoints, EpochFiles
 from densenet.train.extensions.speed import SpeedNote
 
-register(ProgressiveResizing)
-register(PreciseBatchNorm)
-register(WeightAveraging)
-register(EpochFiles)
-register(Checkpoints)
-register(BudgetPlanner)  # after the files: an epoch's cost includes writing them
-register(SpeedNote)  # after the budget: it tells the planned run's length
-register(FlipAveragedScores)
+for extension in (ProgressiveResizing, PreciseBatchNorm, WeightAveraging, EpochFiles, Checkpoints,
+                  BudgetPlanner,  # after the files: an epoch's cost includes writing them
+                  SpeedNote,  # after the budget: it tells the planned run's length
+                  FlipAveragedScores):
+    register(extension)
 
 
 def default_extensions(cfg: TrainConfig, writer: bool = True, dist: bool = False,
