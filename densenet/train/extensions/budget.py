@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import cast
 
 from densenet.errors import UsageError
 from densenet.train.config import TrainConfig
@@ -29,11 +30,6 @@ from densenet.train.run_folder import Json
 
 #: A plan as the run records it (summary.json, the checkpoint).
 PlanRecord = dict[str, Json]
-
-
-def number(value: Json) -> float | None:
-    """A number that a plan record holds, or None."""
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 class BudgetPlanner(Extension):
@@ -76,11 +72,11 @@ class BudgetPlanner(Extension):
         return State({'plans': list(self.plans)})
 
     def load_state_dict(self, state: State) -> None:
-        plans = state.values['plans']
-        self.plans = [p for p in plans if isinstance(p, dict)] if isinstance(plans, list) else []
+        # The plans as _record wrote them (the checkpoint is this version's own).
+        self.plans = cast(list[PlanRecord], state.values['plans'])
         last = self.plans[-1] if self.plans else {}
-        self.final_s = number(last.get('final_s')) or 0.0
-        self.full_over_small = number(last.get('full_over_small'))
+        self.final_s = cast(float, last.get('final_s', 0.0))
+        self.full_over_small = cast('float | None', last.get('full_over_small'))
         self.resumed = True  # a resumed run keeps its plan until its first epoch ends
 
     def _steps(self, step_s: float, side: int | None) -> tuple[float, tuple[float, float] | None]:
@@ -165,7 +161,7 @@ class BudgetPlanner(Extension):
         if done >= steps.total or (not lengthen and steps.total > math.ceil(done / spe) * spe):
             return
         if overhead_s is None:
-            overhead_s = number(self.plans[-1]['epoch_overhead_s']) or 0.0
+            overhead_s = cast(float, self.plans[-1]['epoch_overhead_s'])
         elapsed = self.loop.elapsed()
         step_s, early = self._steps(step_s, side)
         plan = plan_steps(self.budget_s, elapsed, done, spe, step_s, overhead_s, self.cap,
