@@ -6,7 +6,6 @@ import csv
 import io
 import sys
 import time
-from typing import TextIO
 
 from densenet.data import TRAIN_SIZE
 from densenet.system import runtime
@@ -21,19 +20,17 @@ METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
 
 
 class Progress:
-    """A one-line progress bar on stderr with throughput and ETA.
+    """A one-line progress bar with throughput and ETA, on `sys.stderr` as it is when the
+    bar is made (so that a caller's redirection of stderr is honoured).
 
     Args:
         total: the steps of the epoch.
         prefix: the text before the bar.
-        stream: where it is drawn (default: `sys.stderr` when the bar is made, so that a
-            caller's redirection of stderr is honoured).
     """
 
-    def __init__(self, total: int, prefix: str, stream: TextIO | None = None) -> None:
-        stream = stream if stream is not None else sys.stderr
-        self.total, self.prefix, self.stream = total, prefix, stream
-        self.tty = stream.isatty()
+    def __init__(self, total: int, prefix: str) -> None:
+        self.total, self.prefix, self.stream = total, prefix, sys.stderr
+        self.tty = self.stream.isatty()
         self.start = self.last = time.time()
 
     def update(self, done: int, images: int) -> None:
@@ -58,19 +55,18 @@ class Progress:
         self.stream.flush()
 
 
-def speed_note(cfg: TrainConfig, rate: float, steps_left: int, side: int | None = None) -> str:
+def speed_note(cfg: TrainConfig, rate: float, steps_left: int, side: int) -> str:
     """The line a CPU run prints once it knows its speed.
 
     Args:
         cfg: the configuration.
         rate: the measured images per second.
         steps_left: the steps still to take.
-        side: the side the rate was measured at (default: the run's).
+        side: the side the rate was measured at.
 
     Returns:
         The line: how long the book's full recipe, and this run, take here.
     """
-    side = side or cfg.resize
     full = 10 * TRAIN_SIZE / rate * (96 / side) ** 2
     this = steps_left * cfg.batch_size / rate
     this_text = f'{this / 60:.0f} min' if this >= 120 else f'{this:.0f} s'
