@@ -1,5 +1,4 @@
-"""What a run shows and leaves behind: the progress bar, the speed note, metrics.csv and
-curves.png."""
+"""What a run shows and leaves behind: the progress bar, metrics.csv and curves.png."""
 from __future__ import annotations
 
 import csv
@@ -7,11 +6,7 @@ import io
 import sys
 import time
 
-from densenet.data import TRAIN_SIZE
-from densenet.system import runtime
 from densenet.system.files import atomic_text, pyplot, save_figure
-from densenet.system.machine import summary_line
-from densenet.train.config import TrainConfig
 
 #: The columns of metrics.csv every run has, in order; the columns extensions add to the
 #: rows follow them, in the order the last row holds them.
@@ -53,30 +48,6 @@ class Progress:
         if self.tty and done == self.total:
             self.stream.write('\n')
         self.stream.flush()
-
-
-def speed_note(cfg: TrainConfig, rate: float, steps_left: int, side: int) -> str:
-    """The line a CPU run prints once it knows its speed.
-
-    Args:
-        cfg: the configuration.
-        rate: the measured images per second.
-        steps_left: the steps still to take.
-        side: the side the rate was measured at.
-
-    Returns:
-        The line: how long the book's full recipe, and this run, take here.
-    """
-    full = 10 * TRAIN_SIZE / rate * (96 / side) ** 2
-    this = steps_left * cfg.batch_size / rate
-    this_text = f'{this / 60:.0f} min' if this >= 120 else f'{this:.0f} s'
-    at = f' if every step were at {side}x{side}' if side != cfg.resize else ''
-    return (f'no GPU: {rate:.0f} img/s on this {summary_line(runtime.machine())}; '
-            f'the book\'s full recipe (10 epochs, 60000 images, 96x96) would take '
-            f'about {full / 3600:.1f} h on this machine, this run about '
-            f'{this_text} of training{at}. Quicker: '
-            + ('--recipe fast-cpu, or ' if cfg.recipe == 'book' else '')
-            + '--limit 5000 --epochs 2 --resize 32.')
 
 
 def plot_curves(rows: list[dict[str, float]], path: str) -> None:
