@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -35,7 +36,6 @@ from densenet.train.evaluate import evaluate
 from densenet.train.extensions import Extension, default_extensions, run_folder_files
 from densenet.train.extensions.base import EpochResult, Row, State, Steps, Summary, scored_weights
 from densenet.train.objective import diverged, forward_train, loss_limit, lr_at, make_loss
-from densenet.train.report import Progress
 from densenet.train.run_folder import ARRAYS, STATES_ORDER, SUMMARY, Checkpoint, Run
 from densenet.train.setup import (
     build_model,
@@ -48,6 +48,42 @@ from densenet.train.setup import (
 )
 
 __all__ = ['Loop', 'Steps', 'EpochResult', 'fit', 'train_one_epoch']
+
+
+class Progress:
+    """A one-line progress bar with throughput and ETA, on `sys.stderr` as it is when the
+    bar is made (so that a caller's redirection of stderr is honoured).
+
+    Args:
+        total: the steps of the epoch.
+        prefix: the text before the bar.
+    """
+
+    def __init__(self, total: int, prefix: str) -> None:
+        self.total, self.prefix, self.stream = total, prefix, sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = self.last = time.time()
+
+    def update(self, done: int, images: int) -> None:
+        """Show `done` of `total` steps (at most every 0.5 s on a terminal, every 30 s in a log).
+
+        Args:
+            done: the steps done.
+            images: the images seen.
+        """
+        now = time.time()
+        if not (done == self.total or now - self.last >= (0.5 if self.tty else 30)):
+            return
+        self.last = now
+        rate = images / max(now - self.start, 1e-9)
+        eta = (now - self.start) / done * (self.total - done)
+        bar = '#' * int(20 * done / self.total)
+        line = (f'{self.prefix} [{bar:<20}] {done}/{self.total} '
+                f'{rate:6.1f} img/s ETA {eta:5.0f}s')
+        self.stream.write('\r' + line if self.tty else line + '\n')
+        if self.tty and done == self.total:
+            self.stream.write('\n')
+        self.stream.flush()
 
 
 class Loop:

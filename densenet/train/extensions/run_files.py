@@ -2,13 +2,16 @@
 checkpoint that --resume continues from."""
 from __future__ import annotations
 
+import csv
+import io
+
 from mxnet import npx
 
 from densenet.models.meta import Meta
 from densenet.models.params import save
+from densenet.system.files import atomic_text, pyplot, save_figure
 from densenet.train.config import TrainConfig
 from densenet.train.extensions.base import EpochResult, Extension, LoopView, Process, Row
-from densenet.train.report import plot_curves, write_metrics
 from densenet.train.run_folder import (
     ARRAYS,
     BEST,
@@ -19,6 +22,54 @@ from densenet.train.run_folder import (
     STATES,
     STATES_ORDER,
 )
+
+#: The columns of metrics.csv every run has, in order; the columns extensions add to the
+#: rows follow them, in the order the last row holds them.
+METRIC_FIELDS = ['epoch', 'train_loss', 'train_acc', 'val_loss', 'val_acc',
+                 'lr', 'img_s', 'seconds']
+
+
+def plot_curves(rows: list[dict[str, float]], path: str) -> None:
+    """Write loss and accuracy against epoch as a PNG, as d2l's ProgressBoard draws them.
+
+    Args:
+        rows: the epochs' rows.
+        path: the PNG file.
+    """
+    import matplotlib.ticker
+    ep = [r['epoch'] for r in rows]
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
+    styles: dict[str, str | tuple[int, tuple[int, int]]] = {
+        'train_loss': '-', 'val_loss': '--', 'train_acc': '-.', 'val_acc': ':'}
+    # The accuracy of other weights the run scores (the extensions' variants).
+    styles.update({k: (0, (1, 3)) for k in rows[-1] if k.endswith('_val_acc')})
+    for key, style in styles.items():
+        ax.plot(ep, [r[key] for r in rows], linestyle=style, marker='o', markersize=3,
+                label=key)
+    ax.set_xlabel('epoch')
+    ax.set_xlim(0.5, max(ep) + 0.5)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_metrics(path: str, rows: list[dict[str, float]]) -> None:
+    """Write metrics.csv: a row per epoch, the standard columns then the extensions'.
+
+    Args:
+        path: the CSV file.
+        rows: the epochs' rows.
+    """
+    buf = io.StringIO()
+    fields = METRIC_FIELDS + [k for k in rows[-1] if k not in METRIC_FIELDS]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f'{r[k]:.6g}' if isinstance(r[k], float) else r[k])
+                         for k in fields})
+    atomic_text(path, buf.getvalue())
 
 
 class EpochFiles(Extension):
