@@ -28,8 +28,6 @@ from densenet.train.recipes import RECIPES
 from densenet.train.run_folder import Run
 
 KVSTORES = ('local', 'device', 'dist_sync', 'dist_device_sync')
-SCHEDULES = ('constant', 'cosine')
-PRECISE_BN = ('auto', 'always', 'off')
 T = TypeVar('T')
 
 
@@ -171,7 +169,7 @@ class TrainConfig:
         10, group='schedule and budget', parse=positive_int, within='[1, inf)',
         help='epochs (with --budget: the most it may plan)')
     schedule: str = option(
-        'constant', group='schedule and budget', choices=SCHEDULES,
+        'constant', group='schedule and budget', choices=('constant', 'cosine'),
         help='the learning rate: constant, or cosine (per step, to 0 at the end)')
     budget: float | None = option(
         None, group='schedule and budget', parse=parse_budget, within='[0, inf)',
@@ -205,7 +203,7 @@ class TrainConfig:
 
     # Evaluation.
     precise_bn: str = option(
-        'auto', group='evaluation', choices=PRECISE_BN,
+        'auto', group='evaluation', choices=('auto', 'always', 'off'),
         help='before each validation, re-estimate the BatchNorm statistics from training '
              'images: auto when inference mode trails training mode on them by more than '
              '10 points (a warning with off), or always')

@@ -142,9 +142,7 @@ class WeightAveraging(Extension):
     def load_state_dict(self, state: State) -> None:
         ctx = self.average.params[0].list_ctx()[0]
         self.average.average = [a.as_in_context(ctx) for a in state.arrays]
-        updates = state.values['updates']
-        assert isinstance(updates, int), updates
-        self.average.updates = updates
+        self.average.updates = cast(int, state.values['updates'])  # as state_dict wrote it
 
     def on_step_end(self, loop: LoopView, step: int) -> None:
         self.average.update()
