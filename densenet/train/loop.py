@@ -121,12 +121,11 @@ class Loop:
         self.steps = Steps(cfg.epochs * spe, spe)
         self.loss_fn = make_loss(model, cfg)
         self.writer = rank == 0  # only rank 0 evaluates and writes files
-        self.started = time.time() if started is None else started
+        self.started = self.epoch_tic = time.time() if started is None else started
         self.epoch = self.first_epoch = 0
         self.rows: list[Row] = []
         self.best_acc, self.prior_wall = -1.0, 0.0
         self.side = cfg.resize
-        self.epoch_tic = self.started
 
     def elapsed(self) -> float:
         """Wall seconds of the run so far, across resumes.
