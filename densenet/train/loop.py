@@ -194,13 +194,12 @@ class Loop:
         if self.writer:
             summary = {'config': self.cfg.as_dict(), 'final_val_acc': self.rows[-1]['val_acc'],
                        'best_val_acc': self.best_acc, 'epochs': len(self.rows),
-                       'steps': self.steps.total, 'wall_s': self.elapsed(), 'model': self.meta,
-                       'machine': runtime.machine(), 'workers': self.workers,
-                       'metrics': self.rows}
+                       'steps': self.steps.total, 'model': self.meta, 'machine': runtime.machine(),
+                       'workers': self.workers, 'metrics': self.rows}
         for ext in self.extensions:
             ext.on_fit_end(self, summary)
         if summary is not None:
-            summary['wall_s'] = self.elapsed()
+            summary['wall_s'] = self.elapsed()  # the extensions' final work included
             atomic_text(self.run.path(SUMMARY), json.dumps(summary, indent=1))
         return summary
 
