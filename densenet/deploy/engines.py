@@ -119,14 +119,13 @@ def threads() -> int:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Mute the ONNX Runtime quantizer's progress prints and per-tensor warnings."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    level = logging.root.level
+    logging.root.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
-        root.setLevel(level)
+        logging.root.setLevel(level)
 
 
 class _Batches:
@@ -233,19 +232,16 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
             the CPU's bfloat16 instructions; bf16 on ONNX Runtime), or its extra is
             not installed.
     """
-    why = unavailable(engine, precision, runtime.capabilities())
-    if why:
+    if why := unavailable(engine, precision, runtime.capabilities()):
         raise UsageError(f'{engine} {precision}: {why}')
     if precision == 'int8' and calib_images is None:
         raise ValueError('int8 needs calibration images (uint8 N x H x W)')
     if engine != 'mxnet':
         require(engine)  # before any work
-    if isinstance(params_or_model, str):
-        model, meta = load_model(params_or_model)
-        side = meta['input_size']
-        input_shape = input_shape or (1, meta['channels'], side, side)
-    else:
-        model = params_or_model
+    model = params_or_model
+    if isinstance(model, str):
+        model, meta = load_model(model)
+        input_shape = input_shape or (1, meta['channels'], meta['input_size'], meta['input_size'])
     shape = batch_shape(model, input_shape)
     if engine == 'mxnet':
         return inference_model(model, precision, calib_images, shape, mx.cpu())

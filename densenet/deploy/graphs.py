@@ -26,7 +26,7 @@ import dataclasses
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import mxnet as mx
 import numpy as onp
@@ -145,8 +145,7 @@ def graph_block(graph: Graph, ctx: mx.Context) -> gluon.SymbolBlock:
 
 def _nodes(graph: Graph) -> Document:
     """The graph's JSON document."""
-    doc: Document = json.loads(graph.symbol.tojson())
-    return doc
+    return cast(Document, json.loads(graph.symbol.tojson()))
 
 
 def _symbol(doc: Document) -> mx.sym.Symbol:
@@ -248,7 +247,6 @@ def _concat_groups(nodes: list[Node]) -> list[list[int]]:
 
     def root(i: int) -> int:
         while parent[i] != i:
-            parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
