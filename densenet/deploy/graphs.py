@@ -101,9 +101,8 @@ def legacy_graph(model: CheckedClassifier, input_shape: Sequence[int]) -> Graph:
     Returns:
         Its graph.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        with concat_mode(model.net, 'legacy'):
-            sym_file, params_file = export_mxnet(model, tmp, 'fp32', input_shape)
+    with tempfile.TemporaryDirectory() as tmp, concat_mode(model.net, 'legacy'):
+        sym_file, params_file = export_mxnet(model, tmp, 'fp32', input_shape)
         # Parameters were saved under numpy shape semantics: load them there.
         values = {k.split(':', 1)[-1]: v.as_nd_ndarray()
                   for k, v in mx.npx.load(params_file).items()}
