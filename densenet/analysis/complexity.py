@@ -56,9 +56,8 @@ def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphN
     """
     internals = sym.get_internals()
     _, out_shapes, _ = internals.infer_shape(data=tuple(input_shape))
-    first: dict[str, tuple[int, ...]] = {}  # node name -> its first output's shape
-    for j, shape in enumerate(out_shapes):
-        first.setdefault(internals[j].name, tuple(shape))
+    # node name -> its first output's shape (reversed: the first output is written last)
+    first = {internals[j].name: tuple(s) for j, s in reversed(list(enumerate(out_shapes)))}
     return [GraphNode(node['name'], node['op'], tuple(i[0] for i in node['inputs']),
                       first[node['name']], dict(node.get('attrs', {})))
             for node in json.loads(sym.tojson())['nodes']]

@@ -308,8 +308,7 @@ def plot_feature_reuse(reuse: Sequence[BlockReuse], path: str | os.PathLike[str]
     Raises:
         DiskFull: the disk filled up.
     """
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(reuse), figsize=(1.2 + 3.2 * len(reuse), 3.6),
+    fig, axes = pyplot().subplots(1, len(reuse), figsize=(1.2 + 3.2 * len(reuse), 3.6),
                              squeeze=False, layout='constrained')
     top = 1.0 if normalize else float(max(onp.nanmax(r.weights) for r in reuse))
     for ax, r in zip(axes[0], reuse, strict=True):

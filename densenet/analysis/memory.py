@@ -246,8 +246,7 @@ def plot_memory_by_depth(rows: list[LayerMemory], path: str | os.PathLike[str],
         path: the PNG file (written atomically).
         title: the figure's title.
     """
-    plt = pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(8, 6), sharex=True)
     x = [r.index for r in rows]
     for ax, std, eff in ((top, [r.standard_mb for r in rows], [r.efficient_mb for r in rows]),
                          (bottom, [r.standard_total_mb for r in rows],

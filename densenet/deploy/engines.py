@@ -34,7 +34,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import mxnet as mx
 import numpy as onp
@@ -128,17 +128,6 @@ def _quiet() -> Iterator[None]:
         logging.root.setLevel(level)
 
 
-class _Batches:
-    """ONNX Runtime's CalibrationDataReader protocol over a list of numpy batches."""
-
-    def __init__(self, batches: list[onp.ndarray], input_name: str) -> None:
-        self.feeds = iter([{input_name: batch} for batch in batches])
-
-    def get_next(self) -> dict[str, onp.ndarray] | None:
-        """The next batch as the model's input feed, None after the last."""
-        return next(self.feeds, None)
-
-
 def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: str) -> str:
     """Write `onnx_path` statically quantized to INT8 (QDQ format) as `out_path`.
 
@@ -164,16 +153,18 @@ def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: st
     model = onnx.load(onnx_path)
     for i, node in enumerate(model.graph.node):  # MXNet's exporter leaves most unnamed
         node.name = node.name or f'{node.op_type}_{i}'
-    input_name = model.graph.input[0].name
+    # ONNX Runtime's CalibrationDataReader protocol: get_next, the next feed, None after the last
+    feeds = iter([{model.graph.input[0].name: batch}
+                  for batch in calibration_batches(calib_images, resize=side)])
     layers = [n.name for n in model.graph.node if n.op_type in ('Conv', 'Gemm', 'MatMul')]
     with tempfile.TemporaryDirectory() as tmp:
         named, prepared = os.path.join(tmp, 'named.onnx'), os.path.join(tmp, 'prepared.onnx')
         onnx.save(model, named)
         with _quiet():
             quant.quant_pre_process(named, prepared, skip_symbolic_shape=True)
-            reader = _Batches(calibration_batches(calib_images, resize=side), input_name)
             quant.quantize_static(
-                prepared, out_path, reader, quant_format=quant.QuantFormat.QDQ,
+                prepared, out_path, SimpleNamespace(get_next=lambda: next(feeds, None)),
+                quant_format=quant.QuantFormat.QDQ,
                 per_channel=True, reduce_range=default_int8_dtype(runtime.capabilities()) != 'auto',
                 activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
                 calibrate_method=quant.CalibrationMethod[ONNX_CALIBRATION],
