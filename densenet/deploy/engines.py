@@ -190,12 +190,8 @@ def _openvino(onnx_path: str, precision: str) -> Predictor:
         {'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[precision],
          'INFERENCE_NUM_THREADS': threads()})
     request = compiled.create_infer_request()
-
-    def run(X: onp.ndarray) -> onp.ndarray:
-        request.infer({0: X})
-        return onp.array(request.get_output_tensor(0).data)  # a copy: the buffer is reused
-
-    return Predictor('openvino', precision, run)
+    # infer returns copies of the outputs (share_outputs=False): the request reuses its buffers
+    return Predictor('openvino', precision, lambda X: request.infer({0: X})[0])
 
 
 def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str = 'fp32',
