@@ -172,8 +172,7 @@ def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: st
     return out_path
 
 
-def _onnxruntime(onnx_path: str, precision: str) -> Predictor:
-    _, ort = require('onnxruntime')
+def _onnxruntime(ort: ModuleType, onnx_path: str, precision: str) -> Predictor:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads()
     options.inter_op_num_threads = 1
@@ -183,8 +182,7 @@ def _onnxruntime(onnx_path: str, precision: str) -> Predictor:
     return Predictor('onnxruntime', precision, lambda X: session.run(None, {name: X})[0])
 
 
-def _openvino(onnx_path: str, precision: str) -> Predictor:
-    _, ov = require('openvino')
+def _openvino(ov: ModuleType, onnx_path: str, precision: str) -> Predictor:
     compiled = ov.Core().compile_model(
         ov.convert_model(onnx_path), 'CPU',
         {'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[precision],
@@ -223,8 +221,7 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
         raise UsageError(f'{engine} {precision}: {why}')
     if precision == 'int8' and calib_images is None:
         raise ValueError('int8 needs calibration images (uint8 N x H x W)')
-    if engine != 'mxnet':
-        require(engine)  # before any work
+    modules = require(engine) if engine != 'mxnet' else []  # before any work
     model = params_or_model
     if isinstance(model, str):
         model, meta = load_model(model)
@@ -237,4 +234,5 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
         if precision == 'int8':
             assert calib_images is not None
             path = qdq_model(path, calib_images, shape[-1], os.path.join(tmp, 'int8.onnx'))
-        return (_onnxruntime if engine == 'onnxruntime' else _openvino)(path, precision)
+        run = _onnxruntime if engine == 'onnxruntime' else _openvino
+        return run(modules[-1], path, precision)  # the engine's own module
