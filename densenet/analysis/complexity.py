@@ -103,9 +103,8 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
     shape = (1, channels, side, side)
     sym = net(mx.sym.var('data').as_np_ndarray()).as_nd_ndarray()  # a legacy symbol
     nodes = graph_nodes(sym, shape)
-    arg_shapes, _, _ = sym.infer_shape(data=shape)
-    params = sum(math.prod(s) for n, s in zip(sym.list_arguments(), arg_shapes, strict=True)
-                 if n != 'data')
+    not_trained = {'data', *sym.list_auxiliary_states()}  # the input, running statistics
+    params = sum(math.prod(n.shape) for n in nodes if n.op == 'null' and n.name not in not_trained)
     # Output values times the weight's values per output channel.
     macs = sum(math.prod(n.shape) * math.prod(nodes[n.inputs[1]].shape[1:])
                for n in nodes if n.op in COUNTED_OPS)
