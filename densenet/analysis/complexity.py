@@ -56,9 +56,8 @@ def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphN
     """
     internals = sym.get_internals()
     _, out_shapes, _ = internals.infer_shape(data=tuple(input_shape))
-    first: dict[str, tuple[int, ...]] = {}  # node name -> its first output's shape
-    for j, shape in enumerate(out_shapes):
-        first.setdefault(internals[j].name, tuple(shape))
+    # node name -> its first output's shape (reversed: the first output is written last)
+    first = {internals[j].name: tuple(s) for j, s in reversed(list(enumerate(out_shapes)))}
     return [GraphNode(node['name'], node['op'], tuple(i[0] for i in node['inputs']),
                       first[node['name']], dict(node.get('attrs', {})))
             for node in json.loads(sym.tojson())['nodes']]
@@ -104,9 +103,8 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
     shape = (1, channels, side, side)
     sym = net(mx.sym.var('data').as_np_ndarray()).as_nd_ndarray()  # a legacy symbol
     nodes = graph_nodes(sym, shape)
-    arg_shapes, _, _ = sym.infer_shape(data=shape)
-    params = sum(math.prod(s) for n, s in zip(sym.list_arguments(), arg_shapes, strict=True)
-                 if n != 'data')
+    not_trained = {'data', *sym.list_auxiliary_states()}  # the input, running statistics
+    params = sum(math.prod(n.shape) for n in nodes if n.op == 'null' and n.name not in not_trained)
     # Output values times the weight's values per output channel.
     macs = sum(math.prod(n.shape) * math.prod(nodes[n.inputs[1]].shape[1:])
                for n in nodes if n.op in COUNTED_OPS)

@@ -92,8 +92,13 @@ def _per_channel(layer: nn.Block) -> onp.ndarray:
     return w.swapaxes(0, 1).reshape(w.shape[1], -1).sum(axis=1)
 
 
-def _block_reuse(number: int, block: DenseBlock, exit_layer: nn.Block,
-                 exit_name: str) -> BlockReuse:
+def _block_reuse(number: int, block: DenseBlock, following: Sequence[nn.Block]) -> BlockReuse:
+    """Block `number`'s matrix; its exit is the first weighted layer of `following` (the
+    units up to the next block)."""
+    exits = _weighted(following)
+    if not exits:
+        raise UsageError(f'dense block {number} is followed by no convolution or Dense '
+                         'layer before the next block')
     weighted = [_weighted(list(leaves(layer))) for layer in block.net]
     firsts = [layers[0] for layers in weighted]
     # Source s's channels end where the concatenation before target s + 1 ends.
@@ -102,16 +107,16 @@ def _block_reuse(number: int, block: DenseBlock, exit_layer: nn.Block,
     channels = tuple(zip([0, *bounds[:-1]], bounds, strict=True))
     L = len(firsts)
     weights = onp.full((L + 1, L + 1), onp.nan)
-    for t, layer in enumerate([*firsts, exit_layer]):
+    for t, layer in enumerate([*firsts, exits[0]]):
         if layer.weight.shape[1] != bounds[t]:
             raise UsageError(
                 f'dense block {number}: target {t + 1} takes {layer.weight.shape[1]} input '
                 f'channels, but the concatenation before it has {bounds[t]}: the network is '
                 'not the dense blocks and transitions this analysis reads')
         norms = _per_channel(layer)
-        for s in range(t + 1):
-            weights[s, t] = norms[slice(*channels[s])].mean()
+        weights[:t + 1, t] = [norms[slice(*c)].mean() for c in channels[:t + 1]]
     layer_names = tuple(f'layer {i}' for i in range(1, L + 1))
+    exit_name = 'classifier' if isinstance(exits[0], nn.Dense) else 'transition'
     return BlockReuse(number, weights, ('input', *layer_names), (*layer_names, exit_name),
                       channels)
 
@@ -144,15 +149,8 @@ def feature_reuse(model: CheckedClassifier | nn.Block) -> list[BlockReuse]:
     if not blocks:
         raise UsageError('the network has no DenseBlock: feature reuse is measured on a '
                          'DenseNet')
-    out = []
-    for number, i in enumerate(blocks, start=1):
-        after = _weighted(units[i + 1:(blocks + [len(units)])[number]])
-        if not after:
-            raise UsageError(f'dense block {number} is followed by no convolution or Dense '
-                             'layer before the next block')
-        name = 'classifier' if isinstance(after[0], nn.Dense) else 'transition'
-        out.append(_block_reuse(number, units[i], after[0], name))
-    return out
+    return [_block_reuse(number, units[i], units[i + 1:(blocks + [len(units)])[number]])
+            for number, i in enumerate(blocks, start=1)]
 
 
 def _spread(w: onp.ndarray) -> float:
@@ -310,8 +308,7 @@ def plot_feature_reuse(reuse: Sequence[BlockReuse], path: str | os.PathLike[str]
     Raises:
         DiskFull: the disk filled up.
     """
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(reuse), figsize=(1.2 + 3.2 * len(reuse), 3.6),
+    fig, axes = pyplot().subplots(1, len(reuse), figsize=(1.2 + 3.2 * len(reuse), 3.6),
                              squeeze=False, layout='constrained')
     top = 1.0 if normalize else float(max(onp.nanmax(r.weights) for r in reuse))
     for ax, r in zip(axes[0], reuse, strict=True):

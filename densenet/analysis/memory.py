@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
 
 import mxnet as mx
 from mxnet.gluon import nn
@@ -90,7 +89,6 @@ class _Unit:
     layers: tuple[nn.Block, ...]
     dense: bool = False
     first: bool = False
-    last: bool = False
 
 
 def _kind(layer: nn.Block) -> str:
@@ -123,9 +121,8 @@ def layer_units(net: nn.HybridSequential) -> list[_Unit]:
     for child in children[1:blocks[-1] + 1]:
         if isinstance(child, DenseBlock):
             b += 1
-            n = len(child.net)
-            units += [_Unit(f'block {b} layer {i + 1}', f'block {b}', (layer,), True,
-                            i == 0, i == n - 1) for i, layer in enumerate(child.net)]
+            units += [_Unit(f'block {b} layer {i + 1}', f'block {b}', (layer,), True, i == 0)
+                      for i, layer in enumerate(child.net)]
         else:
             t += 1
             units.append(_Unit(f'transition {t}', f'transition {t}', (child,)))
@@ -136,6 +133,7 @@ def layer_units(net: nn.HybridSequential) -> list[_Unit]:
 @dataclasses.dataclass(frozen=True)
 class _Traced:
     """A unit's graph and what its backward reads."""
+    unit: _Unit
     nodes: list[GraphNode]
     kept: frozenset[int]     # node indices of the tensors it keeps (standard mode)
     reads_input: bool        # its backward reads its input (standard mode)
@@ -161,14 +159,13 @@ def trace_unit(unit: _Unit, shape: tuple[int, ...]) -> _Traced:
     read = [j for node in nodes if node.op in READS_INPUT for j in node.inputs]
     kept = ({i for i, node in enumerate(nodes) if node.op in READS_OUTPUT}
             | {j for j in read if nodes[j].op != 'null'})  # not the parameters
-    reads_input = any(nodes[j].name == 'data' for j in read)
-    new = nodes[-1].inputs[1] if unit.dense else len(nodes) - 1
-    return _Traced(nodes, frozenset(kept), reads_input, new)
+    return _Traced(unit, nodes, frozenset(kept),
+                   reads_input=any(nodes[j].name == 'data' for j in read),
+                   new=nodes[-1].inputs[1] if unit.dense else len(nodes) - 1)
 
 
-def _bytes(nodes: list[GraphNode], indices: Sequence[int] | frozenset[int],
-           itemsize: int) -> int:
-    return sum(math.prod(nodes[i].shape) for i in indices) * itemsize
+def _mb(nodes: list[GraphNode], indices: frozenset[int], itemsize: int) -> float:
+    return sum(math.prod(nodes[i].shape) for i in indices) * itemsize / MB
 
 
 def memory_by_depth(model: CheckedClassifier | nn.Block, side: int = 96,
@@ -193,36 +190,33 @@ def memory_by_depth(model: CheckedClassifier | nn.Block, side: int = 96,
         ValueError: a network without dense blocks.
     """
     net = network(model)
-    units = layer_units(net)
     shape: tuple[int, ...] = (batch_size, channels or input_channels(net), side, side)
     traced: list[_Traced] = []
-    for unit in units:
+    for unit in layer_units(net):
         traced.append(trace_unit(unit, shape))
         shape = traced[-1].nodes[-1].shape
     rows: list[LayerMemory] = []
     std_total = eff_total = 0.0
-    pairs = list(zip(units, traced, strict=True))
-    for i, ((unit, tr), nxt) in enumerate(zip(pairs, [*pairs[1:], None], strict=True)):
-        std, eff = _kept(unit, tr, nxt, False), _kept(unit, tr, nxt, True)
-        std_mb, eff_mb = _bytes(tr.nodes, std, itemsize) / MB, _bytes(tr.nodes, eff, itemsize) / MB
+    for i, (tr, nxt) in enumerate(zip(traced, [*traced[1:], None], strict=True)):
+        std, eff = _kept(tr, nxt, False), _kept(tr, nxt, True)
+        std_mb, eff_mb = _mb(tr.nodes, std, itemsize), _mb(tr.nodes, eff, itemsize)
         std_total, eff_total = std_total + std_mb, eff_total + eff_mb
         kinds = tuple(KINDS.get(tr.nodes[j].op, tr.nodes[j].op) for j in sorted(std))
-        rows.append(LayerMemory(i, unit.name, unit.stage, tr.nodes[-1].shape, kinds, std_mb,
-                                eff_mb, std_total, eff_total))
+        rows.append(LayerMemory(i, tr.unit.name, tr.unit.stage, tr.nodes[-1].shape, kinds,
+                                std_mb, eff_mb, std_total, eff_total))
     return rows
 
 
-def _kept(unit: _Unit, tr: _Traced, nxt: tuple[_Unit, _Traced] | None,
-          efficient: bool) -> frozenset[int]:
+def _kept(tr: _Traced, nxt: _Traced | None, efficient: bool) -> frozenset[int]:
     """The unit's kept tensors: what its backward reads, and its output when the next unit
     keeps its input. In the memory-efficient mode a dense layer keeps only its new
     features (its BatchNorm, ReLU and concatenation are recomputed), and the next unit
     keeps its input only when it is not a dense layer or is the first of its block (later
     ones take the features kept already): so a block keeps its input and its
     concatenated output once."""
-    recomputed = efficient and unit.dense
-    next_reads = nxt is not None and (nxt[0].first if efficient and nxt[0].dense
-                                      else nxt[1].reads_input)
+    recomputed = efficient and tr.unit.dense
+    next_reads = nxt is not None and (nxt.unit.first if efficient and nxt.unit.dense
+                                      else nxt.reads_input)
     return frozenset(({tr.new} if recomputed else tr.kept)
                      | ({len(tr.nodes) - 1} if next_reads else set()))
 
@@ -252,8 +246,7 @@ def plot_memory_by_depth(rows: list[LayerMemory], path: str | os.PathLike[str],
         path: the PNG file (written atomically).
         title: the figure's title.
     """
-    plt = pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(8, 6), sharex=True)
     x = [r.index for r in rows]
     for ax, std, eff in ((top, [r.standard_mb for r in rows], [r.efficient_mb for r in rows]),
                          (bottom, [r.standard_total_mb for r in rows],

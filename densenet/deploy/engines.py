@@ -34,7 +34,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import mxnet as mx
 import numpy as onp
@@ -119,25 +119,13 @@ def threads() -> int:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Mute the ONNX Runtime quantizer's progress prints and per-tensor warnings."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    level = logging.root.level
+    logging.root.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
-        root.setLevel(level)
-
-
-class _Batches:
-    """ONNX Runtime's CalibrationDataReader protocol over a list of numpy batches."""
-
-    def __init__(self, batches: list[onp.ndarray], input_name: str) -> None:
-        self.feeds = iter([{input_name: batch} for batch in batches])
-
-    def get_next(self) -> dict[str, onp.ndarray] | None:
-        """The next batch as the model's input feed, None after the last."""
-        return next(self.feeds, None)
+        logging.root.setLevel(level)
 
 
 def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: str) -> str:
@@ -165,16 +153,18 @@ def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: st
     model = onnx.load(onnx_path)
     for i, node in enumerate(model.graph.node):  # MXNet's exporter leaves most unnamed
         node.name = node.name or f'{node.op_type}_{i}'
-    input_name = model.graph.input[0].name
+    # ONNX Runtime's CalibrationDataReader protocol: get_next, the next feed, None after the last
+    feeds = iter([{model.graph.input[0].name: batch}
+                  for batch in calibration_batches(calib_images, resize=side)])
     layers = [n.name for n in model.graph.node if n.op_type in ('Conv', 'Gemm', 'MatMul')]
     with tempfile.TemporaryDirectory() as tmp:
         named, prepared = os.path.join(tmp, 'named.onnx'), os.path.join(tmp, 'prepared.onnx')
         onnx.save(model, named)
         with _quiet():
             quant.quant_pre_process(named, prepared, skip_symbolic_shape=True)
-            reader = _Batches(calibration_batches(calib_images, resize=side), input_name)
             quant.quantize_static(
-                prepared, out_path, reader, quant_format=quant.QuantFormat.QDQ,
+                prepared, out_path, SimpleNamespace(get_next=lambda: next(feeds, None)),
+                quant_format=quant.QuantFormat.QDQ,
                 per_channel=True, reduce_range=default_int8_dtype(runtime.capabilities()) != 'auto',
                 activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
                 calibrate_method=quant.CalibrationMethod[ONNX_CALIBRATION],
@@ -182,8 +172,7 @@ def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: st
     return out_path
 
 
-def _onnxruntime(onnx_path: str, precision: str) -> Predictor:
-    _, ort = require('onnxruntime')
+def _onnxruntime(ort: ModuleType, onnx_path: str, precision: str) -> Predictor:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads()
     options.inter_op_num_threads = 1
@@ -193,19 +182,14 @@ def _onnxruntime(onnx_path: str, precision: str) -> Predictor:
     return Predictor('onnxruntime', precision, lambda X: session.run(None, {name: X})[0])
 
 
-def _openvino(onnx_path: str, precision: str) -> Predictor:
-    _, ov = require('openvino')
+def _openvino(ov: ModuleType, onnx_path: str, precision: str) -> Predictor:
     compiled = ov.Core().compile_model(
         ov.convert_model(onnx_path), 'CPU',
         {'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[precision],
          'INFERENCE_NUM_THREADS': threads()})
     request = compiled.create_infer_request()
-
-    def run(X: onp.ndarray) -> onp.ndarray:
-        request.infer({0: X})
-        return onp.array(request.get_output_tensor(0).data)  # a copy: the buffer is reused
-
-    return Predictor('openvino', precision, run)
+    # infer returns copies of the outputs (share_outputs=False): the request reuses its buffers
+    return Predictor('openvino', precision, lambda X: request.infer({0: X})[0])
 
 
 def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str = 'fp32',
@@ -233,19 +217,15 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
             the CPU's bfloat16 instructions; bf16 on ONNX Runtime), or its extra is
             not installed.
     """
-    why = unavailable(engine, precision, runtime.capabilities())
-    if why:
+    if why := unavailable(engine, precision, runtime.capabilities()):
         raise UsageError(f'{engine} {precision}: {why}')
     if precision == 'int8' and calib_images is None:
         raise ValueError('int8 needs calibration images (uint8 N x H x W)')
-    if engine != 'mxnet':
-        require(engine)  # before any work
-    if isinstance(params_or_model, str):
-        model, meta = load_model(params_or_model)
-        side = meta['input_size']
-        input_shape = input_shape or (1, meta['channels'], side, side)
-    else:
-        model = params_or_model
+    modules = require(engine) if engine != 'mxnet' else []  # before any work
+    model = params_or_model
+    if isinstance(model, str):
+        model, meta = load_model(model)
+        input_shape = input_shape or (1, meta['channels'], meta['input_size'], meta['input_size'])
     shape = batch_shape(model, input_shape)
     if engine == 'mxnet':
         return inference_model(model, precision, calib_images, shape, mx.cpu())
@@ -254,4 +234,5 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
         if precision == 'int8':
             assert calib_images is not None
             path = qdq_model(path, calib_images, shape[-1], os.path.join(tmp, 'int8.onnx'))
-        return (_onnxruntime if engine == 'onnxruntime' else _openvino)(path, precision)
+        run = _onnxruntime if engine == 'onnxruntime' else _openvino
+        return run(modules[-1], path, precision)  # the engine's own module

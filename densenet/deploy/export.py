@@ -45,9 +45,13 @@ FORMATS = ('mxnet', 'onnx', 'openvino')
 ONNX_OPSET = 13
 
 
-def _convert_npi_concatenate(node: dict[str, object], **kwargs: object) -> list[onnx.NodeProto]:
+def _convert_npi(node: dict[str, object], **kwargs: object) -> list[onnx.NodeProto]:
+    """ONNX's Add for ``_npi_add``, its Concat for ``_npi_concatenate``."""
     import onnx
     name, inputs, attrs = onnx_node_inputs(node, kwargs)
+    if node['op'] == '_npi_add':
+        # numpy's broadcasting is ONNX's multidirectional broadcasting.
+        return [onnx.helper.make_node('Add', inputs, [name], name=name)]
     axis = attrs.get('axis', '0')
     if axis in ('None', None):
         raise NotImplementedError(f'{name}: concatenate with axis=None (flattening) '
@@ -55,18 +59,11 @@ def _convert_npi_concatenate(node: dict[str, object], **kwargs: object) -> list[
     return [onnx.helper.make_node('Concat', inputs, [name], axis=int(axis), name=name)]
 
 
-def _convert_npi_add(node: dict[str, object], **kwargs: object) -> list[onnx.NodeProto]:
-    import onnx
-    name, inputs, _ = onnx_node_inputs(node, kwargs)
-    # numpy's broadcasting is ONNX's multidirectional broadcasting.
-    return [onnx.helper.make_node('Add', inputs, [name], name=name)]
-
-
 def register_onnx_converters() -> None:
     """Add the missing converters to MXNet's ONNX registry (idempotent)."""
     for opset in (12, 13):
-        onnx_converters(opset).setdefault('_npi_concatenate', _convert_npi_concatenate)
-        onnx_converters(opset).setdefault('_npi_add', _convert_npi_add)
+        for op in ('_npi_concatenate', '_npi_add'):
+            onnx_converters(opset).setdefault(op, _convert_npi)
 
 
 def batch_shape(model: CheckedClassifier, input_shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -162,18 +159,17 @@ def _finish_onnx(path: str, props: dict[str, str]) -> None:
 
 
 def export_onnx(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
-                input_shape: Sequence[int] | None = None, dynamic_batch: bool = True,
+                input_shape: Sequence[int] | None = None,
                 preprocess: Preprocess | None = None) -> str:
-    """Write ``name.onnx``; with `dynamic_batch` the batch axis is symbolic; with
-    `preprocess` its fields are the model's ``metadata_props``."""
+    """Write ``name.onnx``, its batch axis symbolic; with `preprocess` its fields are the
+    model's ``metadata_props``."""
     register_onnx_converters()
     shape = batch_shape(model, input_shape)
     with _written(out_dir, name + '.onnx') as tmp:
         sym, params = export_mxnet(model, tmp, name, shape)
         path = os.path.join(tmp, name + '.onnx')
-        dynamic = [(None,) + shape[1:]] if dynamic_batch else None  # the batch axis
-        mx.onnx.export_model(sym, params, [shape], [onp.float32], path, dynamic=dynamic_batch,
-                             dynamic_input_shapes=dynamic)
+        mx.onnx.export_model(sym, params, [shape], [onp.float32], path, dynamic=True,
+                             dynamic_input_shapes=[(None, *shape[1:])])  # the batch axis
         _finish_onnx(path, metadata(preprocess))
     return os.path.join(out_dir, name + '.onnx')
 
@@ -253,11 +249,10 @@ def export(model: CheckedClassifier, out_dir: str, fmt: str = 'mxnet', name: str
     created = not os.path.exists(out_dir)
     try:
         with disk_full_as_error(target):  # DiskFull names the file; nothing half-written stays
-            if fmt == 'mxnet':
-                return export_mxnet(model, out_dir, name, input_shape, preprocess)
-            if fmt == 'openvino':
-                return export_openvino(model, out_dir, name, input_shape, preprocess)
-            return (export_onnx(model, out_dir, name, input_shape, preprocess=preprocess),)
+            if fmt == 'onnx':
+                return (export_onnx(model, out_dir, name, input_shape, preprocess),)
+            write = export_mxnet if fmt == 'mxnet' else export_openvino
+            return write(model, out_dir, name, input_shape, preprocess)
     except BaseException:
         if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
             os.rmdir(out_dir)

@@ -26,7 +26,7 @@ import dataclasses
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import mxnet as mx
 import numpy as onp
@@ -101,9 +101,8 @@ def legacy_graph(model: CheckedClassifier, input_shape: Sequence[int]) -> Graph:
     Returns:
         Its graph.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        with concat_mode(model.net, 'legacy'):
-            sym_file, params_file = export_mxnet(model, tmp, 'fp32', input_shape)
+    with tempfile.TemporaryDirectory() as tmp, concat_mode(model.net, 'legacy'):
+        sym_file, params_file = export_mxnet(model, tmp, 'fp32', input_shape)
         # Parameters were saved under numpy shape semantics: load them there.
         values = {k.split(':', 1)[-1]: v.as_nd_ndarray()
                   for k, v in mx.npx.load(params_file).items()}
@@ -145,8 +144,7 @@ def graph_block(graph: Graph, ctx: mx.Context) -> gluon.SymbolBlock:
 
 def _nodes(graph: Graph) -> Document:
     """The graph's JSON document."""
-    doc: Document = json.loads(graph.symbol.tojson())
-    return doc
+    return cast(Document, json.loads(graph.symbol.tojson()))
 
 
 def _symbol(doc: Document) -> mx.sym.Symbol:
@@ -248,7 +246,6 @@ def _concat_groups(nodes: list[Node]) -> list[list[int]]:
 
     def root(i: int) -> int:
         while parent[i] != i:
-            parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 

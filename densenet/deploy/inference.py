@@ -11,14 +11,14 @@ engine (numpy batches in, logits out). The model handed in is left as it was.
 """
 from __future__ import annotations
 
-import collections
 import ctypes
+import functools
 import json
 from collections.abc import Callable, Sequence
 
 import mxnet as mx
 import numpy as onp
-from mxnet import gluon, np
+from mxnet import np
 from mxnet.base import NDArrayHandle, py_str
 
 from densenet.data.batches import DataModule, to_tensor
@@ -53,12 +53,11 @@ class Predictor:
     Args:
         name: the engine: 'mxnet', 'onnxruntime' or 'openvino'.
         precision: 'fp32', 'bf16' or 'int8'.
-        run: the engine's call, a float32 batch (N, C, H, W) to its logits; None where
-            a subclass overrides `predict`.
+        run: the engine's call, a float32 batch (N, C, H, W) to its logits.
     """
 
     def __init__(self, name: str, precision: str,
-                 run: Callable[[onp.ndarray], onp.ndarray] | None = None) -> None:
+                 run: Callable[[onp.ndarray], onp.ndarray]) -> None:
         self.name, self.precision, self._run = name, precision, run
 
     def predict(self, X: onp.ndarray) -> onp.ndarray:
@@ -70,7 +69,6 @@ class Predictor:
         Returns:
             The logits (N, classes).
         """
-        assert self._run is not None, 'a Predictor without run overrides predict'
         return self._run(X)
 
     def __call__(self, X: Array | onp.ndarray) -> Array | onp.ndarray:
@@ -100,48 +98,34 @@ class InferenceModel(Predictor):
     several threads (MXNet's static CachedOps are not).
 
     Args:
-        source: the graph, or a SymbolBlock (MXNet's quantized or mixed-precision
-            model) to take it from.
+        graph: the graph.
         ctx: its device.
         precision: what the graph computes in: 'fp32', 'bf16' or 'int8'.
         max_shapes: how many input shapes keep their compiled op.
     """
 
-    def __init__(self, source: Graph | gluon.SymbolBlock, ctx: mx.Context,
-                 precision: str = 'fp32', max_shapes: int = 2) -> None:
-        super().__init__('mxnet', precision)
-        self.graph = source if isinstance(source, Graph) else block_graph(source)
-        self.ctx, self.max_shapes = ctx, max_shapes
-        names = self.graph.symbol.list_inputs()
-        self._data = names.index(self.graph.data_name)
+    def __init__(self, graph: Graph, ctx: mx.Context, precision: str = 'fp32',
+                 max_shapes: int = 2) -> None:
+        super().__init__('mxnet', precision, self._run_graph)
+        self.graph, self.ctx = graph, ctx
+        names = graph.symbol.list_inputs()
+        data = names.index(graph.data_name)
         with legacy_mode():
-            self._args = [None if i == self._data else self.graph.params[n].as_in_context(ctx)
+            self._args = [None if i == data else graph.params[n].as_in_context(ctx)
                           for i, n in enumerate(names)]
-        self._flags = [('static_alloc', True), ('static_shape', True),
-                       ('data_indices', [self._data]),
-                       ('param_indices', [i for i in range(len(names)) if i != self._data])]
-        #: {input shape: (its CachedOp, its input buffer)}, the most recent last
-        self._ops: collections.OrderedDict[
-            tuple[int, ...], tuple[mx.nd.CachedOp, mx.nd.NDArray]] = collections.OrderedDict()
+        self._flags = [('static_alloc', True), ('static_shape', True), ('data_indices', [data]),
+                       ('param_indices', [i for i in range(len(names)) if i != data])]
+        # the CachedOps, with their input buffers, of the most recent input shapes
+        self._compiled = functools.lru_cache(maxsize=max_shapes)(self._compile)
 
-    def predict(self, X: onp.ndarray) -> onp.ndarray:
-        """The logits of a numpy batch, as numpy.
+    def _compile(self, shape: tuple[int, ...]) -> tuple[mx.nd.CachedOp, mx.nd.NDArray]:
+        """A CachedOp for inputs of `shape`, and its input buffer (in legacy mode)."""
+        return mx.nd.CachedOp(self.graph.symbol, self._flags), mx.nd.empty(shape, ctx=self.ctx)
 
-        Args:
-            X: the batch, (N, C, H, W), float32.
-
-        Returns:
-            The logits, float32.
-        """
-        shape = tuple(X.shape)
+    def _run_graph(self, X: onp.ndarray) -> onp.ndarray:
+        """The logits of a float32 numpy batch (N, C, H, W), as numpy."""
         with legacy_mode():
-            if shape not in self._ops:
-                self._ops[shape] = (mx.nd.CachedOp(self.graph.symbol, self._flags),
-                                    mx.nd.empty(shape, ctx=self.ctx))
-            self._ops.move_to_end(shape)
-            while len(self._ops) > self.max_shapes:
-                self._ops.popitem(last=False)
-            op, buffer = self._ops[shape]
+            op, buffer = self._compiled(tuple(X.shape))
             copy_into(buffer, X)
             return op(*[buffer if a is None else a for a in self._args]).asnumpy()
 
@@ -239,11 +223,9 @@ class PercentileCollector:
         """
         out: dict[str, tuple[float, float]] = {}
         for name, parts in self.samples.items():
-            values = onp.concatenate(parts)
-            high = float(onp.percentile(values, self.percentile))
-            low = 0.0 if self.lowest[name] >= 0 else float(
-                onp.percentile(values, 100 - self.percentile))
-            out[name] = (low, high)
+            low, high = onp.percentile(onp.concatenate(parts),
+                                       [100 - self.percentile, self.percentile])
+            out[name] = (0.0 if self.lowest[name] >= 0 else float(low), float(high))
         return out
 
 
@@ -354,8 +336,7 @@ def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
         RuntimeError: the CPU has neither avx512_bf16 nor AMX (the reason says so).
     """
     ctx = ctx or mx.cpu()
-    why = unsupported('bf16', runtime.capabilities())
-    if why:
+    if why := unsupported('bf16', runtime.capabilities()):
         raise RuntimeError(why)
     block = graph_block(legacy_graph(model, input_shape), ctx)
     with legacy_mode():
@@ -365,7 +346,7 @@ def bf16_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
             # The backend is called MKLDNN in MXNet 1.9.1; an unknown name would
             # silently leave the graph unfused.
             amp_net.optimize_for(mx.nd.zeros(input_shape, ctx=ctx), backend='MKLDNN')
-    return InferenceModel(amp_net, ctx, 'bf16')
+    return InferenceModel(block_graph(amp_net), ctx, 'bf16')
 
 
 def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96, 96),
