@@ -6,18 +6,14 @@ import argparse
 import os
 
 from densenet.analysis.feature_reuse import FIGURE, TABLE, write_feature_reuse
-from densenet.cli.common import Commands, add_model_flags, load_trained
+from densenet.cli.common import Commands, add_params_flags, load_trained
 from densenet.errors import UsageError
 
 
 def add_parser(sub: Commands) -> None:
     p = sub.add_parser('analyze', help='feature reuse: the weight each layer gives every '
                                        'earlier one (Huang et al. 2017, Figure 5)')
-    p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
-                                    'book model trained on Fashion-MNIST)')
-    add_model_flags(p, 'the architecture of a bare params file without metadata '
-                       '(default: what its .params.json says, else book)')
-    p.set_defaults(resize=None)  # the weights alone are read: no image side to choose
+    add_params_flags(p, resize=False)
     p.add_argument('--out', required=True,
                    help=f'output folder: {FIGURE} (one heat map per dense block) and {TABLE}')
 

@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     for c, name in enumerate(names):
         total = confusion[c].sum()
         print(f'  {name:<{width}} ' + (f'{confusion[c, c] / total:.4f}' if total else '-'))
-    out = args.out or (CONFUSION if args.shipped  # not in the package
-                       else os.path.join(os.path.dirname(os.path.abspath(args.params)),
-                                         CONFUSION))
+    # Beside the params; the shipped model's in the current folder, not in the package.
+    folder = '' if args.shipped else os.path.dirname(os.path.abspath(args.params))
+    out = args.out or os.path.join(folder, CONFUSION)
     plot_confusion(confusion, names, out)
     print(f'confusion matrix: {out}')
     return 0

@@ -36,18 +36,6 @@ LAYOUT_HELP = ('an image folder holds one sub-folder of images per class (DIR/ca
                'DIR/dog/2.jpg, ...), or train/ and val/ folders laid out that way')
 
 
-def _images_in(folder: str) -> tuple[list[str], int]:
-    """(image paths, count of other files) under `folder`, recursively, sorted."""
-    found, other = [], 0
-    for parent, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        names = sorted(name for name in files if not name.startswith('.'))
-        found += [os.path.join(parent, name) for name in names
-                  if name.lower().endswith(EXTENSIONS)]
-        other += sum(not name.lower().endswith(EXTENSIONS) for name in names)
-    return found, other
-
-
 def _scan_classes(folder: str, what: str) -> tuple[list[str], list[tuple[str, int]], int]:
     """(class names, [(path, label)], ignored file count) of one class-per-folder tree."""
     classes = sorted(d for d in os.listdir(folder)
@@ -58,12 +46,16 @@ def _scan_classes(folder: str, what: str) -> tuple[list[str], list[tuple[str, in
                          + LAYOUT_HELP[0].upper() + LAYOUT_HELP[1:])
     items, ignored = [], 0
     for label, name in enumerate(classes):
-        paths, other = _images_in(os.path.join(folder, name))
+        paths = []  # the class folder's images, recursively, sorted; other files are counted
+        for parent, dirs, files in os.walk(os.path.join(folder, name)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+            names = sorted(n for n in files if not n.startswith('.'))
+            paths += [os.path.join(parent, n) for n in names if n.lower().endswith(EXTENSIONS)]
+            ignored += sum(not n.lower().endswith(EXTENSIONS) for n in names)
         if not paths:
             raise UsageError(f'{what} {folder}: class folder {name}/ has no images '
                              f'({", ".join(EXTENSIONS)}); add images or remove the folder')
         items += [(p, label) for p in paths]
-        ignored += other
     return classes, items, ignored
 
 
