@@ -7,7 +7,7 @@ import os
 
 from densenet.analysis.feature_reuse import FIGURE, TABLE, write_feature_reuse
 from densenet.cli.common import Commands, add_params_flags, load_trained
-from densenet.errors import UsageError
+from densenet.train.run_folder import Run
 
 
 def add_parser(sub: Commands) -> None:
@@ -19,8 +19,7 @@ def add_parser(sub: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
+    Run(args.out).check_path()  # a folder, or one that can be made
     model, _, _ = load_trained(args, 'cpu')
     _, summary = write_feature_reuse(model, args.out)
     for line in summary.lines():

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from densenet.cli.common import Commands, add_params_flags, input_shape, load_trained
 from densenet.deploy.export import FORMATS, export
-from densenet.errors import UsageError
 from densenet.models.preprocess import Preprocess
+from densenet.train.run_folder import Run
 
 
 def add_parser(sub: Commands) -> None:
@@ -21,8 +20,7 @@ def add_parser(sub: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
+    Run(args.out).check_path()  # a folder, or one that can be made
     model, meta, _ = load_trained(args, 'cpu')
     for path in export(model, args.out, args.format, input_shape=input_shape(meta),
                        preprocess=Preprocess.from_meta(meta)):

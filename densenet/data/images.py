@@ -61,14 +61,12 @@ def max_image_pixels() -> int | None:
         return Image.MAX_IMAGE_PIXELS
     if text.lower() in ('none', 'off', '0'):
         return None
-    try:
+    with contextlib.suppress(ValueError):  # not a whole number: the error below
         value = int(text.replace(',', ''))
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise UsageError(f'{MAX_PIXELS_ENV}={text!r} is not a pixel count: give a whole '
-                         'number such as 400000000, or none for no limit')
-    return value
+        if value >= 1:
+            return value
+    raise UsageError(f'{MAX_PIXELS_ENV}={text!r} is not a pixel count: give a whole '
+                     'number such as 400000000, or none for no limit')
 
 
 @contextlib.contextmanager
@@ -205,10 +203,8 @@ def read_image(path: str | os.PathLike[str], channels: int = 1,
     """
     if channels not in (1, 3):
         raise ValueError(f'channels must be 1 or 3, got {channels}')
+    img = _open(path)  # its errors name the file; the conversion's do not
     try:
-        img = _open(path)
         return to_gray8(img, background) if channels == 1 else to_rgb8(img)
     except ImageError as e:
-        if str(e).startswith(f'{path}:'):
-            raise
         raise ImageError(f'{path}: {e}') from None
