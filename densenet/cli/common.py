@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import NoReturn, Protocol
 
 import mxnet as mx
+import numpy as onp
 
 from densenet.data import DataModule, check_data_dir, check_folder, open_data
-from densenet.deploy.engines import ENGINES, require, unavailable
+from densenet.deploy.engines import ENGINES, engine, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
@@ -20,6 +22,7 @@ from densenet.models.pretrained import pretrained_path
 from densenet.models.registry import list_models
 from densenet.modes import prepare_model
 from densenet.system import runtime
+from densenet.system.hints import Array
 from densenet.train.config import parse_model_arg
 from densenet.train.options import positive_int
 
@@ -112,6 +115,16 @@ def load_trained(args: argparse.Namespace,
         raise UsageError(f'--resize {meta["input_size"]} is below the minimum input size '
                          f'{model.min_input_size()}')
     return prepare_model(model, ctxs, hybridize=True), meta, ctxs
+
+
+def on_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta,
+              calibration: Callable[[], onp.ndarray]) -> Callable[[Array], Array]:
+    """`model` as --engine and --precision run it: itself on MXNet in fp32, else the engine's
+    predictor, int8 calibrated on the images `calibration()` returns."""
+    if args.engine == 'mxnet' and args.precision == 'fp32':
+        return model
+    calib = calibration() if args.precision == 'int8' else None
+    return engine(model, args.engine, args.precision, calib, input_shape(meta))
 
 
 def input_shape(meta: Meta) -> tuple[int, int, int, int]:

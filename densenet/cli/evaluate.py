@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 
 import numpy as onp
 
@@ -15,13 +14,11 @@ from densenet.cli.common import (
     check_data_flags,
     check_engine_flags,
     eval_data,
-    input_shape,
     load_trained,
+    on_engine,
 )
-from densenet.deploy.engines import engine
 from densenet.deploy.inference import calibration_images
 from densenet.models.tta import FlipAverage
-from densenet.system.hints import Array
 from densenet.train.evaluate import confusion_matrix, evaluate, plot_confusion
 from densenet.train.options import positive_int
 from densenet.train.run_folder import CONFUSION
@@ -53,11 +50,9 @@ def run(args: argparse.Namespace) -> int:
     trained, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
     data = eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
     fp32_preds = None
-    model: Callable[[Array], Array] = trained
     if not on_mxnet_fp32:  # scored against the package's own fp32 predictions
         _, fp32_acc, fp32_preds = evaluate(trained, data.val_dataloader(), ctxs)
-        calib = calibration_images(data) if args.precision == 'int8' else None
-        model = engine(trained, args.engine, args.precision, calib, input_shape(meta))
+    model = on_engine(args, trained, meta, lambda: calibration_images(data))
     if args.tta:
         model = FlipAverage(model)
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)

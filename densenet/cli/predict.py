@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 
 import numpy as onp
 from mxnet import np
@@ -16,15 +15,13 @@ from densenet.cli.common import (
     check_data_flags,
     check_engine_flags,
     eval_data,
-    input_shape,
     load_trained,
+    on_engine,
 )
 from densenet.data.images import read_image
-from densenet.deploy.engines import engine
 from densenet.deploy.inference import calibration_images
 from densenet.models.meta import Meta
 from densenet.models.preprocess import Preprocess
-from densenet.system.hints import Array
 
 
 def add_parser(sub: Commands) -> None:
@@ -58,10 +55,7 @@ def run(args: argparse.Namespace) -> int:
         read_image(path)
     on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
     trained, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
-    model: Callable[[Array], Array] = trained
-    if not on_mxnet_fp32:
-        calib = _calibration(args, meta) if args.precision == 'int8' else None
-        model = engine(trained, args.engine, args.precision, calib, input_shape(meta))
+    model = on_engine(args, trained, meta, lambda: _calibration(args, meta))
     pre = Preprocess.from_meta(meta)
     for path in args.images:
         X, (notes,) = pre([path], convert=not args.no_convert)
