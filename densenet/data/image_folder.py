@@ -136,10 +136,8 @@ def _decode(job: tuple[str, int, bool]) -> onp.ndarray | str:
     """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side): an
     unreadable file and one over the pixel limit alike."""
     path, channels, convert = job
-    try:
-        if convert:  # a Fashion-MNIST model's photos, made like its training images
-            return as_fashion_mnist(path)[0]
-        return read_image(path, channels)[0]
+    try:  # convert: a Fashion-MNIST model's photos, made like its training images
+        return (as_fashion_mnist(path) if convert else read_image(path, channels))[0]
     except ImageError as e:
         return str(e)
 
