@@ -6,21 +6,21 @@ import argparse
 import os
 
 from densenet.analysis.feature_reuse import FIGURE, TABLE, write_feature_reuse
-from densenet.cli.common import Commands, add_params_flags, load_trained
+from densenet.cli import common
 from densenet.train.run_folder import Run
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('analyze', help='feature reuse: the weight each layer gives every '
                                        'earlier one (Huang et al. 2017, Figure 5)')
-    add_params_flags(p, resize=False)
+    common.add_params_flags(p, resize=False)
     p.add_argument('--out', required=True,
                    help=f'output folder: {FIGURE} (one heat map per dense block) and {TABLE}')
 
 
 def run(args: argparse.Namespace) -> int:
     Run(args.out).check_path()  # a folder, or one that can be made
-    model, _, _ = load_trained(args, 'cpu')
+    model, _, _ = common.load_trained(args, 'cpu')
     _, summary = write_feature_reuse(model, args.out)
     for line in summary.lines():
         print(line)
