@@ -28,7 +28,7 @@ from densenet.data.batches import ArrayDataModule, Rows, training_part, validati
 from densenet.data.images import ImageError, is_grayscale, max_image_pixels, read_image
 from densenet.data.inputs import as_fashion_mnist
 from densenet.errors import UsageError
-from densenet.system.files import atomic_text
+from densenet.system.files import atomic_text, atomic_write
 
 EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 CACHE_VERSION = 1
@@ -209,6 +209,7 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
 
     Raises:
         UsageError: an unreadable file, unless `skip_bad_images` (nothing is cached then).
+        DiskFull: the disk filled up while the cache was written (nothing is cached then).
     """
     cache_dir = cache_dir or default_cache_dir()
     key = _cache_key(paths, side, channels, convert)
@@ -217,10 +218,10 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
         created = not os.path.isdir(cache_dir)
         os.makedirs(cache_dir, exist_ok=True)
         shape = (len(paths), side, side) + ((3,) if channels == 3 else ())
-        tmp = os.path.join(cache_dir, f'.{key}.{os.getpid()}.tmp.npy')
-        out = onp.lib.format.open_memmap(tmp, mode='w+', dtype=onp.uint8, shape=shape)
-        bad = []
-        try:
+        bad: list[int] = []
+
+        def write(tmp: str) -> None:
+            out = onp.lib.format.open_memmap(tmp, mode='w+', dtype=onp.uint8, shape=shape)
             for i, image in enumerate(_decoded(paths, channels, num_workers, convert)):
                 if isinstance(image, str):
                     if not skip_bad_images:
@@ -233,11 +234,10 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
                     image = npx.image.resize(x, (side, side)).asnumpy().reshape(shape[1:])
                 out[i] = image
             out.flush()
-            del out
-            os.replace(tmp, array_path)
+
+        try:
+            atomic_write(array_path, write)  # no half-written cache
         finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
             if created and not os.listdir(cache_dir):  # an error: leave no trace
                 os.rmdir(cache_dir)
         atomic_text(bad_path, json.dumps({'unreadable': bad}))
