@@ -123,13 +123,12 @@ def stratified_split(labels: onp.ndarray, val_share: float,
         (train indices, val indices).
     """
     rng = onp.random.RandomState(seed)
-    train, val = [], []
+    held_out = onp.zeros(len(labels), bool)
     for c in onp.unique(labels):
         idx = rng.permutation(onp.flatnonzero(labels == c))
         k = min(max(int(round(len(idx) * val_share)), 1), len(idx) - 1)
-        val.append(idx[:k])
-        train.append(idx[k:])
-    return onp.sort(onp.concatenate(train)), onp.sort(onp.concatenate(val))
+        held_out[idx[:k]] = True
+    return onp.flatnonzero(~held_out), onp.flatnonzero(held_out)
 
 
 def _decode(job: tuple[str, int, bool]) -> onp.ndarray | str:
