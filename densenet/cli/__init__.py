@@ -34,12 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except UsageError as e:  # anything else is a bug: its traceback stays, status 1
+    # A usage error is status 2; a fault (Diverged, DiskFull: the last complete files stay)
+    # status 1; anything else is a bug: its traceback stays, status 1.
+    except (UsageError, Fault, FileNotFoundError) as e:
         print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
-        return 2
-    except (Fault, FileNotFoundError) as e:  # Diverged, DiskFull: the last complete files stay
-        print(f'{PROG} {args.command}: error: {e}', file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         print(f'{PROG} {args.command}: interrupted', file=sys.stderr)
         return 130

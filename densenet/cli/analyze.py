@@ -6,26 +6,21 @@ import argparse
 import os
 
 from densenet.analysis.feature_reuse import FIGURE, TABLE, write_feature_reuse
-from densenet.cli.common import Commands, add_model_flags, load_trained
-from densenet.errors import UsageError
+from densenet.cli import common
+from densenet.train.run_folder import Run
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('analyze', help='feature reuse: the weight each layer gives every '
                                        'earlier one (Huang et al. 2017, Figure 5)')
-    p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
-                                    'book model trained on Fashion-MNIST)')
-    add_model_flags(p, 'the architecture of a bare params file without metadata '
-                       '(default: what its .params.json says, else book)')
-    p.set_defaults(resize=None)  # the weights alone are read: no image side to choose
+    common.add_params_flags(p, resize=False)
     p.add_argument('--out', required=True,
                    help=f'output folder: {FIGURE} (one heat map per dense block) and {TABLE}')
 
 
 def run(args: argparse.Namespace) -> int:
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
-    model, _, _ = load_trained(args, 'cpu')
+    Run(args.out).check_path()  # a folder, or one that can be made
+    model, _, _ = common.load_trained(args, 'cpu')
     _, summary = write_feature_reuse(model, args.out)
     for line in summary.lines():
         print(line)

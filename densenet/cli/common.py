@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import NoReturn, Protocol
 
 import mxnet as mx
+import numpy as onp
 
 from densenet.data import DataModule, check_data_dir, check_folder, open_data
-from densenet.deploy.engines import ENGINES, require, unavailable
+from densenet.deploy.engines import ENGINES, engine, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
@@ -20,6 +22,7 @@ from densenet.models.pretrained import pretrained_path
 from densenet.models.registry import list_models
 from densenet.modes import prepare_model
 from densenet.system import runtime
+from densenet.system.hints import Array
 from densenet.train.config import parse_model_arg
 from densenet.train.options import positive_int
 
@@ -40,23 +43,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
-def add_model_flags(p: argparse.ArgumentParser, help_text: str) -> None:
-    """--model and --model-arg, as train defines them, for a bare params file."""
-    p.add_argument('--model', choices=list_models(), help=help_text)
+def add_params_flags(p: argparse.ArgumentParser, resize: bool = True) -> None:
+    """--params (default: the shipped weights), --model and --model-arg (as train defines
+    them, for a bare params file) and, unless `resize` is False, --resize."""
+    p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
+                                    'book model trained on Fashion-MNIST)')
+    p.add_argument('--model', choices=list_models(),
+                   help='the architecture of a bare params file without metadata '
+                        '(default: what its .params.json says, else book)')
     p.add_argument('--model-arg', type=parse_model_arg, action='append', default=None,
                    dest='model_args', metavar='KEY=VALUE',
                    help='a constructor argument of --model, e.g. depth=40, growth_rate=24 or '
                         'transition_pool=max (repeat for more)')
-
-
-def add_params_flags(p: argparse.ArgumentParser) -> None:
-    """--params (default: the shipped weights), the model flags and --resize."""
-    p.add_argument('--params', help='a .params file from densenet train (default: the shipped '
-                                    'book model trained on Fashion-MNIST)')
-    add_model_flags(p, 'the architecture of a bare params file without metadata '
-                       '(default: what its .params.json says, else book)')
-    p.add_argument('--resize', type=positive_int,
-                   help='image side (default: the one the model was trained at)')
+    if resize:
+        p.add_argument('--resize', type=positive_int,
+                       help='image side (default: the one the model was trained at)')
+    else:  # the weights alone are read: no image side to choose
+        p.set_defaults(resize=None)
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -86,9 +89,8 @@ def check_engine_flags(args: argparse.Namespace) -> None:
     """
     why = unavailable(args.engine, args.precision, runtime.capabilities())
     if why:
-        flags = f'--precision {args.precision}' if args.engine == 'mxnet' else (
-            f'--engine {args.engine} --precision {args.precision}')
-        raise UsageError(f'{flags}: {why}')
+        engine = '' if args.engine == 'mxnet' else f'--engine {args.engine} '
+        raise UsageError(f'{engine}--precision {args.precision}: {why}')
     if args.engine != 'mxnet':
         require(args.engine)
 
@@ -115,10 +117,19 @@ def load_trained(args: argparse.Namespace,
     return prepare_model(model, ctxs, hybridize=True), meta, ctxs
 
 
+def on_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta,
+              calibration: Callable[[], onp.ndarray]) -> Callable[[Array], Array]:
+    """`model` as --engine and --precision run it: itself on MXNet in fp32, else the engine's
+    predictor, int8 calibrated on the images `calibration()` returns."""
+    if args.engine == 'mxnet' and args.precision == 'fp32':
+        return model
+    calib = calibration() if args.precision == 'int8' else None
+    return engine(model, args.engine, args.precision, calib, input_shape(meta))
+
+
 def input_shape(meta: Meta) -> tuple[int, int, int, int]:
     """The shape of one image batch for the model `meta` describes."""
-    side = meta['input_size']
-    return (1, meta['channels'], side, side)
+    return (1, meta['channels'], meta['input_size'], meta['input_size'])
 
 
 def check_data_flags(args: argparse.Namespace) -> None:
@@ -137,13 +148,12 @@ def eval_data(meta: Meta, batch_size: int, folder: str | None, data_dir: str | N
     """The labelled images to score: `folder` (--data, or the run's own folder), else
     Fashion-MNIST's test split (found in `data_dir`), at the model's side and channels."""
     if folder:
-        run_data = meta.get('data', {})
-        same = os.path.abspath(folder) == run_data.get('root')
+        run_data = meta.get('data', {})  # the run's own split, when it trained on `folder`
+        split = run_data if os.path.abspath(folder) == run_data.get('root') else {}
         pre = Preprocess.from_meta(meta)
         data = open_data(batch_size, pre.input_size, folder, channels=pre.channels,
-                         convert=pre.convert is not None,
-                         val_split=run_data.get('val_split', 0.2) if same else 0.2,
-                         seed=run_data.get('seed', 0) if same else 0, val_limit=limit)
+                         convert=pre.convert is not None, val_split=split.get('val_split', 0.2),
+                         seed=split.get('seed', 0), val_limit=limit)
         if list(data.classes) != list(meta['classes']):
             raise UsageError(f'--data {folder} has the classes {", ".join(data.classes)}, the '
                              f'model was trained on {", ".join(map(str, meta["classes"]))}: give '

@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 
 import numpy as onp
 
-from densenet.cli.common import (
-    Commands,
-    add_engine_flags,
-    add_params_flags,
-    check_data_flags,
-    check_engine_flags,
-    eval_data,
-    input_shape,
-    load_trained,
-)
-from densenet.deploy.engines import engine
+from densenet.cli import common
 from densenet.deploy.inference import calibration_images
 from densenet.models.tta import FlipAverage
-from densenet.system.hints import Array
 from densenet.train.evaluate import confusion_matrix, evaluate, plot_confusion
 from densenet.train.options import positive_int
 from densenet.train.run_folder import CONFUSION
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('evaluate', help='test accuracy, per-class accuracy, confusion matrix')
-    add_params_flags(p)
+    common.add_params_flags(p)
     p.add_argument('--batch-size', type=positive_int, default=256)
     p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files')
     p.add_argument('--data', help='an image folder: evaluate on its val split (the one the '
@@ -40,24 +28,22 @@ def add_parser(sub: Commands) -> None:
     p.add_argument('--device', default='auto')
     p.add_argument('--out', help='confusion-matrix PNG (default: confusion.png beside the params; '
                                  'for the shipped model, in the current folder)')
-    add_engine_flags(p)
+    common.add_engine_flags(p)
     p.add_argument('--tta', action='store_true',
                    help="average each image's logits with its mirror image's (test-time "
                         'augmentation; twice the time)')
 
 
 def run(args: argparse.Namespace) -> int:
-    check_engine_flags(args)
-    check_data_flags(args)
+    common.check_engine_flags(args)
+    common.check_data_flags(args)
     on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
-    trained, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
-    data = eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
+    trained, meta, ctxs = common.load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
+    data = common.eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
     fp32_preds = None
-    model: Callable[[Array], Array] = trained
     if not on_mxnet_fp32:  # scored against the package's own fp32 predictions
         _, fp32_acc, fp32_preds = evaluate(trained, data.val_dataloader(), ctxs)
-        calib = calibration_images(data) if args.precision == 'int8' else None
-        model = engine(trained, args.engine, args.precision, calib, input_shape(meta))
+    model = common.on_engine(args, trained, meta, lambda: calibration_images(data))
     if args.tta:
         model = FlipAverage(model)
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)
@@ -75,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     for c, name in enumerate(names):
         total = confusion[c].sum()
         print(f'  {name:<{width}} ' + (f'{confusion[c, c] / total:.4f}' if total else '-'))
-    out = args.out or (CONFUSION if args.shipped  # not in the package
-                       else os.path.join(os.path.dirname(os.path.abspath(args.params)),
-                                         CONFUSION))
+    # Beside the params; the shipped model's in the current folder, not in the package.
+    folder = '' if args.shipped else os.path.dirname(os.path.abspath(args.params))
+    out = args.out or os.path.join(folder, CONFUSION)
     plot_confusion(confusion, names, out)
     print(f'confusion matrix: {out}')
     return 0

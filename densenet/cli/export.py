@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from densenet.cli.common import Commands, add_params_flags, input_shape, load_trained
+from densenet.cli import common
 from densenet.deploy.export import FORMATS, export
-from densenet.errors import UsageError
 from densenet.models.preprocess import Preprocess
+from densenet.train.run_folder import Run
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('export', help='MXNet symbol + params, ONNX or OpenVINO IR, from trained '
                                       'params')
-    add_params_flags(p)
+    common.add_params_flags(p)
     p.add_argument('--format', choices=list(FORMATS), default='mxnet',
                    help="openvino: .xml + .bin, converted from the ONNX export "
                         "(pip install 'densenet[openvino]')")
@@ -21,10 +20,9 @@ def add_parser(sub: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f'--out {args.out} is a file, not a folder: choose a folder')
-    model, meta, _ = load_trained(args, 'cpu')
-    for path in export(model, args.out, args.format, input_shape=input_shape(meta),
+    Run(args.out).check_path()  # a folder, or one that can be made
+    model, meta, _ = common.load_trained(args, 'cpu')
+    for path in export(model, args.out, args.format, input_shape=common.input_shape(meta),
                        preprocess=Preprocess.from_meta(meta)):
         print(path)
     return 0

@@ -3,22 +3,16 @@ from __future__ import annotations
 
 import argparse
 
-from densenet.cli.common import (
-    Commands,
-    add_params_flags,
-    check_data_flags,
-    eval_data,
-    load_trained,
-)
+from densenet.cli import common
 from densenet.deploy.features import extract_features, save_features
 from densenet.errors import UsageError
 from densenet.train.options import positive_int
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('features', help='embeddings (the pooled features that enter the '
                                         'classifier) and labels of a dataset, as .npz')
-    add_params_flags(p)
+    common.add_params_flags(p)
     p.add_argument('--data', help='an image folder (default: Fashion-MNIST)')
     p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files')
     p.add_argument('--split', choices=['train', 'val', 'all'], default='val',
@@ -31,9 +25,9 @@ def add_parser(sub: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.out.endswith('.npz'):
         raise UsageError(f'--out {args.out}: give a file name ending in .npz')
-    check_data_flags(args)
-    model, meta, ctxs = load_trained(args, args.device)
-    data = eval_data(meta, args.batch_size, args.data, args.data_dir)
+    common.check_data_flags(args)
+    model, meta, ctxs = common.load_trained(args, args.device)
+    data = common.eval_data(meta, args.batch_size, args.data, args.data_dir)
     splits = ['train', 'val'] if args.split == 'all' else [args.split]
     arrays = extract_features(model, data, splits, ctxs, meta['classes'])
     save_features(args.out, arrays)

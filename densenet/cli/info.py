@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from densenet.cli.common import Commands
+from densenet.cli import common
 from densenet.system import runtime
 from densenet.system.machine import summary_line
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('info', help='this machine: CPU, instruction sets, precisions, MXNet '
                                     'build, threads')
     p.add_argument('--json', action='store_true', help='the description as JSON')

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from densenet.cli.common import Commands
+from densenet.cli import common
 from densenet.errors import UsageError
 from densenet.system.launch import launch, multi_machine_help
 from densenet.train.options import positive_int
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('launch', help='run a command as the workers of a local MXNet '
                                       'parameter-server cluster')
     p.add_argument('-n', '--num-workers', type=positive_int, default=2)

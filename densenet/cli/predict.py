@@ -4,34 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 
 import numpy as onp
 from mxnet import np
 
-from densenet.cli.common import (
-    Commands,
-    add_engine_flags,
-    add_params_flags,
-    check_data_flags,
-    check_engine_flags,
-    eval_data,
-    input_shape,
-    load_trained,
-)
+from densenet.cli import common
 from densenet.data.images import read_image
-from densenet.deploy.engines import engine
 from densenet.deploy.inference import calibration_images
 from densenet.models.meta import Meta
 from densenet.models.preprocess import Preprocess
-from densenet.system.hints import Array
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('predict', help='class and probability for image files')
-    add_params_flags(p)
+    common.add_params_flags(p)
     p.add_argument('--device', default='auto')
-    add_engine_flags(p)
+    common.add_engine_flags(p)
     p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files (int8: the '
                                       'calibration images of a Fashion-MNIST model)')
     p.add_argument('--no-convert', action='store_true',
@@ -46,22 +34,19 @@ def _calibration(args: argparse.Namespace, meta: Meta) -> onp.ndarray:
     (where it is still there), else Fashion-MNIST's."""
     root = meta.get('data', {}).get('root')
     args.data = root if root and os.path.isdir(root) else None
-    check_data_flags(args)
-    return calibration_images(eval_data(meta, 64, args.data, args.data_dir))
+    common.check_data_flags(args)
+    return calibration_images(common.eval_data(meta, 64, args.data, args.data_dir))
 
 
 def run(args: argparse.Namespace) -> int:
-    check_engine_flags(args)
+    common.check_engine_flags(args)
     args.data = None
-    check_data_flags(args)
+    common.check_data_flags(args)
     for path in args.images:  # every file checked before the model loads
         read_image(path)
     on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
-    trained, meta, ctxs = load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
-    model: Callable[[Array], Array] = trained
-    if not on_mxnet_fp32:
-        calib = _calibration(args, meta) if args.precision == 'int8' else None
-        model = engine(trained, args.engine, args.precision, calib, input_shape(meta))
+    trained, meta, ctxs = common.load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
+    model = common.on_engine(args, trained, meta, lambda: _calibration(args, meta))
     pre = Preprocess.from_meta(meta)
     for path in args.images:
         X, (notes,) = pre([path], convert=not args.no_convert)

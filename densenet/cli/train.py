@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from densenet.cli.common import Commands
+from densenet.cli import common
 from densenet.models.registry import list_models
 from densenet.train.config import TrainConfig
 from densenet.train.loop import fit
 from densenet.train.options import add_arguments, options
 
 
-def add_parser(sub: Commands) -> None:
+def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('train', help="train a DenseNet (default: the book's) on Fashion-MNIST "
                                      'or an image folder')
     add_arguments(p, TrainConfig, choices={'model': list_models()})

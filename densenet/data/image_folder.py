@@ -28,24 +28,12 @@ from densenet.data.batches import ArrayDataModule, Rows, training_part, validati
 from densenet.data.images import ImageError, is_grayscale, max_image_pixels, read_image
 from densenet.data.inputs import as_fashion_mnist
 from densenet.errors import UsageError
-from densenet.system.files import atomic_text
+from densenet.system.files import atomic_text, atomic_write
 
 EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 CACHE_VERSION = 1
 LAYOUT_HELP = ('an image folder holds one sub-folder of images per class (DIR/cat/1.png, '
                'DIR/dog/2.jpg, ...), or train/ and val/ folders laid out that way')
-
-
-def _images_in(folder: str) -> tuple[list[str], int]:
-    """(image paths, count of other files) under `folder`, recursively, sorted."""
-    found, other = [], 0
-    for parent, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        names = sorted(name for name in files if not name.startswith('.'))
-        found += [os.path.join(parent, name) for name in names
-                  if name.lower().endswith(EXTENSIONS)]
-        other += sum(not name.lower().endswith(EXTENSIONS) for name in names)
-    return found, other
 
 
 def _scan_classes(folder: str, what: str) -> tuple[list[str], list[tuple[str, int]], int]:
@@ -58,12 +46,16 @@ def _scan_classes(folder: str, what: str) -> tuple[list[str], list[tuple[str, in
                          + LAYOUT_HELP[0].upper() + LAYOUT_HELP[1:])
     items, ignored = [], 0
     for label, name in enumerate(classes):
-        paths, other = _images_in(os.path.join(folder, name))
+        paths = []  # the class folder's images, recursively, sorted; other files are counted
+        for parent, dirs, files in os.walk(os.path.join(folder, name)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+            names = sorted(n for n in files if not n.startswith('.'))
+            paths += [os.path.join(parent, n) for n in names if n.lower().endswith(EXTENSIONS)]
+            ignored += sum(not n.lower().endswith(EXTENSIONS) for n in names)
         if not paths:
             raise UsageError(f'{what} {folder}: class folder {name}/ has no images '
                              f'({", ".join(EXTENSIONS)}); add images or remove the folder')
         items += [(p, label) for p in paths]
-        ignored += other
     return classes, items, ignored
 
 
@@ -131,23 +123,20 @@ def stratified_split(labels: onp.ndarray, val_share: float,
         (train indices, val indices).
     """
     rng = onp.random.RandomState(seed)
-    train, val = [], []
+    held_out = onp.zeros(len(labels), bool)
     for c in onp.unique(labels):
         idx = rng.permutation(onp.flatnonzero(labels == c))
         k = min(max(int(round(len(idx) * val_share)), 1), len(idx) - 1)
-        val.append(idx[:k])
-        train.append(idx[k:])
-    return onp.sort(onp.concatenate(train)), onp.sort(onp.concatenate(val))
+        held_out[idx[:k]] = True
+    return onp.flatnonzero(~held_out), onp.flatnonzero(held_out)
 
 
 def _decode(job: tuple[str, int, bool]) -> onp.ndarray | str:
     """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side): an
     unreadable file and one over the pixel limit alike."""
     path, channels, convert = job
-    try:
-        if convert:  # a Fashion-MNIST model's photos, made like its training images
-            return as_fashion_mnist(path)[0]
-        return read_image(path, channels)[0]
+    try:  # convert: a Fashion-MNIST model's photos, made like its training images
+        return (as_fashion_mnist(path) if convert else read_image(path, channels))[0]
     except ImageError as e:
         return str(e)
 
@@ -219,6 +208,7 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
 
     Raises:
         UsageError: an unreadable file, unless `skip_bad_images` (nothing is cached then).
+        DiskFull: the disk filled up while the cache was written (nothing is cached then).
     """
     cache_dir = cache_dir or default_cache_dir()
     key = _cache_key(paths, side, channels, convert)
@@ -227,10 +217,10 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
         created = not os.path.isdir(cache_dir)
         os.makedirs(cache_dir, exist_ok=True)
         shape = (len(paths), side, side) + ((3,) if channels == 3 else ())
-        tmp = os.path.join(cache_dir, f'.{key}.{os.getpid()}.tmp.npy')
-        out = onp.lib.format.open_memmap(tmp, mode='w+', dtype=onp.uint8, shape=shape)
-        bad = []
-        try:
+        bad: list[int] = []
+
+        def write(tmp: str) -> None:
+            out = onp.lib.format.open_memmap(tmp, mode='w+', dtype=onp.uint8, shape=shape)
             for i, image in enumerate(_decoded(paths, channels, num_workers, convert)):
                 if isinstance(image, str):
                     if not skip_bad_images:
@@ -243,11 +233,10 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
                     image = npx.image.resize(x, (side, side)).asnumpy().reshape(shape[1:])
                 out[i] = image
             out.flush()
-            del out
-            os.replace(tmp, array_path)
+
+        try:
+            atomic_write(array_path, write)  # no half-written cache
         finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
             if created and not os.listdir(cache_dir):  # an error: leave no trace
                 os.rmdir(cache_dir)
         atomic_text(bad_path, json.dumps({'unreadable': bad}))

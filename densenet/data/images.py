@@ -61,21 +61,12 @@ def max_image_pixels() -> int | None:
         return Image.MAX_IMAGE_PIXELS
     if text.lower() in ('none', 'off', '0'):
         return None
-    try:
+    with contextlib.suppress(ValueError):  # not a whole number: the error below
         value = int(text.replace(',', ''))
-    except ValueError:
-        value = -1
-    if value < 1:
-        raise UsageError(f'{MAX_PIXELS_ENV}={text!r} is not a pixel count: give a whole '
-                         'number such as 400000000, or none for no limit')
-    return value
-
-
-def _too_large(path: str | os.PathLike[str], size: tuple[int, int], limit: int) -> ImageError:
-    w, h = size
-    return ImageError(f'{path}: {w}x{h} pixels ({w * h:,}) is over the limit of {limit:,} '
-                      'pixels, a guard against decompression bombs; if the image is meant '
-                      f'to be this large, set {MAX_PIXELS_ENV}={w * h} (or more) to allow it')
+        if value >= 1:
+            return value
+    raise UsageError(f'{MAX_PIXELS_ENV}={text!r} is not a pixel count: give a whole '
+                     'number such as 400000000, or none for no limit')
 
 
 @contextlib.contextmanager
@@ -99,9 +90,13 @@ def _open(path: str | os.PathLike[str]) -> PILImage:
     try:
         with _pil_limit(None):  # the header only; its size is checked here, below
             img = Image.open(path)
-        if limit is not None and img.size[0] * img.size[1] > limit:
+        w, h = img.size
+        if limit is not None and w * h > limit:
             img.close()
-            raise _too_large(path, img.size, limit)
+            raise ImageError(f'{path}: {w}x{h} pixels ({w * h:,}) is over the limit of '
+                             f'{limit:,} pixels, a guard against decompression bombs; if the '
+                             f'image is meant to be this large, set {MAX_PIXELS_ENV}={w * h} '
+                             '(or more) to allow it')
         with _pil_limit(limit):  # PIL checks the frames of animated files as it decodes
             img.load()
     except FileNotFoundError:
@@ -163,14 +158,13 @@ def to_rgb8(img: PILImage) -> tuple[onp.ndarray, list[str]]:
     """
     if img.mode == 'P':
         img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
-    if img.mode == 'RGB':
-        return onp.asarray(img, dtype=onp.uint8), []
+    if img.mode in ('RGB', 'CMYK', 'YCbCr', 'LAB', 'HSV'):
+        notes = [] if img.mode == 'RGB' else [f'converted {img.mode} to RGB']
+        return onp.asarray(img.convert('RGB'), dtype=onp.uint8), notes
     if img.mode in ('RGBA', 'RGBa'):
         alpha = onp.asarray(img.getchannel('A'), dtype=onp.float64)[..., None] / 255
         rgb = onp.asarray(img.convert('RGB'), dtype=onp.float64) * alpha
         return onp.clip(onp.rint(rgb), 0, 255).astype(onp.uint8), ['alpha composited on black']
-    if img.mode in ('CMYK', 'YCbCr', 'LAB', 'HSV'):
-        return onp.asarray(img.convert('RGB'), dtype=onp.uint8), [f'converted {img.mode} to RGB']
     gray, notes = to_gray8(img)  # every single-channel mode, with its full range
     return onp.repeat(gray[..., None], 3, axis=2), notes + ['grayscale repeated to RGB']
 
@@ -209,10 +203,8 @@ def read_image(path: str | os.PathLike[str], channels: int = 1,
     """
     if channels not in (1, 3):
         raise ValueError(f'channels must be 1 or 3, got {channels}')
+    img = _open(path)  # its errors name the file; the conversion's do not
     try:
-        img = _open(path)
         return to_gray8(img, background) if channels == 1 else to_rgb8(img)
     except ImageError as e:
-        if str(e).startswith(f'{path}:'):
-            raise
         raise ImageError(f'{path}: {e}') from None

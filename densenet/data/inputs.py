@@ -47,7 +47,6 @@ def fashion_mnist_form(gray: onp.ndarray,
     """
     border = onp.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]]).astype(float)
     background = float(onp.median(border))
-    light = background > 127
     if gray.shape == (side, side) and background <= OBJECT_THRESHOLD:
         return gray, []
     steps = []
@@ -58,7 +57,7 @@ def fashion_mnist_form(gray: onp.ndarray,
                 0, 0, *gray.shape):
             image = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
             steps.append('background trimmed')
-    if light:
+    if background > 127:  # a light background
         image, background = 255 - image, 255 - background
         steps.append('negated (light background)')
     if background > 0:
