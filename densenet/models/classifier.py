@@ -6,6 +6,7 @@ fine-tuning. It computes nothing the book's model does not.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as onp
@@ -52,22 +53,20 @@ def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def spatial_trace(net: nn.Block,
-                  size: int | tuple[int, int]) -> list[tuple[nn.Block, tuple[int, ...]]]:
+                  size: int | tuple[int, int]) -> Iterator[tuple[nn.Block, tuple[int, ...]]]:
     """The spatial size after every leaf layer of `net` for a square input.
 
     Args:
         net: a network of Gluon layers.
         size: the input side, or (height, width).
 
-    Returns:
-        [(layer, (h, w))], one entry per leaf layer, in order.
+    Yields:
+        (layer, (h, w)), one per leaf layer, in order.
     """
-    trace: list[tuple[nn.Block, tuple[int, ...]]] = []
     hw = _pair(size)
     for layer in leaves(net):
         hw = _out_size(layer, hw)
-        trace.append((layer, hw))
-    return trace
+        yield layer, hw
 
 
 def min_input_size(net: nn.Block, limit: int = 4096) -> int:
