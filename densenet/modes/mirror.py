@@ -41,18 +41,6 @@ from densenet.system.mxcompat import (
 KEEP_OPS = ('Convolution',)
 
 
-def op_name(sym: mx.sym.Symbol) -> str:
-    """The operator of a symbol's head node.
-
-    Args:
-        sym: a legacy symbol.
-
-    Returns:
-        The operator's name ('null' for a variable).
-    """
-    return json.loads(sym.tojson())['nodes'][-1]['op']
-
-
 def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol]) -> mx.sym.Symbol:
     """Mark the operator nodes between `inputs` and `Y`, but those of `KEEP_OPS`, for
     recomputation in backward.
@@ -72,7 +60,7 @@ def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol]) -> mx.sym
         if s.name in stop or s.name in seen or s.get_children() is None:
             continue
         seen.add(s.name)
-        if op_name(s) not in KEEP_OPS:
+        if json.loads(s.tojson())['nodes'][-1]['op'] not in KEEP_OPS:  # the head's operator
             set_node_attr(s, force_mirroring='True')
         todo.extend(s.get_children())
     return Y
@@ -111,15 +99,6 @@ class GraphExecutors:
         self._executors: dict[tuple[mx.Context, tuple[int, ...], onp.dtype],
                               tuple[mx.executor.Executor, list[Array]]] = {}
 
-    def _arrays(self, ctx: mx.Context) -> tuple[dict[str, Array], dict[str, Array],
-                                                dict[str, str], dict[str, Array]]:
-        """The parameters' current arrays on `ctx`: (data, grads, grad_reqs, aux)."""
-        args = {n: self.params[n].data(ctx) for n in self.arg_names}
-        reqs = {n: self.params[n].grad_req for n in self.arg_names}
-        grads = {n: self.params[n].grad(ctx) for n in self.arg_names if reqs[n] != 'null'}
-        aux = {n: self.params[n].data(ctx) for n in self.aux_names}
-        return args, grads, reqs, aux
-
     def executor(self, X: Array) -> mx.executor.Executor:
         """The executor for batch `X`.
 
@@ -134,7 +113,11 @@ class GraphExecutors:
         """
         ctx = X.ctx
         key = (ctx, X.shape, X.dtype)
-        args, grads, reqs, aux = self._arrays(ctx)
+        # the parameters' current arrays on ctx
+        args = {n: self.params[n].data(ctx) for n in self.arg_names}
+        reqs = {n: self.params[n].grad_req for n in self.arg_names}
+        grads = {n: self.params[n].grad(ctx) for n in self.arg_names if reqs[n] != 'null'}
+        aux = {n: self.params[n].data(ctx) for n in self.aux_names}
         arrays = [*args.values(), *grads.values(), *aux.values()]
         entry = self._executors.get(key)
         if entry is not None and len(entry[1]) == len(arrays) and all(

@@ -196,8 +196,7 @@ class Cluster:
     def release_port(self) -> None:
         """Close the socket that holds the scheduler's port (see reserve_port)."""
         if self._port_holder is not None:
-            self._port_holder.close()
-            self._port_holder = None
+            self._port_holder.close()  # closing it again does nothing
 
     def __del__(self) -> None:
         self.release_port()
