@@ -159,13 +159,12 @@ class CheckedClassifier(d2l.Classifier):
                 f'its pooling stages need at least {side}x{side} (the book resizes '
                 'Fashion-MNIST to 96x96, e.g. FashionMNIST(resize=(96, 96)))')
         if X.dtype != stem.dtype:
-            scale = ' / 255' if onp.issubdtype(X.dtype, onp.integer) else ''
-            raise ValueError(
-                f'this DenseNet computes in {onp.dtype(stem.dtype).name}, got a batch of '
-                f'{onp.dtype(X.dtype).name}; convert it with '
-                f'X.astype("{onp.dtype(stem.dtype).name}"){scale}'
-                + (' (images go in as values in [0, 1], as ToTensor makes them)'
-                   if scale else ''))
+            want = onp.dtype(stem.dtype).name
+            scale = (' / 255 (images go in as values in [0, 1], as ToTensor makes them)'
+                     if onp.issubdtype(X.dtype, onp.integer) else '')
+            raise ValueError(f'this DenseNet computes in {want}, got a batch of '
+                             f'{onp.dtype(X.dtype).name}; convert it with '
+                             f'X.astype("{want}"){scale}')
         if not self._first_of('input', X.shape):
             return
         with autograd.pause():
