@@ -67,8 +67,7 @@ def hybridizable(block: nn.Block) -> nn.HybridBlock:
         return HybridResidual(block)
     if isinstance(block, nn.Sequential):
         seq = nn.HybridSequential()
-        for child in block:
-            seq.add(hybridizable(child))
+        seq.add(*(hybridizable(child) for child in block))
         return seq
     if isinstance(block, nn.HybridBlock):
         return block

@@ -106,8 +106,7 @@ class BlockMode:
         in one concatenation, and its nodes are marked for recomputation (mirror.py)."""
         features = [X]
         for layer in block.net:
-            joined = concat_channels(F, *features, mode=self.concat) if len(features) > 1 \
-                else X
+            joined = concat_channels(F, *features, mode=self.concat) if len(features) > 1 else X
             features.append(mark_recomputed(layer(joined), features))
         return concat_channels(F, *features, mode=self.concat)
 
