@@ -177,8 +177,7 @@ def model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     cfg = default_cfg(name)
     allowed = constructor_args(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
+    if unknown := sorted(set(kwargs) - set(allowed)):
         raise UsageError(f'{name} takes no argument {", ".join(unknown)}; it takes '
                          f'{", ".join(allowed)}')
     return {**dict(cfg.kwargs), 'in_channels': cfg.channels, 'num_classes': cfg.num_classes,

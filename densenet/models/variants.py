@@ -224,8 +224,7 @@ def densenet_imagenet(depth: int, num_classes: int = 1000, in_channels: int = 3,
     if depth not in IMAGENET_CONFIGS:
         raise ValueError(f'no ImageNet DenseNet of depth {depth}; '
                          f'choose one of {sorted(IMAGENET_CONFIGS)}')
-    features, growth, blocks = IMAGENET_CONFIGS[depth]
-    return DenseNetBC(features, growth, blocks, num_classes=num_classes,
+    return DenseNetBC(*IMAGENET_CONFIGS[depth], num_classes=num_classes,
                       in_channels=in_channels, **kwargs)
 
 

@@ -91,8 +91,7 @@ class GraphExecutors:
         self.params = {p.name: p for p in net.collect_params().values()}
         self.arg_names = [n for n in self.sym.list_arguments() if n != 'data']
         self.aux_names = self.sym.list_auxiliary_states()
-        missing = [n for n in self.arg_names + self.aux_names if n not in self.params]
-        if missing:
+        if missing := [n for n in self.arg_names + self.aux_names if n not in self.params]:
             raise ValueError(f'the traced graph has inputs that are not parameters of the '
                              f'network: {missing[:3]}')
         # (context, shape, dtype) -> (executor, the arrays it was bound to)
