@@ -6,6 +6,7 @@ fine-tuning. It computes nothing the book's model does not.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as onp
@@ -52,22 +53,20 @@ def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def spatial_trace(net: nn.Block,
-                  size: int | tuple[int, int]) -> list[tuple[nn.Block, tuple[int, ...]]]:
+                  size: int | tuple[int, int]) -> Iterator[tuple[nn.Block, tuple[int, ...]]]:
     """The spatial size after every leaf layer of `net` for a square input.
 
     Args:
         net: a network of Gluon layers.
         size: the input side, or (height, width).
 
-    Returns:
-        [(layer, (h, w))], one entry per leaf layer, in order.
+    Yields:
+        (layer, (h, w)), one per leaf layer, in order.
     """
-    trace: list[tuple[nn.Block, tuple[int, ...]]] = []
     hw = _pair(size)
     for layer in leaves(net):
         hw = _out_size(layer, hw)
-        trace.append((layer, hw))
-    return trace
+        yield layer, hw
 
 
 def min_input_size(net: nn.Block, limit: int = 4096) -> int:
@@ -160,13 +159,12 @@ class CheckedClassifier(d2l.Classifier):
                 f'its pooling stages need at least {side}x{side} (the book resizes '
                 'Fashion-MNIST to 96x96, e.g. FashionMNIST(resize=(96, 96)))')
         if X.dtype != stem.dtype:
-            scale = ' / 255' if onp.issubdtype(X.dtype, onp.integer) else ''
-            raise ValueError(
-                f'this DenseNet computes in {onp.dtype(stem.dtype).name}, got a batch of '
-                f'{onp.dtype(X.dtype).name}; convert it with '
-                f'X.astype("{onp.dtype(stem.dtype).name}"){scale}'
-                + (' (images go in as values in [0, 1], as ToTensor makes them)'
-                   if scale else ''))
+            want = onp.dtype(stem.dtype).name
+            scale = (' / 255 (images go in as values in [0, 1], as ToTensor makes them)'
+                     if onp.issubdtype(X.dtype, onp.integer) else '')
+            raise ValueError(f'this DenseNet computes in {want}, got a batch of '
+                             f'{onp.dtype(X.dtype).name}; convert it with '
+                             f'X.astype("{want}"){scale}')
         if not self._first_of('input', X.shape):
             return
         with autograd.pause():

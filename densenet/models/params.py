@@ -30,12 +30,6 @@ from densenet.system.mxcompat import load_arrays
 META_VERSION = 1
 
 
-#: What a bare params file (no metadata) is taken to be without --model: the book's
-#: DenseNet on Fashion-MNIST at the book's 96x96.
-BARE: Meta = {'model': 'book', 'kwargs': {}, 'input_size': 96, 'channels': 1,
-              'dataset': 'fashion-mnist'}
-
-
 def meta_path(params: str) -> str:
     """The metadata file beside a params file.
 
@@ -105,8 +99,7 @@ def read_meta(params: str) -> Meta | None:
     if not os.path.isfile(own):
         return None
     with open(own) as f:
-        meta: Meta = json.load(f)
-    return meta
+        return cast(Meta, json.load(f))
 
 
 def _load_arrays(path: str) -> dict[str, Array]:
@@ -141,15 +134,14 @@ def shape_args(path: str) -> dict[str, int]:
     Raises:
         UsageError: the file holds no convolution or no Dense weight.
     """
-    saved = _load_arrays(path)
-    convs = sorted((_index(k), v.shape) for k, v in saved.items()
-                   if k.endswith('weight') and len(v.shape) == 4)
-    dense = sorted((_index(k), v.shape) for k, v in saved.items()
-                   if k.endswith('weight') and len(v.shape) == 2)
+    weights = sorted((_index(k), v.shape) for k, v in _load_arrays(path).items()
+                     if k.endswith('weight'))
+    convs = [shape for _, shape in weights if len(shape) == 4]
+    dense = [shape for _, shape in weights if len(shape) == 2]
     if not convs or not dense:
         raise UsageError(f'{path} holds no convolution or no Dense weight: it is not a '
                          'DenseNet parameter file')
-    return {'in_channels': int(convs[0][1][1]), 'num_classes': int(dense[-1][1][0])}
+    return {'in_channels': int(convs[0][1]), 'num_classes': int(dense[-1][0])}
 
 
 def _reason(error: BaseException) -> str:
@@ -253,8 +245,8 @@ def load_model(path: str, model_name: str | None = None,
                       **_inputs(old.get('dataset'), old.get(
                           'input_size', default_cfg(model_name).input_size),
                           shapes['in_channels'], classes)}
-    elif found is None:
-        meta = {**BARE, **_inputs('fashion-mnist', BARE['input_size'], 1, CLASSES)}
+    elif found is None:  # a bare file without --model: the book's DenseNet on Fashion-MNIST
+        meta = {'model': 'book', 'kwargs': {}, **_inputs('fashion-mnist', 96, 1, CLASSES)}
     else:
         meta = found
     model = build(meta)

@@ -112,10 +112,8 @@ class Preprocess:
     def steps(self) -> dict[str, object]:
         """What the metadata's ``preprocess`` field holds: every field but the side,
         the channels and the classes, which the metadata keeps at its top level."""
-        own = self.to_dict()
-        for key in ('input_size', 'channels', 'classes'):
-            del own[key]
-        return own
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ('input_size', 'channels', 'classes')}
 
     def to_dict(self) -> dict[str, object]:
         """Every field, as JSON values (what each export carries).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import cast
 
 import mxnet as mx
 
@@ -82,8 +83,7 @@ def pretrained_info(model: str = 'book', dataset: str = 'fashion-mnist') -> Meta
         UsageError: as `pretrained_path`.
     """
     with open(pretrained_path(model, dataset) + '.json') as f:
-        info: Meta = json.load(f)
-    return info
+        return cast(Meta, json.load(f))
 
 
 def pretrained(model: str = 'book', dataset: str = 'fashion-mnist',

@@ -18,7 +18,6 @@ from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier, min_input_size
 from densenet.models.resnet import D2LResNet18
 from densenet.models.variants import (
-    TRANSITION_POOLS,
     DenseNet,
     DenseNetBC,
     TransitionPoolDenseNet,
@@ -71,16 +70,12 @@ def _book(num_classes: int = 10, in_channels: int = 1,
     With ``transition_pool='max'`` its transitions max-pool (the chapter's first
     exercise); with the default 'avg' it is `DenseNet` itself.
     """
-    if transition_pool not in TRANSITION_POOLS:
-        raise UsageError(f"transition_pool must be 'avg' or 'max', got {transition_pool!r}")
     if transition_pool == 'avg':
         return DenseNet(num_classes=num_classes, **kwargs)
     return TransitionPoolDenseNet(transition_pool, num_classes=num_classes, **kwargs)
 
 
-def _d2l_resnet18(num_classes: int = 10,
-                  in_channels: int = 1,
-                  **kwargs: Any) -> D2LResNet18:
+def _d2l_resnet18(num_classes: int = 10, in_channels: int = 1, **kwargs: Any) -> D2LResNet18:
     """d2l's ResNet-18; its stem learns `in_channels` from the first batch."""
     return D2LResNet18(num_classes=num_classes, **kwargs)
 
@@ -111,7 +106,7 @@ MODELS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in [
 ]}
 
 
-# The class that a builder's other keyword arguments reach.
+# The class that a builder's other keyword arguments reach (the others': DenseNetBC).
 PASSED_TO: dict[Callable[..., CheckedClassifier], type] = {
     _book: DenseNet, _d2l_resnet18: D2LResNet18}
 
@@ -161,14 +156,10 @@ def constructor_args(name: str) -> list[str]:
         UsageError: `name` is not registered.
     """
     cfg = default_cfg(name)
-    names = set(inspect.signature(cfg.build).parameters)
-    if cfg.build in PASSED_TO:
-        names |= set(inspect.signature(PASSED_TO[cfg.build]).parameters)
-    else:  # the rest pass through to DenseNetBC, less what the name fixes
-        fixed = FIXED_BY_FAMILY[cfg.dataset]
-        names |= {p for p in inspect.signature(DenseNetBC).parameters if p not in fixed}
-    names.discard('kwargs')
-    return sorted(names | {'in_channels', 'num_classes'})
+    fixed = FIXED_BY_FAMILY.get(cfg.dataset, ())  # what the depth-named builders set
+    passed = inspect.signature(PASSED_TO.get(cfg.build, DenseNetBC)).parameters
+    names = set(inspect.signature(cfg.build).parameters) | {p for p in passed if p not in fixed}
+    return sorted((names - {'kwargs'}) | {'in_channels', 'num_classes'})
 
 
 def model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -186,14 +177,11 @@ def model_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     cfg = default_cfg(name)
     allowed = constructor_args(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
+    if unknown := sorted(set(kwargs) - set(allowed)):
         raise UsageError(f'{name} takes no argument {", ".join(unknown)}; it takes '
                          f'{", ".join(allowed)}')
-    full = dict(cfg.kwargs)
-    full.update(in_channels=cfg.channels, num_classes=cfg.num_classes)
-    full.update(kwargs)
-    return full
+    return {**dict(cfg.kwargs), 'in_channels': cfg.channels, 'num_classes': cfg.num_classes,
+            **kwargs}
 
 
 def get_model(name: str, **kwargs: Any) -> CheckedClassifier:

@@ -2,9 +2,9 @@
 
 ``d2l.resnet18(num_classes)`` returns an ``nn.Sequential`` of ``d2l.Residual``
 blocks, which compute imperatively only (``npx.relu`` in ``forward``), so it
-can be neither hybridized nor exported. `hybrid_resnet18` builds d2l's network
-and puts each of its layers, unchanged, into HybridBlocks that compute what
-``d2l.Residual.forward`` computes; `D2LResNet18` wraps that network as a
+can be neither hybridized nor exported. `D2LResNet18` builds d2l's network,
+puts each of its layers, unchanged, into HybridBlocks that compute what
+``d2l.Residual.forward`` computes (`hybridizable`), and wraps that network as a
 `CheckedClassifier`, like the DenseNet models. The saved parameter names are
 those of d2l's own network (``3.0.conv1.weight``...), so its files load
 either way.
@@ -67,35 +67,22 @@ def hybridizable(block: nn.Block) -> nn.HybridBlock:
         return HybridResidual(block)
     if isinstance(block, nn.Sequential):
         seq = nn.HybridSequential()
-        for child in block:
-            seq.add(hybridizable(child))
+        seq.add(*(hybridizable(child) for child in block))
         return seq
     if isinstance(block, nn.HybridBlock):
         return block
     raise TypeError(f'{type(block).__name__} is not hybridizable')
 
 
-def hybrid_resnet18(num_classes: int) -> nn.HybridSequential:
-    """``d2l.resnet18(num_classes)``, its layers in hybridizable containers.
-
-    Args:
-        num_classes: outputs of the final Dense layer.
-
-    Returns:
-        The network (not initialised): a 3x3 stem with 64 channels, BatchNorm
-        and ReLU (no max pool), four stages of two residual blocks (64, 128,
-        256, 512 channels; the last three halve the side), global average
-        pooling and a Dense layer.
-    """
-    return hybridizable(d2l.resnet18(num_classes))
-
-
 class D2LResNet18(CheckedClassifier):
     """d2l's ResNet-18 (``d2l.resnet18``) as a `d2l.Classifier`, the DenseNet's baseline.
 
-    The network is `hybrid_resnet18`'s, initialised with Xavier as the
-    book's DenseNet is; its stem learns the input channels from the first
-    batch.
+    The network is ``d2l.resnet18(num_classes)``'s (a 3x3 stem
+    with 64 channels, BatchNorm and ReLU, no max pool; four stages of two residual
+    blocks, 64, 128, 256 and 512 channels, the last three halving the side; global
+    average pooling and a Dense layer), its layers in hybridizable containers
+    (`hybridizable`), initialised with Xavier as the book's DenseNet is; its stem
+    learns the input channels from the first batch.
 
     Args:
         num_classes: outputs of the final Dense layer.
@@ -105,6 +92,6 @@ class D2LResNet18(CheckedClassifier):
     def __init__(self, num_classes: int = 10, lr: float = 0.1) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = hybrid_resnet18(num_classes)
+        self.net = hybridizable(d2l.resnet18(num_classes))
         self.net.initialize(init.Xavier())
         self.num_features = RESNET18_FEATURES  # width entering the final Dense

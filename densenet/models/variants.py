@@ -16,6 +16,7 @@ from mxnet.gluon import nn
 
 from densenet.core import densenet as book
 from densenet.core.blocks import DenseBlock, transition_block
+from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.modes import set_memory_efficient
 from densenet.system.mxcompat import load_arrays, load_init, replace_child
@@ -35,6 +36,17 @@ class DenseNet(CheckedClassifier, book.DenseNet):
     with the input and label checks of `CheckedClassifier`."""
 
 
+def _bn_relu_convs(dropout: float, *convs: tuple[int, int]) -> nn.HybridSequential:
+    """BN -> ReLU -> conv (no bias, same padding) per (channels, kernel) pair [-> dropout]."""
+    blk = nn.HybridSequential()
+    for channels, kernel in convs:
+        blk.add(nn.BatchNorm(), nn.Activation('relu'),
+                nn.Conv2D(channels, kernel_size=kernel, padding=kernel // 2, use_bias=False))
+    if dropout:
+        blk.add(nn.Dropout(dropout))
+    return blk
+
+
 def bottleneck_layer(growth_rate: int, bn_size: int = 4,
                      dropout: float = 0.0) -> nn.HybridSequential:
     """DenseNet-BC's layer: BN -> ReLU -> 1x1 conv to bn_size*k -> BN -> ReLU -> 3x3 conv to k.
@@ -49,14 +61,7 @@ def bottleneck_layer(growth_rate: int, bn_size: int = 4,
     Returns:
         The layer as a `nn.HybridSequential`.
     """
-    blk = nn.HybridSequential()
-    blk.add(nn.BatchNorm(), nn.Activation('relu'),
-            nn.Conv2D(bn_size * growth_rate, kernel_size=1, use_bias=False),
-            nn.BatchNorm(), nn.Activation('relu'),
-            nn.Conv2D(growth_rate, kernel_size=3, padding=1, use_bias=False))
-    if dropout:
-        blk.add(nn.Dropout(dropout))
-    return blk
+    return _bn_relu_convs(dropout, (bn_size * growth_rate, 1), (growth_rate, 3))
 
 
 def plain_layer(growth_rate: int, dropout: float = 0.0) -> nn.HybridSequential:
@@ -69,12 +74,7 @@ def plain_layer(growth_rate: int, dropout: float = 0.0) -> nn.HybridSequential:
     Returns:
         The layer as a `nn.HybridSequential`.
     """
-    blk = nn.HybridSequential()
-    blk.add(nn.BatchNorm(), nn.Activation('relu'),
-            nn.Conv2D(growth_rate, kernel_size=3, padding=1, use_bias=False))
-    if dropout:
-        blk.add(nn.Dropout(dropout))
-    return blk
+    return _bn_relu_convs(dropout, (growth_rate, 3))
 
 
 class DenseNetBC(CheckedClassifier):
@@ -171,34 +171,13 @@ def transitions(net: nn.HybridSequential) -> list[nn.HybridSequential]:
             if isinstance(before, DenseBlock) and isinstance(child, nn.HybridSequential)]
 
 
-def set_transition_pool(net: nn.HybridSequential, pool: str) -> nn.HybridSequential:
-    """End every transition of `net` with `pool`'s 2x2, stride-2 pooling layer.
-
-    Only the parameter-free pooling layer changes, each in its place, so the
-    weights, their initial values and their saved names stay what they were.
-
-    Args:
-        net: a model's ``.net``, not yet hybridized.
-        pool: 'avg' or 'max' (`transition_block`'s `pool`).
-
-    Returns:
-        `net` itself.
-
-    Raises:
-        ValueError: `pool` is neither 'avg' nor 'max'.
-    """
-    for transition in transitions(net):
-        # The pooling layer exactly as transition_block(..., pool=pool) builds it.
-        replace_child(transition, len(transition) - 1, transition_block(1, pool=pool)[-1])
-    return net
-
-
 class TransitionPoolDenseNet(DenseNet):
     """The book's DenseNet with another pooling in its transitions (the chapter's exercise 1).
 
     `DenseNet` built as the book builds it, then each transition's 2x2 average
-    pool replaced by `transition_pool`'s: the same layers, parameters and
-    initial values otherwise. ``hparams`` records `transition_pool`, so
+    pool replaced, in its place, by `transition_pool`'s (the pooling layer exactly as
+    ``transition_block(..., pool=transition_pool)`` builds it): the same layers,
+    parameters, initial values and saved names otherwise. ``hparams`` records `transition_pool`, so
     ``type(model)(**model.hparams)`` builds the same model again.
 
     Args:
@@ -210,17 +189,19 @@ class TransitionPoolDenseNet(DenseNet):
         num_classes: outputs of the final Dense layer.
 
     Raises:
-        ValueError: `transition_pool` is neither 'avg' nor 'max'.
+        UsageError: `transition_pool` is neither 'avg' nor 'max'.
     """
 
     def __init__(self, transition_pool: str = 'max', num_channels: int = 64,
                  growth_rate: int = 32, arch: Sequence[int] = (4, 4, 4, 4), lr: float = 0.1,
                  num_classes: int = 10) -> None:
         if transition_pool not in TRANSITION_POOLS:
-            raise ValueError(f"transition_pool must be 'avg' or 'max', got {transition_pool!r}")
+            raise UsageError(f"transition_pool must be 'avg' or 'max', got {transition_pool!r}")
         super().__init__(num_channels=num_channels, growth_rate=growth_rate, arch=arch,
                          lr=lr, num_classes=num_classes)
-        set_transition_pool(self.net, transition_pool)
+        for transition in transitions(self.net):
+            pool = transition_block(1, pool=transition_pool)[-1]
+            replace_child(transition, len(transition) - 1, pool)
         self.transition_pool = self.hparams['transition_pool'] = transition_pool
 
 
@@ -243,8 +224,7 @@ def densenet_imagenet(depth: int, num_classes: int = 1000, in_channels: int = 3,
     if depth not in IMAGENET_CONFIGS:
         raise ValueError(f'no ImageNet DenseNet of depth {depth}; '
                          f'choose one of {sorted(IMAGENET_CONFIGS)}')
-    features, growth, blocks = IMAGENET_CONFIGS[depth]
-    return DenseNetBC(features, growth, blocks, num_classes=num_classes,
+    return DenseNetBC(*IMAGENET_CONFIGS[depth], num_classes=num_classes,
                       in_channels=in_channels, **kwargs)
 
 

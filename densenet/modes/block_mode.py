@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import mxnet as mx
@@ -106,8 +106,7 @@ class BlockMode:
         in one concatenation, and its nodes are marked for recomputation (mirror.py)."""
         features = [X]
         for layer in block.net:
-            joined = concat_channels(F, *features, mode=self.concat) if len(features) > 1 \
-                else X
+            joined = concat_channels(F, *features, mode=self.concat) if len(features) > 1 else X
             features.append(mark_recomputed(layer(joined), features))
         return concat_channels(F, *features, mode=self.concat)
 
@@ -257,7 +256,8 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
         UsageError: turning it on for a network without dense blocks (a ResNet).
     """
     model, net = net, network(net)
-    if flag and not dense_blocks(net):
+    blocks = dense_blocks(net)
+    if flag and not blocks:
         raise UsageError(f'memory_efficient recomputes the layers of dense blocks, and this '
                          f'{type(model).__name__} has none')
     if flag and not naive_engine():
@@ -265,15 +265,21 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
                            'races under the threaded engine): start Python with '
                            'MXNET_ENGINE_TYPE=NaiveEngine (densenet sets it on CPU-only builds '
                            'when it is imported before mxnet)')
-    for block in dense_blocks(net):
-        if flag and any(isinstance(b, nn.Dropout) for b in leaves(block)):
-            raise ValueError('memory_efficient cannot recompute dropout layers '
-                             'identically; use dropout=0')
-        set_mode(block, dataclasses.replace(mode_of(block), memory_efficient=flag))
+    if flag and any(isinstance(b, nn.Dropout) for block in blocks for b in leaves(block)):
+        raise ValueError('memory_efficient cannot recompute dropout layers '
+                         'identically; use dropout=0')
     if type(net) in (nn.HybridSequential, RecomputingSequential):
         net.__class__ = RecomputingSequential if flag else nn.HybridSequential
-    _retrace(net)
+    _update_modes(net, lambda m: dataclasses.replace(m, memory_efficient=flag))
     return model
+
+
+def _update_modes(net: nn.Block, change: Callable[[BlockMode], BlockMode]) -> None:
+    """Give every dense block the mode `change` makes of its own (all or none: callers
+    check first), and drop what was traced."""
+    for block in dense_blocks(net):
+        set_mode(block, change(mode_of(block)))
+    _retrace(net)
 
 
 def _retrace(net: nn.Block) -> None:
@@ -298,11 +304,9 @@ def growth_rates(net: nn.Block) -> list[int]:
     Returns:
         One growth rate per dense block.
     """
-    rates = []
-    for block in dense_blocks(net):
-        convs = [leaf for leaf in leaves(block.net[0]) if isinstance(leaf, nn.Conv2D)]
-        rates.append(layer_kwargs(convs[-1])['num_filter'])
-    return rates
+    # a layer's last convolution makes its new channels
+    return [[layer_kwargs(leaf)['num_filter'] for leaf in leaves(block.net[0])
+             if isinstance(leaf, nn.Conv2D)][-1] for block in dense_blocks(net)]
 
 
 def fast_concat_mode(net: nn.Block) -> str:
@@ -314,8 +318,7 @@ def fast_concat_mode(net: nn.Block) -> str:
     Returns:
         'legacy' (oneDNN's concat) where it is safe for every block, else 'numpy'.
     """
-    safe = all(k % SAFE_GROWTH_MULTIPLE == 0 for k in growth_rates(net))
-    return 'legacy' if safe else 'numpy'
+    return 'legacy' if all(k % SAFE_GROWTH_MULTIPLE == 0 for k in growth_rates(net)) else 'numpy'
 
 
 def set_concat_mode(net: M, mode: str) -> M:
@@ -336,11 +339,8 @@ def set_concat_mode(net: M, mode: str) -> M:
     """
     if mode not in CONCAT_MODES:
         raise ValueError(f'concat mode must be one of {CONCAT_MODES}, got {mode!r}')
-    model, net = net, network(net)
-    for block in dense_blocks(net):
-        set_mode(block, dataclasses.replace(mode_of(block), concat=mode))
-    _retrace(net)
-    return model
+    _update_modes(network(net), lambda m: dataclasses.replace(m, concat=mode))
+    return net
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import mxnet as mx
 import numpy as onp
@@ -41,31 +41,17 @@ from densenet.system.mxcompat import (
 KEEP_OPS = ('Convolution',)
 
 
-def op_name(sym: mx.sym.Symbol) -> str:
-    """The operator of a symbol's head node.
-
-    Args:
-        sym: a legacy symbol.
-
-    Returns:
-        The operator's name ('null' for a variable).
-    """
-    return json.loads(sym.tojson())['nodes'][-1]['op']
-
-
-def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol],
-                    keep: Sequence[str] | None = None) -> mx.sym.Symbol:
-    """Mark the operator nodes between `inputs` and `Y` for recomputation in backward.
+def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol]) -> mx.sym.Symbol:
+    """Mark the operator nodes between `inputs` and `Y`, but those of `KEEP_OPS`, for
+    recomputation in backward.
 
     Args:
         Y: the output symbol.
         inputs: the symbols where the marking stops.
-        keep: operators not to mark (default KEEP_OPS).
 
     Returns:
         `Y`, its nodes marked.
     """
-    keep = KEEP_OPS if keep is None else keep
     stop = {s.name for s in inputs}
     seen: set[str] = set()
     todo = [Y]
@@ -74,43 +60,21 @@ def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol],
         if s.name in stop or s.name in seen or s.get_children() is None:
             continue
         seen.add(s.name)
-        if op_name(s) not in keep:
+        if json.loads(s.tojson())['nodes'][-1]['op'] not in KEEP_OPS:  # the head's operator
             set_node_attr(s, force_mirroring='True')
         todo.extend(s.get_children())
     return Y
-
-
-def trace(net: nn.HybridBlock) -> mx.sym.Symbol:
-    """`net` traced as one legacy symbol whose input is called 'data'.
-
-    Args:
-        net: a hybridizable network.
-
-    Returns:
-        The symbol.
-
-    Raises:
-        ValueError: the network has more than one output.
-    """
-    out = net(mx.sym.var('data').as_np_ndarray())
-    if isinstance(out, (list, tuple)):
-        raise ValueError('the memory-efficient fast path trains networks with one output')
-    return out.as_nd_ndarray()
-
-
-def _recomputed_nodes(sym: mx.sym.Symbol) -> int:
-    return sum(1 for n in json.loads(sym.tojson())['nodes']
-               if n.get('attrs', {}).get('__force_mirroring__') == 'True')
 
 
 class GraphExecutors:
     """One bound executor per (context, batch shape, dtype) for a network's parameters.
 
     Args:
-        net: the network, traced once here.
+        net: the network, traced once here as one legacy symbol whose input is 'data'.
 
     Raises:
-        ValueError: the traced graph has inputs that are not the network's parameters.
+        ValueError: the network has more than one output, or the traced graph has
+            inputs that are not the network's parameters.
     """
 
     def __init__(self, net: nn.HybridBlock) -> None:
@@ -118,27 +82,21 @@ class GraphExecutors:
         # is not for a graph with gradients; unless the user asked for the message.
         os.environ.setdefault('MXNET_SUBGRAPH_VERBOSE', '0')
         self.net = net
-        self.sym = trace(net)
-        self.recomputed = _recomputed_nodes(self.sym)
+        out = net(mx.sym.var('data').as_np_ndarray())
+        if isinstance(out, (list, tuple)):
+            raise ValueError('the memory-efficient fast path trains networks with one output')
+        self.sym = out.as_nd_ndarray()
+        self.recomputed = sum(1 for n in json.loads(self.sym.tojson())['nodes']
+                              if n.get('attrs', {}).get('__force_mirroring__') == 'True')
         self.params = {p.name: p for p in net.collect_params().values()}
         self.arg_names = [n for n in self.sym.list_arguments() if n != 'data']
         self.aux_names = self.sym.list_auxiliary_states()
-        missing = [n for n in self.arg_names + self.aux_names if n not in self.params]
-        if missing:
+        if missing := [n for n in self.arg_names + self.aux_names if n not in self.params]:
             raise ValueError(f'the traced graph has inputs that are not parameters of the '
                              f'network: {missing[:3]}')
         # (context, shape, dtype) -> (executor, the arrays it was bound to)
         self._executors: dict[tuple[mx.Context, tuple[int, ...], onp.dtype],
                               tuple[mx.executor.Executor, list[Array]]] = {}
-
-    def _arrays(self, ctx: mx.Context) -> tuple[dict[str, Array], dict[str, Array],
-                                                dict[str, str], dict[str, Array]]:
-        """The parameters' current arrays on `ctx`: (data, grads, grad_reqs, aux)."""
-        args = {n: self.params[n].data(ctx) for n in self.arg_names}
-        reqs = {n: self.params[n].grad_req for n in self.arg_names}
-        grads = {n: self.params[n].grad(ctx) for n in self.arg_names if reqs[n] != 'null'}
-        aux = {n: self.params[n].data(ctx) for n in self.aux_names}
-        return args, grads, reqs, aux
 
     def executor(self, X: Array) -> mx.executor.Executor:
         """The executor for batch `X`.
@@ -154,7 +112,11 @@ class GraphExecutors:
         """
         ctx = X.ctx
         key = (ctx, X.shape, X.dtype)
-        args, grads, reqs, aux = self._arrays(ctx)
+        # the parameters' current arrays on ctx
+        args = {n: self.params[n].data(ctx) for n in self.arg_names}
+        reqs = {n: self.params[n].grad_req for n in self.arg_names}
+        grads = {n: self.params[n].grad(ctx) for n in self.arg_names if reqs[n] != 'null'}
+        aux = {n: self.params[n].data(ctx) for n in self.aux_names}
         arrays = [*args.values(), *grads.values(), *aux.values()]
         entry = self._executors.get(key)
         if entry is not None and len(entry[1]) == len(arrays) and all(
@@ -213,18 +175,6 @@ class _GraphStep(autograd.Function):
                 mx.nd.zeros((1,), ctx=data.ctx))
 
 
-def executors_of(net: nn.HybridBlock) -> GraphExecutors:
-    """The network's executors, made on first use (kept outside Gluon's child registry).
-
-    Args:
-        net: the network.
-
-    Returns:
-        Its `GraphExecutors`.
-    """
-    return block_cache(net, '_graph_executors', lambda: GraphExecutors(net))
-
-
 def forget_executors(net: nn.Block) -> None:
     """Drop the traced graph and executors (after a change of mode or architecture).
 
@@ -248,4 +198,6 @@ def train_forward(net: nn.HybridBlock, X: Array) -> Array:
     # batch does not, so a one-element anchor does (its gradient is dropped).
     anchor = mx.np.zeros((1,), ctx=X.ctx)
     anchor.attach_grad()
-    return _GraphStep(executors_of(net), autograd.is_training())(X, anchor)
+    # The network's executors are made on first use (kept outside Gluon's child registry).
+    executors = block_cache(net, '_graph_executors', lambda: GraphExecutors(net))
+    return _GraphStep(executors, autograd.is_training())(X, anchor)

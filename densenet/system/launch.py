@@ -158,8 +158,7 @@ class Cluster:
     def _forward(self, label: str, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None  # started with stdout=PIPE
         for line in proc.stdout:
-            rank = RANK_LINE.match(line)
-            if rank:  # the launch order is not the rank the scheduler assigns
+            if rank := RANK_LINE.match(line):  # the scheduler's rank, not the launch order
                 label = f'worker rank {rank.group(1)}'
             for part in line.rstrip('\n').split('\r'):
                 if part:
@@ -196,8 +195,7 @@ class Cluster:
     def release_port(self) -> None:
         """Close the socket that holds the scheduler's port (see reserve_port)."""
         if self._port_holder is not None:
-            self._port_holder.close()
-            self._port_holder = None
+            self._port_holder.close()  # closing it again does nothing
 
     def __del__(self) -> None:
         self.release_port()

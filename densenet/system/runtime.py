@@ -255,8 +255,7 @@ def devices(device: str | None = None) -> list[mx.Context]:
     if not ids:
         raise UsageError(f'bad device {device!r}: use cpu, gpu, gpu:0 or gpu:0,1')
     n = mx.context.num_gpus()
-    missing = [i for i in ids if i >= n]
-    if missing:
+    if missing := [i for i in ids if i >= n]:
         raise UsageError(f'device {device!r}: MXNet sees {n} GPU(s), no GPU {missing}; '
                          'use --device cpu or a CUDA build of mxnet')
     return [mx.gpu(i) for i in ids]
