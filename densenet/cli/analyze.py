@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import densenet.cli.common as common
 from densenet.analysis.feature_reuse import FIGURE, TABLE, write_feature_reuse
-from densenet.cli import common
 from densenet.train.run_folder import Run
 
 

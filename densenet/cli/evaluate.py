@@ -7,7 +7,7 @@ import os
 
 import numpy as onp
 
-from densenet.cli import common
+import densenet.cli.common as common
 from densenet.deploy.inference import calibration_images
 from densenet.models.tta import FlipAverage
 from densenet.train.evaluate import confusion_matrix, evaluate, plot_confusion

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from densenet.cli import common
+import densenet.cli.common as common
 from densenet.deploy.export import FORMATS, export
 from densenet.models.preprocess import Preprocess
 from densenet.train.run_folder import Run

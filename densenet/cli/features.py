@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from densenet.cli import common
+import densenet.cli.common as common
 from densenet.deploy.features import extract_features, save_features
 from densenet.errors import UsageError
 from densenet.train.options import positive_int

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from densenet.cli import common
+import densenet.cli.common as common
 from densenet.system import runtime
 from densenet.system.machine import summary_line
 

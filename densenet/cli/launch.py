@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from densenet.cli import common
+import densenet.cli.common as common
 from densenet.errors import UsageError
 from densenet.system.launch import launch, multi_machine_help
 from densenet.train.options import positive_int

@@ -8,7 +8,7 @@ import os
 import numpy as onp
 from mxnet import np
 
-from densenet.cli import common
+import densenet.cli.common as common
 from densenet.data.images import read_image
 from densenet.deploy.inference import calibration_images
 from densenet.models.meta import Meta

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from densenet.cli import common
+import densenet.cli.common as common
 from densenet.models.registry import list_models
 from densenet.train.config import TrainConfig
 from densenet.train.loop import fit
