@@ -21,6 +21,12 @@ count MXNet has.
         mxnet-memory-efficient-fast
     python benchmarks/bench.py --unpooled --model densenet121 --side 224 --batch-size 32 \\
         --only mxnet-fast mxnet-memory-efficient-fast
+    python benchmarks/bench.py --families      # book at 96, DenseNet-BC-100 at 32 and
+                                               # DenseNet-121 at 224, each against PyTorch
+
+``--families`` times every model family with its own input (channels, classes,
+side) and batch size (`FAMILIES`) and ends with one ratio table: this library's best
+against PyTorch's best fp32 and best overall, per family and task.
 
 Training rows of the fast paths also report the memory MXNet's planner gives
 their graph in its graph executor ("planned", deterministic): the
@@ -86,7 +92,8 @@ def _timed(step, iters, warmup):
     return times
 
 
-def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
+def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book', channels=1,
+                  classes=10):
     sys.path.insert(0, os.path.dirname(HERE))
     import densenet  # noqa: F401  (sets the thread count before mxnet loads)
     # isort: split
@@ -96,16 +103,16 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
 
     from densenet.modes import prepare_model
     mx.random.seed(0)
-    model = _model(model_name, task)
-    shape = (batch, 1, side, side)
-    model.net(np.zeros((1, 1, side, side)))
+    model = _model(model_name, task, channels, classes)
+    shape = (batch, channels, side, side)
+    model.net(np.zeros((1, channels, side, side)))
     memory_efficient = name.startswith('mxnet-memory-efficient')
     X = np.random.uniform(size=shape)
     if name == 'mxnet-memory-efficient':  # imperative, like the book path it saves on
         prepare_model(model, [mx.cpu()], hybridize=False, memory_efficient=True)
     elif name != 'mxnet-book-imperative':
         prepare_model(model, [mx.cpu()], hybridize=True, memory_efficient=memory_efficient)
-    y = np.array(onp.random.randint(0, 10, batch).astype('int32'))
+    y = np.array(onp.random.randint(0, classes, batch).astype('int32'))
     if task == 'train':
         trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})
 
@@ -122,21 +129,25 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book'):
             out = model(Xb)
             out.wait_to_read()
         return step
-    return _inference_times(infer, lambda n: np.random.uniform(size=(n, 1, side, side)),
+    return _inference_times(infer,
+                            lambda n: np.random.uniform(size=(n, channels, side, side)),
                             batch, iters, warmup)
 
 
-def _model(model_name, task):
+def _model(model_name, task, channels=1, classes=10):
     """The model a worker times: for inference of the book's model, its shipped weights."""
     from densenet import get_model, pretrained
-    if task == 'infer' and model_name == 'book':
+    if task == 'infer' and model_name == 'book' and (channels, classes) == (1, 10):
         return pretrained()
-    return get_model(model_name, lr=0.01, in_channels=1, num_classes=10)
+    return get_model(model_name, lr=0.01, in_channels=channels, num_classes=classes)
 
 
-def _calibration(side):
-    """INT8 calibration images: Fashion-MNIST training images (random ones without it)."""
+def _calibration(side, channels=1):
+    """INT8 calibration images: Fashion-MNIST training images (random ones without it,
+    and for colour models)."""
     import numpy as onp
+    if channels != 1:
+        return (onp.random.RandomState(0).rand(256, side, side, channels) * 255).astype('uint8')
     try:
         from densenet.data import FashionMNIST
         return FashionMNIST(resize=(side, side)).train_arrays[0][:256]
@@ -153,7 +164,8 @@ def _inference_times(infer, batch_of, batch, iters, warmup):
     return times, latency
 
 
-def _engine_worker(name, batch, side, iters, warmup, model_name='book'):
+def _engine_worker(name, batch, side, iters, warmup, model_name='book', channels=1,
+                   classes=10):
     sys.path.insert(0, os.path.dirname(HERE))
     import densenet  # noqa: F401  (sets the thread count before mxnet loads)
     # isort: split
@@ -161,26 +173,28 @@ def _engine_worker(name, batch, side, iters, warmup, model_name='book'):
 
     from densenet.deploy.engines import engine
     engine_name, precision, _ = CONFIGS[name]
-    model = _model(model_name, 'infer')
-    calib = _calibration(side) if precision == 'int8' else None
-    run = engine(model, engine_name, precision, calib, input_shape=(1, 1, side, side))
+    model = _model(model_name, 'infer', channels, classes)
+    calib = _calibration(side, channels) if precision == 'int8' else None
+    run = engine(model, engine_name, precision, calib, input_shape=(1, channels, side, side))
     rng = onp.random.RandomState(0)
 
     def infer(Xb):
         return lambda: run(Xb)
-    return _inference_times(infer, lambda n: rng.rand(n, 1, side, side).astype('float32'),
-                            batch, iters, warmup)
+    return _inference_times(
+        infer, lambda n: rng.rand(n, channels, side, side).astype('float32'), batch, iters,
+        warmup)
 
 
-def _pytorch_worker(name, task, batch, side, iters, warmup):
+def _pytorch_worker(name, task, batch, side, iters, warmup, model_name='book', channels=1,
+                    classes=10):
     import torch
     sys.path.insert(0, HERE)
-    from torch_densenet import book_densenet
+    from torch_densenet import build
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     torch.manual_seed(0)
-    model = book_densenet()
-    X = torch.rand(batch, 1, side, side)
-    y = torch.randint(0, 10, (batch,))
+    model = build(model_name, channels, classes)
+    X = torch.rand(batch, channels, side, side)
+    y = torch.randint(0, classes, (batch,))
     channels_last = 'channels-last' in name
     bf16 = name.endswith('bf16')
     if channels_last:
@@ -209,7 +223,7 @@ def _pytorch_worker(name, task, batch, side, iters, warmup):
                 model(Xb)
         return step
     def batch_of(n):
-        Xn = torch.rand(n, 1, side, side)
+        Xn = torch.rand(n, channels, side, side)
         return Xn.contiguous(memory_format=torch.channels_last) if channels_last else Xn
     return _inference_times(infer, batch_of, batch, iters, warmup)
 
@@ -230,18 +244,15 @@ def planned_mb(name, args, env):
 
 def worker(args):
     framework = CONFIGS[args.worker][0]
-    if args.worker in ENGINE_ROUTE:  # numpy in, numpy out, as the other engines are called
-        times, latency = _engine_worker(args.worker, args.batch_size, args.side, args.iters,
-                                        args.warmup, args.model)
+    common = (args.batch_size, args.side, args.iters, args.warmup, args.model, args.channels,
+              args.classes)
+    # ENGINE_ROUTE: numpy in, numpy out, as the other engines are called
+    if args.worker in ENGINE_ROUTE or framework in ENGINES:
+        times, latency = _engine_worker(args.worker, *common)
     elif framework == 'mxnet':
-        times, latency = _mxnet_worker(args.worker, args.task, args.batch_size, args.side,
-                                       args.iters, args.warmup, args.model)
-    elif framework in ENGINES:
-        times, latency = _engine_worker(args.worker, args.batch_size, args.side, args.iters,
-                                        args.warmup, args.model)
+        times, latency = _mxnet_worker(args.worker, args.task, *common)
     else:
-        times, latency = _pytorch_worker(args.worker, args.task, args.batch_size, args.side,
-                                         args.iters, args.warmup)
+        times, latency = _pytorch_worker(args.worker, args.task, *common)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({'img_s': [args.batch_size / t for t in times],
                       'latency_ms': ({n: [1000 * t for t in ts] for n, ts in latency.items()}
@@ -280,10 +291,16 @@ def unsupported(name, desc):
 
 def run_all(args, desc):
     configs = [c for c in CONFIGS if c in args.only] if args.only else list(CONFIGS)
-    if not have_torch() or args.model != 'book':
-        print('PyTorch is not installed (pip install -e ".[bench]"): its configurations are '
-              'not run.' if args.model == 'book' else f'PyTorch rows are for the book model '
-              f'only: not run for {args.model}.', file=sys.stderr)
+    why = ('PyTorch is not installed (pip install -e ".[bench]"): its configurations are '
+           'not run.' if not have_torch() else None)
+    if why is None:
+        sys.path.insert(0, HERE)
+        from torch_densenet import BUILDERS
+        if args.model not in BUILDERS:
+            why = (f'PyTorch rows are for {", ".join(BUILDERS)} only: not run for '
+                   f'{args.model}.')
+    if why:
+        print(why, file=sys.stderr)
         configs = [c for c in configs if CONFIGS[c][0] != 'pytorch']
     for name in configs:
         why = unsupported(name, desc)
@@ -300,7 +317,8 @@ def run_all(args, desc):
     def command(name, task):
         return [sys.executable, os.path.abspath(__file__), '--worker', name, '--task', task,
                 '--batch-size', str(args.batch_size), '--side', str(args.side),
-                '--iters', str(args.iters), '--warmup', str(args.warmup), '--model', args.model]
+                '--iters', str(args.iters), '--warmup', str(args.warmup), '--model', args.model,
+                '--channels', str(args.channels), '--classes', str(args.classes)]
     for name, task in jobs:
         if task == 'train' and name in PLANNED:
             results[(name, task)]['planned_mb'] = planned_mb(name, args, env)
@@ -334,7 +352,7 @@ def records(results, batch_size, desc, only=None, side=96, model='book'):
                       'precision': precision, 'batch_size': batch_size,
                       'status': ('not installed' if 'not installed' in why
                                  else 'not supported on this CPU'),
-                      'reason': why, 'machine': desc}
+                      'reason': why, 'machine': desc, 'side': side, 'model': model}
                      for task in tasks]
     for (name, task), r in results.items():
         if not r['img_s']:
@@ -407,6 +425,65 @@ def memory_efficient_summary(recs):
     return lines
 
 
+#: --families: (registry name, side, batch size, input channels, classes): each family at
+#: the input it is built for.
+FAMILIES = (('book', 96, 128, 1, 10), ('densenet_bc_100', 32, 64, 3, 10),
+            ('densenet121', 224, 32, 3, 1000))
+#: The configurations --families times (--only picks among them).
+FAMILY_CONFIGS = ('mxnet-fast', 'mxnet-fp32', 'mxnet-bf16', 'mxnet-int8', 'onnxruntime-fp32',
+                  'openvino-fp32', 'openvino-bf16', 'pytorch-eager', 'pytorch-channels-last',
+                  'pytorch-channels-last-bf16')
+
+
+def families(args, desc):
+    """Every family's records, each row's ``group`` its model; --quick shrinks the batch
+    to 8 and the side to at most 64."""
+    recs = []
+    only = args.only or list(FAMILY_CONFIGS)
+    for model, side, batch, channels, classes in FAMILIES:
+        if args.quick:
+            side, batch = min(side, 64), 8
+        sub = argparse.Namespace(**{**vars(args), 'model': model, 'side': side, 'only': only,
+                                    'batch_size': batch, 'channels': channels,
+                                    'classes': classes})
+        print(f'{model}: {side}x{side}, {channels} channel(s), {classes} classes, '
+              f'batch {batch}', file=sys.stderr)
+        recs += [{**r, 'group': model}
+                 for r in records(run_all(sub, desc), batch, desc, only, side, model)]
+    return recs
+
+
+def family_summary(recs):
+    """Per family and task: this library's best configuration (any precision) against
+    PyTorch's best fp32 and best overall, and at inference the best other engine's speed and
+    latency at batch 1."""
+    lines = ['', '| model, input, batch | task | this library, best | img/s | vs PyTorch best '
+                 'fp32 | vs PyTorch best | vs best other engine | latency bs1 ms: this '
+                 'library / best other |', '|---' * 8 + '|']
+    for model, *_ in FAMILIES:
+        for task in ('train', 'infer'):
+            rows = [r for r in recs if r.get('group') == model and r['task'] == task
+                    and 'img_s' in r]
+            ours = [r for r in rows if r['framework'] == 'mxnet']
+            if not ours:
+                continue
+            best = max(ours, key=lambda r: r['img_s'])
+            peers = {'pytorch fp32': [r for r in rows if r['framework'] == 'pytorch'
+                                      and r['precision'] == 'fp32'],
+                     'pytorch': [r for r in rows if r['framework'] == 'pytorch'],
+                     'other': [r for r in rows if r['framework'] != 'mxnet']}
+            ratios = [f'{best["img_s"] / max(r["img_s"] for r in peer):.2f}x' if peer else '-'
+                      for peer in peers.values()]
+            latency = '-'
+            if task == 'infer' and peers['other']:
+                latency = (f'{min(r["latency_ms_bs1"] for r in ours):.2f} / '
+                           f'{min(r["latency_ms_bs1"] for r in peers["other"]):.2f}')
+            lines.append(f'| {model}, {best["side"]}x{best["side"]}, {best["batch_size"]} | '
+                         f'{task} | {best["name"]} ({best["precision"]}) | '
+                         f'{best["img_s"]:.1f} | {" | ".join(ratios)} | {latency} |')
+    return lines
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--quick', action='store_true', help='smoke run: tiny batch, few steps')
@@ -418,7 +495,14 @@ def main(argv=None):
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--side', type=int, default=96)
     p.add_argument('--model', default='book',
-                   help='a registry name (densenet.list_models()); PyTorch rows: book only')
+                   help='a registry name (densenet.list_models()); PyTorch rows: the models '
+                        'benchmarks/torch_densenet.py builds (book, densenet_bc_100, '
+                        'densenet121)')
+    p.add_argument('--channels', type=int, default=1, help='input channels of --model')
+    p.add_argument('--classes', type=int, default=10, help='classes of --model')
+    p.add_argument('--families', action='store_true',
+                   help='every family at its own input and batch (FAMILIES), then the ratio '
+                        'table against PyTorch; --only picks among FAMILY_CONFIGS')
     p.add_argument('--unpooled', action='store_true',
                    help='turn MXNet\'s memory pool off and let glibc return freed memory, so '
                         'peak RSS measures live arrays (for memory comparisons; slower)')
@@ -431,11 +515,17 @@ def main(argv=None):
         args.repeats, args.iters, args.warmup, args.batch_size, args.side = 1, 2, 1, 8, 64
     desc = describe_machine()
     from densenet.system.machine import summary_line
-    print(f'machine: {summary_line(desc)}; {args.model}, batch {args.batch_size}, '
-          f'{args.side}x{args.side}, 1 channel', file=sys.stderr)
-    recs = records(run_all(args, desc), args.batch_size, desc, args.only, args.side,
-                   args.model)
-    print(table(recs, desc))
+    if args.families:
+        recs = families(args, desc)
+        for model, *_ in FAMILIES:
+            print(f'\n## {model}\n' + table([r for r in recs if r['group'] == model], desc))
+        print('\n'.join(family_summary(recs)))
+    else:
+        print(f'machine: {summary_line(desc)}; {args.model}, batch {args.batch_size}, '
+              f'{args.side}x{args.side}, {args.channels} channel(s)', file=sys.stderr)
+        recs = records(run_all(args, desc), args.batch_size, desc, args.only, args.side,
+                       args.model)
+        print(table(recs, desc))
     if args.json:
         from densenet.system.files import atomic_text
         atomic_text(args.json, json.dumps(recs, indent=1))

@@ -325,13 +325,16 @@ def _format(value: Any, fmt: str | None, root: str, record: dict[str, Any]) -> s
     return f'{value:,}' if isinstance(value, int) else str(value)
 
 
+def _in_group(row: dict[str, Any], group: str | None) -> bool:
+    """Whether `row` is in `group` (a row's ``group`` is a name or a list of names); every
+    row is where no group is asked for."""
+    groups = row.get('group')
+    return group is None or group in (groups if isinstance(groups, list) else [groups])
+
+
 def _visible(rows: list[dict[str, Any]], group: str | None) -> list[dict[str, Any]]:
-    """The rows to draw: not superseded, and in `group` (a row's ``group`` is a name or a
-    list of names) where one is asked for."""
-    def member(row: dict[str, Any]) -> bool:
-        groups = row.get('group')
-        return group in (groups if isinstance(groups, list) else [groups])
-    return [r for r in rows if not r.get('superseded_by') and (group is None or member(r))]
+    """The rows to draw: not superseded, and in `group` where one is asked for."""
+    return [r for r in rows if not r.get('superseded_by') and _in_group(r, group)]
 
 
 Layout = Callable[[dict[str, Any], dict[str, Any], str | None, str],
@@ -386,6 +389,7 @@ def _runs_layout(record: dict[str, Any], first: dict[str, Any], group: str | Non
 RATIO_NAMES = {'train': 'train', 'infer': 'inference', 'train_added_mb': 'added memory',
                'train_planned_mb': 'planned memory'}
 RATIO_BASES = {'mxnet-fast': 'the standard fast path', 'mxnet-book-imperative': 'book-literal',
+               'pytorch-eager': 'PyTorch eager',
                'pytorch-channels-last': 'PyTorch channels_last',
                'pytorch-channels-last-bf16': 'PyTorch bf16',
                'onnxruntime-fp32': 'ONNX Runtime fp32'}
@@ -399,7 +403,8 @@ def _bench_layout(record: dict[str, Any], first: dict[str, Any], group: str | No
         what, _, other = col.partition('/')
         header.append(f'{RATIO_NAMES[what]} vs {RATIO_BASES[other]}' if other
                       else BENCH_COLUMNS[what])
-    by = {(r['name'], r['task']): r for r in record['rows']}
+    # a ratio divides by a row of the same group, superseded or not
+    by = {(r['name'], r['task']): r for r in record['rows'] if _in_group(r, group)}
     visible = _visible(record['rows'], group)
     rows = []
     for name in dict.fromkeys(r['name'] for r in visible):
