@@ -18,7 +18,7 @@ train: install
 	$(VENV)/bin/densenet train $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -rs --durations=20 $(ARGS)
+	$(PY) -m pytest -q -rs --durations=20 -n auto --maxprocesses=4 --dist worksteal $(ARGS)
 
 $(VENV)/.lint-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[lint]'

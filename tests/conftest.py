@@ -10,6 +10,30 @@ import os
 import shutil
 import subprocess
 
+
+def _give_each_worker_its_cores():
+    """Under pytest-xdist (`make test` runs one worker per core), worker i keeps the
+    cores i, i + n, ... of the n workers, so that their OpenMP pools never share a core;
+    `import densenet` then sizes MXNet's pool to them, and every process a test starts
+    inherits them. Without xdist, or with more workers than cores, nothing changes."""
+    if not hasattr(os, 'sched_setaffinity'):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    # The session's cores (helpers.all_cores gives a child process all of them back) and
+    # the thread count its user chose, if any: recorded by the first process (the xdist
+    # controller) before its `import densenet` sets OMP_NUM_THREADS, which workers inherit.
+    os.environ.setdefault('TESTS_ALL_CORES', ','.join(map(str, cores)))
+    os.environ.setdefault('TESTS_USER_THREADS', os.environ.get('OMP_NUM_THREADS', ''))
+    worker = os.environ.get('PYTEST_XDIST_WORKER', '')  # 'gw0', 'gw1', ...
+    count = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    if worker.startswith('gw') and 1 < count <= len(cores):
+        os.sched_setaffinity(0, cores[int(worker[2:]) % count::count])
+        if not os.environ['TESTS_USER_THREADS']:
+            os.environ.pop('OMP_NUM_THREADS', None)  # densenet sizes the pool to the share
+
+
+_give_each_worker_its_cores()
+
 import densenet  # noqa: F401  (first, so that it sets MXNet's thread count)
 
 # isort: split

@@ -24,6 +24,15 @@ VAL = ['--val-limit', str(VAL_LIMIT)]
 TRAINED = ['train', *QUICK, '--limit', str(TRAINED_LIMIT), '--epochs', str(TRAINED_EPOCHS), *VAL]
 
 
+def all_cores():
+    """Give this process every core the test session started with (as `preexec_fn` of a
+    child that must see the machine's cores, not its xdist worker's share); returns
+    their count."""
+    cores = [int(c) for c in os.environ['TESTS_ALL_CORES'].split(',')]
+    os.sched_setaffinity(0, cores)
+    return len(cores)
+
+
 def digest(folder):
     """{relative path: SHA-256} of every file under `folder`: to show nothing was touched."""
     out = {}

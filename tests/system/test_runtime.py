@@ -8,6 +8,8 @@ import pytest
 
 from densenet.system import runtime
 
+from helpers import all_cores
+
 # Each check starts new interpreters: what `import densenet` does happens once per process.
 pytestmark = pytest.mark.slow
 
@@ -52,14 +54,17 @@ def test_import_changes_are_listed_and_the_opt_out_leaves_the_environment_alone(
 
 def test_threads_set_before_mxnet_and_warned_when_too_late(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in runtime.THREAD_VARS}
+    # The children run on every core of the session (not an xdist worker's share).
     first = subprocess.run([sys.executable, '-c', 'import densenet, os; '
-                            'print(os.environ["OMP_NUM_THREADS"])'],
+                            'print(os.environ["OMP_NUM_THREADS"])'], preexec_fn=all_cores,
                            env=env, capture_output=True, text=True, check=True)
-    assert first.stdout.strip() == str(runtime.available_cores())
+    cores = len(os.environ['TESTS_ALL_CORES'].split(','))
+    assert first.stdout.strip() == str(cores)
     late = subprocess.run([sys.executable, '-W', 'always', '-c',
                            'import mxnet, densenet; densenet.runtime.check_threads()'],
-                          env=env, capture_output=True, text=True, check=True)
-    if runtime.available_cores() > 1:
+                          preexec_fn=all_cores, env=env, capture_output=True, text=True,
+                          check=True)
+    if cores > 1:
         assert 'mxnet was imported before densenet' in late.stderr
     user = subprocess.run([sys.executable, '-c', 'import densenet, os; '
                            'print(os.environ["OMP_NUM_THREADS"], '
