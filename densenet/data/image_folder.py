@@ -14,6 +14,7 @@ one-line error, or with ``skip_bad_images`` is left out and counted.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -131,10 +132,9 @@ def stratified_split(labels: onp.ndarray, val_share: float,
     return onp.flatnonzero(~held_out), onp.flatnonzero(held_out)
 
 
-def _decode(job: tuple[str, int, bool]) -> onp.ndarray | str:
+def _decode(path: str, channels: int, convert: bool) -> onp.ndarray | str:
     """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side): an
     unreadable file and one over the pixel limit alike."""
-    path, channels, convert = job
     try:  # convert: a Fashion-MNIST model's photos, made like its training images
         return (as_fashion_mnist(path) if convert else read_image(path, channels))[0]
     except ImageError as e:
@@ -145,13 +145,13 @@ def _decoded(paths: Sequence[str], channels: int, num_workers: int | None,
              convert: bool = False) -> Iterator[onp.ndarray | str]:
     """The decoded files in order, from `num_workers` processes (0: this one; None: one per
     core)."""
-    jobs = [(p, channels, convert) for p in paths]
+    decode = functools.partial(_decode, channels=channels, convert=convert)
     if num_workers == 0:
-        yield from map(_decode, jobs)
+        yield from map(decode, paths)
         return
     # Workers only run PIL; they are forked before any of them touches MXNet.
     with multiprocessing.get_context('fork').Pool(num_workers) as pool:
-        yield from pool.imap(_decode, jobs, chunksize=16)
+        yield from pool.imap(decode, paths, chunksize=16)
 
 
 def default_cache_dir() -> str:
