@@ -35,13 +35,11 @@ class GraphNode:
         op: its operator ('null' for the input and the parameters).
         inputs: the indices, in the node list, of the nodes whose first output it reads.
         shape: the shape of its first output.
-        attrs: the operator's arguments, as MXNet writes them (strings).
     """
     name: str
     op: str
     inputs: tuple[int, ...]
     shape: tuple[int, ...]
-    attrs: dict[str, str]
 
 
 def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphNode]:
@@ -59,8 +57,7 @@ def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphN
     # node name -> its first output's shape (reversed: the first output is written last)
     first = {internals[j].name: tuple(s) for j, s in reversed(list(enumerate(out_shapes)))}
     return [GraphNode(node['name'], node['op'], tuple(i[0] for i in node['inputs']),
-                      first[node['name']], dict(node.get('attrs', {})))
-            for node in json.loads(sym.tojson())['nodes']]
+                      first[node['name']]) for node in json.loads(sym.tojson())['nodes']]
 
 
 @dataclasses.dataclass(frozen=True)

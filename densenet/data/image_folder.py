@@ -22,10 +22,9 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as onp
-from mxnet import np, npx
 from PIL import Image
 
-from densenet.data.batches import ArrayDataModule, Rows, training_part, validation_part
+from densenet.data.batches import ArrayDataModule, Rows, resized, training_part, validation_part
 from densenet.data.images import ImageError, is_grayscale, max_image_pixels, read_image
 from densenet.data.inputs import as_fashion_mnist
 from densenet.errors import UsageError
@@ -76,10 +75,9 @@ def scan(root: str, what: str = '--data') -> tuple[list[str], list[tuple[str, in
         UsageError: no such folder, a file, fewer than two classes, a class without
             images, val/ without train/, or train/ and val/ with different classes.
     """
-    if not os.path.exists(root):
-        raise UsageError(f'{what} {root}: no such folder; ' + LAYOUT_HELP)
     if not os.path.isdir(root):
-        raise UsageError(f'{what} {root}: is a file, not a folder; ' + LAYOUT_HELP)
+        problem = 'is a file, not a folder' if os.path.exists(root) else 'no such folder'
+        raise UsageError(f'{what} {root}: {problem}; ' + LAYOUT_HELP)
     train, val = os.path.join(root, 'train'), os.path.join(root, 'val')
     if os.path.isdir(val) and not os.path.isdir(train):
         raise UsageError(f'{what} {root}: has val/ but no train/; add train/ with the same '
@@ -229,8 +227,7 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
                     bad.append(i)
                     continue
                 if image.shape[:2] != (side, side):
-                    x = np.array(image[..., None] if image.ndim == 2 else image)
-                    image = npx.image.resize(x, (side, side)).asnumpy().reshape(shape[1:])
+                    image = resized(image[None], (side, side)).asnumpy().reshape(shape[1:])
                 out[i] = image
             out.flush()
 
