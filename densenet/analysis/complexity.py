@@ -97,9 +97,8 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
     """
     net = network(model)
     channels = channels or input_channels(net)
-    shape = (1, channels, side, side)
     sym = net(mx.sym.var('data').as_np_ndarray()).as_nd_ndarray()  # a legacy symbol
-    nodes = graph_nodes(sym, shape)
+    nodes = graph_nodes(sym, (1, channels, side, side))
     not_trained = {'data', *sym.list_auxiliary_states()}  # the input, running statistics
     params = sum(math.prod(n.shape) for n in nodes if n.op == 'null' and n.name not in not_trained)
     # Output values times the weight's values per output channel.

@@ -222,7 +222,6 @@ def download(folder: str, base_url: str | None = None,
         ValueError: a file whose content is not the official one.
     """
     base_url = (base_url or os.environ.get('DENSENET_DATA_URL') or OFFICIAL_URL).rstrip('/') + '/'
-    os.makedirs(folder, exist_ok=True)
     paths = {}
     for name in FILES:
         url = base_url + name + '.gz'

@@ -212,8 +212,7 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
     key = _cache_key(paths, side, channels, convert)
     array_path, bad_path = (os.path.join(cache_dir, key + ext) for ext in ('.npy', '.json'))
     if not (os.path.isfile(array_path) and os.path.isfile(bad_path)):
-        created = not os.path.isdir(cache_dir)
-        os.makedirs(cache_dir, exist_ok=True)
+        created = not os.path.isdir(cache_dir)  # atomic_write makes it
         shape = (len(paths), side, side) + ((3,) if channels == 3 else ())
         bad: list[int] = []
 
@@ -233,8 +232,8 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
 
         try:
             atomic_write(array_path, write)  # no half-written cache
-        finally:
-            if created and not os.listdir(cache_dir):  # an error: leave no trace
+        finally:  # after an error, leave no trace
+            if created and os.path.isdir(cache_dir) and not os.listdir(cache_dir):
                 os.rmdir(cache_dir)
         atomic_text(bad_path, json.dumps({'unreadable': bad}))
     with open(bad_path) as f:
