@@ -35,13 +35,11 @@ class GraphNode:
         op: its operator ('null' for the input and the parameters).
         inputs: the indices, in the node list, of the nodes whose first output it reads.
         shape: the shape of its first output.
-        attrs: the operator's arguments, as MXNet writes them (strings).
     """
     name: str
     op: str
     inputs: tuple[int, ...]
     shape: tuple[int, ...]
-    attrs: dict[str, str]
 
 
 def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphNode]:
@@ -59,8 +57,7 @@ def graph_nodes(sym: mx.sym.Symbol, input_shape: tuple[int, ...]) -> list[GraphN
     # node name -> its first output's shape (reversed: the first output is written last)
     first = {internals[j].name: tuple(s) for j, s in reversed(list(enumerate(out_shapes)))}
     return [GraphNode(node['name'], node['op'], tuple(i[0] for i in node['inputs']),
-                      first[node['name']], dict(node.get('attrs', {})))
-            for node in json.loads(sym.tojson())['nodes']]
+                      first[node['name']]) for node in json.loads(sym.tojson())['nodes']]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +97,8 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
     """
     net = network(model)
     channels = channels or input_channels(net)
-    shape = (1, channels, side, side)
     sym = net(mx.sym.var('data').as_np_ndarray()).as_nd_ndarray()  # a legacy symbol
-    nodes = graph_nodes(sym, shape)
+    nodes = graph_nodes(sym, (1, channels, side, side))
     not_trained = {'data', *sym.list_auxiliary_states()}  # the input, running statistics
     params = sum(math.prod(n.shape) for n in nodes if n.op == 'null' and n.name not in not_trained)
     # Output values times the weight's values per output channel.

@@ -65,11 +65,6 @@ class BlockReuse:
     targets: tuple[str, ...]
     channels: tuple[tuple[int, int], ...]
 
-    @property
-    def exit(self) -> str:
-        """What reads the block's output: ``'transition'`` or ``'classifier'``."""
-        return self.targets[-1]
-
 
 def _units(block: nn.Block) -> Iterator[nn.Block]:
     """The dense blocks and the other leaf layers of `block`, in the order they run."""
@@ -95,8 +90,7 @@ def _per_channel(layer: nn.Block) -> onp.ndarray:
 def _block_reuse(number: int, block: DenseBlock, following: Sequence[nn.Block]) -> BlockReuse:
     """Block `number`'s matrix; its exit is the first weighted layer of `following` (the
     units up to the next block)."""
-    exits = _weighted(following)
-    if not exits:
+    if not (exits := _weighted(following)):
         raise UsageError(f'dense block {number} is followed by no convolution or Dense '
                          'layer before the next block')
     weighted = [_weighted(list(leaves(layer))) for layer in block.net]
@@ -145,8 +139,7 @@ def feature_reuse(model: CheckedClassifier | nn.Block) -> list[BlockReuse]:
     if any(0 in p.shape or -1 in p.shape for p in net.collect_params().values()):
         fix_shapes(net, min_input_size(net))
     units = list(_units(net))
-    blocks = [i for i, unit in enumerate(units) if isinstance(unit, DenseBlock)]
-    if not blocks:
+    if not (blocks := [i for i, unit in enumerate(units) if isinstance(unit, DenseBlock)]):
         raise UsageError('the network has no DenseBlock: feature reuse is measured on a '
                          'DenseNet')
     return [_block_reuse(number, units[i], units[i + 1:(blocks + [len(units)])[number]])
@@ -211,7 +204,7 @@ def summarize_block(reuse: BlockReuse) -> BlockSummary:
     exit_col = W[:, L]
     late = onp.arange(L + 1) > L / 2
     return BlockSummary(
-        block=reuse.block, exit=reuse.exit, layers=L,
+        block=reuse.block, exit=reuse.targets[-1], layers=L,
         layer_spread=float(onp.mean([_spread(c) for c in columns])) if columns else math.nan,
         exit_spread=_spread(exit_col),
         exit_input_share=float(exit_col[0] / exit_col.sum()),
@@ -287,8 +280,7 @@ def summarize(reuse: Sequence[BlockReuse]) -> ReuseSummary:
 
 
 def _ticks(labels: Sequence[str]) -> list[int]:
-    step = max(1, math.ceil(len(labels) / 10))
-    picked = list(range(0, len(labels), step))
+    picked = list(range(0, len(labels), max(1, math.ceil(len(labels) / 10))))
     return picked if picked[-1] == len(labels) - 1 else [*picked, len(labels) - 1]
 
 
@@ -315,7 +307,7 @@ def plot_feature_reuse(reuse: Sequence[BlockReuse], path: str | os.PathLike[str]
         W = r.weights / onp.nanmax(r.weights, axis=0) if normalize else r.weights
         im = ax.imshow(onp.ma.masked_invalid(W), cmap='viridis', vmin=0, vmax=top,
                        aspect='auto', interpolation='nearest')
-        xs = [t.replace('layer ', '') for t in r.targets[:-1]] + [r.exit[0].upper()]
+        xs = [t.replace('layer ', '') for t in r.targets[:-1]] + [r.targets[-1][0].upper()]
         ys = ['in'] + [s.replace('layer ', '') for s in r.sources[1:]]
         ax.set_xticks(_ticks(xs), [xs[i] for i in _ticks(xs)])
         ax.set_yticks(_ticks(ys), [ys[i] for i in _ticks(ys)])

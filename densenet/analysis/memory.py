@@ -42,6 +42,7 @@ from densenet.data.shapes import input_channels
 from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import network
 from densenet.system.files import pyplot, save_figure
+from densenet.system.mxcompat import leaves
 
 #: Operators whose backward reads their (non-parameter) inputs.
 READS_INPUT = ('Convolution', 'BatchNorm', 'Pooling', 'FullyConnected', 'Concat',
@@ -111,12 +112,9 @@ def layer_units(net: nn.HybridSequential) -> list[_Unit]:
         ValueError: `net` has no dense block.
     """
     children = list(net)
-    blocks = [i for i, c in enumerate(children) if isinstance(c, DenseBlock)]
-    if not blocks:
+    if not (blocks := [i for i, c in enumerate(children) if isinstance(c, DenseBlock)]):
         raise ValueError('memory by depth is for DenseNets: this network has no dense block')
-    stem = children[0]
-    stem_layers = list(stem) if isinstance(stem, nn.HybridSequential) else [stem]
-    units = [_Unit(f'stem {_kind(layer)}', 'stem', (layer,)) for layer in stem_layers]
+    units = [_Unit(f'stem {_kind(layer)}', 'stem', (layer,)) for layer in leaves(children[0])]
     b = t = 0
     for child in children[1:blocks[-1] + 1]:
         if isinstance(child, DenseBlock):

@@ -22,8 +22,6 @@ def run(args: argparse.Namespace) -> int:
     Run(args.out).check_path()  # a folder, or one that can be made
     model, _, _ = common.load_trained(args, 'cpu')
     _, summary = write_feature_reuse(model, args.out)
-    for line in summary.lines():
+    for line in [*summary.lines(), os.path.join(args.out, FIGURE), os.path.join(args.out, TABLE)]:
         print(line)
-    print(os.path.join(args.out, FIGURE))
-    print(os.path.join(args.out, TABLE))
     return 0

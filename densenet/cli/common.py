@@ -87,8 +87,7 @@ def check_engine_flags(args: argparse.Namespace) -> None:
         UsageError: the engine cannot run the precision on this machine, or its extra
             is not installed.
     """
-    why = unavailable(args.engine, args.precision, runtime.capabilities())
-    if why:
+    if why := unavailable(args.engine, args.precision, runtime.capabilities()):
         engine = '' if args.engine == 'mxnet' else f'--engine {args.engine} '
         raise UsageError(f'{engine}--precision {args.precision}: {why}')
     if args.engine != 'mxnet':

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     labels = onp.asarray(data.val_arrays[1])
     names = [str(c) for c in meta['classes']]
     confusion = confusion_matrix(labels, preds, len(names))
-    on = f'{args.precision}' + ('' if args.engine == 'mxnet' else f' on {args.engine}')
+    on = args.precision + ('' if args.engine == 'mxnet' else f' on {args.engine}')
     print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images, '
           f'{on}' + (', flip-averaged' if args.tta else '') + ')')
     if fp32_preds is not None:
@@ -58,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
               f'{100 * (acc - fp32_acc):+.2f} points; top-1 agreement with fp32 '
               f'{(preds == fp32_preds).mean():.4f}')
     width = max(len(n) for n in names)
-    for c, name in enumerate(names):
-        total = confusion[c].sum()
-        print(f'  {name:<{width}} ' + (f'{confusion[c, c] / total:.4f}' if total else '-'))
+    for name, hits, total in zip(names, confusion.diagonal(), confusion.sum(axis=1), strict=True):
+        print(f'  {name:<{width}} ' + (f'{hits / total:.4f}' if total else '-'))
     # Beside the params; the shipped model's in the current folder, not in the package.
     folder = '' if args.shipped else os.path.dirname(os.path.abspath(args.params))
     out = args.out or os.path.join(folder, CONFUSION)

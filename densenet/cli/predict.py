@@ -6,7 +6,7 @@ import argparse
 import os
 
 import numpy as onp
-from mxnet import np
+from mxnet import np, npx
 
 import densenet.cli.common as common
 from densenet.data.images import read_image
@@ -31,11 +31,10 @@ def add_parser(sub: common.Commands) -> None:
 
 def _calibration(args: argparse.Namespace, meta: Meta) -> onp.ndarray:
     """int8's calibration images: the training images of the run's own image folder
-    (where it is still there), else Fashion-MNIST's."""
+    (where it is still there), else Fashion-MNIST's (found in --data-dir)."""
     root = meta.get('data', {}).get('root')
-    args.data = root if root and os.path.isdir(root) else None
-    common.check_data_flags(args)
-    return calibration_images(common.eval_data(meta, 64, args.data, args.data_dir))
+    folder = root if root and os.path.isdir(root) else None
+    return calibration_images(common.eval_data(meta, 64, folder, args.data_dir))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
     pre = Preprocess.from_meta(meta)
     for path in args.images:
         X, (notes,) = pre([path], convert=not args.no_convert)
-        logits = model(np.array(X, ctx=ctxs[0])).asnumpy()[0].astype(onp.float64)
-        p = onp.exp(logits - logits.max())
-        p /= p.sum()
+        p = npx.softmax(model(np.array(X, ctx=ctxs[0])))[0].asnumpy()
         c = int(p.argmax())
         print(f'{path}: {pre.classes[c]} ({p[c]:.3f}){_note(pre, notes, args.no_convert)}')
     return 0

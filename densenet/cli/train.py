@@ -21,8 +21,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """The configuration the flags describe: the recipe's values, then every flag given."""
     values = {name: getattr(args, name, None) for name, _, _ in options(TrainConfig)
               if name != 'recipe'}
-    pairs = values.get('model_args')
-    if pairs is not None:
+    if (pairs := values.get('model_args')) is not None:
         values['model_args'] = dict(pairs)
     return TrainConfig.from_recipe(args.recipe or 'book', **values)
 

@@ -15,8 +15,22 @@ from densenet.system.hints import Array
 npx.set_np()
 
 
+def resized(images: onp.ndarray, size: Sequence[int]) -> Array:
+    """The book's Resize on a whole batch (bilinear, as Gluon's transforms.Resize).
+
+    Args:
+        images: uint8 (N, h, w) or (N, h, w, C).
+        size: (height, width).
+
+    Returns:
+        uint8 (N, H, W, C), an MXNet array.
+    """
+    X = np.array(images[..., None] if images.ndim == 3 else images)
+    return X if tuple(size) == X.shape[1:3] else npx.image.resize(X, tuple(size))
+
+
 def to_tensor(images: onp.ndarray, resize: Sequence[int]) -> Array:
-    """The book's Resize + ToTensor on a whole batch (bilinear, as Gluon's transforms.Resize).
+    """The book's Resize + ToTensor on a whole batch.
 
     Args:
         images: uint8 (N, h, w) or (N, h, w, C).
@@ -25,10 +39,7 @@ def to_tensor(images: onp.ndarray, resize: Sequence[int]) -> Array:
     Returns:
         float32 (N, C, H, W) in [0, 1].
     """
-    X = np.array(images[..., None] if images.ndim == 3 else images)
-    if tuple(resize) != X.shape[1:3]:
-        X = npx.image.resize(X, tuple(resize))
-    return npx.image.to_tensor(X)
+    return npx.image.to_tensor(resized(images, resize))
 
 
 def training_part(n: int, limit: int | None = None,
@@ -301,9 +312,6 @@ class DataModule(Protocol):
     train_arrays: tuple[onp.ndarray | Rows, onp.ndarray]
     val_arrays: tuple[onp.ndarray | Rows, onp.ndarray]
 
-    def get_dataloader(self, train: bool) -> BatchLoader:
-        """The training (shuffled, augmented when asked) or the validation batches."""
-
     def train_dataloader(self) -> BatchLoader:
         """The training batches."""
 
@@ -324,6 +332,5 @@ def unaugmented_train_loader(data: DataModule, shuffle: bool = False,
     Returns:
         The `BatchLoader`.
     """
-    images, labels = data.train_arrays
-    return BatchLoader(images, labels, data.batch_size, (data.side, data.side),
+    return BatchLoader(*data.train_arrays, data.batch_size, (data.side, data.side),
                        shuffle=shuffle, seed=seed)

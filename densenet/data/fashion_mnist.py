@@ -97,8 +97,7 @@ def check_data_dir(folder: str) -> None:
     if not os.path.isdir(folder):
         raise UsageError(f'--data-dir {folder}: no such folder; give the folder holding the '
                          'four Fashion-MNIST IDX files' + search)
-    missing = [name for name in FILES if not _file_in(folder, name)]
-    if missing:
+    if missing := [name for name in FILES if not _file_in(folder, name)]:
         raise UsageError(f'--data-dir {folder}: {", ".join(missing)} (.gz or raw) missing; '
                          'put all four IDX files there' + search)
 
@@ -172,6 +171,15 @@ def decode_idx(raw: bytes, name: str, path: str) -> onp.ndarray:
     return arr
 
 
+def _decompressed(data: bytes, path: str) -> bytes:
+    """The bytes of an IDX file, gunzipped when `path` ends in .gz."""
+    try:
+        return gzip.decompress(data) if path.endswith('.gz') else data
+    except (EOFError, OSError, zlib.error) as e:
+        raise UsageError(f'{path}: cannot be decompressed, the file is truncated or '
+                         f'corrupt ({e}); {_fix_hint(path)}') from None
+
+
 _CACHE: dict[tuple[str, int, int], onp.ndarray] = {}
 
 
@@ -191,13 +199,8 @@ def load_file(path: str, name: str) -> onp.ndarray:
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _CACHE:
-        try:
-            with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
-                raw = f.read()
-        except (EOFError, OSError, zlib.error) as e:
-            raise UsageError(f'{path}: cannot be decompressed, the file is truncated or '
-                             f'corrupt ({e}); {_fix_hint(path)}') from None
-        _CACHE[key] = decode_idx(raw, name, path)
+        with open(path, 'rb') as f:
+            _CACHE[key] = decode_idx(_decompressed(f.read(), path), name, path)
     return _CACHE[key]
 
 
@@ -214,31 +217,21 @@ def download(folder: str, base_url: str | None = None,
         {name: path} of the written files.
 
     Raises:
-        UsageError: a download that broke off or is not a complete gzip file (nothing
-            is kept).
+        UsageError: a download that broke off or cannot be decompressed (nothing is
+            kept).
         ValueError: a file whose content is not the official one.
     """
     base_url = (base_url or os.environ.get('DENSENET_DATA_URL') or OFFICIAL_URL).rstrip('/') + '/'
-    os.makedirs(folder, exist_ok=True)
     paths = {}
     for name in FILES:
         url = base_url + name + '.gz'
-        try:  # a short read is an error, not a smaller file
+        try:  # a body shorter than its Content-Length raises IncompleteRead
             with urllib.request.urlopen(url, timeout=timeout) as resp:
-                expected = resp.headers.get('Content-Length')
                 body = resp.read()
         except http.client.HTTPException as e:
-            body, expected = b'', f'error {e!r}'
-        if expected is not None and (not expected.isdigit() or len(body) != int(expected)):
-            raise UsageError(f'{url}: the download broke off ({len(body)} bytes of '
-                             f'{expected}); nothing was kept, run again or use another way. '
-                             + HOW_TO_GET)
-        try:
-            raw = gzip.decompress(body)
-        except (EOFError, OSError, zlib.error) as e:
-            raise UsageError(f'{url}: not a complete gzip file ({e}); nothing was kept. '
-                             + HOW_TO_GET) from None
-        decode_idx(raw, name, url)
+            raise UsageError(f'{url}: the download broke off ({e!r}); nothing was kept, run '
+                             'again or use another way. ' + HOW_TO_GET) from None
+        decode_idx(_decompressed(body, url), name, url)
         paths[name] = os.path.join(folder, name + '.gz')
         atomic_bytes(paths[name], body)
     return paths

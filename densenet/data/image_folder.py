@@ -14,6 +14,7 @@ one-line error, or with ``skip_bad_images`` is left out and counted.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -21,10 +22,9 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as onp
-from mxnet import np, npx
 from PIL import Image
 
-from densenet.data.batches import ArrayDataModule, Rows, training_part, validation_part
+from densenet.data.batches import ArrayDataModule, Rows, resized, training_part, validation_part
 from densenet.data.images import ImageError, is_grayscale, max_image_pixels, read_image
 from densenet.data.inputs import as_fashion_mnist
 from densenet.errors import UsageError
@@ -75,10 +75,9 @@ def scan(root: str, what: str = '--data') -> tuple[list[str], list[tuple[str, in
         UsageError: no such folder, a file, fewer than two classes, a class without
             images, val/ without train/, or train/ and val/ with different classes.
     """
-    if not os.path.exists(root):
-        raise UsageError(f'{what} {root}: no such folder; ' + LAYOUT_HELP)
     if not os.path.isdir(root):
-        raise UsageError(f'{what} {root}: is a file, not a folder; ' + LAYOUT_HELP)
+        problem = 'is a file, not a folder' if os.path.exists(root) else 'no such folder'
+        raise UsageError(f'{what} {root}: {problem}; ' + LAYOUT_HELP)
     train, val = os.path.join(root, 'train'), os.path.join(root, 'val')
     if os.path.isdir(val) and not os.path.isdir(train):
         raise UsageError(f'{what} {root}: has val/ but no train/; add train/ with the same '
@@ -131,10 +130,9 @@ def stratified_split(labels: onp.ndarray, val_share: float,
     return onp.flatnonzero(~held_out), onp.flatnonzero(held_out)
 
 
-def _decode(job: tuple[str, int, bool]) -> onp.ndarray | str:
+def _decode(path: str, channels: int, convert: bool) -> onp.ndarray | str:
     """One file as uint8 (H, W[, 3]) at its own size, or the error text (worker side): an
     unreadable file and one over the pixel limit alike."""
-    path, channels, convert = job
     try:  # convert: a Fashion-MNIST model's photos, made like its training images
         return (as_fashion_mnist(path) if convert else read_image(path, channels))[0]
     except ImageError as e:
@@ -145,13 +143,13 @@ def _decoded(paths: Sequence[str], channels: int, num_workers: int | None,
              convert: bool = False) -> Iterator[onp.ndarray | str]:
     """The decoded files in order, from `num_workers` processes (0: this one; None: one per
     core)."""
-    jobs = [(p, channels, convert) for p in paths]
+    decode = functools.partial(_decode, channels=channels, convert=convert)
     if num_workers == 0:
-        yield from map(_decode, jobs)
+        yield from map(decode, paths)
         return
     # Workers only run PIL; they are forked before any of them touches MXNet.
     with multiprocessing.get_context('fork').Pool(num_workers) as pool:
-        yield from pool.imap(_decode, jobs, chunksize=16)
+        yield from pool.imap(decode, paths, chunksize=16)
 
 
 def default_cache_dir() -> str:
@@ -214,8 +212,7 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
     key = _cache_key(paths, side, channels, convert)
     array_path, bad_path = (os.path.join(cache_dir, key + ext) for ext in ('.npy', '.json'))
     if not (os.path.isfile(array_path) and os.path.isfile(bad_path)):
-        created = not os.path.isdir(cache_dir)
-        os.makedirs(cache_dir, exist_ok=True)
+        created = not os.path.isdir(cache_dir)  # atomic_write makes it
         shape = (len(paths), side, side) + ((3,) if channels == 3 else ())
         bad: list[int] = []
 
@@ -229,15 +226,14 @@ def decode_to_cache(paths: Sequence[str], side: int, channels: int,
                     bad.append(i)
                     continue
                 if image.shape[:2] != (side, side):
-                    x = np.array(image[..., None] if image.ndim == 2 else image)
-                    image = npx.image.resize(x, (side, side)).asnumpy().reshape(shape[1:])
+                    image = resized(image[None], (side, side)).asnumpy().reshape(shape[1:])
                 out[i] = image
             out.flush()
 
         try:
             atomic_write(array_path, write)  # no half-written cache
-        finally:
-            if created and not os.listdir(cache_dir):  # an error: leave no trace
+        finally:  # after an error, leave no trace
+            if created and os.path.isdir(cache_dir) and not os.listdir(cache_dir):
                 os.rmdir(cache_dir)
         atomic_text(bad_path, json.dumps({'unreadable': bad}))
     with open(bad_path) as f:

@@ -56,8 +56,7 @@ def max_image_pixels() -> int | None:
     Raises:
         UsageError: the variable is set to something that is not a count.
     """
-    text = os.environ.get(MAX_PIXELS_ENV, '').strip()
-    if not text:
+    if not (text := os.environ.get(MAX_PIXELS_ENV, '').strip()):
         return Image.MAX_IMAGE_PIXELS
     if text.lower() in ('none', 'off', '0'):
         return None

@@ -174,20 +174,17 @@ def qdq_model(onnx_path: str, calib_images: onp.ndarray, side: int, out_path: st
 
 def _onnxruntime(ort: ModuleType, onnx_path: str, precision: str) -> Predictor:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads()  # nodes run one after another (the default)
     session = ort.InferenceSession(onnx_path, options, providers=['CPUExecutionProvider'])
     name = session.get_inputs()[0].name
     return Predictor('onnxruntime', precision, lambda X: session.run(None, {name: X})[0])
 
 
 def _openvino(ov: ModuleType, onnx_path: str, precision: str) -> Predictor:
-    compiled = ov.Core().compile_model(
+    request = ov.Core().compile_model(
         ov.convert_model(onnx_path), 'CPU',
         {'INFERENCE_PRECISION_HINT': OPENVINO_HINTS[precision],
-         'INFERENCE_NUM_THREADS': threads()})
-    request = compiled.create_infer_request()
+         'INFERENCE_NUM_THREADS': threads()}).create_infer_request()
     # infer returns copies of the outputs (share_outputs=False): the request reuses its buffers
     return Predictor('openvino', precision, lambda X: request.infer({0: X})[0])
 

@@ -29,9 +29,7 @@ def extract_features(model: CheckedClassifier, data: DataModule, splits: Sequenc
     """
     feats, labels, which = [], [], []
     for split in splits:
-        loader = (data.get_dataloader(train=False) if split == 'val'
-                  else unaugmented_train_loader(data))
-        for X, y in loader:
+        for X, y in data.val_dataloader() if split == 'val' else unaugmented_train_loader(data):
             feats.append(model.forward_features(X.as_in_context(ctxs[0])).asnumpy())
             labels.append(y.asnumpy())
             which += [split] * len(y)

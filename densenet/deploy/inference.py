@@ -113,14 +113,12 @@ class InferenceModel(Predictor):
         with legacy_mode():
             self._args = [None if i == data else graph.params[n].as_in_context(ctx)
                           for i, n in enumerate(names)]
-        self._flags = [('static_alloc', True), ('static_shape', True), ('data_indices', [data]),
-                       ('param_indices', [i for i in range(len(names)) if i != data])]
-        # the CachedOps, with their input buffers, of the most recent input shapes
-        self._compiled = functools.lru_cache(maxsize=max_shapes)(self._compile)
-
-    def _compile(self, shape: tuple[int, ...]) -> tuple[mx.nd.CachedOp, mx.nd.NDArray]:
-        """A CachedOp for inputs of `shape`, and its input buffer (in legacy mode)."""
-        return mx.nd.CachedOp(self.graph.symbol, self._flags), mx.nd.empty(shape, ctx=self.ctx)
+        flags = [('static_alloc', True), ('static_shape', True), ('data_indices', [data]),
+                 ('param_indices', [i for i in range(len(names)) if i != data])]
+        # A CachedOp and its input buffer per input shape, for the most recent shapes
+        # (made in legacy mode, where `_run_graph` calls this).
+        self._compiled = functools.lru_cache(maxsize=max_shapes)(
+            lambda shape: (mx.nd.CachedOp(graph.symbol, flags), mx.nd.empty(shape, ctx=ctx)))
 
     def _run_graph(self, X: onp.ndarray) -> onp.ndarray:
         """The logits of a float32 numpy batch (N, C, H, W), as numpy."""
