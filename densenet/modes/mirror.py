@@ -86,8 +86,6 @@ class GraphExecutors:
         if isinstance(out, (list, tuple)):
             raise ValueError('the memory-efficient fast path trains networks with one output')
         self.sym = out.as_nd_ndarray()
-        self.recomputed = sum(1 for n in json.loads(self.sym.tojson())['nodes']
-                              if n.get('attrs', {}).get('__force_mirroring__') == 'True')
         self.params = {p.name: p for p in net.collect_params().values()}
         self.arg_names = [n for n in self.sym.list_arguments() if n != 'data']
         self.aux_names = self.sym.list_auxiliary_states()
@@ -119,9 +117,8 @@ class GraphExecutors:
         aux = {n: self.params[n].data(ctx) for n in self.aux_names}
         arrays = [*args.values(), *grads.values(), *aux.values()]
         entry = self._executors.get(key)
-        if entry is not None and len(entry[1]) == len(arrays) and all(
-                a is b for a, b in zip(entry[1], arrays, strict=True)):
-            return entry[0]
+        if entry is not None and list(map(id, entry[1])) == list(map(id, arrays)):
+            return entry[0]  # bound to these very arrays (it holds them: no id is reused)
         if entry is not None:  # new arrays: every executor on this device is stale
             self._executors = {k: v for k, v in self._executors.items() if k[0] != ctx}
         # Executors of other batch shapes on this device share one memory pool.
@@ -145,8 +142,7 @@ class GraphExecutors:
         Returns:
             Megabytes.
         """
-        text = self.executor(X).debug_str()
-        return int(text.rsplit('Total ', 2)[-2].split()[0])
+        return int(self.executor(X).debug_str().rsplit('Total ', 2)[-2].split()[0])
 
 
 class _GraphStep(autograd.Function):
@@ -167,12 +163,11 @@ class _GraphStep(autograd.Function):
         ex, self.ex = self.ex, None  # MXNet keeps this Function after backward
         assert ex is not None  # forward ran first
         ex.backward([dY.as_nd_ndarray()])
+        data = ex.arg_dict['data']
         for p in self.executors.params.values():
             if p.grad_req != 'null':
-                mark_gradient_fresh(p, ex.arg_dict['data'].ctx)
-        data = ex.arg_dict['data']
-        return (mx.nd.zeros(data.shape, ctx=data.ctx, dtype=data.dtype),
-                mx.nd.zeros((1,), ctx=data.ctx))
+                mark_gradient_fresh(p, data.ctx)
+        return mx.nd.zeros_like(data), mx.nd.zeros((1,), ctx=data.ctx)
 
 
 def forget_executors(net: nn.Block) -> None:
