@@ -72,13 +72,11 @@ def reserve_port(host: str = '127.0.0.1') -> tuple[int, socket.socket]:
     Returns:
         (the port, the socket that holds it).
     """
-    s = socket.socket()
-    try:
+    with contextlib.ExitStack() as on_error:
+        s = on_error.enter_context(socket.socket())
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, 0))
-    except BaseException:
-        s.close()
-        raise
+        on_error.pop_all()  # bound: the socket stays open for the caller
     return s.getsockname()[1], s
 
 
@@ -93,13 +91,12 @@ def multi_machine_help(num_workers: int, num_servers: int, command: Sequence[str
     Returns:
         The lines, as `densenet launch` prints them.
     """
-    cmd = ' '.join(command)
     return (f'On several machines, start the same roles there with DMLC_PS_ROOT_URI set to '
             f'the scheduler machine\'s address and a shared DMLC_PS_ROOT_PORT:\n'
             f'  scheduler (once):  DMLC_ROLE=scheduler DMLC_NUM_WORKER={num_workers} '
             f'DMLC_NUM_SERVER={num_servers} python -c "import mxnet"\n'
             f'  each server:       DMLC_ROLE=server ... python -c "import mxnet"\n'
-            f'  each worker:       DMLC_ROLE=worker ... {cmd}')
+            f'  each worker:       DMLC_ROLE=worker ... {" ".join(command)}')
 
 
 class Cluster:
@@ -212,8 +209,7 @@ class Cluster:
         workers = [(label, p) for label, p in self.procs if label.startswith('worker')]
         while True:
             for label, proc in self.procs:
-                code = proc.poll()
-                if code not in (None, 0):
+                if (code := proc.poll()) not in (None, 0):
                     print(f'densenet launch: {label} exited with status {code}; stopping the '
                           'cluster', file=self.stream, flush=True)
                     self.stop()
