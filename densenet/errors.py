@@ -26,8 +26,8 @@ def _size(n: float) -> str:
     for unit in ('KB', 'MB', 'GB', 'TB'):
         n /= 1024
         if n < 1024 or unit == 'TB':
-            return f'{n:.0f} {unit}' if n >= 100 else f'{n:.1f} {unit}'
-    raise AssertionError('unreachable')
+            break
+    return f'{n:.0f} {unit}' if n >= 100 else f'{n:.1f} {unit}'
 
 
 class DiskFull(Fault):

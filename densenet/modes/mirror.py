@@ -123,9 +123,8 @@ class GraphExecutors:
             self._executors = {k: v for k, v in self._executors.items() if k[0] != ctx}
         # Executors of other batch shapes on this device share one memory pool.
         shared = next((ex for (c, _, _), (ex, _) in self._executors.items() if c == ctx), None)
-        legacy = {k: v.as_nd_ndarray() for k, v in args.items()}
-        legacy['data'] = mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)
-        ex = self.sym.bind(ctx, args=legacy,
+        ex = self.sym.bind(ctx, args={**{k: v.as_nd_ndarray() for k, v in args.items()},
+                                      'data': mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)},
                            args_grad={k: v.as_nd_ndarray() for k, v in grads.items()},
                            grad_req={**reqs, 'data': 'null'},
                            aux_states={k: v.as_nd_ndarray() for k, v in aux.items()},

@@ -123,10 +123,9 @@ class Cluster:
         if not runtime.settings.user_set:
             # Workers on one machine share its cores: each gets its share of them, as
             # one OpenMP pool of all the cores per worker oversubscribes them.
-            share = max(1, runtime.available_cores() // num_workers)
-            self.env['OMP_NUM_THREADS'] = self.env['MXNET_OMP_MAX_THREADS'] = str(share)
-        engine = self.env.get('MXNET_ENGINE_TYPE')
-        if engine is None:
+            share = str(max(1, runtime.available_cores() // num_workers))
+            self.env['OMP_NUM_THREADS'] = self.env['MXNET_OMP_MAX_THREADS'] = share
+        if (engine := self.env.get('MXNET_ENGINE_TYPE')) is None:
             # Under the threaded engine a 2-worker dist_sync run on loopback hung on rank 0
             # after its first epoch (CPU build, cause not found); the NaiveEngine runs it.
             runtime.use_naive_engine(self.env)
