@@ -24,13 +24,6 @@ from densenet.system.mxcompat import (
     replace_child,
 )
 
-#: A layer argument given as one int or one per spatial axis (kernel, stride, pad).
-IntOrInts = int | tuple[int, ...] | list[int]
-
-
-def _pair(v: IntOrInts) -> tuple[int, ...]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
 
 def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
     """Spatial (h, w) after a Conv2D or pooling leaf layer; others keep it."""
@@ -39,7 +32,9 @@ def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
                           nn.GlobalAvgPool2D, nn.GlobalMaxPool2D)):
         if kw.get('global_pool'):
             return (1, 1) if min(size) >= 1 else (0, 0)
-        k, s, p, d = (onp.array(_pair(kw.get(a, 1))) for a in ('kernel', 'stride', 'pad', 'dilate'))
+        # each argument is one int or one per spatial axis
+        k, s, p, d = (onp.broadcast_to(kw.get(arg, 1), 2)
+                      for arg in ('kernel', 'stride', 'pad', 'dilate'))
         span = onp.array(size) + 2 * p - d * (k - 1) - 1
         if (span < 0).any():
             return (0, 0)
@@ -59,7 +54,7 @@ def spatial_trace(net: nn.Block,
     Yields:
         (layer, (h, w)), one per leaf layer, in order.
     """
-    hw = _pair(size)
+    hw = (size, size) if isinstance(size, int) else tuple(size)
     for layer in leaves(net):
         hw = _out_size(layer, hw)
         yield layer, hw

@@ -156,10 +156,9 @@ class Cluster:
         for line in proc.stdout:
             if rank := RANK_LINE.match(line):  # the scheduler's rank, not the launch order
                 label = f'worker rank {rank.group(1)}'
-            for part in line.rstrip('\n').split('\r'):
-                if part:
-                    with self.lock:
-                        print(f'[{label}] {part}', file=self.stream, flush=True)
+            for part in filter(None, line.rstrip('\n').split('\r')):
+                with self.lock:
+                    print(f'[{label}] {part}', file=self.stream, flush=True)
 
     def start(self) -> None:
         """Start the scheduler, the servers and the workers."""
