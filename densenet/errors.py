@@ -48,11 +48,8 @@ class DiskFull(Fault):
                  quota: bool = False) -> None:
         self.path, self.free, self.mount, self.quota = path, free, mount, quota
         where = f' on {mount}' if mount else ''
-        if quota:
-            what = f'the disk quota{where} is exceeded'
-        else:
-            room = f' ({_size(free)} free{where})' if free is not None else ''
-            what = f'the disk is full{room}'
+        room = f' ({_size(free)} free{where})' if free is not None else ''
+        what = f'the disk quota{where} is exceeded' if quota else f'the disk is full{room}'
         super().__init__(f'could not write {path}: {what}; free some space there, or '
                          'choose another --out')
 
