@@ -52,12 +52,11 @@ def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol]) -> mx.sym
     Returns:
         `Y`, its nodes marked.
     """
-    stop = {s.name for s in inputs}
-    seen: set[str] = set()
+    seen = {s.name for s in inputs}  # the marking stops there
     todo = [Y]
     while todo:
         s = todo.pop()
-        if s.name in stop or s.name in seen or s.get_children() is None:
+        if s.name in seen or s.get_children() is None:
             continue
         seen.add(s.name)
         if json.loads(s.tojson())['nodes'][-1]['op'] not in KEEP_OPS:  # the head's operator
