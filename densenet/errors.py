@@ -26,8 +26,8 @@ def _size(n: float) -> str:
     for unit in ('KB', 'MB', 'GB', 'TB'):
         n /= 1024
         if n < 1024 or unit == 'TB':
-            return f'{n:.0f} {unit}' if n >= 100 else f'{n:.1f} {unit}'
-    raise AssertionError('unreachable')
+            break
+    return f'{n:.0f} {unit}' if n >= 100 else f'{n:.1f} {unit}'
 
 
 class DiskFull(Fault):
@@ -48,11 +48,8 @@ class DiskFull(Fault):
                  quota: bool = False) -> None:
         self.path, self.free, self.mount, self.quota = path, free, mount, quota
         where = f' on {mount}' if mount else ''
-        if quota:
-            what = f'the disk quota{where} is exceeded'
-        else:
-            room = f' ({_size(free)} free{where})' if free is not None else ''
-            what = f'the disk is full{room}'
+        room = f' ({_size(free)} free{where})' if free is not None else ''
+        what = f'the disk quota{where} is exceeded' if quota else f'the disk is full{room}'
         super().__init__(f'could not write {path}: {what}; free some space there, or '
                          'choose another --out')
 

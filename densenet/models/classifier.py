@@ -24,13 +24,6 @@ from densenet.system.mxcompat import (
     replace_child,
 )
 
-#: A layer argument given as one int or one per spatial axis (kernel, stride, pad).
-IntOrInts = int | tuple[int, ...] | list[int]
-
-
-def _pair(v: IntOrInts) -> tuple[int, ...]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
 
 def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
     """Spatial (h, w) after a Conv2D or pooling leaf layer; others keep it."""
@@ -39,16 +32,14 @@ def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
                           nn.GlobalAvgPool2D, nn.GlobalMaxPool2D)):
         if kw.get('global_pool'):
             return (1, 1) if min(size) >= 1 else (0, 0)
-        k, s, p = _pair(kw['kernel']), _pair(kw['stride']), _pair(kw['pad'])
-        d = _pair(kw.get('dilate', 1))
-        full = kw.get('pooling_convention') == 'full'
-        out = []
-        for n, ki, si, pi, di in zip(size, k, s, p, d, strict=True):
-            span = n + 2 * pi - di * (ki - 1) - 1
-            if span < 0:
-                return (0, 0)
-            out.append((-(-span // si) if full else span // si) + 1)
-        return tuple(out)
+        # each argument is one int or one per spatial axis
+        k, s, p, d = (onp.broadcast_to(kw.get(arg, 1), 2)
+                      for arg in ('kernel', 'stride', 'pad', 'dilate'))
+        span = onp.array(size) + 2 * p - d * (k - 1) - 1
+        if (span < 0).any():
+            return (0, 0)
+        ceil = kw.get('pooling_convention') == 'full'  # pooling that rounds up
+        return tuple(int(n) + 1 for n in (-(-span // s) if ceil else span // s))
     return size
 
 
@@ -63,7 +54,7 @@ def spatial_trace(net: nn.Block,
     Yields:
         (layer, (h, w)), one per leaf layer, in order.
     """
-    hw = _pair(size)
+    hw = (size, size) if isinstance(size, int) else tuple(size)
     for layer in leaves(net):
         hw = _out_size(layer, hw)
         yield layer, hw
@@ -105,12 +96,9 @@ class CheckedClassifier(d2l.Classifier):
     registry_name: str = ''
     registry_kwargs: dict[str, Any] = {}
 
-    def _first_of(self, kind: str, shape: tuple[int, ...]) -> bool:
-        """Whether no `kind` of this shape has passed the value checks yet."""
-        return (kind, tuple(shape)) not in self.__dict__.get('_checked', set())
-
-    def _passed(self, kind: str, shape: tuple[int, ...]) -> None:
-        self.__dict__.setdefault('_checked', set()).add((kind, tuple(shape)))
+    def _checked(self) -> set[tuple[str, tuple[int, ...]]]:
+        """The (kind, shape) pairs that have passed the value checks."""
+        return block_cache(self, '_checked_shapes', set)
 
     def min_input_size(self) -> int:
         """Smallest square image side this network accepts.
@@ -165,14 +153,13 @@ class CheckedClassifier(d2l.Classifier):
             raise ValueError(f'this DenseNet computes in {want}, got a batch of '
                              f'{onp.dtype(X.dtype).name}; convert it with '
                              f'X.astype("{want}"){scale}')
-        if not self._first_of('input', X.shape):
+        if ('input', X.shape) in self._checked():
             return
         with autograd.pause():
-            finite = bool(np.isfinite(X).all())
-        if not finite:
-            raise ValueError(f'the batch of shape {X.shape} holds NaN or infinite values; '
-                             'check how the images were read and scaled')
-        self._passed('input', X.shape)
+            if not bool(np.isfinite(X).all()):
+                raise ValueError(f'the batch of shape {X.shape} holds NaN or infinite values; '
+                                 'check how the images were read and scaled')
+        self._checked().add(('input', X.shape))
 
     def check_labels(self, Y: Array | onp.ndarray) -> None:
         """Check that every label is a class index.
@@ -184,7 +171,7 @@ class CheckedClassifier(d2l.Classifier):
             ValueError: a label outside ``0..num_classes-1`` or not a whole number (in
                 the first batch of its shape).
         """
-        if not self._first_of('labels', Y.shape):
+        if ('labels', Y.shape) in self._checked():
             return
         y = Y if isinstance(Y, onp.ndarray) else Y.asnumpy()
         classes = self.net[-1].weight.shape[0]
@@ -194,7 +181,7 @@ class CheckedClassifier(d2l.Classifier):
             raise ValueError(f'labels must be class indices 0..{classes - 1} (whole numbers) '
                              f'for this {classes}-class model, got {shown}; fix the labels '
                              'or build the model with num_classes covering them')
-        self._passed('labels', Y.shape)
+        self._checked().add(('labels', Y.shape))
 
     def forward(self, X: Array) -> Array:
         """The logits of a checked batch.
@@ -241,15 +228,14 @@ class CheckedClassifier(d2l.Classifier):
         """
         if not (isinstance(num_classes, int) and num_classes >= 1):
             raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
-        old = self.net[-1]
         head = nn.Dense(num_classes, in_units=self.num_features)
-        head.initialize(init.Xavier(), ctx=old.weight.list_ctx())
+        head.initialize(init.Xavier(), ctx=self.net[-1].weight.list_ctx())
         replace_child(self.net, len(self.net) - 1, head)
         if is_hybridized(self.net):
             head.hybridize()
             drop_cached_graph(self.net)
         self.num_classes = self.hparams['num_classes'] = num_classes
-        self.__dict__.pop('_checked', None)  # labels are checked against the new count
+        self._checked().clear()  # labels are checked against the new count
         return self
 
     def classifier_params(self) -> gluon.ParameterDict:

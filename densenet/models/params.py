@@ -30,18 +30,6 @@ from densenet.system.mxcompat import load_arrays
 META_VERSION = 1
 
 
-def meta_path(params: str) -> str:
-    """The metadata file beside a params file.
-
-    Args:
-        params: the params file.
-
-    Returns:
-        Its path with ``.json`` added.
-    """
-    return params + '.json'
-
-
 def describe(model: CheckedClassifier, input_size: int, classes: Iterable[str],
              dataset: str | None, **extra: Any) -> Meta:
     """The metadata of `model` (built by `registry.get_model`) trained on `classes`.
@@ -83,7 +71,7 @@ def save(model: CheckedClassifier, path: str, meta: Meta) -> None:
         DiskFull: the disk filled up; the previous files stay as they were.
     """
     atomic_write(path, model.net.save_parameters)
-    atomic_text(meta_path(path), json.dumps(meta, indent=1))
+    atomic_text(path + '.json', json.dumps(meta, indent=1))
 
 
 def read_meta(params: str) -> Meta | None:
@@ -95,10 +83,9 @@ def read_meta(params: str) -> Meta | None:
     Returns:
         Its own .json, or None for a bare file.
     """
-    own = meta_path(params)
-    if not os.path.isfile(own):
+    if not os.path.isfile(params + '.json'):
         return None
-    with open(own) as f:
+    with open(params + '.json') as f:
         return cast(Meta, json.load(f))
 
 
@@ -146,9 +133,8 @@ def shape_args(path: str) -> dict[str, int]:
 
 def _reason(error: BaseException) -> str:
     """The informative line of an exception's message (MXNet's carry a C++ traceback)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(('Traceback', 'File ', '[bt]',
-                                                             'Stack trace'))]
+    useful = [line for line in map(str.strip, str(error).splitlines())
+              if line and not line.startswith(('Traceback', 'File ', '[bt]', 'Stack trace'))]
     return (useful[-1] if useful else type(error).__name__)[:200]
 
 
@@ -168,8 +154,7 @@ def load_parameters(model: CheckedClassifier, path: str,
         UsageError: a file of another architecture (naming the model and MXNet's
             reason).
     """
-    saved = _load_arrays(path)
-    whole = all(k.startswith('net.') for k in saved)
+    whole = all(k.startswith('net.') for k in _load_arrays(path))
     try:
         (model if whole else model.net).load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError, ValueError, RuntimeError) as e:

@@ -152,14 +152,10 @@ class Preprocess:
             float32 (N, C, input_size, input_size).
         """
         side = self.input_size
-        batch = []
-        for image in images:
-            x = image.astype(onp.float32)
-            x = resize_bilinear(x[..., None] if x.ndim == 2 else x, side, side)
-            batch.append(x.transpose(2, 0, 1))
-        X = onp.stack(batch) * onp.float32(self.scale)
-        mean = onp.asarray(self.mean, onp.float32).reshape(1, -1, 1, 1)
-        std = onp.asarray(self.std, onp.float32).reshape(1, -1, 1, 1)
+        X = onp.stack([resize_bilinear(onp.atleast_3d(image).astype(onp.float32), side, side)
+                       .transpose(2, 0, 1) for image in images]) * onp.float32(self.scale)
+        mean, std = (onp.asarray(v, onp.float32).reshape(1, -1, 1, 1)
+                     for v in (self.mean, self.std))
         return ((X - mean) / std).astype(onp.float32)
 
     def __call__(self, paths: Sequence[str | os.PathLike[str]],

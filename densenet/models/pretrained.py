@@ -7,8 +7,8 @@ seed, test accuracy, machine) and holds the file's SHA-256.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import pathlib
 from typing import cast
 
 import mxnet as mx
@@ -16,27 +16,11 @@ import mxnet as mx
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.models.meta import Meta
-from densenet.models.params import load_model
+from densenet.models.params import load_model, read_meta
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights')
 #: (model, dataset) -> file name in densenet/weights/
 SHIPPED: dict[tuple[str, str], str] = {('book', 'fashion-mnist'): 'book-fashion-mnist.params'}
-
-
-def sha256(path: str) -> str:
-    """The SHA-256 of a file.
-
-    Args:
-        path: the file.
-
-    Returns:
-        The hex digest.
-    """
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pretrained_path(model: str = 'book', dataset: str = 'fashion-mnist') -> str:
@@ -57,14 +41,12 @@ def pretrained_path(model: str = 'book', dataset: str = 'fashion-mnist') -> str:
         have = ', '.join(f'{m}/{d}' for m, d in SHIPPED)
         raise UsageError(f'no shipped weights for {model} on {dataset}; there are: {have}')
     path = os.path.join(WEIGHTS_DIR, SHIPPED[model, dataset])
-    if not os.path.isfile(path) or not os.path.isfile(path + '.json'):
+    meta = read_meta(path) if os.path.isfile(path) else None
+    if meta is None:
         raise UsageError(f'{path} (or its .json) is missing from this installation; '
                          'reinstall densenet')
-    with open(path + '.json') as f:
-        expected = json.load(f)['sha256']
-    got = sha256(path)
-    if got != expected:
-        raise UsageError(f'{path}: SHA-256 {got} differs from the recorded {expected}: the '
+    if (got := hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()) != meta['sha256']:
+        raise UsageError(f'{path}: SHA-256 {got} differs from the recorded {meta["sha256"]}: the '
                          'file is damaged; reinstall densenet')
     return path
 
@@ -82,8 +64,7 @@ def pretrained_info(model: str = 'book', dataset: str = 'fashion-mnist') -> Meta
     Raises:
         UsageError: as `pretrained_path`.
     """
-    with open(pretrained_path(model, dataset) + '.json') as f:
-        return cast(Meta, json.load(f))
+    return cast(Meta, read_meta(pretrained_path(model, dataset)))
 
 
 def pretrained(model: str = 'book', dataset: str = 'fashion-mnist',

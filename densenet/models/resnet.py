@@ -36,9 +36,8 @@ class HybridResidual(nn.HybridBlock):
     def __init__(self, residual: d2l.Residual) -> None:
         super().__init__()
         # Registered in d2l.Residual's order, so parameters list in the same order.
-        self.conv1, self.conv2 = residual.conv1, residual.conv2
-        self.conv3 = residual.conv3
-        self.bn1, self.bn2 = residual.bn1, residual.bn2
+        for name in ('conv1', 'conv2', 'conv3', 'bn1', 'bn2'):
+            setattr(self, name, getattr(residual, name))
 
     def hybrid_forward(self, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
         # npx.activation is npx.relu's operator for nn.Activation('relu'): the same

@@ -7,7 +7,7 @@ layer for layer, so the zoo's parameter files load into them
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import mxnet as mx
@@ -123,9 +123,8 @@ class DenseNetBC(CheckedClassifier):
             b1 = nn.Conv2D(num_init_features, kernel_size=3, padding=1, use_bias=False,
                            in_channels=in_channels)
         self.net.add(b1)
-        layer: Callable[[int], nn.HybridSequential] = (
-            functools.partial(bottleneck_layer, bn_size=bn_size, dropout=dropout)
-            if bottleneck else functools.partial(plain_layer, dropout=dropout))
+        layer = (functools.partial(bottleneck_layer, bn_size=bn_size, dropout=dropout)
+                 if bottleneck else functools.partial(plain_layer, dropout=dropout))
         channels = num_init_features
         for i, num_layers in enumerate(block_config):
             self.net.add(DenseBlock(num_layers, growth_rate, layer=layer))
@@ -152,10 +151,6 @@ class DenseNetBC(CheckedClassifier):
             The model.
         """
         return set_memory_efficient(self, flag)
-
-
-#: The pooling a transition can end with (`transition_block`'s `pool`).
-TRANSITION_POOLS = ('avg', 'max')
 
 
 def transitions(net: nn.HybridSequential) -> list[nn.HybridSequential]:
@@ -195,7 +190,7 @@ class TransitionPoolDenseNet(DenseNet):
     def __init__(self, transition_pool: str = 'max', num_channels: int = 64,
                  growth_rate: int = 32, arch: Sequence[int] = (4, 4, 4, 4), lr: float = 0.1,
                  num_classes: int = 10) -> None:
-        if transition_pool not in TRANSITION_POOLS:
+        if transition_pool not in ('avg', 'max'):  # what transition_block's `pool` takes
             raise UsageError(f"transition_pool must be 'avg' or 'max', got {transition_pool!r}")
         super().__init__(num_channels=num_channels, growth_rate=growth_rate, arch=arch,
                          lr=lr, num_classes=num_classes)
@@ -359,9 +354,8 @@ def load_gluon_zoo_parameters(model: CheckedClassifier, path: str,
                          'load it into the model of the same depth (densenet121/161/169/201) '
                          'with num_classes matching the file')
     for (zoo_name, value), (name, param) in zip(saved, ours, strict=True):
-        shape = tuple(value.shape)
-        if -1 not in param.shape and 0 not in param.shape and shape != param.shape:
-            raise ValueError(f'{path}: parameter {zoo_name} has shape {shape}, but {name} '
+        if min(param.shape) > 0 and tuple(value.shape) != param.shape:  # a known shape
+            raise ValueError(f'{path}: parameter {zoo_name} has shape {value.shape}, but {name} '
                              f'here is {param.shape}: the file is from another DenseNet '
                              'depth, input channel count or class count')
     ctx = ctx or model.net.collect_params().list_ctx()

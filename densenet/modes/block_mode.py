@@ -115,7 +115,7 @@ BOOK = BlockMode()  # a plain DenseBlock: the book's own loop in blocks.py
 
 
 class ModedDenseBlock(DenseBlock):
-    """A `DenseBlock` that computes in `block_mode` (see the module): `set_mode` makes one."""
+    """A `DenseBlock` that computes in `block_mode` (see the module): `set_modes` makes one."""
 
     block_mode: BlockMode
 
@@ -135,27 +135,11 @@ def mode_of(block: DenseBlock) -> BlockMode:
     return block.block_mode if isinstance(block, ModedDenseBlock) else BOOK
 
 
-def set_mode(block: DenseBlock, mode: BlockMode) -> None:
-    """Make `block` compute in `mode`, in place (a cached graph is the caller's to drop).
-
-    Args:
-        block: the dense block.
-        mode: its new mode; `BOOK` makes it a plain `DenseBlock` again.
-    """
-    if mode == BOOK:
-        block.__class__ = DenseBlock
-        block.__dict__.pop('block_mode', None)
-    else:
-        block.__class__ = ModedDenseBlock
-        block.__dict__['block_mode'] = mode
-
-
 def _checkpointed(block: DenseBlock, X: Array) -> Array:
     """Keep only each layer's new features; recompute the rest in backward."""
     features = [X]
-    training = autograd.is_training()
     for layer in block.net:
-        features.append(_Recompute(layer, training)(*features))
+        features.append(_Recompute(layer, autograd.is_training())(*features))
     return np.concatenate(features, axis=1)
 
 
@@ -209,18 +193,6 @@ def dense_blocks(net: nn.Block) -> list[DenseBlock]:
     return found
 
 
-def recomputes(net: nn.Block) -> bool:
-    """Whether `net` trains through the recomputing executor.
-
-    Args:
-        net: a model's network.
-
-    Returns:
-        True when it is hybridized and has a memory-efficient dense block.
-    """
-    return is_hybridized(net) and any(mode_of(b).memory_efficient for b in dense_blocks(net))
-
-
 class RecomputingSequential(nn.HybridSequential):
     """A model's network with memory-efficient dense blocks (`set_memory_efficient` makes
     one in place): hybridized, a recorded training pass runs through MXNet's
@@ -228,7 +200,8 @@ class RecomputingSequential(nn.HybridSequential):
 
     def forward(self, x: Array, *args: Array) -> Array:
         if (not args and isinstance(x, mx.np.ndarray) and autograd.is_recording()
-                and recomputes(self)):
+                and is_hybridized(self)
+                and any(mode_of(b).memory_efficient for b in dense_blocks(self))):
             return train_forward(self, x)
         return super().forward(x, *args)
 
@@ -270,20 +243,23 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
                          'identically; use dropout=0')
     if type(net) in (nn.HybridSequential, RecomputingSequential):
         net.__class__ = RecomputingSequential if flag else nn.HybridSequential
-    _update_modes(net, lambda m: dataclasses.replace(m, memory_efficient=flag))
+    set_modes(net, lambda b: dataclasses.replace(mode_of(b), memory_efficient=flag))
     return model
 
 
-def _update_modes(net: nn.Block, change: Callable[[BlockMode], BlockMode]) -> None:
-    """Give every dense block the mode `change` makes of its own (all or none: callers
-    check first), and drop what was traced."""
+def set_modes(net: nn.Block, mode: Callable[[DenseBlock], BlockMode]) -> None:
+    """Make every dense block of `net` compute in the mode `mode` gives it (all or none:
+    callers check first), in place, and drop the cached graphs and executors, so that
+    the next call traces the new modes.
+
+    Args:
+        net: a model's network, or any Gluon block.
+        mode: each block's new mode; `BOOK` makes it a plain `DenseBlock` again.
+    """
     for block in dense_blocks(net):
-        set_mode(block, change(mode_of(block)))
-    _retrace(net)
-
-
-def _retrace(net: nn.Block) -> None:
-    """Drop cached graphs and executors, so the next call traces the new modes."""
+        new = mode(block)
+        block.__class__ = DenseBlock if new == BOOK else ModedDenseBlock
+        block.__dict__['block_mode'] = new
     net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
     forget_executors(net)
 
@@ -339,7 +315,7 @@ def set_concat_mode(net: M, mode: str) -> M:
     """
     if mode not in CONCAT_MODES:
         raise ValueError(f'concat mode must be one of {CONCAT_MODES}, got {mode!r}')
-    _update_modes(network(net), lambda m: dataclasses.replace(m, concat=mode))
+    set_modes(network(net), lambda b: dataclasses.replace(mode_of(b), concat=mode))
     return net
 
 
@@ -360,7 +336,7 @@ def concat_mode(net: nn.HybridBlock, mode: str | None,
     Yields:
         `net`.
     """
-    before = [(b, mode_of(b)) for b in dense_blocks(net)]
+    before = {b: mode_of(b) for b in dense_blocks(net)}
     was_hybridized = is_hybridized(net)
     if mode is not None:
         set_concat_mode(net, mode)
@@ -371,9 +347,7 @@ def concat_mode(net: nn.HybridBlock, mode: str | None,
     finally:
         if hybridize and not was_hybridized:
             net.hybridize(active=False)
-        for block, previous in before:
-            set_mode(block, previous)
-        _retrace(net)
+        set_modes(net, before.__getitem__)
 
 
 def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],

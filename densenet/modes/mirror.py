@@ -52,12 +52,11 @@ def mark_recomputed(Y: mx.sym.Symbol, inputs: Iterable[mx.sym.Symbol]) -> mx.sym
     Returns:
         `Y`, its nodes marked.
     """
-    stop = {s.name for s in inputs}
-    seen: set[str] = set()
+    seen = {s.name for s in inputs}  # the marking stops there
     todo = [Y]
     while todo:
         s = todo.pop()
-        if s.name in stop or s.name in seen or s.get_children() is None:
+        if s.name in seen or s.get_children() is None:
             continue
         seen.add(s.name)
         if json.loads(s.tojson())['nodes'][-1]['op'] not in KEEP_OPS:  # the head's operator
@@ -86,8 +85,6 @@ class GraphExecutors:
         if isinstance(out, (list, tuple)):
             raise ValueError('the memory-efficient fast path trains networks with one output')
         self.sym = out.as_nd_ndarray()
-        self.recomputed = sum(1 for n in json.loads(self.sym.tojson())['nodes']
-                              if n.get('attrs', {}).get('__force_mirroring__') == 'True')
         self.params = {p.name: p for p in net.collect_params().values()}
         self.arg_names = [n for n in self.sym.list_arguments() if n != 'data']
         self.aux_names = self.sym.list_auxiliary_states()
@@ -119,16 +116,14 @@ class GraphExecutors:
         aux = {n: self.params[n].data(ctx) for n in self.aux_names}
         arrays = [*args.values(), *grads.values(), *aux.values()]
         entry = self._executors.get(key)
-        if entry is not None and len(entry[1]) == len(arrays) and all(
-                a is b for a, b in zip(entry[1], arrays, strict=True)):
-            return entry[0]
+        if entry is not None and list(map(id, entry[1])) == list(map(id, arrays)):
+            return entry[0]  # bound to these very arrays (it holds them: no id is reused)
         if entry is not None:  # new arrays: every executor on this device is stale
             self._executors = {k: v for k, v in self._executors.items() if k[0] != ctx}
         # Executors of other batch shapes on this device share one memory pool.
         shared = next((ex for (c, _, _), (ex, _) in self._executors.items() if c == ctx), None)
-        legacy = {k: v.as_nd_ndarray() for k, v in args.items()}
-        legacy['data'] = mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)
-        ex = self.sym.bind(ctx, args=legacy,
+        ex = self.sym.bind(ctx, args={**{k: v.as_nd_ndarray() for k, v in args.items()},
+                                      'data': mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)},
                            args_grad={k: v.as_nd_ndarray() for k, v in grads.items()},
                            grad_req={**reqs, 'data': 'null'},
                            aux_states={k: v.as_nd_ndarray() for k, v in aux.items()},
@@ -145,8 +140,7 @@ class GraphExecutors:
         Returns:
             Megabytes.
         """
-        text = self.executor(X).debug_str()
-        return int(text.rsplit('Total ', 2)[-2].split()[0])
+        return int(self.executor(X).debug_str().rsplit('Total ', 2)[-2].split()[0])
 
 
 class _GraphStep(autograd.Function):
@@ -167,12 +161,11 @@ class _GraphStep(autograd.Function):
         ex, self.ex = self.ex, None  # MXNet keeps this Function after backward
         assert ex is not None  # forward ran first
         ex.backward([dY.as_nd_ndarray()])
+        data = ex.arg_dict['data']
         for p in self.executors.params.values():
             if p.grad_req != 'null':
-                mark_gradient_fresh(p, ex.arg_dict['data'].ctx)
-        data = ex.arg_dict['data']
-        return (mx.nd.zeros(data.shape, ctx=data.ctx, dtype=data.dtype),
-                mx.nd.zeros((1,), ctx=data.ctx))
+                mark_gradient_fresh(p, data.ctx)
+        return mx.nd.zeros_like(data), mx.nd.zeros((1,), ctx=data.ctx)
 
 
 def forget_executors(net: nn.Block) -> None:

@@ -58,12 +58,11 @@ def _no_space_left(folder: str) -> bool:
     root may use the blocks reserved for it). MXNet's writer (dmlc-core) ignores the
     error of its final flush, so a file that hit a full disk in its last buffered bytes
     is left short without an error; a write that leaves no room at all is not trusted."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # no statvfs (Windows), or no folder
         st = os.statvfs(folder)
-    except (OSError, AttributeError):
-        return False
-    free = st.f_bfree if hasattr(os, 'geteuid') and os.geteuid() == 0 else st.f_bavail
-    return st.f_blocks > 0 and free == 0
+        free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+        return st.f_blocks > 0 and free == 0
+    return False
 
 
 def disk_full(path: str | os.PathLike[str], error: BaseException) -> DiskFull:

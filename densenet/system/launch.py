@@ -72,13 +72,11 @@ def reserve_port(host: str = '127.0.0.1') -> tuple[int, socket.socket]:
     Returns:
         (the port, the socket that holds it).
     """
-    s = socket.socket()
-    try:
+    with contextlib.ExitStack() as on_error:
+        s = on_error.enter_context(socket.socket())
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, 0))
-    except BaseException:
-        s.close()
-        raise
+        on_error.pop_all()  # bound: the socket stays open for the caller
     return s.getsockname()[1], s
 
 
@@ -93,13 +91,12 @@ def multi_machine_help(num_workers: int, num_servers: int, command: Sequence[str
     Returns:
         The lines, as `densenet launch` prints them.
     """
-    cmd = ' '.join(command)
     return (f'On several machines, start the same roles there with DMLC_PS_ROOT_URI set to '
             f'the scheduler machine\'s address and a shared DMLC_PS_ROOT_PORT:\n'
             f'  scheduler (once):  DMLC_ROLE=scheduler DMLC_NUM_WORKER={num_workers} '
             f'DMLC_NUM_SERVER={num_servers} python -c "import mxnet"\n'
             f'  each server:       DMLC_ROLE=server ... python -c "import mxnet"\n'
-            f'  each worker:       DMLC_ROLE=worker ... {cmd}')
+            f'  each worker:       DMLC_ROLE=worker ... {" ".join(command)}')
 
 
 class Cluster:
@@ -126,10 +123,9 @@ class Cluster:
         if not runtime.settings.user_set:
             # Workers on one machine share its cores: each gets its share of them, as
             # one OpenMP pool of all the cores per worker oversubscribes them.
-            share = max(1, runtime.available_cores() // num_workers)
-            self.env['OMP_NUM_THREADS'] = self.env['MXNET_OMP_MAX_THREADS'] = str(share)
-        engine = self.env.get('MXNET_ENGINE_TYPE')
-        if engine is None:
+            share = str(max(1, runtime.available_cores() // num_workers))
+            self.env['OMP_NUM_THREADS'] = self.env['MXNET_OMP_MAX_THREADS'] = share
+        if (engine := self.env.get('MXNET_ENGINE_TYPE')) is None:
             # Under the threaded engine a 2-worker dist_sync run on loopback hung on rank 0
             # after its first epoch (CPU build, cause not found); the NaiveEngine runs it.
             runtime.use_naive_engine(self.env)
@@ -160,10 +156,9 @@ class Cluster:
         for line in proc.stdout:
             if rank := RANK_LINE.match(line):  # the scheduler's rank, not the launch order
                 label = f'worker rank {rank.group(1)}'
-            for part in line.rstrip('\n').split('\r'):
-                if part:
-                    with self.lock:
-                        print(f'[{label}] {part}', file=self.stream, flush=True)
+            for part in filter(None, line.rstrip('\n').split('\r')):
+                with self.lock:
+                    print(f'[{label}] {part}', file=self.stream, flush=True)
 
     def start(self) -> None:
         """Start the scheduler, the servers and the workers."""
@@ -212,8 +207,7 @@ class Cluster:
         workers = [(label, p) for label, p in self.procs if label.startswith('worker')]
         while True:
             for label, proc in self.procs:
-                code = proc.poll()
-                if code not in (None, 0):
+                if (code := proc.poll()) not in (None, 0):
                     print(f'densenet launch: {label} exited with status {code}; stopping the '
                           'cluster', file=self.stream, flush=True)
                     self.stop()

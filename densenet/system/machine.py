@@ -11,6 +11,7 @@ uses it before mxnet loads.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -32,11 +33,9 @@ def cpuinfo() -> tuple[str, set[str]]:
         (model name, set of flags); where there is no /proc/cpuinfo, (Python's name for
         the processor or the machine, set()).
     """
-    try:
-        with open('/proc/cpuinfo') as f:
-            first = f.read().split('\n\n')[0]  # one block per CPU
-    except OSError:
-        first = ''
+    first = ''
+    with contextlib.suppress(OSError), open('/proc/cpuinfo') as f:
+        first = f.read().split('\n\n')[0]  # one block per CPU
     fields = {key.strip(): value.strip()
               for key, _, value in (line.partition(':') for line in first.splitlines())}
     name = fields.get('model name') or platform.processor() or platform.machine()
@@ -149,16 +148,14 @@ def describe(settings: RuntimeSettings | None = None) -> Machine:
     import mxnet as mx
     name, flags = cpuinfo()
     caps = capabilities(bool(settings and settings.get('amx_permission')))
-    features = mx.runtime.Features()
     build = sorted(k for k in ('MKLDNN', 'CUDA', 'CUDNN', 'NCCL', 'OPENMP', 'DIST_KVSTORE')
-                   if features.is_enabled(k))
-    desc: Machine = {'cpu': name, 'flags': [f for f in FLAGS if f in flags],
-                     'dnnl_max_cpu_isa': isa_cap(), 'capabilities': caps,
-                     'precisions': precisions(caps), 'mxnet': mx.__version__,
-                     'mxnet_build': build, 'python': platform.python_version(),
-                     'platform': platform.platform(), **(settings or {}),
-                     'gpus': mx.context.num_gpus()}
-    return desc
+                   if mx.runtime.Features().is_enabled(k))
+    return {'cpu': name, 'flags': [f for f in FLAGS if f in flags],
+            'dnnl_max_cpu_isa': isa_cap(), 'capabilities': caps,
+            'precisions': precisions(caps), 'mxnet': mx.__version__,
+            'mxnet_build': build, 'python': platform.python_version(),
+            'platform': platform.platform(), **(settings or {}),
+            'gpus': mx.context.num_gpus()}
 
 
 def unsupported(precision: str, caps: dict[str, bool]) -> str | None:

@@ -246,16 +246,11 @@ def devices(device: str | None = None) -> list[mx.Context]:
         n = mx.context.num_gpus() if device == 'auto' else 0
         return [mx.gpu(i) for i in range(n)] or [mx.cpu()]
     device = 'gpu:0' if device == 'gpu' else device
-    if not device.startswith('gpu:'):
+    ids = [i.strip() for i in device.removeprefix('gpu:').split(',') if i.strip()]
+    if not device.startswith('gpu:') or not ids or not all(i.isdecimal() for i in ids):
         raise UsageError(f'bad device {device!r}: use auto, cpu, gpu, gpu:0 or gpu:0,1')
-    try:
-        ids = [int(i) for i in device[4:].split(',') if i != '']
-    except ValueError:
-        ids = []
-    if not ids:
-        raise UsageError(f'bad device {device!r}: use cpu, gpu, gpu:0 or gpu:0,1')
     n = mx.context.num_gpus()
-    if missing := [i for i in ids if i >= n]:
+    if missing := [int(i) for i in ids if int(i) >= n]:
         raise UsageError(f'device {device!r}: MXNet sees {n} GPU(s), no GPU {missing}; '
                          'use --device cpu or a CUDA build of mxnet')
-    return [mx.gpu(i) for i in ids]
+    return [mx.gpu(int(i)) for i in ids]
