@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import re
 import shutil
 import socket
@@ -87,10 +88,9 @@ class Run:
         Raises:
             UsageError: `out` is a file, lies below one, or cannot be written.
         """
-        path = os.path.abspath(self.out)
+        parent = path = os.path.abspath(self.out)
         if os.path.exists(path) and not os.path.isdir(path):
             raise UsageError(f'--out {self.out} is a file, not a folder: choose a folder')
-        parent = path
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
@@ -165,8 +165,7 @@ class Run:
                     f.write(f'{os.getpid()} {socket.gethostname()}')
                 return
             except FileExistsError:
-                owner = self._live_owner()
-                if owner:
+                if owner := self._live_owner():
                     raise UsageError(f'--out {self.out} is in use by another run ({owner}, '
                                      f'lock file {self.lock}): wait for it to end or choose '
                                      'another --out') from None
@@ -177,8 +176,7 @@ class Run:
     def _live_owner(self) -> str | None:
         """'pid N on HOST' of the lock's owner if it may still run, else None."""
         try:
-            with open(self.lock) as f:
-                text, host = f.read().split()
+            text, host = pathlib.Path(self.lock).read_text().split()
             pid = int(text)
         except (OSError, ValueError):
             return None  # unreadable or half-written by a killed run
@@ -239,8 +237,7 @@ class Run:
         if not os.path.exists(path):
             return None
         try:
-            with open(path) as f:
-                state: Checkpoint = json.load(f)
+            state: Checkpoint = json.loads(pathlib.Path(path).read_text())
             stem = os.path.join(self.ckpt, f'epoch-{state["epoch"]:04d}')
             parts = list(state['files'])
             dict(state['extensions'])  # written by this version: every extension's part
