@@ -371,6 +371,5 @@ def fit(cfg: TrainConfig, data: DataModule | None = None,
         if extensions is None:
             extensions = default_extensions(cfg, writer=rank == 0, dist=kv is not None,
                                             quiet=ctxs[0].device_type == 'gpu' or rank != 0)
-        loop = Loop(cfg, model, trainer, ctxs, data, run, meta, extensions, rank, workers, log,
-                    started)
-        return loop.run_fit(state)
+        return Loop(cfg, model, trainer, ctxs, data, run, meta, extensions, rank, workers, log,
+                    started).run_fit(state)

@@ -69,7 +69,6 @@ class Run:
         self.out, self.files = out, files
         self.ckpt = os.path.join(out, CHECKPOINT)
         self.lock = os.path.join(out, '.lock')
-        self.created = False
 
     def path(self, name: str) -> str:
         """The path of `name` inside the run folder.
@@ -129,7 +128,7 @@ class Run:
                 or when it holds a run and neither `resume` nor `overwrite` is set.
         """
         self.check_path()
-        self.created = not os.path.exists(self.out)
+        created = not os.path.exists(self.out)
         os.makedirs(self.out, exist_ok=True)
         self._lock()
         try:
@@ -155,7 +154,7 @@ class Run:
         finally:  # drop the lock; a folder this run created and left empty goes too
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.lock)
-            if self.created and not os.listdir(self.out):
+            if created and not os.listdir(self.out):
                 os.rmdir(self.out)
 
     def _lock(self) -> None:

@@ -101,8 +101,7 @@ def initialize_from(model: CheckedClassifier, path: str, ctxs: list[mx.Context],
         UsageError: a file of another architecture.
     """
     shapes = shape_args(path)
-    source = build({'model': model.registry_name,
-                    'kwargs': {**model.registry_kwargs, **shapes}})
+    source = build({'model': model.registry_name, 'kwargs': model.registry_kwargs}, **shapes)
     try:
         load_parameters(source, path)
     except UsageError:

@@ -200,5 +200,5 @@ class BudgetPlanner(Extension):
 
     def on_fit_end(self, loop: LoopView, summary: Summary | None) -> None:
         if summary is not None:
-            summary.update(budget_s=loop.cfg.budget, plan=self.plans[-1] if self.plans else None,
-                           plans=self.plans)
+            plan = self.plans[-1] if self.plans else None
+            summary.update(budget_s=loop.cfg.budget, plan=plan, plans=self.plans)
