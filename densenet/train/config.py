@@ -276,8 +276,8 @@ class TrainConfig:
             {option: value}.
         """
         values = dataclasses.asdict(self)
-        extras = values.pop('extras')
-        return {**values, **extras}
+        values.update(values.pop('extras'))
+        return values
 
     @classmethod
     def from_recipe(cls, recipe: str = 'book', **overrides: Any) -> TrainConfig:

@@ -96,17 +96,15 @@ def plot_confusion(confusion: onp.ndarray, names: list[str], path: str) -> None:
     """
     n = len(names)
     size = max(5.5, 0.45 * n + 2)
-    fig, ax = pyplot().subplots(figsize=(size + 1, size))
+    fig, ax = pyplot().subplots(figsize=(size + 1, size), layout='tight')
     im = ax.imshow(confusion, cmap='Blues')
     ax.set_xticks(range(n), names, rotation=45, ha='right')
     ax.set_yticks(range(n), names)
-    ax.set_xlabel('predicted')
-    ax.set_ylabel('true')
+    ax.set(xlabel='predicted', ylabel='true')
     if n <= 30:
         for i in range(n):
             for j in range(n):
                 ax.text(j, i, confusion[i, j], ha='center', va='center', fontsize=7,
                         color='white' if confusion[i, j] > confusion.max() / 2 else 'black')
     fig.colorbar(im)
-    fig.tight_layout()
     save_figure(fig, path)

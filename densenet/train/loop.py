@@ -52,36 +52,30 @@ __all__ = ['Loop', 'Steps', 'EpochResult', 'fit', 'train_one_epoch']
 
 class Progress:
     """A one-line progress bar with throughput and ETA, on `sys.stderr` as it is when the
-    bar is made (so that a caller's redirection of stderr is honoured).
+    bar is made (so that a caller's redirection of stderr is honoured)."""
 
-    Args:
-        total: the steps of the epoch.
-        prefix: the text before the bar.
-    """
-
-    def __init__(self, total: int, prefix: str) -> None:
-        self.total, self.prefix, self.stream = total, prefix, sys.stderr
+    def __init__(self) -> None:
+        self.stream = sys.stderr
         self.tty = self.stream.isatty()
         self.start = self.last = time.time()
 
-    def update(self, done: int, images: int) -> None:
+    def update(self, prefix: str, done: int, total: int, images: int) -> None:
         """Show `done` of `total` steps (at most every 0.5 s on a terminal, every 30 s in a log).
 
         Args:
+            prefix: the text before the bar.
             done: the steps done.
+            total: the steps of the epoch.
             images: the images seen.
         """
         now = time.time()
-        if not (done == self.total or now - self.last >= (0.5 if self.tty else 30)):
+        if not (done == total or now - self.last >= (0.5 if self.tty else 30)):
             return
-        self.last = now
-        rate = images / max(now - self.start, 1e-9)
-        eta = (now - self.start) / done * (self.total - done)
-        bar = '#' * int(20 * done / self.total)
-        line = (f'{self.prefix} [{bar:<20}] {done}/{self.total} '
-                f'{rate:6.1f} img/s ETA {eta:5.0f}s')
+        self.last, spent = now, now - self.start
+        line = (f'{prefix} [{"#" * int(20 * done / total):<20}] {done}/{total} '
+                f'{images / max(spent, 1e-9):6.1f} img/s ETA {spent / done * (total - done):5.0f}s')
         self.stream.write('\r' + line if self.tty else line + '\n')
-        if self.tty and done == self.total:
+        if self.tty and done == total:
             self.stream.write('\n')
         self.stream.flush()
 
@@ -117,8 +111,7 @@ class Loop:
         self.data, self.run, self.meta, self.extensions = data, run, meta, extensions
         self.rank, self.workers, self.log = rank, workers, log
         self.train_loader, self.val_loader = data.train_dataloader(), data.val_dataloader()
-        spe = len(self.train_loader)
-        self.steps = Steps(cfg.epochs * spe, spe)
+        self.steps = Steps(cfg.epochs * len(self.train_loader), len(self.train_loader))
         self.loss_fn = make_loss(model, cfg)
         self.writer = rank == 0  # only rank 0 evaluates and writes files
         self.started = self.epoch_tic = time.time() if started is None else started
@@ -190,12 +183,11 @@ class Loop:
             row, is_best = self.end_epoch(result)
             for ext in self.extensions:
                 ext.on_epoch_end(self, row, result, is_best)
-        summary: Summary | None = None
-        if self.writer:
-            summary = {'config': self.cfg.as_dict(), 'final_val_acc': self.rows[-1]['val_acc'],
-                       'best_val_acc': self.best_acc, 'epochs': len(self.rows),
-                       'steps': self.steps.total, 'model': self.meta, 'machine': runtime.machine(),
-                       'workers': self.workers, 'metrics': self.rows}
+        summary: Summary | None = {
+            'config': self.cfg.as_dict(), 'final_val_acc': self.rows[-1]['val_acc'],
+            'best_val_acc': self.best_acc, 'epochs': len(self.rows), 'steps': self.steps.total,
+            'model': self.meta, 'machine': runtime.machine(), 'workers': self.workers,
+            'metrics': self.rows} if self.writer else None
         for ext in self.extensions:
             ext.on_fit_end(self, summary)
         if summary is not None:
@@ -279,12 +271,11 @@ def train_one_epoch(loop: Loop) -> EpochResult:
     """
     cfg, loader, steps, epoch = loop.cfg, loop.train_loader, loop.steps, loop.epoch
     loader.set_epoch(epoch)
-    steps_per_epoch = len(loader)
     limit = loss_limit(loop.model.net[-1].weight.shape[0])
-    first = epoch * steps_per_epoch
-    check_every = max(1, steps_per_epoch // 20)
-    bar = Progress(min(steps_per_epoch, steps.total - first), f'epoch {epoch + 1}/{steps.epochs}')
-    tic, seen, loss_sum, correct, done = time.time(), 0, 0.0, 0, 0
+    first = epoch * steps.steps_per_epoch
+    check_every = max(1, steps.steps_per_epoch // 20)
+    bar = Progress()
+    tic, seen, loss_sum, correct = time.time(), 0, 0.0, 0
     tic_warm, seen_warm, paused = tic, 0, 0.0
     for i, (X, y) in enumerate(loader):
         step = first + i
@@ -310,9 +301,9 @@ def train_one_epoch(loop: Loop) -> EpochResult:
         correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
                        for o, yi in zip(outs, ys, strict=True))
         seen += X.shape[0]
-        done += 1
-        bar.total = min(steps_per_epoch, steps.total - first)
-        bar.update(i + 1, seen)
+        # A plan may change the run's epochs, and a check shorten this one.
+        bar.update(f'epoch {epoch + 1}/{steps.epochs}', i + 1,
+                   min(steps.steps_per_epoch, steps.total - first), seen)
         if i == 0:
             tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
         callback_tic = time.time()
@@ -320,12 +311,12 @@ def train_one_epoch(loop: Loop) -> EpochResult:
             elapsed = callback_tic - tic_warm
             for ext in loop.extensions:
                 ext.on_warm(loop, (seen - seen_warm) / elapsed, elapsed / 5)
-            bar.prefix = f'epoch {epoch + 1}/{steps.epochs}'  # the first plan may change it
         if i >= 5 and (i + 1) % check_every == 0:
             for ext in loop.extensions:
                 ext.on_check(loop, step + 1, (callback_tic - tic_warm - paused) / i)
         paused += time.time() - callback_tic
     end = time.time()
+    done = min(steps.steps_per_epoch, steps.total - first)  # no plan ends before the steps done
     step_s = (end - tic_warm - paused) / (done - 1) if done > 1 else end - tic
     return EpochResult(loss_sum / seen, correct / seen, seen, end - tic, step_s)
 
@@ -362,16 +353,15 @@ def fit(cfg: TrainConfig, data: DataModule | None = None,
         log(f'densenet: worker rank {rank} of {workers}')  # labels launch's output
     if data is None:
         data = make_data(cfg, shard=(rank, workers) if kv else None)
-    channels, classes = data.channels, list(data.classes)
-    model = build_model(cfg, channels, len(classes))
+    model = build_model(cfg, data.channels, len(data.classes))
     cfg.validate(model.min_input_size())
-    meta = run_metadata(cfg, model, data, classes)
+    meta = run_metadata(cfg, model, data)
     run = Run(cfg.out, run_folder_files())
     with run.claimed(cfg.resume, cfg.overwrite, log) if rank == 0 else nullcontext() as state:
         if state is not None:
             check_resumable(state, cfg)
         # Deferred shapes are fixed on one batch before parameters move or load.
-        fix_shapes(model.net, cfg.resize, channels)
+        fix_shapes(model.net, cfg.resize, data.channels)
         if cfg.init and state is None:
             initialize_from(model, cfg.init, ctxs, log)
         if cfg.freeze_features:
@@ -381,6 +371,5 @@ def fit(cfg: TrainConfig, data: DataModule | None = None,
         if extensions is None:
             extensions = default_extensions(cfg, writer=rank == 0, dist=kv is not None,
                                             quiet=ctxs[0].device_type == 'gpu' or rank != 0)
-        loop = Loop(cfg, model, trainer, ctxs, data, run, meta, extensions, rank, workers, log,
-                    started)
-        return loop.run_fit(state)
+        return Loop(cfg, model, trainer, ctxs, data, run, meta, extensions, rank, workers, log,
+                    started).run_fit(state)

@@ -149,10 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type,
     """
     groups = {name: parser.add_argument_group(name, about) for name, about in GROUPS.items()}
     for name, _, spec in options(config_cls):
-        kwargs: dict[str, Any] = {'dest': name, 'default': None,
+        kwargs: dict[str, Any] = {'dest': name, 'default': None, 'action': ACTIONS[spec.kind],
                                   'help': (argparse.SUPPRESS if spec.hidden
                                            else spec.help.replace('%', '%%'))}
-        kwargs['action'] = ACTIONS[spec.kind]
         if spec.kind in ('value', 'append'):  # those that take an argument
             listed = (choices or {}).get(name, spec.choices)
             kwargs.update(type=spec.parse, metavar=spec.metavar,
@@ -199,8 +198,7 @@ def check_ranges(cfg: object) -> None:
         UsageError: the option's message, for the first value its check refuses.
     """
     for name, _, spec in options(type(cfg)):
-        value = getattr(cfg, name)
-        listed = spec.choices
+        value, listed = getattr(cfg, name), spec.choices
         if value is None or (in_interval(value, spec.within) if spec.within else
                              spec.check(value) if spec.check else
                              listed is None or value in listed):

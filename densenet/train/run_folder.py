@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import re
 import shutil
 import socket
@@ -68,7 +69,6 @@ class Run:
         self.out, self.files = out, files
         self.ckpt = os.path.join(out, CHECKPOINT)
         self.lock = os.path.join(out, '.lock')
-        self.created = False
 
     def path(self, name: str) -> str:
         """The path of `name` inside the run folder.
@@ -87,10 +87,9 @@ class Run:
         Raises:
             UsageError: `out` is a file, lies below one, or cannot be written.
         """
-        path = os.path.abspath(self.out)
+        parent = path = os.path.abspath(self.out)
         if os.path.exists(path) and not os.path.isdir(path):
             raise UsageError(f'--out {self.out} is a file, not a folder: choose a folder')
-        parent = path
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
@@ -129,7 +128,7 @@ class Run:
                 or when it holds a run and neither `resume` nor `overwrite` is set.
         """
         self.check_path()
-        self.created = not os.path.exists(self.out)
+        created = not os.path.exists(self.out)
         os.makedirs(self.out, exist_ok=True)
         self._lock()
         try:
@@ -155,7 +154,7 @@ class Run:
         finally:  # drop the lock; a folder this run created and left empty goes too
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.lock)
-            if self.created and not os.listdir(self.out):
+            if created and not os.listdir(self.out):
                 os.rmdir(self.out)
 
     def _lock(self) -> None:
@@ -165,8 +164,7 @@ class Run:
                     f.write(f'{os.getpid()} {socket.gethostname()}')
                 return
             except FileExistsError:
-                owner = self._live_owner()
-                if owner:
+                if owner := self._live_owner():
                     raise UsageError(f'--out {self.out} is in use by another run ({owner}, '
                                      f'lock file {self.lock}): wait for it to end or choose '
                                      'another --out') from None
@@ -177,8 +175,7 @@ class Run:
     def _live_owner(self) -> str | None:
         """'pid N on HOST' of the lock's owner if it may still run, else None."""
         try:
-            with open(self.lock) as f:
-                text, host = f.read().split()
+            text, host = pathlib.Path(self.lock).read_text().split()
             pid = int(text)
         except (OSError, ValueError):
             return None  # unreadable or half-written by a killed run
@@ -239,8 +236,7 @@ class Run:
         if not os.path.exists(path):
             return None
         try:
-            with open(path) as f:
-                state: Checkpoint = json.load(f)
+            state: Checkpoint = json.loads(pathlib.Path(path).read_text())
             stem = os.path.join(self.ckpt, f'epoch-{state["epoch"]:04d}')
             parts = list(state['files'])
             dict(state['extensions'])  # written by this version: every extension's part

@@ -65,8 +65,7 @@ def build_model(cfg: TrainConfig, channels: int = 1,
     return model
 
 
-def run_metadata(cfg: TrainConfig, model: CheckedClassifier, data: DataModule,
-                 classes: list[str]) -> Meta:
+def run_metadata(cfg: TrainConfig, model: CheckedClassifier, data: DataModule) -> Meta:
     """What every params file of the run says about its model (models/params.py).
 
     For --data it includes the image folder and its split, so that ``densenet
@@ -75,14 +74,13 @@ def run_metadata(cfg: TrainConfig, model: CheckedClassifier, data: DataModule,
     Args:
         cfg: the configuration.
         model: the model.
-        data: the data module.
-        classes: the class names.
+        data: the data module (its class names and name).
 
     Returns:
         The metadata dict.
     """
-    meta = describe(model, cfg.resize, classes, data.name,
-                    recipe=cfg.recipe, seed=cfg.seed)
+    meta = describe(model, cfg.resize, list(data.classes), data.name, recipe=cfg.recipe,
+                    seed=cfg.seed)
     if cfg.data:
         meta['data'] = {'root': os.path.abspath(cfg.data), 'val_split': cfg.val_split,
                         'seed': cfg.seed}
@@ -103,8 +101,7 @@ def initialize_from(model: CheckedClassifier, path: str, ctxs: list[mx.Context],
         UsageError: a file of another architecture.
     """
     shapes = shape_args(path)
-    source = build({'model': model.registry_name,
-                    'kwargs': {**model.registry_kwargs, **shapes}})
+    source = build({'model': model.registry_name, 'kwargs': model.registry_kwargs}, **shapes)
     try:
         load_parameters(source, path)
     except UsageError:
@@ -114,8 +111,8 @@ def initialize_from(model: CheckedClassifier, path: str, ctxs: list[mx.Context],
     theirs, mine = source.classifier_params(), model.classifier_params()
     head_kept = [p.shape for p in theirs.values()] == [p.shape for p in mine.values()]
     skip = set() if head_kept else set(theirs.values())
-    for (_, src), (_, dst) in zip(source.net.collect_params().items(),
-                                  model.net.collect_params().items(), strict=True):
+    for src, dst in zip(source.net.collect_params().values(),
+                        model.net.collect_params().values(), strict=True):
         if src not in skip:
             if src.shape != dst.shape:
                 raise UsageError(f'--init {path}: parameter shapes {src.shape} and {dst.shape} '
@@ -188,9 +185,8 @@ def check_resumable(state: Checkpoint, cfg: TrainConfig) -> None:
         UsageError: a setting that differs (the message lists them).
     """
     # Options of extensions registered after the checkpoint was written take their defaults.
-    defaults = TrainConfig().as_dict()
     now = cfg.as_dict()
-    saved = {**defaults, **state['config'], 'out': cfg.out, 'resume': cfg.resume,
+    saved = {**TrainConfig().as_dict(), **state['config'], 'out': cfg.out, 'resume': cfg.resume,
              'overwrite': cfg.overwrite}
     if saved != now:
         diff = sorted(k for k in saved if saved[k] != now.get(k))

@@ -351,6 +351,5 @@ def run_folder_files() -> tuple[str, ...]:
     Returns:
         The names.
     """
-    files = [f for cls in REGISTRY for f in cls.files]
-    return RUN_FILES + tuple(g for f in files
+    return RUN_FILES + tuple(g for cls in REGISTRY for f in cls.files
                              for g in ((f, f + '.json') if f.endswith('.params') else (f,)))

@@ -62,26 +62,21 @@ class WeightEMA:
         self.updates += 1
 
     @contextmanager
-    def _own_weights_kept(self) -> Iterator[nn.Block]:
-        """Whatever the block puts into the network, its own weights are back after it."""
-        own = [p.data().copy() for p in self.params]
-        try:
-            yield self.net
-        finally:
-            for p, w in zip(self.params, own, strict=True):
-                p.set_data(w)
-
-    @contextmanager
     def applied(self) -> Iterator[nn.Block]:
-        """The network with the averaged parameters inside the block, its own after it.
+        """The network with the averaged parameters inside the block; whatever the block
+        puts into it, its own weights are back after it.
 
         Yields:
             The network.
         """
-        with self._own_weights_kept() as net:
+        own = [p.data().copy() for p in self.params]
+        try:
             for p, avg in zip(self.params, self.average, strict=True):
                 p.set_data(avg)
-            yield net
+            yield self.net
+        finally:
+            for p, w in zip(self.params, own, strict=True):
+                p.set_data(w)
 
     def save(self, path: str) -> None:
         """Write the average as a params file of the network (loadable like any other).
@@ -98,7 +93,7 @@ class WeightEMA:
         Args:
             path: the params file.
         """
-        with self._own_weights_kept() as net:
+        with self.applied() as net:
             net.load_parameters(path, ctx=self.params[0].list_ctx())
             self.average = [p.data().copy() for p in self.params]
 

@@ -13,10 +13,11 @@ The weights themselves, and so the training, are not changed.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import mxnet as mx
-from mxnet import autograd, gluon
+from mxnet import autograd
 from mxnet.gluon import nn
 
 from densenet.data.batches import unaugmented_train_loader
@@ -24,6 +25,7 @@ from densenet.models.classifier import CheckedClassifier
 from densenet.system.hints import Array
 from densenet.system.mxcompat import layer_kwargs
 from densenet.train.config import TrainConfig
+from densenet.train.evaluate import evaluate
 from densenet.train.extensions.base import Extension, LoopView, Process
 
 #: Training batches compared in both modes to decide whether the statistics are stale.
@@ -34,19 +36,12 @@ MAX_GAP = 0.1
 MAX_BATCHES = 200
 
 
-def _assign(param: gluon.Parameter, value: Array) -> None:
-    """Write `value` into every device's copy of `param` in place. (``set_data`` would
-    also reset the trainer's kvstore, which a dist kvstore refuses mid-run.)"""
-    for arr in param.list_data():
-        arr[:] = value.as_in_context(arr.ctx)
-
-
 def mode_gap(model: CheckedClassifier, batches: list[tuple[Array, Array]],
              ctx: mx.Context) -> tuple[float, float]:
     """The accuracy in training mode and in inference mode on `batches`.
 
-    Neither pass changes anything: MXNet updates the running statistics in
-    backward only.
+    Neither pass (`densenet.train.evaluate.evaluate`, once per mode) changes anything:
+    MXNet updates the running statistics in backward only.
 
     Args:
         model: the model.
@@ -56,16 +51,9 @@ def mode_gap(model: CheckedClassifier, batches: list[tuple[Array, Array]],
     Returns:
         (accuracy in training mode, accuracy in inference mode).
     """
-    correct = {True: 0, False: 0}
-    n = 0
-    for X, y in batches:
-        X, y = X.as_in_context(ctx), y.as_in_context(ctx)
-        for train in (True, False):
-            with autograd.train_mode() if train else autograd.predict_mode():
-                p = model(X).argmax(axis=1).astype('int32')
-            correct[train] += int((p == y).sum())
-        n += y.shape[0]
-    return correct[True] / n, correct[False] / n
+    with autograd.train_mode():
+        train_acc = evaluate(model, batches, [ctx])[1]
+    return train_acc, evaluate(model, batches, [ctx])[1]
 
 
 def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
@@ -90,11 +78,9 @@ def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
     # Each running statistic (mean and variance alike) with its layer's momentum.
     stats = [(stat, float(layer_kwargs(b).get('momentum', 0.9)))
              for b in layers for stat in (b.running_mean, b.running_var)]
-    sums: list[Array | float] = [0.0] * len(stats)
+    sums: list[Array] = [0.0] * len(stats)  # arrays from the first batch on
     used = 0
-    for X, _ in batches:
-        if used == max_batches:
-            break
+    for X, _ in itertools.islice(batches, max_batches):
         before = [stat.data(ctx).copy() for stat, _ in stats]
         with autograd.record(train_mode=True):
             out = model(X.as_in_context(ctx))
@@ -104,7 +90,10 @@ def reestimate(model: CheckedClassifier, batches: Iterable[tuple[Array, Array]],
         used += 1
     if used:
         for (stat, _), total in zip(stats, sums, strict=True):
-            _assign(stat, total / used)
+            # In place on every device: set_data would also reset the trainer's kvstore,
+            # which a dist kvstore refuses mid-run.
+            for arr in stat.list_data():
+                arr[:] = (total / used).as_in_context(arr.ctx)
     return used
 
 
@@ -135,7 +124,7 @@ class PreciseBatchNorm(Extension):
         ctx = loop.ctxs[0]
         loader = unaugmented_train_loader(loop.data, shuffle=True, seed=loop.cfg.seed)
         loader.set_epoch(loop.epoch)
-        sample = [batch for batch, _ in zip(loader, range(CHECK_BATCHES), strict=False)]
+        sample = list(itertools.islice(loader, CHECK_BATCHES))
         loader.set_epoch(loop.epoch)
         train_acc, infer_acc = mode_gap(loop.model, sample, ctx)
         stale = train_acc - infer_acc > MAX_GAP

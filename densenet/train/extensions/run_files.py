@@ -38,7 +38,7 @@ def plot_curves(rows: list[dict[str, float]], path: str) -> None:
     """
     import matplotlib.ticker
     ep = [r['epoch'] for r in rows]
-    fig, ax = pyplot().subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5), layout='tight')
     styles: dict[str, str | tuple[int, tuple[int, int]]] = {
         'train_loss': '-', 'val_loss': '--', 'train_acc': '-.', 'val_acc': ':'}
     # The accuracy of other weights the run scores (the extensions' variants).
@@ -46,12 +46,10 @@ def plot_curves(rows: list[dict[str, float]], path: str) -> None:
     for key, style in styles.items():
         ax.plot(ep, [r[key] for r in rows], linestyle=style, marker='o', markersize=3,
                 label=key)
-    ax.set_xlabel('epoch')
-    ax.set_xlim(0.5, max(ep) + 0.5)
+    ax.set(xlabel='epoch', xlim=(0.5, max(ep) + 0.5))
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -66,9 +64,8 @@ def write_metrics(path: str, rows: list[dict[str, float]]) -> None:
     fields = METRIC_FIELDS + [k for k in rows[-1] if k not in METRIC_FIELDS]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (f'{r[k]:.6g}' if isinstance(r[k], float) else r[k])
-                         for k in fields})
+    writer.writerows({k: (f'{r[k]:.6g}' if isinstance(r[k], float) else r[k]) for k in fields}
+                     for r in rows)
     atomic_text(path, buf.getvalue())
 
 
