@@ -257,9 +257,11 @@ def set_modes(net: nn.Block, mode: Callable[[DenseBlock], BlockMode]) -> None:
         mode: each block's new mode; `BOOK` makes it a plain `DenseBlock` again.
     """
     for block in dense_blocks(net):
-        new = mode(block)
-        block.__class__ = DenseBlock if new == BOOK else ModedDenseBlock
-        block.__dict__['block_mode'] = new
+        if (new := mode(block)) == BOOK:  # a plain DenseBlock again, nothing of modes on it
+            block.__class__ = DenseBlock
+            block.__dict__.pop('block_mode', None)
+        else:
+            block.__class__, block.__dict__['block_mode'] = ModedDenseBlock, new
     net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
     forget_executors(net)
 

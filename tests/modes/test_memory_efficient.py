@@ -140,6 +140,9 @@ def test_constructor_argument_and_method():
     assert all(mode_of(b).memory_efficient for b in dense_blocks(model.net))
     set_memory_efficient(model, False)
     assert not any(mode_of(b).memory_efficient for b in dense_blocks(model.net))
+    # Back in the book's mode each block is the book's DenseBlock, with nothing added.
+    assert all(type(b) is DenseBlock and 'block_mode' not in vars(b)
+               for b in dense_blocks(model.net))
 
 
 def _executors(memory_efficient, side=64, batch=64):
