@@ -24,13 +24,16 @@ VAL = ['--val-limit', str(VAL_LIMIT)]
 TRAINED = ['train', *QUICK, '--limit', str(TRAINED_LIMIT), '--epochs', str(TRAINED_EPOCHS), *VAL]
 
 
+def session_cores():
+    """The cores the test session started with (tests/conftest.py records them before it
+    gives an xdist worker its share)."""
+    return [int(c) for c in os.environ['TESTS_ALL_CORES'].split(',')]
+
+
 def all_cores():
-    """Give this process every core the test session started with (as `preexec_fn` of a
-    child that must see the machine's cores, not its xdist worker's share); returns
-    their count."""
-    cores = [int(c) for c in os.environ['TESTS_ALL_CORES'].split(',')]
-    os.sched_setaffinity(0, cores)
-    return len(cores)
+    """Give this process every core of the session: the `preexec_fn` of a child that must
+    see the machine's cores, not its xdist worker's share."""
+    os.sched_setaffinity(0, session_cores())
 
 
 def digest(folder):

@@ -275,7 +275,7 @@ def train_one_epoch(loop: Loop) -> EpochResult:
     first = epoch * steps.steps_per_epoch
     check_every = max(1, steps.steps_per_epoch // 20)
     bar = Progress()
-    tic, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+    tic, seen, loss_sum, correct, done = time.time(), 0, 0.0, 0, 0
     tic_warm, seen_warm, paused = tic, 0, 0.0
     for i, (X, y) in enumerate(loader):
         step = first + i
@@ -300,9 +300,9 @@ def train_one_epoch(loop: Loop) -> EpochResult:
         loss_sum += batch_loss
         correct += sum(int((o.argmax(axis=1).astype('int32') == yi).sum())
                        for o, yi in zip(outs, ys, strict=True))
-        seen += X.shape[0]
+        seen, done = seen + X.shape[0], i + 1
         # A plan may change the run's epochs, and a check shorten this one.
-        bar.update(f'epoch {epoch + 1}/{steps.epochs}', i + 1,
+        bar.update(f'epoch {epoch + 1}/{steps.epochs}', done,
                    min(steps.steps_per_epoch, steps.total - first), seen)
         if i == 0:
             tic_warm, seen_warm = time.time(), seen  # the first batch builds the graph
@@ -316,7 +316,6 @@ def train_one_epoch(loop: Loop) -> EpochResult:
                 ext.on_check(loop, step + 1, (callback_tic - tic_warm - paused) / i)
         paused += time.time() - callback_tic
     end = time.time()
-    done = min(steps.steps_per_epoch, steps.total - first)  # no plan ends before the steps done
     step_s = (end - tic_warm - paused) / (done - 1) if done > 1 else end - tic
     return EpochResult(loss_sum / seen, correct / seen, seen, end - tic, step_s)
 

@@ -8,7 +8,7 @@ import pytest
 
 from densenet.system import runtime
 
-from helpers import all_cores
+from helpers import all_cores, session_cores
 
 # Each check starts new interpreters: what `import densenet` does happens once per process.
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def test_threads_set_before_mxnet_and_warned_when_too_late(tmp_path):
     first = subprocess.run([sys.executable, '-c', 'import densenet, os; '
                             'print(os.environ["OMP_NUM_THREADS"])'], preexec_fn=all_cores,
                            env=env, capture_output=True, text=True, check=True)
-    cores = len(os.environ['TESTS_ALL_CORES'].split(','))
+    cores = len(session_cores())
     assert first.stdout.strip() == str(cores)
     late = subprocess.run([sys.executable, '-W', 'always', '-c',
                            'import mxnet, densenet; densenet.runtime.check_threads()'],
