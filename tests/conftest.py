@@ -61,6 +61,24 @@ def real_data_dir():
     return DEBIAN_DATA
 
 
+@pytest.fixture(autouse=True)
+def _alone_when_marked(request, tmp_path_factory):
+    """Under pytest-xdist, a test marked `alone` runs with no other test beside it (the
+    other workers finish the test they are in and wait): it plans from the speed it
+    measures at its start, which a neighbour starting its work would change. The
+    turnstile stops new tests from slipping in while such a test waits its turn."""
+    if not os.environ.get('PYTEST_XDIST_WORKER'):
+        yield
+        return
+    base = tmp_path_factory.getbasetemp().parent  # shared by the workers
+    alone = request.node.get_closest_marker('alone') is not None
+    with open(base / 'turnstile.lock', 'a') as turnstile, open(base / 'alone.lock', 'a') as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield
+
+
 def shared_folder(tmp_path_factory, name, make):
     """The folder `name`, made by make(path) once per session: with pytest-xdist, once for
     all its workers (the first makes it, under a lock; the others wait and read it)."""
