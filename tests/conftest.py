@@ -53,6 +53,15 @@ def _seed():
     mx.random.seed(0)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def _own_cache(tmp_path_factory):
+    """The package's cache folder (decoded image folders, the engines' timings) is the
+    session's own: timings on the developer's machine must not choose the tests' engines."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('DENSENET_CACHE', str(tmp_path_factory.mktemp('cache')))
+        yield
+
+
 @pytest.fixture(scope='session')
 def real_data_dir():
     """Debian's dataset-fashion-mnist files; CI installs the package."""

@@ -1,4 +1,5 @@
-"""``densenet train|evaluate|predict|export|features|analyze|launch|info``: the command line.
+"""``densenet train|evaluate|predict|engines|export|features|analyze|launch|info``: the
+command line.
 
 One module per command, each a thin layer over library functions: ``add_parser``
 adds its sub-command, ``run`` carries it out. Errors a user can fix are one line
@@ -10,11 +11,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from densenet.cli import analyze, evaluate, export, features, info, launch, predict, train
+from densenet.cli import (
+    analyze,
+    engines,
+    evaluate,
+    export,
+    features,
+    info,
+    launch,
+    predict,
+    train,
+)
 from densenet.cli.common import PROG, Parser
 from densenet.errors import Fault, UsageError
 
-_MODULES = (train, evaluate, predict, export, features, analyze, launch, info)
+_MODULES = (train, evaluate, predict, engines, export, features, analyze, launch, info)
 #: command name -> the function that runs it (a parsed argparse.Namespace -> exit status)
 COMMANDS: dict[str, Callable] = {m.__name__.rsplit('.', 1)[-1]: m.run for m in _MODULES}
 

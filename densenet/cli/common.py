@@ -11,6 +11,7 @@ import mxnet as mx
 import numpy as onp
 
 from densenet.data import DataModule, check_data_dir, check_folder, open_data
+from densenet.deploy.auto import choose
 from densenet.deploy.engines import ENGINES, engine, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
@@ -68,17 +69,20 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     Args:
         p: the command's parser.
     """
-    p.add_argument('--engine', choices=list(ENGINES), default='mxnet',
-                   help='the inference engine: MXNet, ONNX Runtime '
-                        "(pip install 'densenet[onnx]') or OpenVINO "
-                        "(pip install 'densenet[openvino]'); the last two run on the CPU")
+    p.add_argument('--engine', choices=['auto', *ENGINES], default='auto',
+                   help='the inference engine: auto (the one `densenet engines` timed fastest '
+                        'here for this model, precision and number of images; MXNet until '
+                        "it has), MXNet, ONNX Runtime (pip install 'densenet[onnx]') or "
+                        "OpenVINO (pip install 'densenet[openvino]'); the last two run on "
+                        'the CPU')
     p.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
                    help='bf16: where the CPU has bfloat16 instructions (not on onnxruntime); '
                         'int8: calibrated on 512 training images')
 
 
 def check_engine_flags(args: argparse.Namespace) -> None:
-    """--engine and --precision checked before any model loads.
+    """--engine and --precision checked before any model loads (auto as MXNet, which runs
+    every precision the CPU has).
 
     Args:
         args: the parsed command line, with `engine` and `precision`.
@@ -87,11 +91,35 @@ def check_engine_flags(args: argparse.Namespace) -> None:
         UsageError: the engine cannot run the precision on this machine, or its extra
             is not installed.
     """
-    if why := unavailable(args.engine, args.precision, runtime.capabilities()):
-        engine = '' if args.engine == 'mxnet' else f'--engine {args.engine} '
+    named = args.engine if args.engine != 'auto' else 'mxnet'
+    if why := unavailable(named, args.precision, runtime.capabilities()):
+        engine = '' if named == 'mxnet' else f'--engine {named} '
         raise UsageError(f'{engine}--precision {args.precision}: {why}')
-    if args.engine != 'mxnet':
-        require(args.engine)
+    if named != 'mxnet':
+        require(named)
+
+
+def choose_engine(args: argparse.Namespace, meta: Meta, ctxs: list[mx.Context],
+                  images: int, batch: int) -> str:
+    """Replace --engine auto by the engine it picks for `images` images at `batch`
+    (`densenet.deploy.auto.choose`; MXNet on a GPU).
+
+    Returns:
+        How it was chosen, for the output ('' where --engine named it).
+    """
+    if args.engine != 'auto':
+        return ''
+    if ctxs[0].device_type != 'cpu':
+        args.engine = 'mxnet'
+        return 'auto: the GPU runs MXNet'
+    args.engine, how = choose(meta, args.precision, images, batch)
+    return how
+
+
+def device_for(args: argparse.Namespace) -> str:
+    """The device to load the model on: --device where MXNet may run it in fp32, else the
+    CPU (the other engines and precisions run there)."""
+    return args.device if args.engine in ('mxnet', 'auto') and args.precision == 'fp32' else 'cpu'
 
 
 def load_trained(args: argparse.Namespace,

@@ -37,9 +37,10 @@ def add_parser(sub: common.Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     common.check_engine_flags(args)
     common.check_data_flags(args)
-    on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
-    trained, meta, ctxs = common.load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
+    trained, meta, ctxs = common.load_trained(args, common.device_for(args))
     data = common.eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
+    how = common.choose_engine(args, meta, ctxs, len(data.val_arrays[1]), args.batch_size)
+    on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
     fp32_preds = None
     if not on_mxnet_fp32:  # scored against the package's own fp32 predictions
         _, fp32_acc, fp32_preds = evaluate(trained, data.val_dataloader(), ctxs)
@@ -50,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     labels = onp.asarray(data.val_arrays[1])
     names = [str(c) for c in meta['classes']]
     confusion = confusion_matrix(labels, preds, len(names))
-    on = args.precision + ('' if args.engine == 'mxnet' else f' on {args.engine}')
-    print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images, '
-          f'{on}' + (', flip-averaged' if args.tta else '') + ')')
+    on = f'{args.precision} on {args.engine}'
+    print(f'test accuracy {acc:.4f} (loss {loss:.4f}, {len(labels)} images, {on}'
+          + (', flip-averaged' if args.tta else '') + (f'; {how}' if how else '') + ')')
     if fp32_preds is not None:
         print(f'fp32 accuracy {fp32_acc:.4f}; {on} - fp32 = '
               f'{100 * (acc - fp32_acc):+.2f} points; top-1 agreement with fp32 '

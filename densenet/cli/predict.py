@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as onp
 from mxnet import np, npx
@@ -43,15 +44,17 @@ def run(args: argparse.Namespace) -> int:
     common.check_data_flags(args)
     for path in args.images:  # every file checked before the model loads
         read_image(path)
-    on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
-    trained, meta, ctxs = common.load_trained(args, args.device if on_mxnet_fp32 else 'cpu')
+    trained, meta, ctxs = common.load_trained(args, common.device_for(args))
+    if how := common.choose_engine(args, meta, ctxs, len(args.images), 1):
+        print(f'densenet predict: {args.precision} on {args.engine} ({how})', file=sys.stderr)
     model = common.on_engine(args, trained, meta, lambda: _calibration(args, meta))
     pre = Preprocess.from_meta(meta)
     for path in args.images:
         X, (notes,) = pre([path], convert=not args.no_convert)
         p = npx.softmax(model(np.array(X, ctx=ctxs[0])))[0].asnumpy()
         c = int(p.argmax())
-        print(f'{path}: {pre.classes[c]} ({p[c]:.3f}){_note(pre, notes, args.no_convert)}')
+        print(f'{path}: {pre.classes[c]} ({p[c]:.3f}) [{args.precision} on {args.engine}]'
+              + _note(pre, notes, args.no_convert))
     return 0
 
 

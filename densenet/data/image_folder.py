@@ -28,7 +28,7 @@ from densenet.data.batches import ArrayDataModule, Rows, resized, training_part,
 from densenet.data.images import ImageError, is_grayscale, max_image_pixels, read_image
 from densenet.data.inputs import as_fashion_mnist
 from densenet.errors import UsageError
-from densenet.system.files import atomic_text, atomic_write
+from densenet.system.files import atomic_text, atomic_write, user_cache
 
 EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 CACHE_VERSION = 1
@@ -156,10 +156,9 @@ def default_cache_dir() -> str:
     """Where decoded folders are cached.
 
     Returns:
-        ``$DENSENET_CACHE``, else ``~/.cache/densenet/image-folder``.
+        ``image-folder`` in the user's cache folder (`densenet.system.files.user_cache`).
     """
-    return os.environ.get('DENSENET_CACHE') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'densenet', 'image-folder')
+    return user_cache('image-folder')
 
 
 def _cache_key(paths: Sequence[str], side: int, channels: int, convert: bool = False) -> str:

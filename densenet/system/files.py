@@ -163,6 +163,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -
                 os.remove(tmp)
 
 
+def user_cache(*parts: str) -> str:
+    """A path in the user's cache folder: ``$DENSENET_CACHE``, else ``~/.cache/densenet``.
+
+    Args:
+        *parts: the path inside it.
+
+    Returns:
+        The path.
+    """
+    root = os.environ.get('DENSENET_CACHE') or os.path.join('~', '.cache', 'densenet')
+    return os.path.join(os.path.expanduser(root), *parts)
+
+
 def atomic_text(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` atomically.
 

@@ -58,7 +58,7 @@ def test_rgb_folder_and_the_cache(tmp_path, cache, real_data_dir):
     os.utime(path, ns=(1, 1))
     edited = ImageFolder(str(tmp_path / 'f'), batch_size=8, resize=40)
     assert edited.val_arrays[0].array[0].min() == 255
-    assert imf.default_cache_dir() == str(cache)
+    assert imf.default_cache_dir() == str(cache / 'image-folder')
 
 
 def test_train_and_val_folders(tmp_path, cache, real_data_dir):

@@ -1,0 +1,108 @@
+"""--engine auto: the engine the recorded timings make fastest for the job, MXNet without them;
+``densenet engines`` records them."""
+import json
+import os
+
+import pytest
+
+from densenet.deploy import auto
+from densenet.models.params import read_meta
+
+from helpers import cli
+
+META = {'model': 'book', 'kwargs': {'num_classes': 10}, 'channels': 1, 'input_size': 32,
+        'classes': [str(i) for i in range(10)]}
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv('DENSENET_CACHE', str(tmp_path / 'cache'))
+
+
+def figures(build_s, one_s, batch_s):
+    return auto.Figures(build_s=build_s, one_s=one_s, batch_s=batch_s, batch=64)
+
+
+# MXNet starts at once but is slow per image; ONNX Runtime takes a second to build.
+MX, ORT = figures(0.1, 0.02, 0.01), figures(1.0, 0.004, 0.002)
+
+
+def cost(f, images, batch):
+    return f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s'])
+
+
+@pytest.mark.parametrize('images, batch', [(1, 1), (20, 1), (100, 1), (10, 64), (10000, 64)])
+def test_auto_picks_the_least_build_plus_images_times_time_per_image(images, batch):
+    auto.record(META, {'fp32': {'mxnet': MX, 'onnxruntime': ORT}})
+    name, how = auto.choose(META, 'fp32', images, batch)
+    expected = min(('mxnet', MX), ('onnxruntime', ORT), key=lambda e: cost(e[1], images, batch))
+    assert name == expected[0]
+    assert how == f'auto: fastest measured here for {images} image{"s" * (images > 1)}'
+
+
+def test_auto_without_timings_for_the_model_the_machine_or_the_engine(monkeypatch):
+    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'mxnet'  # nothing recorded yet
+    auto.record(META, {'fp32': {'onnxruntime': ORT}})
+    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'onnxruntime'
+    name, how = auto.choose(META, 'int8', 10000, 64)  # another precision
+    assert name == 'mxnet' and 'densenet engines' in how
+    assert auto.choose({**META, 'input_size': 64}, 'fp32', 10000, 64)[0] == 'mxnet'
+    monkeypatch.setattr(auto, 'installed', lambda name: name != 'onnxruntime')
+    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'mxnet'  # uninstalled since
+    monkeypatch.undo()
+    monkeypatch.setattr(auto, 'machine_key', lambda: 'another CPU')
+    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'mxnet'
+
+
+def test_a_new_record_keeps_the_others_and_a_broken_file_is_measured_again():
+    auto.record(META, {'fp32': {'mxnet': MX}})
+    auto.record(META, {'int8': {'onnxruntime': ORT}})
+    other = {**META, 'model': 'densenet_bc_100'}
+    auto.record(other, {'fp32': {'onnxruntime': ORT}})
+    with open(auto.user_cache(auto.RECORD)) as f:
+        models = json.load(f)[auto.machine_key()]
+    assert models[auto.model_key(META)] == {'fp32': {'mxnet': MX}, 'int8': {'onnxruntime': ORT}}
+    assert models[auto.model_key(other)] == {'fp32': {'onnxruntime': ORT}}
+    with open(auto.user_cache(auto.RECORD), 'w') as f:
+        f.write('{"truncated')
+    assert auto.choose(META, 'fp32', 1, 1)[0] == 'mxnet'
+    auto.record(META, {'fp32': {'onnxruntime': ORT}})
+    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'onnxruntime'
+
+
+@pytest.mark.slow
+def test_engines_times_a_model_and_evaluate_and_predict_follow(trained_run, real_data_dir,
+                                                              tmp_path):
+    params = os.path.join(trained_run[0], 'best.params')
+    meta = read_meta(params)
+    common = ['--params', params, '--data-dir', real_data_dir, '--limit', '300',
+              '--out', str(tmp_path / 'confusion.png')]
+    before = cli('evaluate', *common).stdout.splitlines()[0]
+    assert before.endswith('300 images, fp32 on mxnet; auto: no engine timed for this model '
+                           'here yet; `densenet engines` times them)'), before
+    proc = cli('engines', '--params', params, '--precision', 'fp32', '--batch-size', '16')
+    with open(auto.user_cache(auto.RECORD)) as f:
+        timed = json.load(f)[auto.machine_key()][auto.model_key(meta)]
+    assert sorted(timed) == ['fp32'] and sorted(timed['fp32']) == sorted(auto.ENGINES)
+    for f in timed['fp32'].values():
+        assert f['batch'] == 16 and f['build_s'] > 0 and 0 < f['batch_s'] and 0 < f['one_s']
+    one, many = (auto.choose(meta, 'fp32', n, b)[0] for n, b in ((1, 1), (10000, 256)))
+    assert f'--engine auto, fp32: {one} for 1 image, {many} for 10000 images' in proc.stdout
+    # Make OpenVINO the fastest: evaluate and predict then run on it, and say so.
+    timed['fp32']['openvino'].update(build_s=0.0, one_s=1e-9, batch_s=1e-9)
+    auto.record(meta, timed)
+    line = cli('evaluate', *common).stdout.splitlines()[0]
+    assert line.endswith('300 images, fp32 on openvino; auto: fastest measured here for 300 '
+                         'images)'), line
+    accuracy = [float(text.split()[2]) for text in (line, before)]
+    assert abs(accuracy[0] - accuracy[1]) <= 1 / 300 + 1e-9  # float32 on both: one flip at most
+    image = str(tmp_path / 'x.png')
+    from PIL import Image
+
+    from densenet.data import load_split
+    Image.fromarray(load_split('val', real_data_dir)[0][0]).save(image)
+    proc = cli('predict', '--params', params, image)
+    assert proc.stdout.startswith(f'{image}: ') and '[fp32 on openvino]' in proc.stdout
+    assert 'fp32 on openvino (auto: fastest measured here for 1 image)' in proc.stderr
+    named = cli('predict', '--params', params, '--engine', 'mxnet', image)
+    assert '[fp32 on mxnet]' in named.stdout and 'auto' not in named.stderr
