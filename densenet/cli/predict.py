@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as onp
 from mxnet import np, npx
@@ -45,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.images:  # every file checked before the model loads
         read_image(path)
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))
-    if how := common.choose_engine(args, meta, ctxs, len(args.images), 1):
-        print(f'densenet predict: {args.precision} on {args.engine} ({how})', file=sys.stderr)
+    common.choose_engine(args, meta, ctxs, len(args.images), 1)
     model = common.on_engine(args, trained, meta, lambda: _calibration(args, meta))
     pre = Preprocess.from_meta(meta)
     for path in args.images:

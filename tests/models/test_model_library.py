@@ -10,7 +10,7 @@ import pytest
 
 from densenet.cli import main
 
-from helpers import VAL, cli, digest, write_folder
+from helpers import cli, digest, write_folder
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +36,14 @@ def test_train_then_evaluate_predict_export_from_the_params_alone(tmp_path, real
         shutil.copytree(request.getfixturevalue('trained_run')[0], out)
     else:
         cli('train', *QUICK, *model, '--limit', '1000', '--epochs', '1', '--batch-size', '64',
-            *VAL, '--out', out, '--data-dir', real_data_dir)
+            '--val-limit', '500', '--out', out, '--data-dir', real_data_dir)
     params = os.path.join(out, 'best.params')
     with open(params + '.json') as f:
         meta = json.load(f)
     assert meta['model'] == model[1] and meta['input_size'] == 32
     with open(os.path.join(out, 'summary.json')) as f:
         summary = json.load(f)
-    limit = ['--limit', VAL[1]]  # the test images the runs validated on
+    limit = ['--limit', str(summary['config']['val_limit'])]  # the images the run validated on
     ev = cli('evaluate', '--params', params, '--data-dir', real_data_dir, *limit).stdout
     # best.params is the best epoch's model (the last of a 1-epoch run), on the same images
     assert f'test accuracy {summary["best_val_acc"]:.4f}' in ev

@@ -138,7 +138,6 @@ def test_a_budgeted_run_ends_inside_its_budget_with_a_complete_schedule(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_budget_with_resume_continues_the_same_plan(tmp_path, real_data_dir):
     out = str(tmp_path / 'run')
     args = [*QUICK, '--budget', '40s', '--data-dir', real_data_dir]
@@ -154,7 +153,6 @@ def test_budget_with_resume_continues_the_same_plan(tmp_path, real_data_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_a_budget_too_short_for_one_step_and_an_evaluation(tmp_path, real_data_dir):
     out = str(tmp_path / 'run')
     proc = cli('train', '--resize', '96', '--budget', '10s', '--out', out,
