@@ -15,14 +15,7 @@ from mxnet import autograd, gluon, init, np
 from mxnet.gluon import nn
 
 from densenet.system.hints import Array
-from densenet.system.mxcompat import (
-    block_cache,
-    drop_cached_graph,
-    is_hybridized,
-    layer_kwargs,
-    leaves,
-    replace_child,
-)
+from densenet.system.mxcompat import block_cache, is_hybridized, layer_kwargs, leaves
 
 
 def _out_size(layer: nn.Block, size: tuple[int, ...]) -> tuple[int, ...]:
@@ -230,10 +223,9 @@ class CheckedClassifier(d2l.Classifier):
             raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
         head = nn.Dense(num_classes, in_units=self.num_features)
         head.initialize(init.Xavier(), ctx=self.net[-1].weight.list_ctx())
-        replace_child(self.net, len(self.net) - 1, head)
+        self.net.register_child(head, str(len(self.net) - 1))  # same name; the graph is dropped
         if is_hybridized(self.net):
             head.hybridize()
-            drop_cached_graph(self.net)
         self.num_classes = self.hparams['num_classes'] = num_classes
         self._checked().clear()  # labels are checked against the new count
         return self

@@ -19,7 +19,7 @@ from densenet.core.blocks import DenseBlock, transition_block
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.modes import set_memory_efficient
-from densenet.system.mxcompat import load_arrays, load_init, replace_child
+from densenet.system.mxcompat import load_arrays, load_init
 
 # name: (initial features, growth rate, layers per block), as in the paper's
 # Table 1 and the Gluon model zoo.
@@ -196,7 +196,7 @@ class TransitionPoolDenseNet(DenseNet):
                          lr=lr, num_classes=num_classes)
         for transition in transitions(self.net):
             pool = transition_block(1, pool=transition_pool)[-1]
-            replace_child(transition, len(transition) - 1, pool)
+            transition.register_child(pool, str(len(transition) - 1))  # same name, same place
         self.transition_pool = self.hparams['transition_pool'] = transition_pool
 
 

@@ -168,21 +168,6 @@ def onnx_converters(opset: int) -> dict[str, Callable[..., Any]]:
     return MXNetGraph.registry_.setdefault(opset, {})
 
 
-def replace_child(sequential: nn.Sequential | nn.HybridSequential, index: int,
-                  block: nn.Block) -> None:
-    """Put `block` at position `index` of a (Hybrid)Sequential, under the same name.
-
-    So saved parameter names (``'5.weight'``) stay what they were.
-
-    Args:
-        sequential: the container.
-        index: the position.
-        block: the new child.
-    """
-    key = list(sequential._children)[index]
-    sequential._children[key] = block
-
-
 def load_arrays(path: str) -> dict[str, Array] | list[Array]:
     """mx.nd.load for files of either array semantics (the model zoo's are legacy).
 

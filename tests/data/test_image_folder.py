@@ -15,7 +15,7 @@ from helpers import digest, write_folder
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv('DENSENET_CACHE', str(tmp_path / 'cache'))
-    return tmp_path / 'cache'
+    return tmp_path / 'cache' / 'image-folder'
 
 
 def test_gray_folder_equals_fashion_mnist_pipeline(tmp_path, cache, real_data_dir):
@@ -58,7 +58,7 @@ def test_rgb_folder_and_the_cache(tmp_path, cache, real_data_dir):
     os.utime(path, ns=(1, 1))
     edited = ImageFolder(str(tmp_path / 'f'), batch_size=8, resize=40)
     assert edited.val_arrays[0].array[0].min() == 255
-    assert imf.default_cache_dir() == str(cache / 'image-folder')
+    assert imf.default_cache_dir() == str(cache)
 
 
 def test_train_and_val_folders(tmp_path, cache, real_data_dir):
