@@ -11,8 +11,7 @@ import mxnet as mx
 import numpy as onp
 
 from densenet.data import DataModule, check_data_dir, check_folder, open_data
-from densenet.deploy.auto import choose
-from densenet.deploy.engines import ENGINES, engine, require, unavailable
+from densenet.deploy.engines import ENGINES, choose, engine, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
@@ -99,10 +98,10 @@ def check_engine_flags(args: argparse.Namespace) -> None:
         require(named)
 
 
-def choose_engine(args: argparse.Namespace, meta: Meta, ctxs: list[mx.Context],
-                  images: int, batch: int) -> str:
+def choose_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta,
+                  ctxs: list[mx.Context], images: int, batch: int) -> str:
     """Replace --engine auto by the engine it picks for `images` images at `batch`
-    (`densenet.deploy.auto.choose`; MXNet on a GPU).
+    (`densenet.deploy.engines.choose`; MXNet on a GPU).
 
     Returns:
         How it was chosen, for the output ('' where --engine named it).
@@ -112,7 +111,7 @@ def choose_engine(args: argparse.Namespace, meta: Meta, ctxs: list[mx.Context],
     if ctxs[0].device_type != 'cpu':
         args.engine = 'mxnet'
         return 'auto: the GPU runs MXNet'
-    args.engine, how = choose(meta, args.precision, images, batch)
+    args.engine, how = choose(model, input_shape(meta), args.precision, images, batch)
     return how
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import densenet.cli.common as common
-from densenet.deploy.auto import choose, measure, record
+from densenet.deploy.engines import choose, measure, record
 from densenet.deploy.inference import PRECISIONS
 from densenet.system import runtime
 from densenet.system.machine import unsupported
@@ -29,10 +29,11 @@ def run(args: argparse.Namespace) -> int:
     model, meta, _ = common.load_trained(args, 'cpu')
     caps = runtime.capabilities()
     precisions = args.precision or [p for p in PRECISIONS if not unsupported(p, caps)]
-    figures = measure(model, meta, precisions, args.batch_size)
-    path = record(meta, figures)
+    shape = common.input_shape(meta)
+    figures = measure(model, shape, precisions, args.batch_size)
+    path = record(model, shape, figures)
     for precision in figures:
-        picks = [f'{choose(meta, precision, n, batch)[0]} for {n} image{"s" * (n > 1)}'
+        picks = [f'{choose(model, shape, precision, n, batch)[0]} for {n} image{"s" * (n > 1)}'
                  for n, batch in JOBS]
         print(f'--engine auto, {precision}: ' + ', '.join(picks))
     print(f'timings kept in {path}')

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     common.check_data_flags(args)
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))
     data = common.eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
-    how = common.choose_engine(args, meta, ctxs, len(data.val_arrays[1]), args.batch_size)
+    how = common.choose_engine(args, trained, meta, ctxs, len(data.val_arrays[1]),
+                               args.batch_size)
     on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
     fp32_preds = None
     if not on_mxnet_fp32:  # scored against the package's own fp32 predictions

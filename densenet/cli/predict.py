@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     for path in args.images:  # every file checked before the model loads
         read_image(path)
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))
-    common.choose_engine(args, meta, ctxs, len(args.images), 1)
+    common.choose_engine(args, trained, meta, ctxs, len(args.images), 1)
     model = common.on_engine(args, trained, meta, lambda: _calibration(args, meta))
     pre = Preprocess.from_meta(meta)
     for path in args.images:

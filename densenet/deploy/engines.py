@@ -25,16 +25,32 @@ count MXNet's OpenMP pool has (`threads`).
 ONNX Runtime and OpenVINO are optional extras: ``pip install 'densenet[onnx]'``
 and ``pip install 'densenet[openvino]'``; without them `engine` raises a
 `UsageError` naming the extra.
+
+The engine ``auto`` is the one this machine has timed fastest for the model, the
+precision and the job's number of images. `measure` builds the model on every
+engine that runs a precision here and times the build (export, quantization,
+compilation, first call) and the seconds per image at batch 1 and at a larger
+batch; `record` keeps the figures in the user's cache folder (``engines.json`` in
+`densenet.system.files.user_cache`), under the machine (`machine_key`: CPU, ISA,
+threads, engine versions) and the model's architecture and input shape
+(`model_key`); `choose` picks the engine whose build time plus N times its time
+per image is least. Nothing is timed unless asked (``densenet engines``); where no
+figures are recorded, `choose` picks MXNet and says so.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import importlib.util
 import io
+import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType, SimpleNamespace
+from typing import TypedDict
 
 import mxnet as mx
 import numpy as onp
@@ -51,7 +67,8 @@ from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.models.params import load_model
 from densenet.system import runtime
-from densenet.system.machine import unsupported
+from densenet.system.files import atomic_text, user_cache
+from densenet.system.machine import cpuinfo, unsupported
 
 ENGINES = ('mxnet', 'onnxruntime', 'openvino')
 #: engine: (the packages it imports, its name, the extra that installs them)
@@ -63,6 +80,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str, str]] = {
 ONNX_CALIBRATION = 'Percentile'
 #: OpenVINO's name for each precision's inference precision hint.
 OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}
+#: The timings `record` keeps, in the user's cache folder.
+RECORD = 'engines.json'
 
 
 def require(engine: str, *extra_modules: str) -> list[ModuleType]:
@@ -191,18 +210,22 @@ def _openvino(ov: ModuleType, onnx_path: str, precision: str) -> Predictor:
 
 def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str = 'fp32',
            calib_images: onp.ndarray | None = None,
-           input_shape: Sequence[int] | None = None) -> Predictor:
+           input_shape: Sequence[int] | None = None, images: int = 1,
+           batch: int = 1) -> Predictor:
     """A trained model on `engine` at `precision`, as a `Predictor`.
 
     Args:
         params_or_model: a .params file (rebuilt from its metadata, as
             `densenet.models.params.load_model` does) or a model.
-        engine: 'mxnet', 'onnxruntime' or 'openvino'.
+        engine: 'mxnet', 'onnxruntime', 'openvino' or 'auto' (`choose` picks one for
+            `images` images at `batch`).
         precision: 'fp32', 'bf16' or 'int8'.
         calib_images: uint8 training images for int8
             (`densenet.deploy.inference.calibration_images`).
         input_shape: the shape of one batch, (1, C, H, W); default: the params file's
             input size, else the model's default side.
+        images: with 'auto': the images the predictor is for.
+        batch: with 'auto': the batch size they come in.
 
     Returns:
         The `Predictor`: called on a float32 batch (N, C, H, W), it returns the logits
@@ -214,16 +237,18 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
             the CPU's bfloat16 instructions; bf16 on ONNX Runtime), or its extra is
             not installed.
     """
-    if why := unavailable(engine, precision, runtime.capabilities()):
-        raise UsageError(f'{engine} {precision}: {why}')
-    if precision == 'int8' and calib_images is None:
-        raise ValueError('int8 needs calibration images (uint8 N x H x W)')
-    modules = require(engine) if engine != 'mxnet' else []  # before any work
     model = params_or_model
     if isinstance(model, str):
         model, meta = load_model(model)
         input_shape = input_shape or (1, meta['channels'], meta['input_size'], meta['input_size'])
     shape = batch_shape(model, input_shape)
+    if engine == 'auto':
+        engine = choose(model, shape, precision, images, batch)[0]
+    if why := unavailable(engine, precision, runtime.capabilities()):
+        raise UsageError(f'{engine} {precision}: {why}')
+    if precision == 'int8' and calib_images is None:
+        raise ValueError('int8 needs calibration images (uint8 N x H x W)')
+    modules = require(engine) if engine != 'mxnet' else []  # before any work
     if engine == 'mxnet':
         return inference_model(model, precision, calib_images, shape, mx.cpu())
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,3 +258,175 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
             path = qdq_model(path, calib_images, shape[-1], os.path.join(tmp, 'int8.onnx'))
         run = _onnxruntime if engine == 'onnxruntime' else _openvino
         return run(modules[-1], path, precision)  # the engine's own module
+
+
+class Figures(TypedDict):
+    """One engine's measured figures for one model and precision."""
+
+    build_s: float   # export, quantization, compilation and the first call
+    one_s: float     # seconds per image at batch 1
+    batch_s: float   # seconds per image at `batch`
+    batch: int
+
+
+def machine_key() -> str:
+    """What decides the engines' speeds here: the CPU, the ISA oneDNN may use, the thread
+    count and the engines' versions.
+
+    Returns:
+        The key.
+    """
+    caps = ','.join(k for k, v in runtime.capabilities().items() if v) or 'sse'
+    versions = []
+    for dist in ('mxnet', 'onnxruntime', 'openvino'):
+        try:
+            versions.append(f'{dist} {importlib.metadata.version(dist)}')
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return f'{cpuinfo()[0]} [{caps}], {threads()} threads; {", ".join(versions)}'
+
+
+def model_key(model: CheckedClassifier, shape: Sequence[int]) -> str:
+    """The model's architecture (its registry name and arguments) and input shape.
+
+    Args:
+        model: the model.
+        shape: one batch's shape, (1, C, H, W).
+
+    Returns:
+        The key.
+    """
+    kwargs = json.dumps(model.registry_kwargs, sort_keys=True, default=list)
+    side = 'x'.join(map(str, shape[1:]))
+    return f'{model.registry_name} {kwargs} {side}'
+
+
+def installed(name: str) -> bool:
+    """Whether `name`'s packages are installed (without importing them).
+
+    Args:
+        name: one of `densenet.deploy.engines.ENGINES`.
+
+    Returns:
+        Whether it can run.
+    """
+    modules = EXTRAS[name][0] if name in EXTRAS else ()
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def _per_image(predictor: Callable[[onp.ndarray], object], X: onp.ndarray,
+               seconds: float) -> float:
+    """Seconds per image of `predictor` on `X`: the mean over at least 3 calls and
+    `seconds`, after one call not counted."""
+    predictor(X)
+    calls, tic = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - tic < seconds:
+        predictor(X)
+        calls += 1
+    return (time.perf_counter() - tic) / (calls * len(X))
+
+
+def _runner(model: CheckedClassifier, name: str, precision: str, calib: onp.ndarray,
+            shape: tuple[int, ...]) -> Callable[[onp.ndarray], object]:
+    if name == 'mxnet' and precision == 'fp32':  # the model itself, as the commands run it
+        return lambda X: model(mx.np.array(X)).asnumpy()
+    return engine(model, name, precision, calib if precision == 'int8' else None, shape).predict
+
+
+def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence[str],
+            batch: int = 64, calibration: int = 512, seconds: float = 1.0,
+            log: Callable[[str], None] = print) -> dict[str, dict[str, Figures]]:
+    """Time `model` on every engine that runs each precision here (installed, and the
+    CPU has the instructions).
+
+    Args:
+        model: the model (left as it was), on the CPU.
+        shape: one batch's shape, (1, C, H, W).
+        precisions: the precisions to time.
+        batch: the larger batch's size.
+        calibration: int8's calibration images (random pixels: the figures are times).
+        seconds: the least time spent timing each batch size.
+        log: where a line per engine goes.
+
+    Returns:
+        {precision: {engine: figures}}.
+    """
+    shape = tuple(shape)
+    rng = onp.random.RandomState(0)
+    X = rng.uniform(0, 1, (batch, *shape[1:])).astype('float32')
+    calib_shape = (calibration, shape[2], shape[3]) + ((shape[1],) if shape[1] > 1 else ())
+    calib = rng.randint(0, 256, calib_shape).astype('uint8')
+    caps = runtime.capabilities()
+    out: dict[str, dict[str, Figures]] = {}
+    for precision in precisions:
+        for name in ENGINES:
+            if unavailable(name, precision, caps) or not installed(name):
+                continue
+            tic = time.perf_counter()
+            predictor = _runner(model, name, precision, calib, shape)
+            predictor(X[:1])
+            build = time.perf_counter() - tic
+            figures = Figures(build_s=build, one_s=_per_image(predictor, X[:1], seconds),
+                              batch_s=_per_image(predictor, X, seconds), batch=batch)
+            out.setdefault(precision, {})[name] = figures
+            log(f'{precision} on {name}: build {build:.2f} s, {1e3 * figures["one_s"]:.2f} ms '
+                f'per image at batch 1, {1e3 * figures["batch_s"]:.2f} ms at batch {batch}')
+    return out
+
+
+def _read() -> dict[str, dict[str, dict[str, dict[str, Figures]]]]:
+    path = user_cache(RECORD)
+    try:
+        with open(path) as f:
+            data: dict[str, dict[str, dict[str, dict[str, Figures]]]] = json.load(f)
+            return data
+    except (OSError, ValueError):  # none yet, or unreadable: measured again when asked
+        return {}
+
+
+def record(model: CheckedClassifier, shape: Sequence[int],
+           figures: dict[str, dict[str, Figures]]) -> str:
+    """Keep `figures` for this machine, `model` and input `shape` (replacing the precisions
+    they cover).
+
+    Args:
+        model: the model.
+        shape: one batch's shape, (1, C, H, W).
+        figures: `measure`'s result.
+
+    Returns:
+        The record's path.
+    """
+    data = _read()
+    models = data.setdefault(machine_key(), {})
+    models.setdefault(model_key(model, shape), {}).update(figures)
+    path = user_cache(RECORD)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_text(path, json.dumps(data, indent=1, sort_keys=True))
+    return path
+
+
+def choose(model: CheckedClassifier, shape: Sequence[int], precision: str, images: int,
+           batch: int) -> tuple[str, str]:
+    """The engine that runs `images` images of `model` at `precision` soonest here.
+
+    Args:
+        model: the model.
+        shape: one batch's shape, (1, C, H, W).
+        precision: the precision.
+        images: the job's images.
+        batch: the batch size they are run at.
+
+    Returns:
+        (engine, how it was chosen: a phrase for the output line).
+    """
+    recorded = _read().get(machine_key(), {}).get(model_key(model, shape), {}).get(precision, {})
+    caps = runtime.capabilities()
+    costs = {name: f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s'])
+             for name, f in recorded.items()
+             if name in ENGINES and not unavailable(name, precision, caps) and installed(name)}
+    if not costs:
+        return 'mxnet', ('auto: no engine timed for this model here yet; `densenet engines` '
+                         'times them')
+    best = min(costs, key=costs.__getitem__)
+    return best, f'auto: fastest measured here for {images} image{"s" * (images != 1)}'

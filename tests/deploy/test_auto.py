@@ -5,13 +5,14 @@ import os
 
 import pytest
 
-from densenet.deploy import auto
-from densenet.models.params import read_meta
+from densenet import get_model
+from densenet.deploy import engines
+from densenet.models.params import load_model
 
 from helpers import cli
 
-META = {'model': 'book', 'kwargs': {'num_classes': 10}, 'channels': 1, 'input_size': 32,
-        'classes': [str(i) for i in range(10)]}
+MODEL = get_model('book')
+SHAPE = (1, 1, 32, 32)
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +21,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def figures(build_s, one_s, batch_s):
-    return auto.Figures(build_s=build_s, one_s=one_s, batch_s=batch_s, batch=64)
+    return engines.Figures(build_s=build_s, one_s=one_s, batch_s=batch_s, batch=64)
 
 
 # MXNet starts at once but is slow per image; ONNX Runtime takes a second to build.
@@ -31,66 +32,74 @@ def cost(f, images, batch):
     return f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s'])
 
 
+def choose(precision, images, batch, model=MODEL, shape=SHAPE):
+    return engines.choose(model, shape, precision, images, batch)
+
+
 @pytest.mark.parametrize('images, batch', [(1, 1), (20, 1), (100, 1), (10, 64), (10000, 64)])
 def test_auto_picks_the_least_build_plus_images_times_time_per_image(images, batch):
-    auto.record(META, {'fp32': {'mxnet': MX, 'onnxruntime': ORT}})
-    name, how = auto.choose(META, 'fp32', images, batch)
+    engines.record(MODEL, SHAPE, {'fp32': {'mxnet': MX, 'onnxruntime': ORT}})
+    name, how = choose('fp32', images, batch)
     expected = min(('mxnet', MX), ('onnxruntime', ORT), key=lambda e: cost(e[1], images, batch))
     assert name == expected[0]
     assert how == f'auto: fastest measured here for {images} image{"s" * (images > 1)}'
 
 
 def test_auto_without_timings_for_the_model_the_machine_or_the_engine(monkeypatch):
-    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'mxnet'  # nothing recorded yet
-    auto.record(META, {'fp32': {'onnxruntime': ORT}})
-    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'onnxruntime'
-    name, how = auto.choose(META, 'int8', 10000, 64)  # another precision
+    assert choose('fp32', 10000, 64)[0] == 'mxnet'  # nothing recorded yet
+    engines.record(MODEL, SHAPE, {'fp32': {'onnxruntime': ORT}})
+    assert choose('fp32', 10000, 64)[0] == 'onnxruntime'
+    name, how = choose('int8', 10000, 64)  # another precision
     assert name == 'mxnet' and 'densenet engines' in how
-    assert auto.choose({**META, 'input_size': 64}, 'fp32', 10000, 64)[0] == 'mxnet'
-    monkeypatch.setattr(auto, 'installed', lambda name: name != 'onnxruntime')
-    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'mxnet'  # uninstalled since
+    assert choose('fp32', 10000, 64, shape=(1, 1, 64, 64))[0] == 'mxnet'  # another side
+    other = get_model('book', growth_rate=16)  # another architecture
+    assert choose('fp32', 10000, 64, model=other)[0] == 'mxnet'
+    monkeypatch.setattr(engines, 'installed', lambda name: name != 'onnxruntime')
+    assert choose('fp32', 10000, 64)[0] == 'mxnet'  # uninstalled since
     monkeypatch.undo()
-    monkeypatch.setattr(auto, 'machine_key', lambda: 'another CPU')
-    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'mxnet'
+    monkeypatch.setattr(engines, 'machine_key', lambda: 'another CPU')
+    assert choose('fp32', 10000, 64)[0] == 'mxnet'
 
 
 def test_a_new_record_keeps_the_others_and_a_broken_file_is_measured_again():
-    auto.record(META, {'fp32': {'mxnet': MX}})
-    auto.record(META, {'int8': {'onnxruntime': ORT}})
-    other = {**META, 'model': 'densenet_bc_100'}
-    auto.record(other, {'fp32': {'onnxruntime': ORT}})
-    with open(auto.user_cache(auto.RECORD)) as f:
-        models = json.load(f)[auto.machine_key()]
-    assert models[auto.model_key(META)] == {'fp32': {'mxnet': MX}, 'int8': {'onnxruntime': ORT}}
-    assert models[auto.model_key(other)] == {'fp32': {'onnxruntime': ORT}}
-    with open(auto.user_cache(auto.RECORD), 'w') as f:
+    engines.record(MODEL, SHAPE, {'fp32': {'mxnet': MX}})
+    engines.record(MODEL, SHAPE, {'int8': {'onnxruntime': ORT}})
+    other = get_model('densenet_bc_100', depth=16)
+    engines.record(other, SHAPE, {'fp32': {'onnxruntime': ORT}})
+    with open(engines.user_cache(engines.RECORD)) as f:
+        models = json.load(f)[engines.machine_key()]
+    assert models[engines.model_key(MODEL, SHAPE)] == {'fp32': {'mxnet': MX},
+                                                       'int8': {'onnxruntime': ORT}}
+    assert models[engines.model_key(other, SHAPE)] == {'fp32': {'onnxruntime': ORT}}
+    with open(engines.user_cache(engines.RECORD), 'w') as f:
         f.write('{"truncated')
-    assert auto.choose(META, 'fp32', 1, 1)[0] == 'mxnet'
-    auto.record(META, {'fp32': {'onnxruntime': ORT}})
-    assert auto.choose(META, 'fp32', 10000, 64)[0] == 'onnxruntime'
+    assert choose('fp32', 1, 1)[0] == 'mxnet'
+    engines.record(MODEL, SHAPE, {'fp32': {'onnxruntime': ORT}})
+    assert choose('fp32', 10000, 64)[0] == 'onnxruntime'
 
 
 @pytest.mark.slow
-def test_engines_times_a_model_and_evaluate_and_predict_follow(trained_run, real_data_dir,
-                                                              tmp_path):
+def test_engines_times_a_model_and_evaluate_predict_and_engine_follow(trained_run,
+                                                                     real_data_dir, tmp_path):
     params = os.path.join(trained_run[0], 'best.params')
-    meta = read_meta(params)
+    model, meta = load_model(params)
+    shape = (1, meta['channels'], meta['input_size'], meta['input_size'])
     common = ['--params', params, '--data-dir', real_data_dir, '--limit', '300',
               '--out', str(tmp_path / 'confusion.png')]
     before = cli('evaluate', *common).stdout.splitlines()[0]
     assert before.endswith('300 images, fp32 on mxnet; auto: no engine timed for this model '
                            'here yet; `densenet engines` times them)'), before
     proc = cli('engines', '--params', params, '--precision', 'fp32', '--batch-size', '16')
-    with open(auto.user_cache(auto.RECORD)) as f:
-        timed = json.load(f)[auto.machine_key()][auto.model_key(meta)]
-    assert sorted(timed) == ['fp32'] and sorted(timed['fp32']) == sorted(auto.ENGINES)
+    with open(engines.user_cache(engines.RECORD)) as f:
+        timed = json.load(f)[engines.machine_key()][engines.model_key(model, shape)]
+    assert sorted(timed) == ['fp32'] and sorted(timed['fp32']) == sorted(engines.ENGINES)
     for f in timed['fp32'].values():
         assert f['batch'] == 16 and f['build_s'] > 0 and 0 < f['batch_s'] and 0 < f['one_s']
-    one, many = (auto.choose(meta, 'fp32', n, b)[0] for n, b in ((1, 1), (10000, 256)))
+    one, many = (engines.choose(model, shape, 'fp32', n, b)[0] for n, b in ((1, 1), (10000, 256)))
     assert f'--engine auto, fp32: {one} for 1 image, {many} for 10000 images' in proc.stdout
-    # Make OpenVINO the fastest: evaluate and predict then run on it, and say so.
+    # Make OpenVINO the fastest: evaluate, predict and engine() then run on it.
     timed['fp32']['openvino'].update(build_s=0.0, one_s=1e-9, batch_s=1e-9)
-    auto.record(meta, timed)
+    engines.record(model, shape, timed)
     line = cli('evaluate', *common).stdout.splitlines()[0]
     assert line.endswith('300 images, fp32 on openvino; auto: fastest measured here for 300 '
                          'images)'), line
@@ -105,3 +114,4 @@ def test_engines_times_a_model_and_evaluate_and_predict_follow(trained_run, real
     assert proc.stdout.startswith(f'{image}: ') and '[fp32 on openvino]' in proc.stdout
     named = cli('predict', '--params', params, '--engine', 'mxnet', image)
     assert '[fp32 on mxnet]' in named.stdout
+    assert engines.engine(params, 'auto', images=1000, batch=64).name == 'openvino'
