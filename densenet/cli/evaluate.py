@@ -39,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
     common.check_data_flags(args)
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))
     data = common.eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
-    how = common.choose_engine(args, trained, meta, ctxs, len(data.val_arrays[1]),
+    passes = 2 if args.tta else 1
+    how = common.choose_engine(args, trained, meta, ctxs, passes * len(data.val_arrays[1]),
                                args.batch_size)
-    on_mxnet_fp32 = args.engine == 'mxnet' and args.precision == 'fp32'
     fp32_preds = None
-    if not on_mxnet_fp32:  # scored against the package's own fp32 predictions
+    # Another engine or precision that was asked for is scored against the package's own
+    # fp32 predictions; fp32 that auto moved to another engine is not (it would cost a pass).
+    if args.precision != 'fp32' or not (how or args.engine == 'mxnet'):
         _, fp32_acc, fp32_preds = evaluate(trained, data.val_dataloader(), ctxs)
     model = common.on_engine(args, trained, meta, lambda: calibration_images(data))
     if args.tta:

@@ -40,6 +40,7 @@ figures are recorded, `choose` picks MXNet and says so.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import importlib.util
 import io
@@ -50,7 +51,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType, SimpleNamespace
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import mxnet as mx
 import numpy as onp
@@ -80,8 +81,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str, str]] = {
 ONNX_CALIBRATION = 'Percentile'
 #: OpenVINO's name for each precision's inference precision hint.
 OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}
-#: The timings `record` keeps, in the user's cache folder.
-RECORD = 'engines.json'
+#: The timings `record` keeps, in the user's cache folder, and their layout's version.
+RECORD, RECORD_FORMAT = 'engines.json', 1
 
 
 def require(engine: str, *extra_modules: str) -> list[ModuleType]:
@@ -244,6 +245,8 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
     shape = batch_shape(model, input_shape)
     if engine == 'auto':
         engine = choose(model, shape, precision, images, batch)[0]
+        if engine == 'mxnet' and precision == 'fp32':  # what `measure` timed
+            return Predictor('mxnet', 'fp32', _fast_path(model))
     if why := unavailable(engine, precision, runtime.capabilities()):
         raise UsageError(f'{engine} {precision}: {why}')
     if precision == 'int8' and calib_images is None:
@@ -287,7 +290,8 @@ def machine_key() -> str:
 
 
 def model_key(model: CheckedClassifier, shape: Sequence[int]) -> str:
-    """The model's architecture (its registry name and arguments) and input shape.
+    """The model's architecture (its name and a digest of every parameter's shape, so a new
+    classifier or another depth is another model) and input shape.
 
     Args:
         model: the model.
@@ -296,9 +300,10 @@ def model_key(model: CheckedClassifier, shape: Sequence[int]) -> str:
     Returns:
         The key.
     """
-    kwargs = json.dumps(model.registry_kwargs, sort_keys=True, default=list)
+    shapes = json.dumps([p.shape for p in model.net.collect_params().values()])
+    digest = hashlib.sha256(shapes.encode()).hexdigest()[:16]
     side = 'x'.join(map(str, shape[1:]))
-    return f'{model.registry_name} {kwargs} {side}'
+    return f'{model.registry_name or type(model).__name__} {digest} {side}'
 
 
 def installed(name: str) -> bool:
@@ -326,10 +331,15 @@ def _per_image(predictor: Callable[[onp.ndarray], object], X: onp.ndarray,
     return (time.perf_counter() - tic) / (calls * len(X))
 
 
+def _fast_path(model: CheckedClassifier) -> Callable[[onp.ndarray], onp.ndarray]:
+    """The model itself on numpy batches: MXNet fp32 as the commands run it."""
+    return lambda X: model(mx.np.array(X, ctx=mx.cpu())).asnumpy()
+
+
 def _runner(model: CheckedClassifier, name: str, precision: str, calib: onp.ndarray,
             shape: tuple[int, ...]) -> Callable[[onp.ndarray], object]:
-    if name == 'mxnet' and precision == 'fp32':  # the model itself, as the commands run it
-        return lambda X: model(mx.np.array(X)).asnumpy()
+    if name == 'mxnet' and precision == 'fp32':
+        return _fast_path(model)
     return engine(model, name, precision, calib if precision == 'int8' else None, shape).predict
 
 
@@ -340,7 +350,8 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
     CPU has the instructions).
 
     Args:
-        model: the model (left as it was), on the CPU.
+        model: the model as it will run (MXNet fp32 times it as it is: hybridize it
+            first for the fast path), on the CPU; left as it was.
         shape: one batch's shape, (1, C, H, W).
         precisions: the precisions to time.
         batch: the larger batch's size.
@@ -374,14 +385,17 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
     return out
 
 
-def _read() -> dict[str, dict[str, dict[str, dict[str, Figures]]]]:
-    path = user_cache(RECORD)
+def _read() -> dict[str, Any]:
+    """The recorded timings, {machine: {model: {precision: {engine: figures}}}}; {} where
+    there are none, or the file is unreadable or of another layout (timed again when
+    asked)."""
     try:
-        with open(path) as f:
-            data: dict[str, dict[str, dict[str, dict[str, Figures]]]] = json.load(f)
-            return data
-    except (OSError, ValueError):  # none yet, or unreadable: measured again when asked
+        with open(user_cache(RECORD)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
         return {}
+    ok = isinstance(data, dict) and data.get('format') == RECORD_FORMAT
+    return data['timings'] if ok and isinstance(data.get('timings'), dict) else {}
 
 
 def record(model: CheckedClassifier, shape: Sequence[int],
@@ -397,12 +411,15 @@ def record(model: CheckedClassifier, shape: Sequence[int],
     Returns:
         The record's path.
     """
-    data = _read()
-    models = data.setdefault(machine_key(), {})
-    models.setdefault(model_key(model, shape), {}).update(figures)
+    timings, key = _read(), model_key(model, shape)
+    if not isinstance(timings.get(machine_key()), dict):
+        timings[machine_key()] = {}
+    models = timings[machine_key()]
+    models[key] = {**(models[key] if isinstance(models.get(key), dict) else {}), **figures}
     path = user_cache(RECORD)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_text(path, json.dumps(data, indent=1, sort_keys=True))
+    atomic_text(path, json.dumps({'format': RECORD_FORMAT, 'timings': timings}, indent=1,
+                                 sort_keys=True))
     return path
 
 
@@ -420,11 +437,14 @@ def choose(model: CheckedClassifier, shape: Sequence[int], precision: str, image
     Returns:
         (engine, how it was chosen: a phrase for the output line).
     """
-    recorded = _read().get(machine_key(), {}).get(model_key(model, shape), {}).get(precision, {})
     caps = runtime.capabilities()
-    costs = {name: f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s'])
-             for name, f in recorded.items()
-             if name in ENGINES and not unavailable(name, precision, caps) and installed(name)}
+    try:  # a damaged entry counts as none
+        recorded = _read()[machine_key()][model_key(model, shape)][precision]
+        costs = {name: float(f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s']))
+                 for name, f in recorded.items()
+                 if name in ENGINES and not unavailable(name, precision, caps) and installed(name)}
+    except (KeyError, TypeError, AttributeError, ValueError):
+        costs = {}
     if not costs:
         return 'mxnet', ('auto: no engine timed for this model here yet; `densenet engines` '
                          'times them')
