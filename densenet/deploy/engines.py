@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
-import importlib.util
 import io
 import json
 import logging
@@ -307,7 +306,7 @@ def model_key(model: CheckedClassifier, shape: Sequence[int]) -> str:
 
 
 def installed(name: str) -> bool:
-    """Whether `name`'s packages are installed (without importing them).
+    """Whether `name`'s packages import (MXNet always does).
 
     Args:
         name: one of `densenet.deploy.engines.ENGINES`.
@@ -315,8 +314,10 @@ def installed(name: str) -> bool:
     Returns:
         Whether it can run.
     """
-    modules = EXTRAS[name][0] if name in EXTRAS else ()
-    return all(importlib.util.find_spec(m) is not None for m in modules)
+    try:
+        return name == 'mxnet' or bool(require(name))
+    except UsageError:  # not installed, or an install that fails to import
+        return False
 
 
 def _per_image(predictor: Callable[[onp.ndarray], object], X: onp.ndarray,
@@ -442,11 +443,12 @@ def choose(model: CheckedClassifier, shape: Sequence[int], precision: str, image
         recorded = _read()[machine_key()][model_key(model, shape)][precision]
         costs = {name: float(f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s']))
                  for name, f in recorded.items()
-                 if name in ENGINES and not unavailable(name, precision, caps) and installed(name)}
+                 if name in ENGINES and not unavailable(name, precision, caps)}
     except (KeyError, TypeError, AttributeError, ValueError):
         costs = {}
-    if not costs:
+    # The fastest that imports (only the engines tried are imported).
+    best = next((name for name in sorted(costs, key=costs.__getitem__) if installed(name)), None)
+    if best is None:
         return 'mxnet', ('auto: no engine timed for this model here yet; `densenet engines` '
                          'times them')
-    best = min(costs, key=costs.__getitem__)
     return best, f'auto: fastest measured here for {images} image{"s" * (images != 1)}'

@@ -2,6 +2,7 @@
 ``densenet engines`` records them."""
 import json
 import os
+import sys
 
 import pytest
 
@@ -54,8 +55,10 @@ def test_auto_without_timings_for_the_model_the_machine_or_the_engine(monkeypatc
     assert choose('fp32', 10000, 64, shape=(1, 1, 64, 64))[0] == 'mxnet'  # another side
     other = get_model('book', growth_rate=16)  # another architecture
     assert choose('fp32', 10000, 64, model=other)[0] == 'mxnet'
-    monkeypatch.setattr(engines, 'installed', lambda name: name != 'onnxruntime')
-    assert choose('fp32', 10000, 64)[0] == 'mxnet'  # uninstalled since
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # `import onnxruntime` fails
+    assert choose('fp32', 10000, 64)[0] == 'mxnet'  # uninstalled, or broken, since
+    engines.record(MODEL, SHAPE, {'fp32': {'openvino': figures(2.0, 0.004, 0.003)}})
+    assert choose('fp32', 10000, 64)[0] == 'openvino'  # the next fastest that imports
     monkeypatch.undo()
     monkeypatch.setattr(engines, 'machine_key', lambda: 'another CPU')
     assert choose('fp32', 10000, 64)[0] == 'mxnet'
