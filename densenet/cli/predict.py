@@ -14,6 +14,9 @@ from densenet.deploy.inference import calibration_images
 from densenet.models.meta import Meta
 from densenet.models.preprocess import Preprocess
 
+#: images per forward pass (the files are read and printed a batch at a time)
+BATCH = 64
+
 
 def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('predict', help='class and probability for image files')
@@ -44,15 +47,18 @@ def run(args: argparse.Namespace) -> int:
     for path in args.images:  # every file checked before the model loads
         read_image(path)
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))
-    common.choose_engine(args, trained, meta, ctxs, len(args.images), 1)
+    batch = min(len(args.images), BATCH)
+    common.choose_engine(args, trained, meta, ctxs, len(args.images), batch)
     model = common.on_engine(args, trained, meta, lambda: _calibration(args, meta))
     pre = Preprocess.from_meta(meta)
-    for path in args.images:
-        X, (notes,) = pre([path], convert=not args.no_convert)
-        p = npx.softmax(model(np.array(X, ctx=ctxs[0])))[0].asnumpy()
-        c = int(p.argmax())
-        print(f'{path}: {pre.classes[c]} ({p[c]:.3f}) [{args.precision} on {args.engine}]'
-              + _note(pre, notes, args.no_convert))
+    for start in range(0, len(args.images), batch):
+        paths = args.images[start:start + batch]
+        X, notes = pre(paths, convert=not args.no_convert)
+        probs = npx.softmax(model(np.array(X, ctx=ctxs[0]))).asnumpy()
+        for path, p, note in zip(paths, probs, notes, strict=True):
+            c = int(p.argmax())
+            print(f'{path}: {pre.classes[c]} ({p[c]:.3f}) [{args.precision} on {args.engine}]'
+                  + _note(pre, note, args.no_convert))
     return 0
 
 
