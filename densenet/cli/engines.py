@@ -3,15 +3,12 @@ keep the figures for ``--engine auto``."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 
 import densenet.cli.common as common
-from densenet.deploy.engines import RECORD, choose, measure, record
+from densenet.deploy.engines import choose, measure, record, record_path
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
 from densenet.system import runtime
-from densenet.system.files import user_cache
 from densenet.system.machine import unsupported
 from densenet.train.options import positive_int
 
@@ -34,12 +31,7 @@ def run(args: argparse.Namespace) -> int:
     for precision in args.precision or []:
         if why := unsupported(precision, caps):
             raise UsageError(f'--precision {precision}: {why}')
-    folder = os.path.dirname(user_cache(RECORD))
-    with contextlib.suppress(OSError):
-        os.makedirs(folder, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f'{folder} is not a folder this user can write the timings to: set '
-                         'DENSENET_CACHE to one')
+    record_path()  # a cache folder it cannot write is refused before any timing
     model, meta, _ = common.load_trained(args, 'cpu')
     precisions = args.precision or [p for p in PRECISIONS if not unsupported(p, caps)]
     shape = common.input_shape(meta)

@@ -242,10 +242,9 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
         model, meta = load_model(model)
         input_shape = input_shape or (1, meta['channels'], meta['input_size'], meta['input_size'])
     shape = batch_shape(model, input_shape)
-    if engine == 'auto':
-        engine = choose(model, shape, precision, images, batch)[0]
-        if engine == 'mxnet' and precision == 'fp32':  # what `measure` timed
-            return Predictor('mxnet', 'fp32', _fast_path(model))
+    if engine == 'auto':  # as `measure` timed it
+        return _predictor(model, choose(model, shape, precision, images, batch)[0], precision,
+                          calib_images, shape)
     if why := unavailable(engine, precision, runtime.capabilities()):
         raise UsageError(f'{engine} {precision}: {why}')
     if precision == 'int8' and calib_images is None:
@@ -332,16 +331,13 @@ def _per_image(predictor: Callable[[onp.ndarray], object], X: onp.ndarray,
     return (time.perf_counter() - tic) / (calls * len(X))
 
 
-def _fast_path(model: CheckedClassifier) -> Callable[[onp.ndarray], onp.ndarray]:
-    """The model itself on numpy batches: MXNet fp32 as the commands run it."""
-    return lambda X: model(mx.np.array(X, ctx=mx.cpu())).asnumpy()
-
-
-def _runner(model: CheckedClassifier, name: str, precision: str, calib: onp.ndarray,
-            shape: tuple[int, ...]) -> Callable[[onp.ndarray], object]:
+def _predictor(model: CheckedClassifier, name: str, precision: str,
+               calib: onp.ndarray | None, shape: Sequence[int]) -> Predictor:
+    """`model` on engine `name`, as `measure` times it and `auto` runs it: MXNet's fp32 is
+    the model itself (as the commands run it), the rest `engine`'s."""
     if name == 'mxnet' and precision == 'fp32':
-        return _fast_path(model)
-    return engine(model, name, precision, calib if precision == 'int8' else None, shape).predict
+        return Predictor('mxnet', 'fp32', lambda X: model(mx.np.array(X, ctx=mx.cpu())).asnumpy())
+    return engine(model, name, precision, calib, shape)
 
 
 def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence[str],
@@ -375,7 +371,8 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
             if unavailable(name, precision, caps) or not installed(name):
                 continue
             tic = time.perf_counter()
-            predictor = _runner(model, name, precision, calib, shape)
+            predictor = _predictor(model, name, precision,
+                                   calib if precision == 'int8' else None, shape).predict
             predictor(X[:1])
             build = time.perf_counter() - tic
             figures = Figures(build_s=build, one_s=_per_image(predictor, X[:1], seconds),
@@ -399,6 +396,25 @@ def _read() -> dict[str, Any]:
     return data['timings'] if ok and isinstance(data.get('timings'), dict) else {}
 
 
+def record_path() -> str:
+    """Where `record` writes, its folder made.
+
+    Returns:
+        The path.
+
+    Raises:
+        UsageError: a folder this user cannot write to (checked before any timing).
+    """
+    path = user_cache(RECORD)
+    folder = os.path.dirname(path)
+    with contextlib.suppress(OSError):
+        os.makedirs(folder, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f'{folder} is not a folder this user can write the timings to: set '
+                         'DENSENET_CACHE to one')
+    return path
+
+
 def record(model: CheckedClassifier, shape: Sequence[int],
            figures: dict[str, dict[str, Figures]]) -> str:
     """Keep `figures` for this machine, `model` and input `shape` (replacing the precisions
@@ -411,14 +427,16 @@ def record(model: CheckedClassifier, shape: Sequence[int],
 
     Returns:
         The record's path.
+
+    Raises:
+        UsageError: a cache folder this user cannot write to.
     """
     timings, key = _read(), model_key(model, shape)
     if not isinstance(timings.get(machine_key()), dict):
         timings[machine_key()] = {}
     models = timings[machine_key()]
     models[key] = {**(models[key] if isinstance(models.get(key), dict) else {}), **figures}
-    path = user_cache(RECORD)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = record_path()
     atomic_text(path, json.dumps({'format': RECORD_FORMAT, 'timings': timings}, indent=1,
                                  sort_keys=True))
     return path
