@@ -89,19 +89,22 @@ class Graph:
         return names[0]
 
 
-def legacy_graph(model: CheckedClassifier, input_shape: Sequence[int]) -> Graph:
-    """`model` traced with the legacy concatenation (same values, see block_mode.py).
+def legacy_graph(model: CheckedClassifier, input_shape: Sequence[int],
+                 concat: str = 'legacy') -> Graph:
+    """`model` traced into the legacy symbol API, its dense blocks joining their features
+    with `concat` (same values, see block_mode.py).
 
     The model is left as it was (modes and hybridization restored).
 
     Args:
         model: the model.
         input_shape: the shape it is traced at.
+        concat: 'legacy' (oneDNN's concat, which quantization needs) or 'numpy'.
 
     Returns:
         Its graph.
     """
-    with tempfile.TemporaryDirectory() as tmp, concat_mode(model.net, 'legacy'):
+    with tempfile.TemporaryDirectory() as tmp, concat_mode(model.net, concat):
         sym_file, params_file = export_mxnet(model, tmp, 'fp32', input_shape)
         # Parameters were saved under numpy shape semantics: load them there.
         values = {k.split(':', 1)[-1]: v.as_nd_ndarray()
@@ -212,7 +215,7 @@ def _depthwise(node: Node, nodes: list[Node], params: dict[str, mx.nd.NDArray]) 
     return {'op': 'Convolution', 'name': node['name'], 'attrs': attrs, 'inputs': inputs}
 
 
-def fold_batchnorm(graph: Graph, input_shape: Sequence[int]) -> Graph:
+def fold_batchnorm(graph: Graph, input_shape: Sequence[int], channel_block: int = 1) -> Graph:
     """Every BatchNorm that oneDNN would leave on its own, as a depthwise 1x1 convolution.
 
     The convolution's weight is the BatchNorm's scale and its bias the shift
@@ -220,11 +223,13 @@ def fold_batchnorm(graph: Graph, input_shape: Sequence[int]) -> Graph:
     then fuses it with a ReLU that follows. The convolution keeps the
     BatchNorm's node name; its parameters are ``<name>_weight`` and
     ``<name>_bias``. BatchNorms right after a convolution, over other axes or
-    on other than 4-D features are left alone.
+    on other than 4-D features are left alone, and so are those whose channel
+    count is not a multiple of `channel_block`.
 
     Args:
         graph: the graph.
         input_shape: the data's shape (for the features' number of axes).
+        channel_block: fold only BatchNorms over a multiple of this many channels.
 
     Returns:
         The rewritten graph; parameters no node reads any more are dropped.
@@ -232,8 +237,10 @@ def fold_batchnorm(graph: Graph, input_shape: Sequence[int]) -> Graph:
     doc, ndims = _nodes(graph), _output_ndims(graph, input_shape)
     nodes, params = doc['nodes'], dict(graph.params)
     for i in range(len(nodes)):  # not the parameter nodes appended on the way
-        if _foldable(nodes, nodes[i], ndims):
-            nodes[i] = _depthwise(nodes[i], nodes, params)
+        node = nodes[i]
+        if _foldable(nodes, node, ndims) and \
+                params[nodes[node['inputs'][1][0]]['name']].shape[0] % channel_block == 0:
+            nodes[i] = _depthwise(node, nodes, params)
     symbol = _symbol(doc)  # without the BatchNorms' parameters, which no node reads
     used = set(symbol.list_inputs())
     return Graph(symbol, {k: v for k, v in params.items() if k in used})

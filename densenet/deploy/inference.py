@@ -1,11 +1,11 @@
 """INT8, BF16 and fp32 inference models for CPUs (oneDNN), from a trained DenseNet.
 
 MXNet 1.9.1 quantizes (``quantize_net``) and mixes precision (AMP) only
-through its legacy, non-numpy API. So the model is traced with the legacy
-concatenation (same values, see blocks.py) into a `Graph`
-(densenet/deploy/graphs.py), which INT8 and fp32 first rewrite for oneDNN
-(BatchNorms as depthwise convolutions fused with their ReLUs; INT8
-concatenations without rescaling). `InferenceModel` runs such a graph and
+through its legacy, non-numpy API. So the model is traced into a legacy
+`Graph` (densenet/deploy/graphs.py; INT8 and BF16 with the legacy
+concatenation, fp32 with the fast path's; same values, see block_mode.py),
+which INT8 and fp32 first rewrite for oneDNN (BatchNorms as depthwise
+convolutions fused with their ReLUs; INT8 concatenations without rescaling). `InferenceModel` runs such a graph and
 hides the mode switch: it is MXNet's `Predictor`, the one interface of every
 engine (numpy batches in, logits out). The model handed in is left as it was.
 """
@@ -32,6 +32,7 @@ from densenet.deploy.graphs import (
     share_concat_ranges,
 )
 from densenet.models.classifier import CheckedClassifier
+from densenet.modes.block_mode import fast_concat_mode
 from densenet.system import runtime
 from densenet.system.hints import Array
 from densenet.system.machine import unsupported
@@ -351,9 +352,13 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
                ctx: mx.Context | None = None) -> InferenceModel:
     """fp32 as one static graph: on a CPU, oneDNN-fused, the fastest fp32 inference here.
 
-    The BatchNorms become depthwise convolutions (`fold_batchnorm`), which
-    oneDNN fuses with the ReLUs after them; the values are the model's up to
-    float32 rounding. The caller's model is not changed.
+    The dense blocks join their features as on the fast path (`fast_concat_mode`).
+    The BatchNorms whose channels fill the CPU's fp32 channel blocks
+    (`channel_block`) become depthwise convolutions (`fold_batchnorm`), which
+    oneDNN fuses with the ReLUs after them; over other channel counts (a growth
+    rate of 12) a depthwise convolution falls to slower kernels than the BatchNorm
+    it replaces. The values are the model's up to float32 rounding. The caller's
+    model is not changed.
 
     Args:
         model: the trained model.
@@ -364,11 +369,24 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
         The model's graph.
     """
     ctx = ctx or mx.cpu()
-    graph = fold_batchnorm(legacy_graph(model, input_shape), input_shape)
+    graph = legacy_graph(model, input_shape, fast_concat_mode(model.net))
+    graph = fold_batchnorm(graph, input_shape, channel_block(runtime.capabilities()))
     if ctx.device_type == 'cpu':
         with legacy_mode():  # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1
             graph = Graph(graph.symbol.optimize_for('MKLDNN'), graph.params)
     return InferenceModel(graph, ctx)
+
+
+def channel_block(caps: dict[str, bool]) -> int:
+    """The channels oneDNN's fp32 kernels work on at once here: a vector register of floats.
+
+    Args:
+        caps: `densenet.system.runtime.capabilities()`.
+
+    Returns:
+        16 with AVX-512, else 8 (AVX2).
+    """
+    return 16 if caps['avx512'] else 8
 
 
 def inference_model(model: CheckedClassifier, precision: str,

@@ -1,4 +1,6 @@
 """INT8/BF16 inference and the fast fp32 path against the book-literal model."""
+import json
+
 import mxnet as mx
 import numpy as onp
 import pytest
@@ -24,6 +26,7 @@ from densenet.modes import prepare_model
 from densenet.system import runtime
 from densenet.train import TrainConfig, evaluate, fit
 
+from helpers import set_running_stats
 from numerics import EPS32, beyond_rounding, perturbed, worst
 
 pytestmark = pytest.mark.slow
@@ -171,7 +174,6 @@ def test_percentile_collector_thresholds():
 
 
 def _ops(graph):
-    import json
     return [n['op'] for n in json.loads(graph.symbol.tojson())['nodes']]
 
 
@@ -247,6 +249,34 @@ def test_fp32_graph_equals_the_book_literal_model(shipped_and_images):
     assert isinstance(inference_model(model, 'fp32', input_shape=(1, 1, 64, 64)), InferenceModel)
 
 
+def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
+    """A growth rate of 12 gives channel counts that are not multiples of the CPU's fp32
+    channel block: those BatchNorms stay BatchNorms, the features are joined with the
+    numpy concatenation (the fast path's), and the graph computes the model's values."""
+    import densenet
+    from densenet.deploy.inference import channel_block
+    model = densenet.get_model('densenet_bc_100', depth=16, in_channels=3)
+    model.net(np.zeros((1, 3, 32, 32)))
+    set_running_stats(model.net, seed=1)
+    shape, block = (1, 3, 32, 32), channel_block(runtime.capabilities())
+    folded = fold_batchnorm(legacy_graph(model, shape, 'numpy'), shape, block)
+    nodes = json.loads(folded.symbol.tojson())['nodes']
+    kept = [n for n in nodes if n['op'] == 'BatchNorm']
+    after_conv = [n for n in kept if nodes[n['inputs'][0][0]]['op'] == 'Convolution']
+    unaligned = [n for n in kept if n not in after_conv]
+    assert unaligned and all(folded.params[nodes[n['inputs'][1][0]]['name']].shape[0] % block
+                             for n in unaligned)
+    depthwise = [n for n in nodes if n['op'] == 'Convolution'
+                 and n['attrs']['num_group'] != '1']
+    assert depthwise and all(int(n['attrs']['num_group']) % block == 0 for n in depthwise)
+    fast = fp32_model(model, shape)
+    ops = _ops(fast.graph)
+    assert '_npi_concatenate' in ops and 'Concat' not in ops
+    X = np.array(onp.random.RandomState(5).uniform(size=(8, 3, 32, 32)).astype('float32'))
+    want, want_perturbed = model(X).asnumpy(), model(perturbed(X)).asnumpy()
+    assert beyond_rounding([fast(X).asnumpy()], [want], [want_perturbed]) == []
+
+
 def test_inference_model_takes_every_array_kind_and_shape(shipped_and_images):
     """numpy in, numpy out; an MXNet array in (numpy-mode or legacy, any float), a
     numpy-mode array out, as the model returns."""
@@ -269,7 +299,6 @@ def test_inference_model_takes_every_array_kind_and_shape(shipped_and_images):
 def test_int8_concatenations_need_no_rescaling(trained):
     """Every dense layer's new features reach its concatenation in the chain's range, and
     no BatchNorm or lone ReLU is left: they are quantized convolutions."""
-    import json
     model, data = trained
     int8 = inference_model(model, 'int8', calibration_images(data)[:128],
                            input_shape=(1, 1, 32, 32))
