@@ -10,7 +10,7 @@ from typing import NoReturn, Protocol
 import mxnet as mx
 import numpy as onp
 
-from densenet.data import DataModule, check_data_dir, check_folder, open_data
+from densenet.data import DataModule, open_data
 from densenet.deploy.engines import ENGINES, choose, engine, require, unavailable
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
@@ -156,17 +156,6 @@ def on_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta,
 def input_shape(meta: Meta) -> tuple[int, int, int, int]:
     """The shape of one image batch for the model `meta` describes."""
     return (1, meta['channels'], meta['input_size'], meta['input_size'])
-
-
-def check_data_flags(args: argparse.Namespace) -> None:
-    """--data and --data-dir checked before any model loads."""
-    if args.data and args.data_dir:
-        raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
-                         'datasets: give one')
-    if args.data_dir:
-        check_data_dir(args.data_dir)
-    if args.data:
-        check_folder(args.data)
 
 
 def eval_data(meta: Meta, batch_size: int, folder: str | None, data_dir: str | None,

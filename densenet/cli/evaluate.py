@@ -8,6 +8,7 @@ import os
 import numpy as onp
 
 import densenet.cli.common as common
+from densenet.data import check_sources
 from densenet.deploy.inference import calibration_images
 from densenet.models.tta import FlipAverage
 from densenet.train.evaluate import confusion_matrix, evaluate, plot_confusion
@@ -36,7 +37,7 @@ def add_parser(sub: common.Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     common.check_engine_flags(args)
-    common.check_data_flags(args)
+    check_sources(args.data, args.data_dir)
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))
     data = common.eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
     passes = 2 if args.tta else 1

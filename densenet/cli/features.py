@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 import densenet.cli.common as common
+from densenet.data import check_sources
 from densenet.deploy.features import extract_features, save_features
 from densenet.errors import UsageError
 from densenet.train.options import positive_int
@@ -25,7 +26,7 @@ def add_parser(sub: common.Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.out.endswith('.npz'):
         raise UsageError(f'--out {args.out}: give a file name ending in .npz')
-    common.check_data_flags(args)
+    check_sources(args.data, args.data_dir)
     model, meta, ctxs = common.load_trained(args, args.device)
     data = common.eval_data(meta, args.batch_size, args.data, args.data_dir)
     splits = ['train', 'val'] if args.split == 'all' else [args.split]

@@ -9,6 +9,7 @@ import numpy as onp
 from mxnet import np, npx
 
 import densenet.cli.common as common
+from densenet.data import check_sources
 from densenet.data.images import read_image
 from densenet.deploy.inference import calibration_images
 from densenet.models.meta import Meta
@@ -43,7 +44,7 @@ def _calibration(args: argparse.Namespace, meta: Meta) -> onp.ndarray:
 def run(args: argparse.Namespace) -> int:
     common.check_engine_flags(args)
     args.data = None
-    common.check_data_flags(args)
+    check_sources(args.data, args.data_dir)
     for path in args.images:  # every file checked before the model loads
         read_image(path)
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))

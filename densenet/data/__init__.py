@@ -11,6 +11,26 @@ from densenet.data.fashion_mnist import (
     load_split,
 )
 from densenet.data.image_folder import ImageFolder, check_folder
+from densenet.errors import UsageError
+
+
+def check_sources(folder: str | None, data_dir: str | None) -> None:
+    """Check --data and --data-dir before anything is built: one dataset, and readable.
+
+    Args:
+        folder: the image folder (--data), or None.
+        data_dir: the Fashion-MNIST folder (--data-dir), or None.
+
+    Raises:
+        UsageError: both are given, or the one given is not what it should be.
+    """
+    if folder and data_dir:
+        raise UsageError('--data (an image folder) and --data-dir (Fashion-MNIST) name two '
+                         'datasets: give one')
+    if data_dir:
+        check_data_dir(data_dir)
+    if folder:
+        check_folder(folder)
 
 
 def open_data(batch_size: int, side: int, folder: str | None = None, *,
@@ -53,5 +73,5 @@ def open_data(batch_size: int, side: int, folder: str | None = None, *,
 
 
 __all__ = ['DataModule', 'FashionMNIST', 'ImageFolder', 'open_data', 'CLASSES', 'TRAIN_SIZE',
-           'BatchLoader', 'to_tensor', 'check_data_dir', 'check_folder', 'find_or_download',
+           'BatchLoader', 'to_tensor', 'check_sources', 'find_or_download',
            'load_split']

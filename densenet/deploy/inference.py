@@ -5,9 +5,10 @@ through its legacy, non-numpy API. So the model is traced into a legacy
 `Graph` (densenet/deploy/graphs.py; INT8 and BF16 with the legacy
 concatenation, fp32 with the fast path's; same values, see block_mode.py),
 which INT8 and fp32 first rewrite for oneDNN (BatchNorms as depthwise
-convolutions fused with their ReLUs; INT8 concatenations without rescaling). `InferenceModel` runs such a graph and
-hides the mode switch: it is MXNet's `Predictor`, the one interface of every
-engine (numpy batches in, logits out). The model handed in is left as it was.
+convolutions fused with their ReLUs; INT8 concatenations without rescaling).
+`InferenceModel` runs such a graph and hides the mode switch: it is MXNet's
+`Predictor`, the one interface of every engine (numpy batches in, logits out).
+The model handed in is left as it was.
 """
 from __future__ import annotations
 

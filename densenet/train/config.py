@@ -12,7 +12,7 @@ import dataclasses
 import os
 from typing import Any, TypeVar
 
-from densenet.data import TRAIN_SIZE, check_data_dir, check_folder
+from densenet.data import TRAIN_SIZE, check_sources
 from densenet.errors import UsageError
 from densenet.models.registry import model_kwargs
 from densenet.system import runtime
@@ -316,9 +316,6 @@ class TrainConfig:
         if self.data and self.holdout:
             raise UsageError('--holdout picks Fashion-MNIST training images; with --data, '
                              'hold images out with --val-split (or a val/ folder)')
-        if self.data and self.data_dir:
-            raise UsageError('--data-dir is where Fashion-MNIST is; --data trains on an image '
-                             'folder instead: give one of them')
         if min_size is not None and self.resize < min_size:
             raise UsageError(f'--resize {self.resize} is below the model\'s minimum input '
                              f'size {min_size}; use --resize {min_size} or more (the book uses 96)')
@@ -345,7 +342,4 @@ class TrainConfig:
                              'and write the same --out: add --kvstore dist_sync')
         runtime.devices(self.device)
         Run(self.out).check_path()
-        if self.data_dir:
-            check_data_dir(self.data_dir)
-        if self.data:
-            check_folder(self.data)
+        check_sources(self.data, self.data_dir)

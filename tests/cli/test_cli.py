@@ -202,6 +202,8 @@ BAD = [
     (['train', '--data-dir', 'missing'], '--data-dir missing: no such folder'),
     (['train', '--resume', '--overwrite'], 'choose one'),
     (['train', '--recipe', 'nope'], "argument --recipe: invalid choice: 'nope'"),
+    (['train', '--data', '.', '--data-dir', '.'], 'name two datasets: give one'),
+    (['evaluate', '--data', '.', '--data-dir', '.'], 'name two datasets: give one'),
 ]
 
 
