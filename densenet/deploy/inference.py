@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
+import os
+import warnings
 from collections.abc import Callable, Sequence
 
 import mxnet as mx
@@ -303,7 +305,11 @@ def int8_model(model: CheckedClassifier, calib_images: onp.ndarray,
     block = graph_block(fold_batchnorm(graph, input_shape), ctx)
     collector = PercentileCollector(percentile) if calib_mode == 'percentile' else None
     data = onp.concatenate(calibration_batches(calib_images, resize=input_shape[-1]))
-    with legacy_mode():
+    # MXNet's quantization announces its oneDNN backend (unless the user asked for that
+    # line) and warns that the graph it rebuilds has no data type for its input.
+    os.environ.setdefault('MXNET_SUBGRAPH_VERBOSE', '0')
+    with legacy_mode(), warnings.catch_warnings():
+        warnings.filterwarnings('ignore', 'Cannot decide type', UserWarning)
         calib = mx.io.NDArrayIter(data={'data': mx.nd.array(data)}, batch_size=64)
         try:
             qnet = mx.contrib.quantization.quantize_net_v2(
