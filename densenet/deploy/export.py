@@ -119,7 +119,7 @@ def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
         [f'{name}-preprocess.json'] if preprocess is not None else [])
     with _written(out_dir, *files) as tmp:
         # Traced on a hybridized net; the caller's model is left as it was.
-        with concat_mode(model.net, None, hybridize=True):
+        with concat_mode(model.net, None, hybridize=True, channel_block=1):
             model.net(np.zeros(shape))
             model.net.export(os.path.join(tmp, name))
         if preprocess is not None:

@@ -38,7 +38,7 @@ from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import fast_concat_mode
 from densenet.system import runtime
 from densenet.system.hints import Array
-from densenet.system.machine import unsupported
+from densenet.system.machine import channel_block, unsupported
 from densenet.system.mxcompat import copy_into
 
 PRECISIONS = ('fp32', 'bf16', 'int8')
@@ -382,18 +382,6 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
         with legacy_mode():  # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1
             graph = Graph(graph.symbol.optimize_for('MKLDNN'), graph.params)
     return InferenceModel(graph, ctx)
-
-
-def channel_block(caps: dict[str, bool]) -> int:
-    """The channels oneDNN's fp32 kernels work on at once here: a vector register of floats.
-
-    Args:
-        caps: `densenet.system.runtime.capabilities()`.
-
-    Returns:
-        16 with AVX-512, else 8 (AVX2).
-    """
-    return 16 if caps['avx512'] else 8
 
 
 def inference_model(model: CheckedClassifier, precision: str,

@@ -37,8 +37,9 @@ from densenet.core.blocks import DenseBlock
 from densenet.errors import UsageError
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
+from densenet.system.machine import channel_block
 from densenet.system.mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves
-from densenet.system.runtime import naive_engine
+from densenet.system.runtime import capabilities, naive_engine
 
 CONCAT_MODES = ('numpy', 'legacy')
 #: A model (a d2l.Classifier with a ``net``) or its network: what the setters take and return.
@@ -77,9 +78,11 @@ def concat_channels(F: OpNamespace, *arrays: ArrayOrSymbol, mode: str = 'numpy')
 
 @dataclasses.dataclass(frozen=True)
 class BlockMode:
-    """How a DenseBlock computes: its concatenation operator, and whether it recomputes."""
+    """How a DenseBlock computes: its concatenation operator, whether it recomputes, and
+    the channel block its layers' new features are computed in (`PaddedConv2D`; 1: off)."""
     concat: str = 'numpy'
     memory_efficient: bool = False
+    channel_block: int = 1
 
     def __call__(self, block: DenseBlock, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
         """The block's forward pass in this mode (DenseBlock calls it).
@@ -121,6 +124,35 @@ class ModedDenseBlock(DenseBlock):
 
     def hybrid_forward(self, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
         return self.block_mode(self, F, X)
+
+
+class PaddedConv2D(nn.Conv2D):
+    """A dense layer's last `Conv2D`, computed with zero filters appended up to a multiple
+    of `channel_block`, whose outputs are then dropped: the same values, by oneDNN's
+    blocked kernels. A filter count that is not a multiple of the CPU's channel block
+    (a growth rate of 12) runs as im2col + GEMM in the plain layout instead.
+    `set_modes` makes one from a dense layer's `Conv2D`, in place."""
+
+    channel_block: int
+
+    def hybrid_forward(self, F: OpNamespace, x: ArrayOrSymbol, weight: ArrayOrSymbol,
+                       bias: ArrayOrSymbol | None = None) -> ArrayOrSymbol:
+        filters, shape, dtype = self._channels, self.weight.shape, self.weight.dtype
+        extra = -filters % self.channel_block
+        padded = [F.np.concatenate([weight, F.np.zeros((extra, *shape[1:]), dtype=dtype)])]
+        if bias is not None:
+            padded.append(F.np.concatenate([bias, F.np.zeros((extra,), dtype=dtype)]))
+        out = F.npx.convolution(x, *padded, name='fwd',
+                                **{**self._kwargs, 'num_filter': filters + extra})
+        return F.np.split(out, [filters], axis=1)[0]
+
+
+def _growth_convolutions(block: DenseBlock) -> list[nn.Conv2D]:
+    """Each layer's last convolution (the one that makes its new features), where it is a
+    Gluon `Conv2D` (or already a `PaddedConv2D`) of known shape without an activation."""
+    convs = [[b for b in leaves(layer) if isinstance(b, nn.Conv2D)][-1] for layer in block.net]
+    return [c for c in convs if type(c) in (nn.Conv2D, PaddedConv2D) and c.act is None
+            and all(c.weight.shape)]
 
 
 def mode_of(block: DenseBlock) -> BlockMode:
@@ -262,6 +294,12 @@ def set_modes(net: nn.Block, mode: Callable[[DenseBlock], BlockMode]) -> None:
             block.__dict__.pop('block_mode', None)
         else:
             block.__class__, block.__dict__['block_mode'] = ModedDenseBlock, new
+        for conv in _growth_convolutions(block):
+            if conv._channels % new.channel_block:
+                conv.__class__, conv.__dict__['channel_block'] = PaddedConv2D, new.channel_block
+            else:
+                conv.__class__ = nn.Conv2D
+                conv.__dict__.pop('channel_block', None)
     net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
     forget_executors(net)
 
@@ -322,8 +360,8 @@ def set_concat_mode(net: M, mode: str) -> M:
 
 
 @contextlib.contextmanager
-def concat_mode(net: nn.HybridBlock, mode: str | None,
-                hybridize: bool = False) -> Iterator[nn.HybridBlock]:
+def concat_mode(net: nn.HybridBlock, mode: str | None, hybridize: bool = False,
+                channel_block: int | None = None) -> Iterator[nn.HybridBlock]:
     """`net` with concatenation `mode`, hybridized if asked, for the `with` body only.
 
     Afterwards every block has its previous mode and `net` its previous
@@ -334,6 +372,8 @@ def concat_mode(net: nn.HybridBlock, mode: str | None,
         net: a model's network.
         mode: 'numpy', 'legacy', or None to keep each block's.
         hybridize: hybridize `net` inside the body.
+        channel_block: the blocks' `BlockMode.channel_block` inside the body (1: the
+            book's convolutions, as an export traces them), or None to keep each block's.
 
     Yields:
         `net`.
@@ -342,6 +382,8 @@ def concat_mode(net: nn.HybridBlock, mode: str | None,
     was_hybridized = is_hybridized(net)
     if mode is not None:
         set_concat_mode(net, mode)
+    if channel_block is not None:
+        set_modes(net, lambda b: dataclasses.replace(mode_of(b), channel_block=channel_block))
     if hybridize and not was_hybridized:
         net.hybridize()
     try:
@@ -356,8 +398,10 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
                   hybridize: bool, memory_efficient: bool = False) -> C:
     """Move `model` to `ctxs` and put it on the fast or the book-literal path.
 
-    The fast path hybridizes with the oneDNN-friendly concatenation (and, when
-    memory-efficient, trains through MXNet's recomputing executor: mirror.py).
+    The fast path hybridizes with the oneDNN-friendly concatenation, on a CPU
+    computes the dense layers' new features in whole channel blocks
+    (`PaddedConv2D`), and, when memory-efficient, trains through MXNet's
+    recomputing executor (mirror.py).
 
     Args:
         model: the model.
@@ -372,6 +416,11 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
     if memory_efficient:
         set_memory_efficient(model.net, True)
     if hybridize:
-        set_concat_mode(model.net, fast_concat_mode(model.net))
+        concat = fast_concat_mode(model.net)
+        cpu = all(c.device_type == 'cpu' for c in ([ctxs] if isinstance(ctxs, mx.Context)
+                                                     else ctxs))
+        block = channel_block(capabilities()) if cpu else 1
+        set_modes(model.net, lambda b: dataclasses.replace(mode_of(b), concat=concat,
+                                                           channel_block=block))
         model.net.hybridize(static_alloc=True, static_shape=True)
     return model

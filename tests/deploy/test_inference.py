@@ -6,8 +6,9 @@ import numpy as onp
 import pytest
 from mxnet import autograd, np, npx
 
-from densenet import DenseNet
+from densenet import DenseNet, get_model
 from densenet.data import FashionMNIST
+from densenet.deploy.export import export_mxnet
 from densenet.deploy.graphs import (
     Graph,
     batchnorm_affine,
@@ -23,7 +24,9 @@ from densenet.deploy.inference import (
     inference_model,
 )
 from densenet.modes import prepare_model
+from densenet.modes.block_mode import PaddedConv2D
 from densenet.system import runtime
+from densenet.system.mxcompat import leaves
 from densenet.train import TrainConfig, evaluate, fit
 
 from helpers import set_running_stats
@@ -32,9 +35,14 @@ from numerics import EPS32, beyond_rounding, perturbed, worst
 pytestmark = pytest.mark.slow
 
 
-def _forward_and_grads(fast, dtype, X, y):
+#: The book's model, and a growth rate of 12 (whose new features the fast path computes
+#: in whole channel blocks, PaddedConv2D).
+MODELS = {'book': DenseNet, 'bc-16': lambda: get_model('densenet_bc_100', depth=16, in_channels=1)}
+
+
+def _forward_and_grads(fast, dtype, X, y, name='book'):
     mx.random.seed(1)
-    m = DenseNet()
+    m = MODELS[name]()
     m(X.astype('float32'))
     if dtype == 'float64':
         m.net.cast('float64')
@@ -46,16 +54,18 @@ def _forward_and_grads(fast, dtype, X, y):
         loss = m.loss(m(X), y)
     loss.backward()
     return out, [p.grad().asnumpy() for p in m.net.collect_params().values()
-                 if p.grad_req != 'null']
+                 if p.grad_req != 'null'], m
 
 
-def test_fast_path_equals_book_literal_forward_and_gradients(real_data_dir):
+@pytest.mark.parametrize('name', MODELS)
+def test_fast_path_equals_book_literal_forward_and_gradients(real_data_dir, name, tmp_path):
     data = FashionMNIST(batch_size=8, resize=(64, 64), root=real_data_dir)
     X, y = next(iter(data.val_dataloader()))
-    book32, fast32 = (_forward_and_grads(f, 'float32', X, y) for f in (False, True))
+    book32, fast32 = (_forward_and_grads(f, 'float32', X, y, name) for f in (False, True))
     assert abs(book32[0] - fast32[0]).max() <= 1e-5
-    # The two concatenations are the same math: identical in float64.
-    book64, fast64 = (_forward_and_grads(f, 'float64', X, y) for f in (False, True))
+    # The two concatenations (and the padded convolutions) are the same math: identical
+    # in float64.
+    book64, fast64 = (_forward_and_grads(f, 'float64', X, y, name) for f in (False, True))
     assert abs(book64[0] - fast64[0]).max() <= 1e-12
     assert worst(book64[1], fast64[1]) <= 1e-12
     # In float32 the stem's weight gradient (summed over the whole batch through
@@ -64,6 +74,17 @@ def test_fast_path_equals_book_literal_forward_and_gradients(real_data_dir):
     # float32 accuracy against float64.
     book_err, fast_err = worst(book32[1], book64[1]), worst(fast32[1], book64[1])
     assert fast_err <= 2 * book_err
+    fast = fast32[2]
+    padded = [b for b in leaves(fast.net) if isinstance(b, PaddedConv2D)]
+    # 12 new features per layer fill no channel block (8 with AVX2, 16 with AVX-512)
+    assert len(padded) == (6 if name == 'bc-16' else 0)  # 2 layers in each of 3 blocks
+    # An export traces the book's convolutions, and leaves the fast path as it was.
+    before = fast(X).asnumpy()
+    export_mxnet(fast, str(tmp_path), input_shape=(1, 1, 64, 64))
+    graph = (tmp_path / 'densenet-symbol.json').read_text()
+    assert '_npi_split' not in graph and '_npi_zeros' not in graph
+    assert [b for b in leaves(fast.net) if isinstance(b, PaddedConv2D)] == padded
+    assert onp.array_equal(fast(X).asnumpy(), before)
 
 
 @pytest.fixture(scope='module')
@@ -254,7 +275,7 @@ def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
     channel block: those BatchNorms stay BatchNorms, the features are joined with the
     numpy concatenation (the fast path's), and the graph computes the model's values."""
     import densenet
-    from densenet.deploy.inference import channel_block
+    from densenet.system.machine import channel_block
     model = densenet.get_model('densenet_bc_100', depth=16, in_channels=3)
     model.net(np.zeros((1, 3, 32, 32)))
     set_running_stats(model.net, seed=1)
