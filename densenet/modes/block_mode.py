@@ -1,11 +1,16 @@
-"""Other ways for a DenseBlock to compute the book's values: fast concat, memory-efficient.
+"""Other ways for a DenseBlock to compute the book's values: fast concat, whole channel
+blocks, memory-efficient.
 
 A `DenseBlock` computes ``X = concat(X, layer(X))`` per layer with the
-book's ``np.concatenate``. Two modes change how, never what:
+book's ``np.concatenate``. Three modes change how, never what:
 
 - ``concat='legacy'`` joins through the legacy ``concat`` operator, which
   oneDNN implements on CPU (the numpy-mode one has no oneDNN kernel and forces
   a layout reorder around every concatenation); the fast path uses it.
+- ``channel_block=B`` computes each layer's new features with its last
+  convolution's filters padded with zero filters to a multiple of B
+  (`PaddedConv2D`); the fast path on a CPU uses the CPU's fp32 channel block,
+  so that a growth rate of 12 runs oneDNN's blocked kernels.
 - ``memory_efficient=True`` keeps only each layer's new features while
   training and recomputes the rest of the layer in backward: imperatively
   with an autograd.Function per layer (concatenation, BatchNorm, ReLU);
@@ -295,7 +300,7 @@ def set_modes(net: nn.Block, mode: Callable[[DenseBlock], BlockMode]) -> None:
         else:
             block.__class__, block.__dict__['block_mode'] = ModedDenseBlock, new
         for conv in _growth_convolutions(block):
-            if conv._channels % new.channel_block:
+            if layer_kwargs(conv)['num_filter'] % new.channel_block:
                 conv.__class__, conv.__dict__['channel_block'] = PaddedConv2D, new.channel_block
             else:
                 conv.__class__ = nn.Conv2D
