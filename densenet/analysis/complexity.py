@@ -20,7 +20,7 @@ from mxnet.gluon import nn
 
 from densenet.data.shapes import input_channels
 from densenet.models.classifier import CheckedClassifier
-from densenet.modes.block_mode import network
+from densenet.modes.block_mode import concat_mode, network
 
 #: The operators whose multiply-accumulates are counted.
 COUNTED_OPS = ('Convolution', 'FullyConnected')
@@ -97,7 +97,8 @@ def complexity(model: CheckedClassifier | nn.Block, side: int,
     """
     net = network(model)
     channels = channels or input_channels(net)
-    sym = net(mx.sym.var('data').as_np_ndarray()).as_nd_ndarray()  # a legacy symbol
+    with concat_mode(net, None, channel_block=1):  # the book's convolutions
+        sym = net(mx.sym.var('data').as_np_ndarray()).as_nd_ndarray()  # a legacy symbol
     nodes = graph_nodes(sym, (1, channels, side, side))
     not_trained = {'data', *sym.list_auxiliary_states()}  # the input, running statistics
     params = sum(math.prod(n.shape) for n in nodes if n.op == 'null' and n.name not in not_trained)

@@ -40,7 +40,7 @@ from densenet.analysis.complexity import GraphNode, graph_nodes
 from densenet.core.blocks import DenseBlock
 from densenet.data.shapes import input_channels
 from densenet.models.classifier import CheckedClassifier
-from densenet.modes.block_mode import network
+from densenet.modes.block_mode import concat_mode, network
 from densenet.system.files import pyplot, save_figure
 from densenet.system.mxcompat import leaves
 
@@ -190,9 +190,10 @@ def memory_by_depth(model: CheckedClassifier | nn.Block, side: int = 96,
     net = network(model)
     shape: tuple[int, ...] = (batch_size, channels or input_channels(net), side, side)
     traced: list[_Traced] = []
-    for unit in layer_units(net):
-        traced.append(trace_unit(unit, shape))
-        shape = traced[-1].nodes[-1].shape
+    with concat_mode(net, None, channel_block=1):  # the book's convolutions
+        for unit in layer_units(net):
+            traced.append(trace_unit(unit, shape))
+            shape = traced[-1].nodes[-1].shape
     rows: list[LayerMemory] = []
     std_total = eff_total = 0.0
     for i, (tr, nxt) in enumerate(zip(traced, [*traced[1:], None], strict=True)):

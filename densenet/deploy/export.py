@@ -111,15 +111,17 @@ def _written(out_dir: str, *files: str) -> Iterator[str]:
 
 def export_mxnet(model: CheckedClassifier, out_dir: str, name: str = 'densenet',
                  input_shape: Sequence[int] | None = None,
-                 preprocess: Preprocess | None = None) -> tuple[str, ...]:
+                 preprocess: Preprocess | None = None, channel_block: int = 1) -> tuple[str, ...]:
     """Trace once (hybridized for the trace only) and write ``name-symbol.json`` +
-    ``name-0000.params`` (and ``name-preprocess.json`` with `preprocess`)."""
+    ``name-0000.params`` (and ``name-preprocess.json`` with `preprocess`): the book's
+    convolutions, or with `channel_block` > 1 the dense layers' new features in whole
+    blocks of that many channels (`densenet.modes.block_mode.PaddedConv2D`)."""
     shape = batch_shape(model, input_shape)
     files = [f'{name}-symbol.json', f'{name}-0000.params'] + (
         [f'{name}-preprocess.json'] if preprocess is not None else [])
     with _written(out_dir, *files) as tmp:
         # Traced on a hybridized net; the caller's model is left as it was.
-        with concat_mode(model.net, None, hybridize=True, channel_block=1):
+        with concat_mode(model.net, None, hybridize=True, channel_block=channel_block):
             model.net(np.zeros(shape))
             model.net.export(os.path.join(tmp, name))
         if preprocess is not None:

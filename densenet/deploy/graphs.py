@@ -90,7 +90,7 @@ class Graph:
 
 
 def legacy_graph(model: CheckedClassifier, input_shape: Sequence[int],
-                 concat: str = 'legacy') -> Graph:
+                 concat: str = 'legacy', channel_block: int = 1) -> Graph:
     """`model` traced into the legacy symbol API, its dense blocks joining their features
     with `concat` (same values, see block_mode.py).
 
@@ -100,12 +100,14 @@ def legacy_graph(model: CheckedClassifier, input_shape: Sequence[int],
         model: the model.
         input_shape: the shape it is traced at.
         concat: 'legacy' (oneDNN's concat, which quantization needs) or 'numpy'.
+        channel_block: the convolutions' channel block (`export_mxnet`; 1: the book's).
 
     Returns:
         Its graph.
     """
     with tempfile.TemporaryDirectory() as tmp, concat_mode(model.net, concat):
-        sym_file, params_file = export_mxnet(model, tmp, 'fp32', input_shape)
+        sym_file, params_file = export_mxnet(model, tmp, 'fp32', input_shape,
+                                             channel_block=channel_block)
         # Parameters were saved under numpy shape semantics: load them there.
         values = {k.split(':', 1)[-1]: v.as_nd_ndarray()
                   for k, v in mx.npx.load(params_file).items()}

@@ -38,7 +38,7 @@ from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import fast_concat_mode
 from densenet.system import runtime
 from densenet.system.hints import Array
-from densenet.system.machine import channel_block, unsupported
+from densenet.system.machine import CHANNEL_BLOCK, unsupported
 from densenet.system.mxcompat import copy_into
 
 PRECISIONS = ('fp32', 'bf16', 'int8')
@@ -359,13 +359,13 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
                ctx: mx.Context | None = None) -> InferenceModel:
     """fp32 as one static graph: on a CPU, oneDNN-fused, the fastest fp32 inference here.
 
-    The dense blocks join their features as on the fast path (`fast_concat_mode`).
-    The BatchNorms whose channels fill the CPU's fp32 channel blocks
-    (`channel_block`) become depthwise convolutions (`fold_batchnorm`), which
-    oneDNN fuses with the ReLUs after them; over other channel counts (a growth
-    rate of 12) a depthwise convolution falls to slower kernels than the BatchNorm
-    it replaces. The values are the model's up to float32 rounding. The caller's
-    model is not changed.
+    The dense blocks compute as on the fast path (`fast_concat_mode`, and on a CPU
+    `PaddedConv2D`). On a CPU the BatchNorms over a multiple of `CHANNEL_BLOCK`
+    channels become depthwise convolutions (`fold_batchnorm`), which oneDNN fuses
+    with the ReLUs after them; over other channel counts (a growth rate of 12) a
+    depthwise convolution falls to slower kernels than the BatchNorm it replaces.
+    The values are the model's up to float32 rounding. The caller's model is not
+    changed.
 
     Args:
         model: the trained model.
@@ -376,8 +376,9 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
         The model's graph.
     """
     ctx = ctx or mx.cpu()
-    graph = legacy_graph(model, input_shape, fast_concat_mode(model.net))
-    graph = fold_batchnorm(graph, input_shape, channel_block(runtime.capabilities()))
+    block = CHANNEL_BLOCK if ctx.device_type == 'cpu' else 1
+    graph = legacy_graph(model, input_shape, fast_concat_mode(model.net), block)
+    graph = fold_batchnorm(graph, input_shape, block)
     if ctx.device_type == 'cpu':
         with legacy_mode():  # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1
             graph = Graph(graph.symbol.optimize_for('MKLDNN'), graph.params)

@@ -9,8 +9,8 @@ book's ``np.concatenate``. Three modes change how, never what:
   a layout reorder around every concatenation); the fast path uses it.
 - ``channel_block=B`` computes each layer's new features with its last
   convolution's filters padded with zero filters to a multiple of B
-  (`PaddedConv2D`); the fast path on a CPU uses the CPU's fp32 channel block,
-  so that a growth rate of 12 runs oneDNN's blocked kernels.
+  (`PaddedConv2D`); the fast path on a CPU uses `CHANNEL_BLOCK` (8), so that
+  a growth rate of 12 runs oneDNN's blocked kernels.
 - ``memory_efficient=True`` keeps only each layer's new features while
   training and recomputes the rest of the layer in backward: imperatively
   with an autograd.Function per layer (concatenation, BatchNorm, ReLU);
@@ -42,9 +42,9 @@ from densenet.core.blocks import DenseBlock
 from densenet.errors import UsageError
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
-from densenet.system.machine import channel_block
+from densenet.system.machine import CHANNEL_BLOCK
 from densenet.system.mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves
-from densenet.system.runtime import capabilities, naive_engine
+from densenet.system.runtime import naive_engine
 
 CONCAT_MODES = ('numpy', 'legacy')
 #: A model (a d2l.Classifier with a ``net``) or its network: what the setters take and return.
@@ -142,11 +142,13 @@ class PaddedConv2D(nn.Conv2D):
 
     def hybrid_forward(self, F: OpNamespace, x: ArrayOrSymbol, weight: ArrayOrSymbol,
                        bias: ArrayOrSymbol | None = None) -> ArrayOrSymbol:
-        filters, shape, dtype = self._channels, self.weight.shape, self.weight.dtype
+        filters, shape = self._channels, self.weight.shape
         extra = -filters % self.channel_block
-        padded = [F.np.concatenate([weight, F.np.zeros((extra, *shape[1:]), dtype=dtype)])]
+        # the zeros where the weight is (imperatively: its device)
+        where = {'dtype': self.weight.dtype, **({} if F is mx.sym else {'ctx': weight.ctx})}
+        padded = [F.np.concatenate([weight, F.np.zeros((extra, *shape[1:]), **where)])]
         if bias is not None:
-            padded.append(F.np.concatenate([bias, F.np.zeros((extra,), dtype=dtype)]))
+            padded.append(F.np.concatenate([bias, F.np.zeros((extra,), **where)]))
         out = F.npx.convolution(x, *padded, name='fwd',
                                 **{**self._kwargs, 'num_filter': filters + extra})
         return F.np.split(out, [filters], axis=1)[0]
@@ -154,10 +156,12 @@ class PaddedConv2D(nn.Conv2D):
 
 def _growth_convolutions(block: DenseBlock) -> list[nn.Conv2D]:
     """Each layer's last convolution (the one that makes its new features), where it is a
-    Gluon `Conv2D` (or already a `PaddedConv2D`) of known shape without an activation."""
-    convs = [[b for b in leaves(layer) if isinstance(b, nn.Conv2D)][-1] for layer in block.net]
-    return [c for c in convs if type(c) in (nn.Conv2D, PaddedConv2D) and c.act is None
-            and all(c.weight.shape)]
+    Gluon `Conv2D` (or already a `PaddedConv2D`) of known shape, NCHW, ungrouped and
+    without an activation."""
+    convs = [[b for b in leaves(layer) if isinstance(b, nn.Conv2D)][-1:] for layer in block.net]
+    return [c for [c] in filter(None, convs) if type(c) in (nn.Conv2D, PaddedConv2D)
+            and c.act is None and all(c.weight.shape) and layer_kwargs(c)['num_group'] == 1
+            and layer_kwargs(c)['layout'] == 'NCHW']
 
 
 def mode_of(block: DenseBlock) -> BlockMode:
@@ -422,9 +426,9 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
         set_memory_efficient(model.net, True)
     if hybridize:
         concat = fast_concat_mode(model.net)
-        cpu = all(c.device_type == 'cpu' for c in ([ctxs] if isinstance(ctxs, mx.Context)
-                                                     else ctxs))
-        block = channel_block(capabilities()) if cpu else 1
+        on_cpu = all(c.device_type == 'cpu' for c in ([ctxs] if isinstance(ctxs, mx.Context)
+                                                        else ctxs))
+        block = CHANNEL_BLOCK if on_cpu else 1
         set_modes(model.net, lambda b: dataclasses.replace(mode_of(b), concat=concat,
                                                            channel_block=block))
         model.net.hybridize(static_alloc=True, static_shape=True)

@@ -158,16 +158,10 @@ def describe(settings: RuntimeSettings | None = None) -> Machine:
             'gpus': mx.context.num_gpus()}
 
 
-def channel_block(caps: dict[str, bool]) -> int:
-    """The channels oneDNN's fp32 kernels work on at once here: a vector register of floats.
-
-    Args:
-        caps: `capabilities()`.
-
-    Returns:
-        16 with AVX-512, else 8 (AVX2).
-    """
-    return 16 if caps['avx512'] else 8
+#: The channel multiple the CPU fast paths align to: 8 floats, an AVX2 vector register and
+#: half an AVX-512 one. oneDNN runs a convolution or a depthwise convolution whose channel
+#: count is not a multiple of it in the plain layout (im2col + GEMM), several times slower.
+CHANNEL_BLOCK = 8
 
 
 def unsupported(precision: str, caps: dict[str, bool]) -> str | None:

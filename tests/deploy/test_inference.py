@@ -76,7 +76,7 @@ def test_fast_path_equals_book_literal_forward_and_gradients(real_data_dir, name
     assert fast_err <= 2 * book_err
     fast = fast32[2]
     padded = [b for b in leaves(fast.net) if isinstance(b, PaddedConv2D)]
-    # 12 new features per layer fill no channel block (8 with AVX2, 16 with AVX-512)
+    # 12 new features per layer fill no block of 8 channels
     assert len(padded) == (6 if name == 'bc-16' else 0)  # 2 layers in each of 3 blocks
     # An export traces the book's convolutions, and leaves the fast path as it was.
     before = fast(X).asnumpy()
@@ -271,15 +271,15 @@ def test_fp32_graph_equals_the_book_literal_model(shipped_and_images):
 
 
 def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
-    """A growth rate of 12 gives channel counts that are not multiples of the CPU's fp32
-    channel block: those BatchNorms stay BatchNorms, the features are joined with the
-    numpy concatenation (the fast path's), and the graph computes the model's values."""
+    """A growth rate of 12 gives channel counts that are not multiples of 8: those
+    BatchNorms stay BatchNorms, the graph computes as the fast path does (the numpy
+    concatenation, PaddedConv2D), and it computes the model's values."""
     import densenet
-    from densenet.system.machine import channel_block
+    from densenet.system.machine import CHANNEL_BLOCK as block
     model = densenet.get_model('densenet_bc_100', depth=16, in_channels=3)
     model.net(np.zeros((1, 3, 32, 32)))
     set_running_stats(model.net, seed=1)
-    shape, block = (1, 3, 32, 32), channel_block(runtime.capabilities())
+    shape = (1, 3, 32, 32)
     folded = fold_batchnorm(legacy_graph(model, shape, 'numpy'), shape, block)
     nodes = json.loads(folded.symbol.tojson())['nodes']
     kept = [n for n in nodes if n['op'] == 'BatchNorm']
@@ -293,6 +293,7 @@ def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
     fast = fp32_model(model, shape)
     ops = _ops(fast.graph)
     assert '_npi_concatenate' in ops and 'Concat' not in ops
+    assert '_npi_split' in ops  # on a CPU its new features in whole blocks (PaddedConv2D)
     X = np.array(onp.random.RandomState(5).uniform(size=(8, 3, 32, 32)).astype('float32'))
     want, want_perturbed = model(X).asnumpy(), model(perturbed(X)).asnumpy()
     assert beyond_rounding([fast(X).asnumpy()], [want], [want_perturbed]) == []
