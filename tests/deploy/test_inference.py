@@ -293,7 +293,7 @@ def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
     fast = fp32_model(model, shape)
     ops = _ops(fast.graph)
     assert '_npi_concatenate' in ops and 'Concat' not in ops
-    assert '_npi_split' in ops  # on a CPU its new features in whole blocks (PaddedConv2D)
+    assert '_split_v2' in ops  # on a CPU its new features in whole blocks (PaddedConv2D)
     X = np.array(onp.random.RandomState(5).uniform(size=(8, 3, 32, 32)).astype('float32'))
     want, want_perturbed = model(X).asnumpy(), model(perturbed(X)).asnumpy()
     assert beyond_rounding([fast(X).asnumpy()], [want], [want_perturbed]) == []
