@@ -431,10 +431,10 @@ def record(model: CheckedClassifier, shape: Sequence[int],
     Raises:
         UsageError: a cache folder this user cannot write to.
     """
-    timings, key = _read(), model_key(model, shape)
-    if not isinstance(timings.get(machine_key()), dict):
-        timings[machine_key()] = {}
-    models = timings[machine_key()]
+    timings, key, machine = _read(), model_key(model, shape), machine_key()
+    if not isinstance(timings.get(machine), dict):
+        timings[machine] = {}
+    models = timings[machine]
     models[key] = {**(models[key] if isinstance(models.get(key), dict) else {}), **figures}
     path = record_path()
     atomic_text(path, json.dumps({'format': RECORD_FORMAT, 'timings': timings}, indent=1,

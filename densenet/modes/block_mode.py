@@ -154,14 +154,25 @@ class PaddedConv2D(nn.Conv2D):
         return F.np.split(out, [filters], axis=1)[0]
 
 
+def _new_features_conv(layer: nn.Block) -> nn.Conv2D | None:
+    """A dense layer's last convolution, the one that makes its new features (None: none).
+
+    Args:
+        layer: one layer of a dense block.
+
+    Returns:
+        The convolution.
+    """
+    return next((b for b in reversed(list(leaves(layer))) if isinstance(b, nn.Conv2D)), None)
+
+
 def _growth_convolutions(block: DenseBlock) -> list[nn.Conv2D]:
-    """Each layer's last convolution (the one that makes its new features), where it is a
-    Gluon `Conv2D` (or already a `PaddedConv2D`) of known shape, NCHW, ungrouped and
-    without an activation."""
-    convs = [[b for b in leaves(layer) if isinstance(b, nn.Conv2D)][-1:] for layer in block.net]
-    return [c for [c] in filter(None, convs) if type(c) in (nn.Conv2D, PaddedConv2D)
-            and c.act is None and all(c.weight.shape) and layer_kwargs(c)['num_group'] == 1
-            and layer_kwargs(c)['layout'] == 'NCHW']
+    """Each layer's `_new_features_conv`, where it is a Gluon `Conv2D` (or already a
+    `PaddedConv2D`) of known shape, NCHW, ungrouped and without an activation."""
+    convs = [_new_features_conv(layer) for layer in block.net]
+    return [c for c in convs if c is not None and type(c) in (nn.Conv2D, PaddedConv2D)
+            and c.act is None and all(c.weight.shape)
+            and (layer_kwargs(c)['num_group'], layer_kwargs(c)['layout']) == (1, 'NCHW')]
 
 
 def mode_of(block: DenseBlock) -> BlockMode:
@@ -329,9 +340,8 @@ def growth_rates(net: nn.Block) -> list[int]:
     Returns:
         One growth rate per dense block.
     """
-    # a layer's last convolution makes its new channels
-    return [[layer_kwargs(leaf)['num_filter'] for leaf in leaves(block.net[0])
-             if isinstance(leaf, nn.Conv2D)][-1] for block in dense_blocks(net)]
+    return [layer_kwargs(_new_features_conv(block.net[0]))['num_filter']
+            for block in dense_blocks(net)]
 
 
 def fast_concat_mode(net: nn.Block) -> str:
