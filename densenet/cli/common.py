@@ -144,10 +144,12 @@ def load_trained(args: argparse.Namespace,
 
 
 def on_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta,
-              calibration: Callable[[], onp.ndarray]) -> Callable[[Array], Array]:
-    """`model` as --engine and --precision run it: itself on MXNet in fp32, else the engine's
-    predictor, int8 calibrated on the images `calibration()` returns."""
-    if args.engine == 'mxnet' and args.precision == 'fp32':
+              ctxs: list[mx.Context], calibration: Callable[[], onp.ndarray]
+              ) -> Callable[[Array], Array]:
+    """`model` as --engine and --precision run it: the engine's predictor (on MXNet in fp32,
+    its fused graph), int8 calibrated on the images `calibration()` returns; on a GPU the
+    model itself."""
+    if ctxs[0].device_type != 'cpu':
         return model
     calib = calibration() if args.precision == 'int8' else None
     return engine(model, args.engine, args.precision, calib, input_shape(meta))

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     # fp32 predictions; fp32 that auto moved to another engine is not (it would cost a pass).
     if args.precision != 'fp32' or not (how or args.engine == 'mxnet'):
         _, fp32_acc, fp32_preds = evaluate(trained, data.val_dataloader(), ctxs)
-    model = common.on_engine(args, trained, meta, lambda: calibration_images(data))
+    model = common.on_engine(args, trained, meta, ctxs, lambda: calibration_images(data))
     if args.tta:
         model = FlipAverage(model)
     loss, acc, preds = evaluate(model, data.val_dataloader(), ctxs)

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))
     batch = min(len(args.images), BATCH)
     common.choose_engine(args, trained, meta, ctxs, len(args.images), batch)
-    model = common.on_engine(args, trained, meta, lambda: _calibration(args, meta))
+    model = common.on_engine(args, trained, meta, ctxs, lambda: _calibration(args, meta))
     pre = Preprocess.from_meta(meta)
     for start in range(0, len(args.images), batch):
         paths = args.images[start:start + batch]

@@ -243,8 +243,7 @@ def engine(params_or_model: str | CheckedClassifier, engine: str, precision: str
         input_shape = input_shape or (1, meta['channels'], meta['input_size'], meta['input_size'])
     shape = batch_shape(model, input_shape)
     if engine == 'auto':  # as `measure` timed it
-        return _predictor(model, choose(model, shape, precision, images, batch)[0], precision,
-                          calib_images, shape)
+        engine = choose(model, shape, precision, images, batch)[0]
     if why := unavailable(engine, precision, runtime.capabilities()):
         raise UsageError(f'{engine} {precision}: {why}')
     if precision == 'int8' and calib_images is None:
@@ -331,15 +330,6 @@ def _per_image(predictor: Callable[[onp.ndarray], object], X: onp.ndarray,
     return (time.perf_counter() - tic) / (calls * len(X))
 
 
-def _predictor(model: CheckedClassifier, name: str, precision: str,
-               calib: onp.ndarray | None, shape: Sequence[int]) -> Predictor:
-    """`model` on engine `name`, as `measure` times it and `auto` runs it: MXNet's fp32 is
-    the model itself (as the commands run it), the rest `engine`'s."""
-    if name == 'mxnet' and precision == 'fp32':
-        return Predictor('mxnet', 'fp32', lambda X: model(mx.np.array(X, ctx=mx.cpu())).asnumpy())
-    return engine(model, name, precision, calib, shape)
-
-
 def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence[str],
             batch: int = 64, calibration: int = 512, seconds: float = 1.0,
             log: Callable[[str], None] = print) -> dict[str, dict[str, Figures]]:
@@ -347,8 +337,7 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
     CPU has the instructions).
 
     Args:
-        model: the model as it will run (MXNet fp32 times it as it is: hybridize it
-            first for the fast path), on the CPU; left as it was.
+        model: the model, on the CPU; left as it was.
         shape: one batch's shape, (1, C, H, W).
         precisions: the precisions to time.
         batch: the larger batch's size.
@@ -371,8 +360,8 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
             if unavailable(name, precision, caps) or not installed(name):
                 continue
             tic = time.perf_counter()
-            predictor = _predictor(model, name, precision,
-                                   calib if precision == 'int8' else None, shape).predict
+            predictor = engine(model, name, precision, calib if precision == 'int8' else None,
+                               shape).predict
             predictor(X[:1])
             build = time.perf_counter() - tic
             figures = Figures(build_s=build, one_s=_per_image(predictor, X[:1], seconds),
