@@ -445,6 +445,43 @@ def _bench_layout(record: dict[str, Any], first: dict[str, Any], group: str | No
     return header, rows
 
 
+def _best_layout(record: dict[str, Any], first: dict[str, Any], group: str | None,
+                 root: str) -> tuple[list[str], list[list[str]]]:
+    """Per model and task, this library's fastest configuration against PyTorch's and
+    against every other framework's fastest (``record:NAME:best``)."""
+    header = ['model, input, batch', 'task', 'this library, best', 'img/s',
+              "vs PyTorch's best", 'vs the best other', 'latency at batch 1, ms: this '
+              "library's lowest / the others' lowest"]
+    rows = []
+    measured = [r for r in _visible(record['rows'], None) if r.get('img_s')]
+    for model in dict.fromkeys(r.get('model', 'book') for r in measured):
+        for task in ('train', 'infer'):
+            mine = [r for r in measured if r.get('model', 'book') == model and r['task'] == task]
+            ours = [r for r in mine if r['framework'] == 'mxnet']
+            others = [r for r in mine if r['framework'] != 'mxnet']
+            if not ours:
+                continue
+            best = max(ours, key=lambda r: r['img_s'])
+            torch = [r['img_s'] for r in others if r['framework'] == 'pytorch']
+            side = best.get('side', 96)
+
+            def ratio(values: list[float]) -> str:
+                return f'{best["img_s"] / max(values):.2f}x' if values else '-'
+
+            def lowest(rows: list[dict[str, Any]]) -> str:
+                values = [r['latency_ms_bs1'] for r in rows if r.get('latency_ms_bs1')]
+                return f'{min(values):.2f}' if values else '-'
+
+            latency = (f'{lowest(ours)} / {lowest(others)}' if task == 'infer' else '-')
+            rows.append([f'{model}, {side}x{side}, {best["batch_size"]}',
+                         'inference' if task == 'infer' else 'train',
+                         re.sub(r'^this library(?: \(MXNet\))?, ', '',
+                                BENCH_LABELS.get(best['name'], best['name'])),
+                         f'{best["img_s"]:,.1f}',
+                         ratio(torch), ratio([r['img_s'] for r in others]), latency])
+    return header, rows
+
+
 def _fields_layout(record: dict[str, Any], first: dict[str, Any], group: str | None,
                    root: str) -> tuple[list[str], list[list[str]]]:
     return ['', 'measured'], [
@@ -453,7 +490,8 @@ def _fields_layout(record: dict[str, Any], first: dict[str, Any], group: str | N
 
 
 LAYOUTS: dict[str, Layout] = {'table': _table_layout, 'runs': _runs_layout,
-                              'bench': _bench_layout, 'fields': _fields_layout}
+                              'bench': _bench_layout, 'best': _best_layout,
+                              'fields': _fields_layout}
 
 
 def _footer(parts: list[tuple[str, dict[str, Any]]], root: str, commands_shown: bool,
@@ -513,6 +551,8 @@ def record_table(name: str, root: str | None = None) -> str:
     groups = [g or None for _, g in wanted]
     first = parts[0][1]
     layout = first.get('layout', 'table')
+    if layout == 'bench' and groups == ['best']:
+        layout, groups = 'best', [None]
     if layout not in LAYOUTS:
         raise ValueError(f'record {parts[0][0]}: unknown layout {layout!r}')
     several = len({(machine_name(r['machine']), r['date']) for _, r in parts}) > 1

@@ -78,3 +78,36 @@ def test_families_time_each_model_at_its_own_input(tmp_path):
         ['| book, 64x64, 8', 'infer', 'mxnet-fp32 (fp32)'],
         ['| densenet_bc_100, 32x32, 8', 'infer', 'mxnet-fp32 (fp32)'],
         ['| densenet121, 64x64, 8', 'infer', 'mxnet-fp32 (fp32)']]
+
+
+def test_dnnl_profile_sums_the_timed_steps(tmp_path):
+    """benchmarks/dnnl_profile.py: oneDNN's verbose lines of the timed steps only, summed per
+    primitive, implementation and pass; the shares add up to the whole."""
+    out = tmp_path / 'profile.json'
+    script = os.path.join(os.path.dirname(BENCH), 'dnnl_profile.py')
+    proc = subprocess.run([sys.executable, script, '--side', '32', '--batch-size', '4',
+                           '--steps', '2', '--json', str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert sum(r['share'] for r in rows) == pytest.approx(1, abs=1e-9)
+    passes = {(r['primitive'], r['pass']) for r in rows}
+    # training: forward, backward data and backward weights of the convolutions
+    assert {('convolution', 'forward'), ('convolution', 'backward data'),
+            ('convolution', 'backward weights')} <= passes
+    # per step, each of the book's convolutions once forward: the first, 4 blocks of 4 and
+    # the 3 transitions' 1x1
+    assert sum(r['calls'] for r in rows if r['primitive'] == 'convolution'
+               and r['pass'] == 'forward') == 1 + 4 * 4 + 3
+    assert '| convolution |' in proc.stdout and 'a step with the logging on' in proc.stdout
+
+
+def test_dnnl_profile_reads_only_after_the_mark():
+    """Lines before the mark (graph building, warm-up) are not counted."""
+    sys.path.insert(0, os.path.dirname(BENCH))
+    import dnnl_profile
+    line = 'dnnl_verbose,exec,cpu,convolution,jit:avx2,forward_training,src,,,mb1,{}'
+    rows = dnnl_profile.table([line.format(5.0), dnnl_profile.MARK, line.format(1.5),
+                               line.format(2.5), 'noise'], steps=2)
+    assert rows == [{'primitive': 'convolution', 'implementation': 'jit:avx2',
+                     'pass': 'forward', 'ms': 2.0, 'share': 1.0, 'calls': 1.0}]

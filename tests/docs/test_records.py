@@ -126,3 +126,30 @@ def test_machine_names() -> None:
     assert name({'cpu': 'AMD EPYC', 'flags': ['avx2', 'fma', 'avx512f']}) == 'AMD EPYC, AVX-512'
     assert name({'cpu': 'AMD EPYC (Zen 3)', 'flags': ['avx2', 'fma']}) == \
         'AMD EPYC (Zen 3), AVX2'
+
+
+def test_best_view_compares_each_side_at_its_fastest() -> None:
+    """``record:NAME:best`` draws, per model and task, this library's fastest configuration
+    over PyTorch's fastest and over the fastest of every other framework, and the lowest
+    batch-1 latencies: the same figures as the rows, recomputed here."""
+    record = generated.load_record('bench-families-avx2-epyc')
+    table = generated.record_table('bench-families-avx2-epyc:best', root='')
+    lines = [line for line in table.splitlines() if line.startswith('| ') and '---' not in line]
+    body = {tuple(c.strip() for c in line.strip('|').split('|')[:2]): line
+            for line in lines[1:]}
+    rows = [r for r in record['rows'] if r.get('img_s')]
+    for (model, task), line in body.items():
+        model = model.split(',')[0]
+        mine = [r for r in rows if r['model'] == model and r['task'] == {'train': 'train',
+                'inference': 'infer'}[task]]
+        ours = max((r for r in mine if r['framework'] == 'mxnet'), key=lambda r: r['img_s'])
+        torch = max(r['img_s'] for r in mine if r['framework'] == 'pytorch')
+        other = max(r['img_s'] for r in mine if r['framework'] != 'mxnet')
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        assert cells[3] == f'{ours["img_s"]:,.1f}'
+        assert cells[4] == f'{ours["img_s"] / torch:.2f}x'
+        assert cells[5] == f'{ours["img_s"] / other:.2f}x'
+        if task == 'inference':
+            low = min(r['latency_ms_bs1'] for r in mine if r['framework'] == 'mxnet')
+            assert cells[6].startswith(f'{low:.2f} / ')
+    assert {task for _, task in body} == {'train', 'inference'} and len(body) == 6
