@@ -11,7 +11,15 @@ import mxnet as mx
 import numpy as onp
 
 from densenet.data import DataModule, open_data
-from densenet.deploy.engines import ENGINES, choose, engine, require, unavailable
+from densenet.deploy.engines import (
+    ENGINES,
+    MIN_AGREEMENT,
+    choose,
+    choose_precision,
+    engine,
+    require,
+    unavailable,
+)
 from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
@@ -62,11 +70,12 @@ def add_params_flags(p: argparse.ArgumentParser, resize: bool = True) -> None:
         p.set_defaults(resize=None)
 
 
-def add_engine_flags(p: argparse.ArgumentParser) -> None:
+def add_engine_flags(p: argparse.ArgumentParser, auto_precision: bool = False) -> None:
     """--engine and --precision, which mean the same thing for every engine.
 
     Args:
         p: the command's parser.
+        auto_precision: offer --precision auto, as the default.
     """
     p.add_argument('--engine', choices=['auto', *ENGINES], default='auto',
                    help='the inference engine: auto (the one `densenet engines` timed fastest '
@@ -74,14 +83,18 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                         "it has), MXNet, ONNX Runtime (pip install 'densenet[onnx]') or "
                         "OpenVINO (pip install 'densenet[openvino]'); the last two run on "
                         'the CPU')
-    p.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
-                   help='bf16: where the CPU has bfloat16 instructions (not on onnxruntime); '
-                        'int8: calibrated on 512 training images')
+    auto = (f'auto (the default): the fastest that `densenet engines` measured here among '
+            f'fp32 and the precisions whose top-1 agreement with fp32 is at least '
+            f'{MIN_AGREEMENT:.0%}, fp32 until it has; ' if auto_precision else '')
+    p.add_argument('--precision', choices=(['auto'] if auto_precision else []) + list(PRECISIONS),
+                   default='auto' if auto_precision else 'fp32',
+                   help=f'{auto}bf16: where the CPU has bfloat16 instructions (not on '
+                        'onnxruntime); int8: calibrated on 512 training images')
 
 
 def check_engine_flags(args: argparse.Namespace) -> None:
     """--engine and --precision checked before any model loads (auto as MXNet, which runs
-    every precision the CPU has).
+    every precision the CPU has; precision auto as fp32, which every engine runs).
 
     Args:
         args: the parsed command line, with `engine` and `precision`.
@@ -91,7 +104,8 @@ def check_engine_flags(args: argparse.Namespace) -> None:
             is not installed.
     """
     named = args.engine if args.engine != 'auto' else 'mxnet'
-    if why := unavailable(named, args.precision, runtime.capabilities()):
+    precision = args.precision if args.precision != 'auto' else 'fp32'
+    if why := unavailable(named, precision, runtime.capabilities()):
         engine = '' if named == 'mxnet' else f'--engine {named} '
         raise UsageError(f'{engine}--precision {args.precision}: {why}')
     if named != 'mxnet':
@@ -101,16 +115,22 @@ def check_engine_flags(args: argparse.Namespace) -> None:
 def choose_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta,
                   ctxs: list[mx.Context], images: int, batch: int) -> str:
     """Replace --engine auto by the engine it picks for `images` images at `batch`
-    (`densenet.deploy.engines.choose`; MXNet on a GPU).
+    (`densenet.deploy.engines.choose`; MXNet on a GPU), and --precision auto by the
+    precision it picks with it (`choose_precision`; fp32 on a GPU).
 
     Returns:
-        How it was chosen, for the output ('' where --engine named it).
+        How they were chosen, for the output ('' where the flags named them).
     """
+    if ctxs[0].device_type != 'cpu':
+        auto = 'auto' in (args.engine, args.precision)
+        args.engine, args.precision = 'mxnet', 'fp32'  # what device_for loads on a GPU
+        return 'auto: the GPU runs MXNet in fp32' if auto else ''
+    if args.precision == 'auto':
+        args.precision, args.engine, how = choose_precision(model, input_shape(meta), images,
+                                                            batch, args.engine)
+        return how
     if args.engine != 'auto':
         return ''
-    if ctxs[0].device_type != 'cpu':
-        args.engine = 'mxnet'
-        return 'auto: the GPU runs MXNet'
     args.engine, how = choose(model, input_shape(meta), args.precision, images, batch)
     return how
 
@@ -118,7 +138,8 @@ def choose_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta
 def device_for(args: argparse.Namespace) -> str:
     """The device to load the model on: --device where MXNet may run it in fp32, else the
     CPU (the other engines and precisions run there)."""
-    return args.device if args.engine in ('mxnet', 'auto') and args.precision == 'fp32' else 'cpu'
+    return (args.device if args.engine in ('mxnet', 'auto') and args.precision in ('fp32', 'auto')
+            else 'cpu')
 
 
 def load_trained(args: argparse.Namespace,

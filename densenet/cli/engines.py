@@ -1,12 +1,14 @@
-"""``densenet engines``: time a model on every engine and precision this machine runs, and
-keep the figures for ``--engine auto``."""
+"""``densenet engines``: time a model on every engine and precision this machine runs, measure
+how often each agrees with fp32 on held-out images, and keep the figures for ``--engine auto``
+and ``predict --precision auto``."""
 from __future__ import annotations
 
 import argparse
 
 import densenet.cli.common as common
-from densenet.deploy.engines import choose, measure, record, record_path
-from densenet.deploy.inference import PRECISIONS
+from densenet.data import check_sources
+from densenet.deploy.engines import choose, choose_precision, measure, record, record_path
+from densenet.deploy.inference import PRECISIONS, calibration_images
 from densenet.errors import UsageError
 from densenet.system import runtime
 from densenet.system.machine import unsupported
@@ -24,6 +26,13 @@ def add_parser(sub: common.Commands) -> None:
                         'runs)')
     p.add_argument('--batch-size', type=positive_int, default=64,
                    help='the larger batch timed, besides batch 1 (default 64)')
+    p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files: the test split '
+                                      'that top-1 agreement with fp32 is measured on')
+    p.add_argument('--data', help="an image folder: measure the agreement on its val split (the "
+                                  "run's own when it trained on this folder)")
+    p.add_argument('--limit', type=positive_int,
+                   help='measure the agreement on N images spread evenly over the split '
+                        '(default: all)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,15 +40,28 @@ def run(args: argparse.Namespace) -> int:
     for precision in args.precision or []:
         if why := unsupported(precision, caps):
             raise UsageError(f'--precision {precision}: {why}')
+    check_sources(args.data, args.data_dir)
     record_path()  # a cache folder it cannot write is refused before any timing
     model, meta, _ = common.load_trained(args, 'cpu')
     precisions = args.precision or [p for p in PRECISIONS if not unsupported(p, caps)]
     shape = common.input_shape(meta)
-    figures = measure(model, shape, precisions, args.batch_size)
+    try:
+        data = common.eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
+    except UsageError as e:  # timed all the same; predict --precision auto then keeps fp32
+        print(f'top-1 agreement with fp32 not measured: {e}')
+        data = None
+    check = calib = None
+    if data is not None:
+        check = lambda: (X.asnumpy() for X, _ in data.val_dataloader())  # noqa: E731
+        calib = calibration_images(data) if 'int8' in precisions else None
+    figures = measure(model, shape, precisions, args.batch_size, check=check, calib=calib)
     path = record(model, shape, figures)
     for precision in figures:
         picks = [f'{choose(model, shape, precision, n, batch)[0]} for {n} image{"s" * (n > 1)}'
                  for n, batch in JOBS]
         print(f'--engine auto, {precision}: ' + ', '.join(picks))
+    picks = [' on '.join(choose_precision(model, shape, n, batch)[:2])
+             + f' for {n} image{"s" * (n > 1)}' for n, batch in JOBS]
+    print('--precision auto (predict): ' + ', '.join(picks))
     print(f'timings kept in {path}')
     return 0

@@ -23,7 +23,7 @@ def add_parser(sub: common.Commands) -> None:
     p = sub.add_parser('predict', help='class and probability for image files')
     common.add_params_flags(p)
     p.add_argument('--device', default='auto')
-    common.add_engine_flags(p)
+    common.add_engine_flags(p, auto_precision=True)
     p.add_argument('--data-dir', help='folder with the Fashion-MNIST IDX files (int8: the '
                                       'calibration images of a Fashion-MNIST model)')
     p.add_argument('--no-convert', action='store_true',

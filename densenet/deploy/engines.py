@@ -35,7 +35,11 @@ batch; `record` keeps the figures in the user's cache folder (``engines.json`` i
 threads, engine versions) and the model's architecture and input shape
 (`model_key`); `choose` picks the engine whose build time plus N times its time
 per image is least. Nothing is timed unless asked (``densenet engines``); where no
-figures are recorded, `choose` picks MXNet and says so.
+figures are recorded, `choose` picks MXNet and says so. Given held-out images,
+`measure` also keeps each engine's top-1 agreement with MXNet's fp32 at each
+precision, and `choose_precision` (``predict``'s ``--precision auto``) picks the
+cheapest (precision, engine) among fp32 and those agreeing on at least
+`MIN_AGREEMENT` of the images.
 """
 from __future__ import annotations
 
@@ -48,9 +52,9 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType, SimpleNamespace
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import mxnet as mx
 import numpy as onp
@@ -82,6 +86,8 @@ ONNX_CALIBRATION = 'Percentile'
 OPENVINO_HINTS = {'fp32': 'f32', 'bf16': 'bf16', 'int8': 'f32'}
 #: The timings `record` keeps, in the user's cache folder, and their layout's version.
 RECORD, RECORD_FORMAT = 'engines.json', 1
+#: The least top-1 agreement with fp32 of a precision that `choose_precision` may pick.
+MIN_AGREEMENT = 0.99
 
 
 def require(engine: str, *extra_modules: str) -> list[ModuleType]:
@@ -267,6 +273,9 @@ class Figures(TypedDict):
     one_s: float     # seconds per image at batch 1
     batch_s: float   # seconds per image at `batch`
     batch: int
+    # top-1 agreement with MXNet's fp32 on `agreement_images` held-out images, where measured
+    agreement: NotRequired[float]
+    agreement_images: NotRequired[int]
 
 
 def machine_key() -> str:
@@ -330,20 +339,34 @@ def _per_image(predictor: Callable[[onp.ndarray], object], X: onp.ndarray,
     return (time.perf_counter() - tic) / (calls * len(X))
 
 
+def _top1(predictor: Callable[[onp.ndarray], onp.ndarray],
+          batches: Callable[[], Iterable[onp.ndarray]]) -> onp.ndarray:
+    """The class `predictor` gives each image of `batches()`."""
+    return onp.concatenate([onp.asarray(predictor(X)).argmax(axis=1) for X in batches()])
+
+
 def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence[str],
             batch: int = 64, calibration: int = 512, seconds: float = 1.0,
-            log: Callable[[str], None] = print) -> dict[str, dict[str, Figures]]:
+            log: Callable[[str], None] = print,
+            check: Callable[[], Iterable[onp.ndarray]] | None = None,
+            calib: onp.ndarray | None = None) -> dict[str, dict[str, Figures]]:
     """Time `model` on every engine that runs each precision here (installed, and the
-    CPU has the instructions).
+    CPU has the instructions), and where `check` is given, measure how often each agrees
+    with MXNet's fp32 on the top class.
 
     Args:
         model: the model, on the CPU; left as it was.
         shape: one batch's shape, (1, C, H, W).
         precisions: the precisions to time.
         batch: the larger batch's size.
-        calibration: int8's calibration images (random pixels: the figures are times).
+        calibration: how many random images int8 is calibrated on where `calib` is None
+            (enough for its times, not for its agreement).
         seconds: the least time spent timing each batch size.
         log: where a line per engine goes.
+        check: a function that yields held-out float32 batches (N, C, H, W), anew at
+            each call; None: agreement is not measured.
+        calib: uint8 training images that int8 is calibrated on, as the commands
+            calibrate it (`densenet.deploy.inference.calibration_images`).
 
     Returns:
         {precision: {engine: figures}}.
@@ -352,8 +375,12 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
     rng = onp.random.RandomState(0)
     X = rng.uniform(0, 1, (batch, *shape[1:])).astype('float32')
     calib_shape = (calibration, shape[2], shape[3]) + ((shape[1],) if shape[1] > 1 else ())
-    calib = rng.randint(0, 256, calib_shape).astype('uint8')
+    if calib is None:
+        calib = rng.randint(0, 256, calib_shape).astype('uint8')
     caps = runtime.capabilities()
+    reference = None
+    if check is not None:
+        reference = _top1(engine(model, 'mxnet', 'fp32', None, shape).predict, check)
     out: dict[str, dict[str, Figures]] = {}
     for precision in precisions:
         for name in ENGINES:
@@ -366,9 +393,15 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
             build = time.perf_counter() - tic
             figures = Figures(build_s=build, one_s=_per_image(predictor, X[:1], seconds),
                               batch_s=_per_image(predictor, X, seconds), batch=batch)
+            line = (f'{precision} on {name}: build {build:.2f} s, {1e3 * figures["one_s"]:.2f} '
+                    f'ms per image at batch 1, {1e3 * figures["batch_s"]:.2f} ms at batch {batch}')
+            if check is not None and reference is not None:
+                figures['agreement'] = float((_top1(predictor, check) == reference).mean())
+                figures['agreement_images'] = len(reference)
+                line += (f', top-1 agreement with fp32 {figures["agreement"]:.4f} on '
+                         f'{len(reference)} images')
             out.setdefault(precision, {})[name] = figures
-            log(f'{precision} on {name}: build {build:.2f} s, {1e3 * figures["one_s"]:.2f} ms '
-                f'per image at batch 1, {1e3 * figures["batch_s"]:.2f} ms at batch {batch}')
+            log(line)
     return out
 
 
@@ -431,6 +464,31 @@ def record(model: CheckedClassifier, shape: Sequence[int],
     return path
 
 
+def _costs(model: CheckedClassifier, shape: Sequence[int], images: int, batch: int
+           ) -> dict[tuple[str, str], tuple[float, float | None]]:
+    """{(precision, engine): (seconds for `images` images at `batch`, top-1 agreement or
+    None)} from the recorded figures, for the engines that run the precision here; {}
+    where nothing usable is recorded (a damaged entry counts as none)."""
+    caps = runtime.capabilities()
+    try:
+        recorded = _read()[machine_key()][model_key(model, shape)]
+        return {(precision, name): (
+                    float(f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s'])),
+                    float(f['agreement']) if 'agreement' in f else None)
+                for precision, by_engine in recorded.items() if precision in PRECISIONS
+                for name, f in by_engine.items()
+                if name in ENGINES and not unavailable(name, precision, caps)}
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return {}
+
+
+def _fastest(costs: dict[tuple[str, str], tuple[float, float | None]]) -> tuple[str, str] | None:
+    """The cheapest (precision, engine) of `costs` whose engine imports (only the engines
+    tried are imported)."""
+    return next((key for key in sorted(costs, key=lambda k: costs[k][0])
+                 if installed(key[1])), None)
+
+
 def choose(model: CheckedClassifier, shape: Sequence[int], precision: str, images: int,
            batch: int) -> tuple[str, str]:
     """The engine that runs `images` images of `model` at `precision` soonest here.
@@ -445,17 +503,38 @@ def choose(model: CheckedClassifier, shape: Sequence[int], precision: str, image
     Returns:
         (engine, how it was chosen: a phrase for the output line).
     """
-    caps = runtime.capabilities()
-    try:  # a damaged entry counts as none
-        recorded = _read()[machine_key()][model_key(model, shape)][precision]
-        costs = {name: float(f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s']))
-                 for name, f in recorded.items()
-                 if name in ENGINES and not unavailable(name, precision, caps)}
-    except (KeyError, TypeError, AttributeError, ValueError):
-        costs = {}
-    # The fastest that imports (only the engines tried are imported).
-    best = next((name for name in sorted(costs, key=costs.__getitem__) if installed(name)), None)
+    best = _fastest({k: v for k, v in _costs(model, shape, images, batch).items()
+                     if k[0] == precision})
     if best is None:
         return 'mxnet', ('auto: no engine timed for this model here yet; `densenet engines` '
                          'times them')
-    return best, f'auto: fastest measured here for {images} image{"s" * (images != 1)}'
+    return best[1], f'auto: fastest measured here for {images} image{"s" * (images != 1)}'
+
+
+def choose_precision(model: CheckedClassifier, shape: Sequence[int], images: int, batch: int,
+                     engine: str = 'auto') -> tuple[str, str, str]:
+    """The precision, and the engine, that run `images` images of `model` soonest here
+    among fp32 and the precisions whose measured top-1 agreement with fp32 is at least
+    `MIN_AGREEMENT` (on that engine).
+
+    Args:
+        model: the model.
+        shape: one batch's shape, (1, C, H, W).
+        images: the job's images.
+        batch: the batch size they are run at.
+        engine: 'auto', or the one engine to consider.
+
+    Returns:
+        (precision, engine, how they were chosen: a phrase for the output line); fp32 on
+        MXNet (or `engine`) where nothing is recorded.
+    """
+    costs = {k: v for k, v in _costs(model, shape, images, batch).items()
+             if (engine == 'auto' or k[1] == engine)
+             and (k[0] == 'fp32' or (v[1] is not None and v[1] >= MIN_AGREEMENT))}
+    best = _fastest(costs)
+    if best is None:
+        return 'fp32', 'mxnet' if engine == 'auto' else engine, (
+            'auto: no precision timed for this model here yet; `densenet engines` times them')
+    agreement = costs[best][1]
+    why = '' if best[0] == 'fp32' else f', {agreement:.2%} top-1 agreement with fp32'
+    return (*best, f'auto: fastest measured here for {images} image{"s" * (images != 1)}{why}')

@@ -64,6 +64,45 @@ def test_auto_without_timings_for_the_model_the_machine_or_the_engine(monkeypatc
     assert choose('fp32', 10000, 64)[0] == 'mxnet'
 
 
+def agreeing(f, agreement):
+    return engines.Figures(**f, agreement=agreement, agreement_images=1000)
+
+
+# INT8 on MXNet: a 4-second build, then 4x MXNet's fp32 per image; by hand, build + images x
+# time per image at batch 64: 1 image, 0.12 s (fp32 mxnet) against 4.005; 10,000, 21 s (fp32
+# onnxruntime) against 29 (int8 mxnet) and 14 (int8 openvino).
+INT8_MX, INT8_OV = figures(4.0, 0.005, 0.0025), figures(9.0, 0.003, 0.0005)
+
+
+@pytest.mark.parametrize('agreement, images, batch, expected', [
+    (0.995, 1, 1, ('fp32', 'mxnet')), (0.995, 10000, 64, ('int8', 'openvino')),
+    (0.99, 10000, 64, ('int8', 'openvino')),  # at the bar
+    (0.9899, 10000, 64, ('fp32', 'onnxruntime')), (None, 10000, 64, ('fp32', 'onnxruntime'))])
+def test_auto_precision_is_the_fastest_that_agrees_with_fp32(agreement, images, batch,
+                                                             expected):
+    int8 = {'mxnet': INT8_MX, 'openvino': INT8_OV}
+    if agreement is not None:
+        int8 = {name: agreeing(f, agreement) for name, f in int8.items()}
+    engines.record(MODEL, SHAPE, {'fp32': {'mxnet': MX, 'onnxruntime': ORT}, 'int8': int8})
+    precision, name, how = engines.choose_precision(MODEL, SHAPE, images, batch)
+    assert (precision, name) == expected
+    assert how.startswith(f'auto: fastest measured here for {images} image')
+    assert ('top-1 agreement with fp32' in how) == (precision == 'int8')
+
+
+def test_auto_precision_per_engine_and_without_timings():
+    assert engines.choose_precision(MODEL, SHAPE, 10000, 64) == (
+        'fp32', 'mxnet', 'auto: no precision timed for this model here yet; `densenet engines` '
+                         'times them')
+    # Each engine's own agreement: OpenVINO's INT8 agrees too little, MXNet's enough.
+    engines.record(MODEL, SHAPE, {'fp32': {'mxnet': MX, 'onnxruntime': ORT},
+                                  'int8': {'mxnet': agreeing(INT8_MX, 0.996),
+                                           'openvino': agreeing(INT8_OV, 0.95)}})
+    assert engines.choose_precision(MODEL, SHAPE, 10000, 64)[:2] == ('fp32', 'onnxruntime')
+    assert engines.choose_precision(MODEL, SHAPE, 10000, 64, 'mxnet')[:2] == ('int8', 'mxnet')
+    assert engines.choose_precision(MODEL, SHAPE, 10000, 64, 'openvino')[0] == 'fp32'
+
+
 def test_a_new_record_keeps_the_others_and_a_broken_file_is_measured_again():
     engines.record(MODEL, SHAPE, {'fp32': {'mxnet': MX}})
     engines.record(MODEL, SHAPE, {'int8': {'onnxruntime': ORT}})
@@ -113,12 +152,15 @@ def test_engines_times_a_model_and_evaluate_predict_and_engine_follow(trained_ru
     before = cli('evaluate', *common).stdout.splitlines()[0]
     assert before.endswith('300 images, fp32 on mxnet; auto: no engine timed for this model '
                            'here yet; `densenet engines` times them)'), before
-    proc = cli('engines', '--params', params, '--precision', 'fp32', '--batch-size', '16')
+    proc = cli('engines', '--params', params, '--precision', 'fp32', '--batch-size', '16',
+               '--data-dir', real_data_dir, '--limit', '300')
     with open(engines.user_cache(engines.RECORD)) as f:
         timed = json.load(f)['timings'][engines.machine_key()][engines.model_key(model, shape)]
     assert sorted(timed) == ['fp32'] and sorted(timed['fp32']) == sorted(engines.ENGINES)
     for f in timed['fp32'].values():
         assert f['batch'] == 16 and f['build_s'] > 0 and 0 < f['batch_s'] and 0 < f['one_s']
+        # float32 everywhere: a flip or two of the top class at most, where two are close
+        assert f['agreement_images'] == 300 and f['agreement'] >= 1 - 2 / 300
     one, many = (engines.choose(model, shape, 'fp32', n, b)[0] for n, b in ((1, 1), (10000, 256)))
     assert f'--engine auto, fp32: {one} for 1 image, {many} for 10000 images' in proc.stdout
     # Make OpenVINO the fastest: evaluate, predict and engine() then run on it.
@@ -142,4 +184,13 @@ def test_engines_times_a_model_and_evaluate_predict_and_engine_follow(trained_ru
     assert proc.stdout.startswith(f'{image}: ') and '[fp32 on openvino]' in proc.stdout
     named = cli('predict', '--params', params, '--engine', 'mxnet', image)
     assert '[fp32 on mxnet]' in named.stdout
+    # predict's --precision auto: INT8 where it is the fastest and agrees enough with fp32
+    for agreement, expected in ((0.98, '[fp32 on openvino]'), (0.999, '[int8 on mxnet]')):
+        timed['int8'] = {'mxnet': {**timed['fp32']['mxnet'], 'build_s': 0.0, 'one_s': 1e-12,
+                                   'batch_s': 1e-12, 'agreement': agreement}}
+        engines.record(model, shape, timed)
+        proc = cli('predict', '--params', params, '--data-dir', real_data_dir, image)
+        assert expected in proc.stdout, proc.stdout
+    assert '[fp32 on openvino]' in cli('predict', '--params', params, '--precision', 'fp32',
+                                       image).stdout
     assert engines.engine(params, 'auto', images=1000, batch=64).name == 'openvino'
