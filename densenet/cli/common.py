@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import NoReturn, Protocol
 
 import mxnet as mx
 import numpy as onp
 
 from densenet.data import DataModule, open_data
+from densenet.data.fashion_mnist import locate
 from densenet.deploy.engines import (
     ENGINES,
     MIN_AGREEMENT,
@@ -20,7 +21,7 @@ from densenet.deploy.engines import (
     require,
     unavailable,
 )
-from densenet.deploy.inference import PRECISIONS
+from densenet.deploy.inference import PRECISIONS, calibration_images
 from densenet.errors import UsageError
 from densenet.models.classifier import CheckedClassifier
 from densenet.models.meta import Meta
@@ -113,10 +114,12 @@ def check_engine_flags(args: argparse.Namespace) -> None:
 
 
 def choose_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta,
-                  ctxs: list[mx.Context], images: int, batch: int) -> str:
+                  ctxs: list[mx.Context], images: int, batch: int,
+                  exclude: Collection[str] = ()) -> str:
     """Replace --engine auto by the engine it picks for `images` images at `batch`
     (`densenet.deploy.engines.choose`; MXNet on a GPU), and --precision auto by the
-    precision it picks with it (`choose_precision`; fp32 on a GPU).
+    precision it picks with it (`choose_precision`, leaving out the precisions `exclude`
+    names; fp32 on a GPU).
 
     Returns:
         How they were chosen, for the output ('' where the flags named them).
@@ -127,7 +130,7 @@ def choose_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta
         return 'auto: the GPU runs MXNet in fp32' if auto else ''
     if args.precision == 'auto':
         args.precision, args.engine, how = choose_precision(model, input_shape(meta), images,
-                                                            batch, args.engine)
+                                                            batch, args.engine, exclude)
         return how
     if args.engine != 'auto':
         return ''
@@ -179,6 +182,29 @@ def on_engine(args: argparse.Namespace, model: CheckedClassifier, meta: Meta,
 def input_shape(meta: Meta) -> tuple[int, int, int, int]:
     """The shape of one image batch for the model `meta` describes."""
     return (1, meta['channels'], meta['input_size'], meta['input_size'])
+
+
+def own_folder(meta: Meta) -> str | None:
+    """The image folder the run trained on, where it is still there (None: none)."""
+    root = meta.get('data', {}).get('root')
+    return root if root and os.path.isdir(root) else None
+
+
+def calibration(meta: Meta, data_dir: str | None) -> onp.ndarray:
+    """int8's calibration images: training images of the run's own image folder (where it
+    is still there), else Fashion-MNIST's (found in `data_dir`)."""
+    return calibration_images(eval_data(meta, 64, own_folder(meta), data_dir))
+
+
+def offline_calibration(meta: Meta, data_dir: str | None) -> onp.ndarray | None:
+    """`calibration`, where its images are on this machine (nothing is downloaded);
+    None where they are not."""
+    if own_folder(meta) is None and not locate(data_dir):
+        return None
+    try:
+        return calibration(meta, data_dir)
+    except (UsageError, FileNotFoundError):
+        return None
 
 
 def eval_data(meta: Meta, batch_size: int, folder: str | None, data_dir: str | None,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 
 import densenet.cli.common as common
-from densenet.data import check_sources
+from densenet.data import DataModule, check_sources
+from densenet.data.fashion_mnist import locate
 from densenet.deploy.engines import choose, choose_precision, measure, record, record_path
-from densenet.deploy.inference import PRECISIONS, calibration_images
+from densenet.deploy.inference import PRECISIONS
 from densenet.errors import UsageError
 from densenet.system import runtime
 from densenet.system.machine import unsupported
@@ -45,15 +46,21 @@ def run(args: argparse.Namespace) -> int:
     model, meta, _ = common.load_trained(args, 'cpu')
     precisions = args.precision or [p for p in PRECISIONS if not unsupported(p, caps)]
     shape = common.input_shape(meta)
-    try:
-        data = common.eval_data(meta, args.batch_size, args.data, args.data_dir, args.limit)
-    except UsageError as e:  # timed all the same; predict --precision auto then keeps fp32
+    folder = args.data or common.own_folder(meta)
+    data: DataModule | None
+    try:  # nothing downloaded unless asked for with --data-dir
+        if not (folder or args.data_dir or locate(None)):
+            raise FileNotFoundError('no test split on this machine: give --data-dir or --data')
+        data = common.eval_data(meta, args.batch_size, folder, args.data_dir, args.limit)
+        calib = common.calibration(meta, args.data_dir) if 'int8' in precisions else None
+    except (UsageError, FileNotFoundError) as e:
+        if args.data or args.data_dir:
+            raise
+        # timed all the same; predict --precision auto then keeps fp32
         print(f'top-1 agreement with fp32 not measured: {e}')
-        data = None
-    check = calib = None
-    if data is not None:
-        check = lambda: (X.asnumpy() for X, _ in data.val_dataloader())  # noqa: E731
-        calib = calibration_images(data) if 'int8' in precisions else None
+        data = calib = None
+    check = None if data is None else (
+        lambda: (X.asnumpy() for X, _ in data.val_dataloader()))
     figures = measure(model, shape, precisions, args.batch_size, check=check, calib=calib)
     path = record(model, shape, figures)
     for precision in figures:

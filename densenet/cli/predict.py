@@ -3,7 +3,6 @@ Runtime or OpenVINO, in fp32, bf16 or int8."""
 from __future__ import annotations
 
 import argparse
-import os
 
 import numpy as onp
 from mxnet import np, npx
@@ -11,8 +10,6 @@ from mxnet import np, npx
 import densenet.cli.common as common
 from densenet.data import check_sources
 from densenet.data.images import read_image
-from densenet.deploy.inference import calibration_images
-from densenet.models.meta import Meta
 from densenet.models.preprocess import Preprocess
 
 #: images per forward pass (the files are read and printed a batch at a time)
@@ -33,14 +30,6 @@ def add_parser(sub: common.Commands) -> None:
     p.add_argument('images', nargs='+', help='PNG/JPEG/... files of any size and mode')
 
 
-def _calibration(args: argparse.Namespace, meta: Meta) -> onp.ndarray:
-    """int8's calibration images: the training images of the run's own image folder
-    (where it is still there), else Fashion-MNIST's (found in --data-dir)."""
-    root = meta.get('data', {}).get('root')
-    folder = root if root and os.path.isdir(root) else None
-    return calibration_images(common.eval_data(meta, 64, folder, args.data_dir))
-
-
 def run(args: argparse.Namespace) -> int:
     common.check_engine_flags(args)
     args.data = None
@@ -49,8 +38,18 @@ def run(args: argparse.Namespace) -> int:
         read_image(path)
     trained, meta, ctxs = common.load_trained(args, common.device_for(args))
     batch = min(len(args.images), BATCH)
+    auto, named = args.precision == 'auto', args.engine
     common.choose_engine(args, trained, meta, ctxs, len(args.images), batch)
-    model = common.on_engine(args, trained, meta, ctxs, lambda: _calibration(args, meta))
+    found = None
+    if auto and args.precision == 'int8':  # auto's INT8 only with calibration images at hand
+        found = common.offline_calibration(meta, args.data_dir)
+        if found is None:
+            args.precision, args.engine = 'auto', named
+            common.choose_engine(args, trained, meta, ctxs, len(args.images), batch, ('int8',))
+
+    def calibration() -> onp.ndarray:
+        return found if found is not None else common.calibration(meta, args.data_dir)
+    model = common.on_engine(args, trained, meta, ctxs, calibration)
     pre = Preprocess.from_meta(meta)
     for start in range(0, len(args.images), batch):
         paths = args.images[start:start + batch]

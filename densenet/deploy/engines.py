@@ -52,7 +52,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from types import ModuleType, SimpleNamespace
 from typing import Any, NotRequired, TypedDict
 
@@ -273,9 +273,11 @@ class Figures(TypedDict):
     one_s: float     # seconds per image at batch 1
     batch_s: float   # seconds per image at `batch`
     batch: int
-    # top-1 agreement with MXNet's fp32 on `agreement_images` held-out images, where measured
+    # top-1 agreement with MXNet's fp32 on `agreement_images` held-out images, where
+    # measured, for the weights whose `weights_digest` is `agreement_weights`
     agreement: NotRequired[float]
     agreement_images: NotRequired[int]
+    agreement_weights: NotRequired[str]
 
 
 def machine_key() -> str:
@@ -310,6 +312,22 @@ def model_key(model: CheckedClassifier, shape: Sequence[int]) -> str:
     digest = hashlib.sha256(shapes.encode()).hexdigest()[:16]
     side = 'x'.join(map(str, shape[1:]))
     return f'{model.registry_name or type(model).__name__} {digest} {side}'
+
+
+def weights_digest(model: CheckedClassifier) -> str:
+    """A digest of the model's parameter values (running statistics included): agreement
+    with fp32 is a property of trained weights, where timings are of the architecture.
+
+    Args:
+        model: the model.
+
+    Returns:
+        The digest.
+    """
+    digest = hashlib.sha256()
+    for param in model.net.collect_params().values():  # in the order the model defines them
+        digest.update(param.data().asnumpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def installed(name: str) -> bool:
@@ -366,7 +384,8 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
         check: a function that yields held-out float32 batches (N, C, H, W), anew at
             each call; None: agreement is not measured.
         calib: uint8 training images that int8 is calibrated on, as the commands
-            calibrate it (`densenet.deploy.inference.calibration_images`).
+            calibrate it (`densenet.deploy.inference.calibration_images`); without them
+            int8's agreement is not measured (random calibration images say nothing of it).
 
     Returns:
         {precision: {engine: figures}}.
@@ -375,12 +394,14 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
     rng = onp.random.RandomState(0)
     X = rng.uniform(0, 1, (batch, *shape[1:])).astype('float32')
     calib_shape = (calibration, shape[2], shape[3]) + ((shape[1],) if shape[1] > 1 else ())
+    real_calib = calib is not None
     if calib is None:
         calib = rng.randint(0, 256, calib_shape).astype('uint8')
     caps = runtime.capabilities()
-    reference = None
+    reference = weights = None
     if check is not None:
         reference = _top1(engine(model, 'mxnet', 'fp32', None, shape).predict, check)
+        weights = weights_digest(model)
     out: dict[str, dict[str, Figures]] = {}
     for precision in precisions:
         for name in ENGINES:
@@ -395,9 +416,11 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
                               batch_s=_per_image(predictor, X, seconds), batch=batch)
             line = (f'{precision} on {name}: build {build:.2f} s, {1e3 * figures["one_s"]:.2f} '
                     f'ms per image at batch 1, {1e3 * figures["batch_s"]:.2f} ms at batch {batch}')
-            if check is not None and reference is not None:
+            if (check is not None and reference is not None and weights is not None
+                    and (precision != 'int8' or real_calib)):
                 figures['agreement'] = float((_top1(predictor, check) == reference).mean())
                 figures['agreement_images'] = len(reference)
+                figures['agreement_weights'] = weights
                 line += (f', top-1 agreement with fp32 {figures["agreement"]:.4f} on '
                          f'{len(reference)} images')
             out.setdefault(precision, {})[name] = figures
@@ -466,20 +489,31 @@ def record(model: CheckedClassifier, shape: Sequence[int],
 
 def _costs(model: CheckedClassifier, shape: Sequence[int], images: int, batch: int
            ) -> dict[tuple[str, str], tuple[float, float | None]]:
-    """{(precision, engine): (seconds for `images` images at `batch`, top-1 agreement or
-    None)} from the recorded figures, for the engines that run the precision here; {}
-    where nothing usable is recorded (a damaged entry counts as none)."""
+    """{(precision, engine): (seconds for `images` images at `batch`, top-1 agreement with
+    fp32 of these weights, or None)} from the recorded figures, for the engines that run
+    the precision here; a damaged entry counts as none."""
     caps = runtime.capabilities()
     try:
         recorded = _read()[machine_key()][model_key(model, shape)]
-        return {(precision, name): (
-                    float(f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s'])),
-                    float(f['agreement']) if 'agreement' in f else None)
-                for precision, by_engine in recorded.items() if precision in PRECISIONS
-                for name, f in by_engine.items()
-                if name in ENGINES and not unavailable(name, precision, caps)}
-    except (KeyError, TypeError, AttributeError, ValueError):
+        entries = [(precision, name, f) for precision, by_engine in recorded.items()
+                   if precision in PRECISIONS for name, f in by_engine.items()
+                   if name in ENGINES and not unavailable(name, precision, caps)]
+    except (KeyError, TypeError, AttributeError):
         return {}
+    weights = None
+    costs = {}
+    for precision, name, f in entries:
+        try:
+            cost = float(f['build_s'] + images * (f['one_s'] if batch == 1 else f['batch_s']))
+            agreement = None
+            if 'agreement' in f:
+                weights = weights or weights_digest(model)
+                if f.get('agreement_weights') == weights:
+                    agreement = float(f['agreement'])
+        except (KeyError, TypeError, ValueError):
+            continue
+        costs[precision, name] = (cost, agreement)
+    return costs
 
 
 def _fastest(costs: dict[tuple[str, str], tuple[float, float | None]]) -> tuple[str, str] | None:
@@ -508,14 +542,19 @@ def choose(model: CheckedClassifier, shape: Sequence[int], precision: str, image
     if best is None:
         return 'mxnet', ('auto: no engine timed for this model here yet; `densenet engines` '
                          'times them')
-    return best[1], f'auto: fastest measured here for {images} image{"s" * (images != 1)}'
+    return best[1], _fastest_for(images)
+
+
+def _fastest_for(images: int) -> str:
+    return f'auto: fastest measured here for {images} image{"s" * (images != 1)}'
 
 
 def choose_precision(model: CheckedClassifier, shape: Sequence[int], images: int, batch: int,
-                     engine: str = 'auto') -> tuple[str, str, str]:
+                     engine: str = 'auto', exclude: Collection[str] = ()
+                     ) -> tuple[str, str, str]:
     """The precision, and the engine, that run `images` images of `model` soonest here
-    among fp32 and the precisions whose measured top-1 agreement with fp32 is at least
-    `MIN_AGREEMENT` (on that engine).
+    among fp32 and the precisions whose top-1 agreement with fp32, measured for these
+    weights on that engine, is at least `MIN_AGREEMENT`.
 
     Args:
         model: the model.
@@ -523,18 +562,20 @@ def choose_precision(model: CheckedClassifier, shape: Sequence[int], images: int
         images: the job's images.
         batch: the batch size they are run at.
         engine: 'auto', or the one engine to consider.
+        exclude: precisions not to consider (e.g. int8 where no calibration images are
+            at hand).
 
     Returns:
         (precision, engine, how they were chosen: a phrase for the output line); fp32 on
-        MXNet (or `engine`) where nothing is recorded.
+        MXNet (or `engine`) where fp32 is not timed here.
     """
     costs = {k: v for k, v in _costs(model, shape, images, batch).items()
-             if (engine == 'auto' or k[1] == engine)
+             if (engine == 'auto' or k[1] == engine) and k[0] not in exclude
              and (k[0] == 'fp32' or (v[1] is not None and v[1] >= MIN_AGREEMENT))}
     best = _fastest(costs)
-    if best is None:
+    if best is None or not any(precision == 'fp32' for precision, _ in costs):
         return 'fp32', 'mxnet' if engine == 'auto' else engine, (
             'auto: no precision timed for this model here yet; `densenet engines` times them')
     agreement = costs[best][1]
     why = '' if best[0] == 'fp32' else f', {agreement:.2%} top-1 agreement with fp32'
-    return (*best, f'auto: fastest measured here for {images} image{"s" * (images != 1)}{why}')
+    return (*best, _fastest_for(images) + why)

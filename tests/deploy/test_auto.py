@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+from mxnet import np
 
 from densenet import get_model
 from densenet.deploy import engines
@@ -14,6 +15,7 @@ from helpers import cli
 
 MODEL = get_model('book')
 SHAPE = (1, 1, 32, 32)
+MODEL(np.zeros(SHAPE))  # initialized: agreement is recorded for its weights
 
 
 @pytest.fixture(autouse=True)
@@ -64,8 +66,9 @@ def test_auto_without_timings_for_the_model_the_machine_or_the_engine(monkeypatc
     assert choose('fp32', 10000, 64)[0] == 'mxnet'
 
 
-def agreeing(f, agreement):
-    return engines.Figures(**f, agreement=agreement, agreement_images=1000)
+def agreeing(f, agreement, model=MODEL):
+    return engines.Figures(**f, agreement=agreement, agreement_images=1000,
+                           agreement_weights=engines.weights_digest(model))
 
 
 # INT8 on MXNet: a 4-second build, then 4x MXNet's fp32 per image; by hand, build + images x
@@ -101,6 +104,51 @@ def test_auto_precision_per_engine_and_without_timings():
     assert engines.choose_precision(MODEL, SHAPE, 10000, 64)[:2] == ('fp32', 'onnxruntime')
     assert engines.choose_precision(MODEL, SHAPE, 10000, 64, 'mxnet')[:2] == ('int8', 'mxnet')
     assert engines.choose_precision(MODEL, SHAPE, 10000, 64, 'openvino')[0] == 'fp32'
+    assert engines.choose_precision(MODEL, SHAPE, 10000, 64, 'mxnet', ('int8',))[:2] == (
+        'fp32', 'mxnet')
+
+
+def test_auto_precision_trusts_only_these_weights_agreement_and_needs_fp32_timed():
+    int8 = {'openvino': agreeing(INT8_OV, 0.999)}
+    # Without fp32's figures there is nothing to compare with: fp32 (INT8's build is not
+    # worth one image).
+    engines.record(MODEL, SHAPE, {'int8': int8})
+    assert engines.choose_precision(MODEL, SHAPE, 1, 1)[:2] == ('fp32', 'mxnet')
+    engines.record(MODEL, SHAPE, {'fp32': {'mxnet': MX, 'onnxruntime': ORT}})
+    assert engines.choose_precision(MODEL, SHAPE, 10000, 64)[:2] == ('int8', 'openvino')
+    # The same architecture with other weights: same timings, its agreement unknown.
+    other = get_model('book')
+    other(np.zeros(SHAPE))
+    first = next(iter(other.net.collect_params().values()))
+    first.set_data(first.data() + 1)  # trained otherwise
+    assert engines.model_key(other, SHAPE) == engines.model_key(MODEL, SHAPE)
+    assert engines.weights_digest(other) != engines.weights_digest(MODEL)
+    assert engines.choose_precision(other, SHAPE, 10000, 64)[:2] == ('fp32', 'onnxruntime')
+    # A damaged INT8 entry leaves fp32's timings usable.
+    engines.record(MODEL, SHAPE, {'int8': {'openvino': {'build_s': 'soon'}}})
+    assert engines.choose_precision(MODEL, SHAPE, 10000, 64)[:2] == ('fp32', 'onnxruntime')
+    assert engines.choose(MODEL, SHAPE, 'fp32', 10000, 64)[0] == 'onnxruntime'
+
+
+def test_engines_without_a_test_split_times_all_the_same(monkeypatch, tmp_path):
+    import densenet.cli.engines as command
+    monkeypatch.setattr(command, 'locate', lambda root: None)  # no Fashion-MNIST here
+    proc = cli('engines', '--precision', 'fp32', '--batch-size', '4')
+    assert proc.stdout.startswith('top-1 agreement with fp32 not measured: no test split on '
+                                  'this machine: give --data-dir or --data\n'), proc.stdout
+    model, meta = load_model(engines_params())
+    shape = (1, meta['channels'], meta['input_size'], meta['input_size'])
+    with open(engines.user_cache(engines.RECORD)) as f:
+        timed = json.load(f)['timings'][engines.machine_key()][engines.model_key(model, shape)]
+    assert timed['fp32']['mxnet']['one_s'] > 0 and 'agreement' not in timed['fp32']['mxnet']
+    # A split that was asked for and is not there is an error, before any timing.
+    proc = cli('engines', '--precision', 'fp32', '--data-dir', str(tmp_path), check=False)
+    assert proc.returncode == 2 and 'train-images-idx3' in proc.stderr and proc.stdout == ''
+
+
+def engines_params():
+    from densenet.models.pretrained import pretrained_path
+    return pretrained_path('book', 'fashion-mnist')
 
 
 def test_a_new_record_keeps_the_others_and_a_broken_file_is_measured_again():
@@ -161,6 +209,7 @@ def test_engines_times_a_model_and_evaluate_predict_and_engine_follow(trained_ru
         assert f['batch'] == 16 and f['build_s'] > 0 and 0 < f['batch_s'] and 0 < f['one_s']
         # float32 everywhere: a flip or two of the top class at most, where two are close
         assert f['agreement_images'] == 300 and f['agreement'] >= 1 - 2 / 300
+    assert timed['fp32']['mxnet']['agreement'] == 1  # the same graph as the reference
     one, many = (engines.choose(model, shape, 'fp32', n, b)[0] for n, b in ((1, 1), (10000, 256)))
     assert f'--engine auto, fp32: {one} for 1 image, {many} for 10000 images' in proc.stdout
     # Make OpenVINO the fastest: evaluate, predict and engine() then run on it.
@@ -188,6 +237,7 @@ def test_engines_times_a_model_and_evaluate_predict_and_engine_follow(trained_ru
     for agreement, expected in ((0.98, '[fp32 on openvino]'), (0.999, '[int8 on mxnet]')):
         timed['int8'] = {'mxnet': {**timed['fp32']['mxnet'], 'build_s': 0.0, 'one_s': 1e-12,
                                    'batch_s': 1e-12, 'agreement': agreement}}
+        assert timed['int8']['mxnet']['agreement_weights'] == engines.weights_digest(model)
         engines.record(model, shape, timed)
         proc = cli('predict', '--params', params, '--data-dir', real_data_dir, image)
         assert expected in proc.stdout, proc.stdout
