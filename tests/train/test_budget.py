@@ -130,6 +130,16 @@ def test_a_budgeted_run_ends_inside_its_budget_with_a_complete_schedule(tmp_path
     # The first epoch's progress bar counts the planned epochs, not the --epochs cap.
     assert f"epoch 1/{s['plans'][0]['epochs']} [" in proc.stderr, proc.stderr
     cfg = TrainConfig.from_recipe(**s['config'])
+    last = s['plans'][-1]
+    if last['why'] == 'budget spent':
+        # The machine fell behind the plan by more than its reserve (a shared machine's
+        # speed moves by several percent within seconds): the run stops where that shows,
+        # inside the budget, and the plans say so; its schedule was laid over the longer
+        # plan before it.
+        assert s['steps'] == last['at_step'] == last['total_steps'] < s['plans'][-2][
+            'total_steps']
+        assert 're-plan: the budget is spent; the run ends here' in proc.stdout
+        return
     # The schedule was laid over exactly the steps taken: its last step has the
     # last learning rate of a cosine over that many steps (near 0), not a cut-off one.
     assert s['metrics'][-1]['lr'] == pytest.approx(lr_at(cfg, s['steps'] - 1, s['steps']),
