@@ -63,12 +63,14 @@ def run(args: argparse.Namespace) -> int:
         lambda: (X.asnumpy() for X, _ in data.val_dataloader()))
     figures = measure(model, shape, precisions, args.batch_size, check=check, calib=calib)
     path = record(model, shape, figures)
+    def picks(precision: str | None) -> str:
+        """What auto picks for each job: the engine at `precision`, or with None predict's
+        precision and engine."""
+        return ', '.join((choose(model, shape, precision, n, b)[0] if precision else
+                          ' on '.join(choose_precision(model, shape, n, b)[:2]))
+                         + f' for {n} image{"s" * (n > 1)}' for n, b in JOBS)
     for precision in figures:
-        picks = [f'{choose(model, shape, precision, n, batch)[0]} for {n} image{"s" * (n > 1)}'
-                 for n, batch in JOBS]
-        print(f'--engine auto, {precision}: ' + ', '.join(picks))
-    picks = [' on '.join(choose_precision(model, shape, n, batch)[:2])
-             + f' for {n} image{"s" * (n > 1)}' for n, batch in JOBS]
-    print('--precision auto (predict): ' + ', '.join(picks))
+        print(f'--engine auto, {precision}: {picks(precision)}')
+    print(f'--precision auto (predict): {picks(None)}')
     print(f'timings kept in {path}')
     return 0

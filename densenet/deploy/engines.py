@@ -398,10 +398,9 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
     if calib is None:
         calib = rng.randint(0, 256, calib_shape).astype('uint8')
     caps = runtime.capabilities()
-    reference = weights = None
-    if check is not None:
-        reference = _top1(engine(model, 'mxnet', 'fp32', None, shape).predict, check)
-        weights = weights_digest(model)
+    # MXNet fp32's classes and the weights they are of, where agreement is measured
+    reference = None if check is None else (
+        _top1(engine(model, 'mxnet', 'fp32', None, shape).predict, check), weights_digest(model))
     out: dict[str, dict[str, Figures]] = {}
     for precision in precisions:
         for name in ENGINES:
@@ -416,13 +415,14 @@ def measure(model: CheckedClassifier, shape: Sequence[int], precisions: Sequence
                               batch_s=_per_image(predictor, X, seconds), batch=batch)
             line = (f'{precision} on {name}: build {build:.2f} s, {1e3 * figures["one_s"]:.2f} '
                     f'ms per image at batch 1, {1e3 * figures["batch_s"]:.2f} ms at batch {batch}')
-            if (check is not None and reference is not None and weights is not None
-                    and (precision != 'int8' or real_calib)):
-                figures['agreement'] = float((_top1(predictor, check) == reference).mean())
-                figures['agreement_images'] = len(reference)
+            if check is not None and reference is not None and (precision != 'int8'
+                                                                 or real_calib):
+                classes, weights = reference
+                figures['agreement'] = float((_top1(predictor, check) == classes).mean())
+                figures['agreement_images'] = len(classes)
                 figures['agreement_weights'] = weights
                 line += (f', top-1 agreement with fp32 {figures["agreement"]:.4f} on '
-                         f'{len(reference)} images')
+                         f'{len(classes)} images')
             out.setdefault(precision, {})[name] = figures
             log(line)
     return out

@@ -35,10 +35,10 @@ from densenet.deploy.graphs import (
     share_concat_ranges,
 )
 from densenet.models.classifier import CheckedClassifier
-from densenet.modes.block_mode import fast_concat_mode
+from densenet.modes.block_mode import channel_block, fast_concat_mode
 from densenet.system import runtime
 from densenet.system.hints import Array
-from densenet.system.machine import CHANNEL_BLOCK, unsupported
+from densenet.system.machine import unsupported
 from densenet.system.mxcompat import copy_into
 
 PRECISIONS = ('fp32', 'bf16', 'int8')
@@ -376,7 +376,7 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
         The model's graph.
     """
     ctx = ctx or mx.cpu()
-    block = CHANNEL_BLOCK if ctx.device_type == 'cpu' else 1
+    block = channel_block(ctx)
     graph = legacy_graph(model, input_shape, fast_concat_mode(model.net), block)
     graph = fold_batchnorm(graph, input_shape, block)
     if ctx.device_type == 'cpu':

@@ -378,6 +378,19 @@ def set_concat_mode(net: M, mode: str) -> M:
     return net
 
 
+def channel_block(ctxs: mx.Context | Sequence[mx.Context]) -> int:
+    """The channel block the fast path computes new features in on `ctxs`.
+
+    Args:
+        ctxs: the devices.
+
+    Returns:
+        `CHANNEL_BLOCK` where every device is a CPU (oneDNN's blocked kernels), else 1.
+    """
+    devices = [ctxs] if isinstance(ctxs, mx.Context) else ctxs
+    return CHANNEL_BLOCK if all(c.device_type == 'cpu' for c in devices) else 1
+
+
 @contextlib.contextmanager
 def concat_mode(net: nn.HybridBlock, mode: str | None, hybridize: bool = False,
                 channel_block: int | None = None) -> Iterator[nn.HybridBlock]:
@@ -435,10 +448,7 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
     if memory_efficient:
         set_memory_efficient(model.net, True)
     if hybridize:
-        concat = fast_concat_mode(model.net)
-        on_cpu = all(c.device_type == 'cpu' for c in ([ctxs] if isinstance(ctxs, mx.Context)
-                                                        else ctxs))
-        block = CHANNEL_BLOCK if on_cpu else 1
+        concat, block = fast_concat_mode(model.net), channel_block(ctxs)
         set_modes(model.net, lambda b: dataclasses.replace(mode_of(b), concat=concat,
                                                            channel_block=block))
         model.net.hybridize(static_alloc=True, static_shape=True)
