@@ -3,7 +3,8 @@
 A mode changes how a `DenseBlock` computes, never what (block_mode.py): the
 modes are subclasses of the book's blocks that a block is switched to in place.
 The memory-efficient fast path trains through MXNet's recomputing graph
-executor (mirror.py).
+executor (mirror.py), and so does the CPU's fast path of a network whose channels
+are not whole oneDNN blocks, on a trace with zero channels inserted (padded.py).
 """
 from densenet.modes.block_mode import (
     BlockMode,

@@ -41,9 +41,16 @@ from mxnet.gluon import nn
 from densenet.core.blocks import DenseBlock
 from densenet.errors import UsageError
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
+from densenet.modes.padded import WHOLE_BLOCKS, needs_padding, shapes_known
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
 from densenet.system.machine import CHANNEL_BLOCK
-from densenet.system.mxcompat import drop_cached_graph, is_hybridized, layer_kwargs, leaves
+from densenet.system.mxcompat import (
+    block_cache,
+    drop_cached_graph,
+    is_hybridized,
+    layer_kwargs,
+    leaves,
+)
 from densenet.system.runtime import naive_engine
 
 CONCAT_MODES = ('numpy', 'legacy')
@@ -245,16 +252,23 @@ def dense_blocks(net: nn.Block) -> list[DenseBlock]:
     return found
 
 
-class RecomputingSequential(nn.HybridSequential):
-    """A model's network with memory-efficient dense blocks (`set_memory_efficient` makes
-    one in place): hybridized, a recorded training pass runs through MXNet's
-    recomputing executor (mirror.py); otherwise it computes as a HybridSequential."""
+class ExecutorSequential(nn.HybridSequential):
+    """A model's network that, hybridized, may train through MXNet's graph executor
+    (mirror.py; `set_memory_efficient` and `prepare_model` make one in place): a
+    recorded training pass with memory-efficient dense blocks runs the recomputing
+    graph, and one on a CPU's fast path (every block's ``channel_block`` > 1) the
+    padded trace (padded.py) where the network's channels need it. Otherwise it
+    computes as a HybridSequential."""
 
     def forward(self, x: Array, *args: Array) -> Array:
-        if (not args and isinstance(x, mx.np.ndarray) and autograd.is_recording()
-                and is_hybridized(self)
-                and any(mode_of(b).memory_efficient for b in dense_blocks(self))):
-            return train_forward(self, x)
+        if not args and isinstance(x, mx.np.ndarray) and autograd.is_recording() \
+                and is_hybridized(self):
+            modes = [mode_of(b) for b in dense_blocks(self)]
+            if any(m.memory_efficient for m in modes):
+                return train_forward(self, x)
+            if modes and all(m.channel_block > 1 for m in modes) and shapes_known(self) \
+                    and block_cache(self, '_needs_padding', lambda: needs_padding(self)):
+                return train_forward(self, x, padded=True)
         return super().forward(x, *args)
 
 
@@ -293,8 +307,8 @@ def set_memory_efficient(net: M, flag: bool = True) -> M:
     if flag and any(isinstance(b, nn.Dropout) for block in blocks for b in leaves(block)):
         raise ValueError('memory_efficient cannot recompute dropout layers '
                          'identically; use dropout=0')
-    if type(net) in (nn.HybridSequential, RecomputingSequential):
-        net.__class__ = RecomputingSequential if flag else nn.HybridSequential
+    if flag and type(net) is nn.HybridSequential:
+        net.__class__ = ExecutorSequential
     set_modes(net, lambda b: dataclasses.replace(mode_of(b), memory_efficient=flag))
     return model
 
@@ -328,7 +342,7 @@ def set_modes(net: nn.Block, mode: Callable[[DenseBlock], BlockMode]) -> None:
 # output; when the growth rate is not a multiple of its channel block (16 with
 # AVX-512, 8 with AVX2), training fails in backward with "could not construct a
 # sub-memory". A multiple of 16 suits both.
-SAFE_GROWTH_MULTIPLE = 16
+SAFE_GROWTH_MULTIPLE = WHOLE_BLOCKS
 
 
 def growth_rates(net: nn.Block) -> list[int]:
@@ -432,8 +446,9 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
 
     The fast path hybridizes with the oneDNN-friendly concatenation, on a CPU
     computes the dense layers' new features in whole channel blocks
-    (`PaddedConv2D`), and, when memory-efficient, trains through MXNet's
-    recomputing executor (mirror.py).
+    (`PaddedConv2D`) and trains a network whose channels are not whole blocks
+    (a growth rate of 12) on its padded trace (padded.py), and, when
+    memory-efficient, trains through MXNet's recomputing executor (mirror.py).
 
     Args:
         model: the model.
@@ -448,6 +463,8 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
     if memory_efficient:
         set_memory_efficient(model.net, True)
     if hybridize:
+        if type(model.net) is nn.HybridSequential:
+            model.net.__class__ = ExecutorSequential
         concat, block = fast_concat_mode(model.net), channel_block(ctxs)
         set_modes(model.net, lambda b: dataclasses.replace(mode_of(b), concat=concat,
                                                            channel_block=block))

@@ -13,7 +13,11 @@ node of the layer but its convolutions (the concatenation, BatchNorm, ReLU).
 `train_forward` runs a training batch through such an executor bound to the
 model's own parameter, gradient and running-statistics arrays, wrapped as one
 autograd operation: the loss, ``backward()`` and ``gluon.Trainer`` see the usual
-arrays, so the training loop is the same code on every path.
+arrays, so the training loop is the same code on every path. The fast path of a
+network whose channels are not whole oneDNN blocks trains the same way, on its
+padded trace (padded.py), whose padded BatchNorms' running statistics are the
+executor's own arrays, filled from the model's before each step and copied back
+after its backward pass (where MXNet's BatchNorm updates them).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import numpy as onp
 from mxnet import autograd
 from mxnet.gluon import nn
 
+from densenet.modes.padded import PaddedStat, trace_padded
 from densenet.system.hints import Array
 from densenet.system.mxcompat import (
     block_cache,
@@ -70,30 +75,54 @@ class GraphExecutors:
 
     Args:
         net: the network, traced once here as one legacy symbol whose input is 'data'.
+        padded: trace it with `trace_padded` (its parameters' shapes must be known).
 
     Raises:
         ValueError: the network has more than one output, or the traced graph has
             inputs that are not the network's parameters.
+        Unpaddable: `padded`, and the network has a layer the padded trace cannot spread.
     """
 
-    def __init__(self, net: nn.HybridBlock) -> None:
+    def __init__(self, net: nn.HybridBlock, padded: bool = False) -> None:
         # MXNet announces at every bind that its oneDNN graph fusion is active, which it
         # is not for a graph with gradients; unless the user asked for the message.
         os.environ.setdefault('MXNET_SUBGRAPH_VERBOSE', '0')
         self.net = net
-        out = net(mx.sym.var('data').as_np_ndarray())
+        data = mx.sym.var('data').as_np_ndarray()
+        out, self.stats = trace_padded(net, data) if padded else (net(data), {})
         if isinstance(out, (list, tuple)):
             raise ValueError('the memory-efficient fast path trains networks with one output')
         self.sym = out.as_nd_ndarray()
         self.params = {p.name: p for p in net.collect_params().values()}
         self.arg_names = [n for n in self.sym.list_arguments() if n != 'data']
         self.aux_names = self.sym.list_auxiliary_states()
-        if missing := [n for n in self.arg_names + self.aux_names if n not in self.params]:
+        if missing := [n for n in self.arg_names + self.aux_names
+                       if n not in self.params and n not in self.stats]:
             raise ValueError(f'the traced graph has inputs that are not parameters of the '
                              f'network: {missing[:3]}')
         # (context, shape, dtype) -> (executor, the arrays it was bound to)
         self._executors: dict[tuple[mx.Context, tuple[int, ...], onp.dtype],
                               tuple[mx.executor.Executor, list[Array]]] = {}
+        # (name, context, dtype) -> the padded trace's own running statistic there
+        self._own: dict[tuple[str, mx.Context, onp.dtype], mx.nd.NDArray] = {}
+
+    def _stat_array(self, stat: PaddedStat, ctx: mx.Context) -> mx.nd.NDArray:
+        """The executor's array of a padded running statistic on `ctx`."""
+        dtype = stat.param.dtype
+        key = (stat.name, ctx, onp.dtype(dtype))
+        if key not in self._own:
+            self._own[key] = mx.nd.zeros(stat.shape, ctx=ctx, dtype=dtype)
+        return self._own[key]
+
+    def load_stats(self, ex: mx.executor.Executor) -> None:
+        """Fill the executor's padded running statistics from the model's (padded.py)."""
+        for name, stat in self.stats.items():
+            stat.load(ex.aux_dict[name])
+
+    def store_stats(self, ex: mx.executor.Executor) -> None:
+        """Copy the executor's padded running statistics back into the model's."""
+        for name, stat in self.stats.items():
+            stat.store(ex.aux_dict[name])
 
     def executor(self, X: Array) -> mx.executor.Executor:
         """The executor for batch `X`.
@@ -113,7 +142,8 @@ class GraphExecutors:
         args = {n: self.params[n].data(ctx) for n in self.arg_names}
         reqs = {n: self.params[n].grad_req for n in self.arg_names}
         grads = {n: self.params[n].grad(ctx) for n in self.arg_names if reqs[n] != 'null'}
-        aux = {n: self.params[n].data(ctx) for n in self.aux_names}
+        aux = {n: self.params[n].data(ctx) if n in self.params
+               else self._stat_array(self.stats[n], ctx) for n in self.aux_names}
         arrays = [*args.values(), *grads.values(), *aux.values()]
         entry = self._executors.get(key)
         if entry is not None and list(map(id, entry[1])) == list(map(id, arrays)):
@@ -153,6 +183,7 @@ class _GraphStep(autograd.Function):
 
     def forward(self, X: Array, anchor: Array) -> Array:
         self.ex = self.executors.executor(X)
+        self.executors.load_stats(self.ex)
         self.ex.arg_dict['data'][:] = X.as_nd_ndarray()
         out = self.ex.forward(is_train=self.training)[0]
         return out.copy().as_np_ndarray()  # the executor reuses its output array
@@ -161,6 +192,8 @@ class _GraphStep(autograd.Function):
         ex, self.ex = self.ex, None  # MXNet keeps this Function after backward
         assert ex is not None  # forward ran first
         ex.backward([dY.as_nd_ndarray()])
+        if self.training:
+            self.executors.store_stats(ex)
         data = ex.arg_dict['data']
         for p in self.executors.params.values():
             if p.grad_req != 'null':
@@ -175,14 +208,17 @@ def forget_executors(net: nn.Block) -> None:
         net: the network.
     """
     forget_block_cache(net, '_graph_executors')
+    forget_block_cache(net, '_needs_padding')
 
 
-def train_forward(net: nn.HybridBlock, X: Array) -> Array:
+def train_forward(net: nn.HybridBlock, X: Array, padded: bool = False) -> Array:
     """`net(X)` for a recorded training step, through the recomputing executor.
 
     Args:
-        net: a hybridized memory-efficient network.
+        net: a hybridized memory-efficient network, or with `padded` one whose
+            padded trace applies (padded.py).
         X: the batch.
+        padded: train through the padded trace.
 
     Returns:
         The outputs, recorded by autograd as one operation.
@@ -192,5 +228,5 @@ def train_forward(net: nn.HybridBlock, X: Array) -> Array:
     anchor = mx.np.zeros((1,), ctx=X.ctx)
     anchor.attach_grad()
     # The network's executors are made on first use (kept outside Gluon's child registry).
-    executors = block_cache(net, '_graph_executors', lambda: GraphExecutors(net))
+    executors = block_cache(net, '_graph_executors', lambda: GraphExecutors(net, padded))
     return _GraphStep(executors, autograd.is_training())(X, anchor)

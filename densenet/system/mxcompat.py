@@ -47,6 +47,30 @@ def layer_kwargs(layer: nn.Block) -> dict[str, Any]:
     return getattr(layer, '_kwargs', {})
 
 
+def activation_type(layer: nn.Activation) -> str:
+    """An Activation layer's function ('relu', 'sigmoid', ...).
+
+    Args:
+        layer: the layer.
+
+    Returns:
+        Its ``act_type``.
+    """
+    return str(layer._act_type)
+
+
+def dense_flattens(layer: nn.Dense) -> bool:
+    """Whether a Dense layer flattens its input's trailing axes into one.
+
+    Args:
+        layer: the layer.
+
+    Returns:
+        Its ``flatten`` argument.
+    """
+    return bool(layer._flatten)
+
+
 def drop_cached_graph(block: nn.HybridBlock) -> None:
     """Forget a hybridized block's traced graph, so the next call traces it again.
 
