@@ -35,6 +35,7 @@ from mxnet import gluon
 from densenet.deploy.export import export_mxnet
 from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import concat_mode
+from densenet.modes.padded import needs_padding, trace_frozen
 from densenet.system.mxcompat import cached_graph, load_init
 
 #: Node attribute values that MXNet reads as true.
@@ -114,6 +115,32 @@ def legacy_graph(model: CheckedClassifier, input_shape: Sequence[int],
         with legacy_mode():
             symbol = mx.sym.load(sym_file)
     return Graph(symbol, values)
+
+
+def padded_graph(model: CheckedClassifier) -> Graph | None:
+    """`model`'s inference graph with zero channels inserted, so that every tensor is
+    whole oneDNN channel blocks (`densenet.modes.padded`; the same values).
+
+    Its spread parameters and running statistics are new inputs, their values taken
+    from the model as it is now. The dense blocks join their features with oneDNN's
+    concat.
+
+    Args:
+        model: the model.
+
+    Returns:
+        Its graph, or None where no channel needs padding or a layer cannot be spread.
+    """
+    if not needs_padding(model.net):
+        return None
+    out, values = trace_frozen(model.net, mx.sym.var('data').as_np_ndarray())
+    with legacy_mode():
+        symbol = mx.sym.load_json(out.as_nd_ndarray().tojson())
+    used = set(symbol.list_inputs())
+    params = {p.name: p.data().as_nd_ndarray() for p in model.net.collect_params().values()
+              if p.name in used}
+    params.update({name: mx.nd.array(v, dtype=v.dtype) for name, v in values.items()})
+    return Graph(symbol, params)
 
 
 def block_graph(block: gluon.SymbolBlock) -> Graph:

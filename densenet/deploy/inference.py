@@ -32,6 +32,7 @@ from densenet.deploy.graphs import (
     graph_block,
     legacy_graph,
     legacy_mode,
+    padded_graph,
     share_concat_ranges,
 )
 from densenet.models.classifier import CheckedClassifier
@@ -360,12 +361,13 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
     """fp32 as one static graph: on a CPU, oneDNN-fused, the fastest fp32 inference here.
 
     The dense blocks compute as on the fast path (`fast_concat_mode`, and on a CPU
-    `PaddedConv2D`). On a CPU the BatchNorms over a multiple of `CHANNEL_BLOCK`
-    channels become depthwise convolutions (`fold_batchnorm`), which oneDNN fuses
-    with the ReLUs after them; over other channel counts (a growth rate of 12) a
-    depthwise convolution falls to slower kernels than the BatchNorm it replaces.
-    The values are the model's up to float32 rounding. The caller's model is not
-    changed.
+    `PaddedConv2D`); on a CPU a network whose channels are not whole channel blocks (a
+    growth rate of 12) is traced with zero channels inserted instead (`padded_graph`).
+    On a CPU the BatchNorms over a multiple of `CHANNEL_BLOCK` channels become
+    depthwise convolutions (`fold_batchnorm`), which oneDNN fuses with the ReLUs after
+    them; over other channel counts a depthwise convolution falls to slower kernels
+    than the BatchNorm it replaces. The values are the model's up to float32
+    rounding. The caller's model is not changed.
 
     Args:
         model: the trained model.
@@ -377,7 +379,8 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
     """
     ctx = ctx or mx.cpu()
     block = channel_block(ctx)
-    graph = legacy_graph(model, input_shape, fast_concat_mode(model.net), block)
+    graph = (padded_graph(model) if block > 1 else None) or \
+        legacy_graph(model, input_shape, fast_concat_mode(model.net), block)
     graph = fold_batchnorm(graph, input_shape, block)
     if ctx.device_type == 'cpu':
         with legacy_mode():  # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1

@@ -88,6 +88,26 @@ class Channels:
         return dataclasses.replace(self, layers=self.layers + 1, growth=new.first,
                                    growth_pad=new.first_pad)
 
+    def spread_values(self, value: onp.ndarray, axis: int, fill: float) -> onp.ndarray:
+        """`value` (the real channels along `axis`) with `fill` at the zero channels.
+
+        Args:
+            value: the real values.
+            axis: the channel axis.
+            fill: the value at the zero channels.
+
+        Returns:
+            The spread array, ``self.padded`` long along `axis`.
+        """
+        if not self.has_zeros:
+            return value
+        out = onp.full((*value.shape[:axis], self.padded, *value.shape[axis + 1:]), fill,
+                       value.dtype)
+        where: list[slice | onp.ndarray] = [slice(None)] * value.ndim
+        where[axis] = self.positions()
+        out[tuple(where)] = value
+        return out
+
     def positions(self) -> onp.ndarray:
         """The indices of the real channels among all, in order."""
         step = self.growth + self.growth_pad
@@ -180,11 +200,45 @@ class PaddedStat:
 
 
 class _Trace:
-    """One walk over a network that emits the padded graph (see the module)."""
+    """One walk over a network that emits the padded graph (see the module): spreading
+    the parameters in the graph, or with `frozen` as values of new graph variables
+    (`values`), the running statistics included, for an inference graph."""
 
-    def __init__(self) -> None:
+    def __init__(self, frozen: bool = False) -> None:
+        self.frozen = frozen
         self.stats: dict[str, PaddedStat] = {}
+        self.values: dict[str, onp.ndarray] = {}
         self.pooled = False  # the spatial axes are 1x1 (after a global pooling)
+
+    def spread(self, param: Parameter, ch: Channels, axis: int, fill: float,
+               extra: int = 0) -> mx.sym.Symbol:
+        """`param` spread over `ch` along `axis`, with `extra` zero entries appended along
+        axis 0 (a convolution's zero filters)."""
+        if self.frozen:
+            value = ch.spread_values(param.data().asnumpy(), axis, fill)
+            value = onp.concatenate([value, onp.zeros((extra, *value.shape[1:]), value.dtype)])
+            return self.constant(f'{param.name}__padded', value)
+        shape, dtype = param.shape, param.dtype
+        spread = ch.spread(mx.sym, param.var().as_np_ndarray(), shape, axis, fill, dtype)
+        if not extra:
+            return spread
+        rest = list(shape[1:])  # the spread shape after axis 0
+        if axis == 1:
+            rest[0] = ch.padded if ch.has_zeros else shape[1]
+        zeros = mx.sym.np.zeros((extra, *rest), dtype=dtype)
+        return mx.sym.np.concatenate([spread, zeros])
+
+    def constant(self, name: str, value: onp.ndarray) -> mx.sym.Symbol:
+        """A graph variable `name` whose value is `value`."""
+        self.values[name] = value
+        return mx.sym.var(name, shape=value.shape, dtype=value.dtype).as_np_ndarray()
+
+    def walk(self, net: nn.HybridBlock, data: mx.sym.Symbol) -> mx.sym.Symbol:
+        """`net`'s output on `data`."""
+        out, ch = self.layer(net, data, Channels(0))
+        if ch.has_zeros:
+            raise Unpaddable('the network ends in a padded tensor')
+        return out
 
     def layer(self, blk: nn.Block, x: mx.sym.Symbol, ch: Channels
               ) -> tuple[mx.sym.Symbol, Channels]:
@@ -223,15 +277,9 @@ class _Trace:
         if conv.act is not None or kwargs.get('num_group', 1) != 1 or \
                 kwargs.get('layout', 'NCHW') != 'NCHW':
             raise Unpaddable('a grouped, activated or channels-last convolution')
-        shape, dtype = conv.weight.shape, conv.weight.dtype
-        weight = ch.spread(mx.sym, conv.weight.var().as_np_ndarray(), shape, 1, 0, dtype)
-        weight = mx.sym.np.concatenate(
-            [weight, mx.sym.np.zeros((extra, ch.padded if ch.has_zeros else shape[1],
-                                      *shape[2:]), dtype=dtype)])
-        inputs = [weight]
+        inputs = [self.spread(conv.weight, ch, 1, 0, extra)]
         if conv.bias is not None:
-            inputs.append(mx.sym.np.concatenate([conv.bias.var().as_np_ndarray(),
-                                                 mx.sym.np.zeros((extra,), dtype=dtype)]))
+            inputs.append(self.spread(conv.bias, Channels(filters), 0, 0, extra))
         out = mx.sym.npx.convolution(x, *inputs, **{**kwargs, 'num_filter': filters + extra,
                                                     'no_bias': conv.bias is None})
         return out, Channels(filters, extra)
@@ -242,14 +290,16 @@ class _Trace:
             return bn(x), ch
         if layer_kwargs(bn).get('axis', 1) != 1:
             raise Unpaddable('a BatchNorm over another axis than the channels')
-        shape, dtype = bn.gamma.shape, bn.gamma.dtype
-        gamma, beta = (ch.spread(mx.sym, p.var().as_np_ndarray(), shape, 0, fill, dtype)
-                       for p, fill in ((bn.gamma, 1), (bn.beta, 0)))
+        gamma, beta = self.spread(bn.gamma, ch, 0, 1), self.spread(bn.beta, ch, 0, 0)
         stats = []
         for param, fill in ((bn.running_mean, 0.0), (bn.running_var, 1.0)):
+            if self.frozen:
+                stats.append(self.spread(param, ch, 0, fill))
+                continue
             stat = PaddedStat(f'{param.name}__padded', param, ch, fill)
             self.stats[stat.name] = stat
-            stats.append(mx.sym.var(stat.name, shape=stat.shape, dtype=dtype).as_np_ndarray())
+            stats.append(mx.sym.var(stat.name, shape=stat.shape,
+                                    dtype=param.dtype).as_np_ndarray())
         return mx.sym.npx.batch_norm(x, gamma, beta, *stats, **layer_kwargs(bn)), ch
 
     def dense(self, dense: nn.Dense, x: mx.sym.Symbol, ch: Channels
@@ -259,8 +309,7 @@ class _Trace:
             return dense(x), Channels(units)
         if not (self.pooled and dense_flattens(dense)):
             raise Unpaddable('a Dense layer on more than one value per channel')
-        shape, dtype = dense.weight.shape, dense.weight.dtype
-        inputs = [ch.spread(mx.sym, dense.weight.var().as_np_ndarray(), shape, 1, 0, dtype)]
+        inputs = [self.spread(dense.weight, ch, 1, 0)]
         if dense.bias is not None:
             inputs.append(dense.bias.var().as_np_ndarray())
         out = mx.sym.npx.fully_connected(x, *inputs, num_hidden=units, flatten=True,
@@ -284,10 +333,29 @@ def trace_padded(net: nn.HybridBlock, data: mx.sym.Symbol
         Unpaddable: a layer it cannot spread, or an output with zero channels.
     """
     trace = _Trace()
-    out, ch = trace.layer(net, data, Channels(0))
-    if ch.has_zeros:
-        raise Unpaddable('the network ends in a padded tensor')
+    out = trace.walk(net, data)
     return out, trace.stats
+
+
+def trace_frozen(net: nn.HybridBlock, data: mx.sym.Symbol
+                 ) -> tuple[mx.sym.Symbol, dict[str, onp.ndarray]]:
+    """The padded inference graph of `net` on input `data`, its spread parameters and
+    running statistics taken as they are now: new graph variables with their values.
+
+    Args:
+        net: a network whose parameters have their shapes.
+        data: the input symbol (numpy-mode).
+
+    Returns:
+        (the output symbol, {graph variable: value} for the new variables; the graph's
+        other inputs are `net`'s parameters).
+
+    Raises:
+        Unpaddable: a layer it cannot spread, or an output with zero channels.
+    """
+    trace = _Trace(frozen=True)
+    out = trace.walk(net, data)
+    return out, trace.values
 
 
 def needs_padding(net: nn.HybridBlock) -> bool:

@@ -271,9 +271,9 @@ def test_fp32_graph_equals_the_book_literal_model(shipped_and_images):
 
 
 def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
-    """A growth rate of 12 gives channel counts that are not multiples of 8: those
-    BatchNorms stay BatchNorms, the graph computes as the fast path does (the numpy
-    concatenation, PaddedConv2D), and it computes the model's values."""
+    """A growth rate of 12 gives channel counts that are not multiples of 8: in the
+    book's graph those BatchNorms stay BatchNorms; the fp32 graph inserts zero channels
+    instead, and it computes the model's values."""
     import densenet
     from densenet.system.machine import CHANNEL_BLOCK as block
     model = densenet.get_model('densenet_bc_100', depth=16, in_channels=3)
@@ -290,10 +290,15 @@ def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
     depthwise = [n for n in nodes if n['op'] == 'Convolution'
                  and n['attrs']['num_group'] != '1']
     assert depthwise and all(int(n['attrs']['num_group']) % block == 0 for n in depthwise)
+    # On a CPU fp32_model traces it padded (padded_graph): every channel count is whole
+    # blocks, oneDNN's concat joins the features, and every BatchNorm is folded but
+    # those right after a convolution.
     fast = fp32_model(model, shape)
     ops = _ops(fast.graph)
-    assert '_npi_concatenate' in ops and 'Concat' not in ops
-    assert '_split_v2' in ops  # on a CPU its new features in whole blocks (PaddedConv2D)
+    assert 'Concat' in ops and '_npi_concatenate' not in ops and '_split_v2' not in ops
+    nodes = json.loads(fast.graph.symbol.tojson())['nodes']
+    assert all(nodes[n['inputs'][0][0]]['op'] in ('Convolution', '_sg_mkldnn_conv')
+               for n in nodes if n['op'] == 'BatchNorm')
     X = np.array(onp.random.RandomState(5).uniform(size=(8, 3, 32, 32)).astype('float32'))
     want, want_perturbed = model(X).asnumpy(), model(perturbed(X)).asnumpy()
     assert beyond_rounding([fast(X).asnumpy()], [want], [want_perturbed]) == []
