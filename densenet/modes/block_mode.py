@@ -261,15 +261,28 @@ class ExecutorSequential(nn.HybridSequential):
     computes as a HybridSequential."""
 
     def forward(self, x: Array, *args: Array) -> Array:
-        if not args and isinstance(x, mx.np.ndarray) and autograd.is_recording() \
-                and is_hybridized(self):
+        # Through the executor only what it computes: a recorded pass that needs no
+        # gradient of its input, under the NaiveEngine (whose nested backward it needs).
+        if not args and isinstance(x, mx.np.ndarray) and x.grad is None \
+                and autograd.is_recording() and is_hybridized(self) and naive_engine():
             modes = [mode_of(b) for b in dense_blocks(self)]
+            out = None
             if any(m.memory_efficient for m in modes):
-                return train_forward(self, x)
-            if modes and all(m.channel_block > 1 for m in modes) and shapes_known(self) \
+                out = train_forward(self, x)
+            elif modes and all(m.channel_block > 1 for m in modes) and shapes_known(self) \
                     and block_cache(self, '_needs_padding', lambda: needs_padding(self)):
-                return train_forward(self, x, padded=True)
+                out = train_forward(self, x, padded=True)
+            if out is not None:
+                return out
         return super().forward(x, *args)
+
+    def cast(self, dtype: str) -> None:
+        forget_executors(self)  # traced and bound for the old dtype
+        super().cast(dtype)
+
+    def register_child(self, block: nn.Block, name: str | None = None) -> None:
+        forget_executors(self)  # a replaced layer (reset_classifier)
+        super().register_child(block, name)
 
 
 def set_memory_efficient(net: M, flag: bool = True) -> M:

@@ -11,9 +11,11 @@ recomputed concatenation needs nothing recomputed before it, and marks every
 node of the layer but its convolutions (the concatenation, BatchNorm, ReLU).
 
 `train_forward` runs a training batch through such an executor bound to the
-model's own parameter, gradient and running-statistics arrays, wrapped as one
-autograd operation: the loss, ``backward()`` and ``gluon.Trainer`` see the usual
-arrays, so the training loop is the same code on every path. The fast path of a
+model's own parameter and running-statistics arrays, wrapped as one autograd
+operation whose inputs are the batch and the parameters: autograd adds the
+executor's gradients to those of any other use of the parameters in the same
+step, and the loss, ``backward()`` and ``gluon.Trainer`` see the usual arrays,
+so the training loop is the same code on every path. The fast path of a
 network whose channels are not whole oneDNN blocks trains the same way, on its
 padded trace (padded.py), whose padded BatchNorms' running statistics are the
 executor's own arrays, filled from the model's before each step and copied back
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Iterable
 
 import mxnet as mx
@@ -32,12 +35,7 @@ from mxnet.gluon import nn
 
 from densenet.modes.padded import PaddedStat, trace_padded
 from densenet.system.hints import Array
-from densenet.system.mxcompat import (
-    block_cache,
-    forget_block_cache,
-    mark_gradient_fresh,
-    set_node_attr,
-)
+from densenet.system.mxcompat import block_cache, forget_block_cache, set_node_attr
 
 # Not recomputed: convolutions. A recomputed one would let its backward use the
 # recomputed input instead of keeping it, but MXNet gives its unused output no
@@ -100,11 +98,32 @@ class GraphExecutors:
                        if n not in self.params and n not in self.stats]:
             raise ValueError(f'the traced graph has inputs that are not parameters of the '
                              f'network: {missing[:3]}')
-        # (context, shape, dtype) -> (executor, the arrays it was bound to)
+        # (context, shape, dtype) -> (executor, the arrays and gradient requests it was
+        # bound to)
         self._executors: dict[tuple[mx.Context, tuple[int, ...], onp.dtype],
-                              tuple[mx.executor.Executor, list[Array]]] = {}
+                              tuple[mx.executor.Executor, list[object]]] = {}
         # (name, context, dtype) -> the padded trace's own running statistic there
         self._own: dict[tuple[str, mx.Context, onp.dtype], mx.nd.NDArray] = {}
+        # (context, shape, dtype) -> the recorded step whose backward has not run yet
+        self._pending: dict[tuple[mx.Context, tuple[int, ...], onp.dtype],
+                            weakref.ref[_GraphStep]] = {}
+
+    def busy(self, X: Array) -> bool:
+        """Whether the executor for batch `X` holds a recorded forward pass whose backward
+        has not run: a second pass through it would overwrite what that backward needs.
+
+        Args:
+            X: the batch.
+
+        Returns:
+            True while such a pass is alive.
+        """
+        step = self._pending.get((X.ctx, X.shape, X.dtype))
+        return step is not None and (s := step()) is not None and s.ex is not None
+
+    def claim(self, X: Array, step: _GraphStep) -> None:
+        """Note that `step` holds the executor for batch `X` until its backward."""
+        self._pending[(X.ctx, X.shape, X.dtype)] = weakref.ref(step)
 
     def _stat_array(self, stat: PaddedStat, ctx: mx.Context) -> mx.nd.NDArray:
         """The executor's array of a padded running statistic on `ctx`."""
@@ -128,7 +147,7 @@ class GraphExecutors:
         """The executor for batch `X`.
 
         Bound again if the parameters' arrays changed (a cast, a move to other
-        devices, a new gradient request).
+        devices) or a gradient request did. Its gradients are its own arrays.
 
         Args:
             X: the batch.
@@ -141,12 +160,11 @@ class GraphExecutors:
         # the parameters' current arrays on ctx
         args = {n: self.params[n].data(ctx) for n in self.arg_names}
         reqs = {n: self.params[n].grad_req for n in self.arg_names}
-        grads = {n: self.params[n].grad(ctx) for n in self.arg_names if reqs[n] != 'null'}
         aux = {n: self.params[n].data(ctx) if n in self.params
                else self._stat_array(self.stats[n], ctx) for n in self.aux_names}
-        arrays = [*args.values(), *grads.values(), *aux.values()]
+        arrays = [*args.values(), *aux.values(), *reqs.values()]
         entry = self._executors.get(key)
-        if entry is not None and list(map(id, entry[1])) == list(map(id, arrays)):
+        if entry is not None and [id(a) for a in entry[1]] == [id(a) for a in arrays]:
             return entry[0]  # bound to these very arrays (it holds them: no id is reused)
         if entry is not None:  # new arrays: every executor on this device is stale
             self._executors = {k: v for k, v in self._executors.items() if k[0] != ctx}
@@ -154,12 +172,21 @@ class GraphExecutors:
         shared = next((ex for (c, _, _), (ex, _) in self._executors.items() if c == ctx), None)
         ex = self.sym.bind(ctx, args={**{k: v.as_nd_ndarray() for k, v in args.items()},
                                       'data': mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)},
-                           args_grad={k: v.as_nd_ndarray() for k, v in grads.items()},
+                           args_grad={n: mx.nd.zeros_like(args[n].as_nd_ndarray())
+                                      for n in self.trained()},
                            grad_req={**reqs, 'data': 'null'},
                            aux_states={k: v.as_nd_ndarray() for k, v in aux.items()},
                            shared_exec=shared)
         self._executors[key] = (ex, arrays)
         return ex
+
+    def trained(self) -> list[str]:
+        """The graph's parameters that take gradients now, in order.
+
+        Returns:
+            Their names.
+        """
+        return [n for n in self.arg_names if self.params[n].grad_req != 'null']
 
     def planned_mb(self, X: Array) -> int:
         """The memory MXNet's planner allocates for this batch's forward and backward.
@@ -174,31 +201,36 @@ class GraphExecutors:
 
 
 class _GraphStep(autograd.Function):
-    """The executor's forward and backward as one recorded operation on the batch."""
+    """The executor's forward and backward as one recorded operation on the parameters
+    `trained`, an anchor and the batch, in that order: MXNet 1.9.1's Function stops
+    handing out gradients at the first input that takes none (the batch), and never
+    adds one to a gradient kept with ``grad_req='add'`` (`train_forward` declines
+    those)."""
 
-    def __init__(self, executors: GraphExecutors, training: bool) -> None:
+    def __init__(self, executors: GraphExecutors, training: bool, trained: list[str]
+                 ) -> None:
         super().__init__()
-        self.executors, self.training = executors, training
+        self.executors, self.training, self.trained = executors, training, trained
         self.ex: mx.executor.Executor | None = None
 
-    def forward(self, X: Array, anchor: Array) -> Array:
+    def forward(self, *inputs: Array) -> Array:
+        X = inputs[-1]
         self.ex = self.executors.executor(X)
+        self.executors.claim(X, self)
         self.executors.load_stats(self.ex)
         self.ex.arg_dict['data'][:] = X.as_nd_ndarray()
         out = self.ex.forward(is_train=self.training)[0]
         return out.copy().as_np_ndarray()  # the executor reuses its output array
 
-    def backward(self, dY: Array) -> tuple[Array, Array]:
+    def backward(self, dY: Array) -> tuple[Array, ...]:
         ex, self.ex = self.ex, None  # MXNet keeps this Function after backward
         assert ex is not None  # forward ran first
         ex.backward([dY.as_nd_ndarray()])
         if self.training:
             self.executors.store_stats(ex)
         data = ex.arg_dict['data']
-        for p in self.executors.params.values():
-            if p.grad_req != 'null':
-                mark_gradient_fresh(p, data.ctx)
-        return mx.nd.zeros_like(data), mx.nd.zeros((1,), ctx=data.ctx)
+        return (*(ex.grad_dict[n] for n in self.trained), mx.nd.zeros((1,), ctx=data.ctx),
+                mx.nd.zeros_like(data))
 
 
 def forget_executors(net: nn.Block) -> None:
@@ -211,8 +243,8 @@ def forget_executors(net: nn.Block) -> None:
     forget_block_cache(net, '_needs_padding')
 
 
-def train_forward(net: nn.HybridBlock, X: Array, padded: bool = False) -> Array:
-    """`net(X)` for a recorded training step, through the recomputing executor.
+def train_forward(net: nn.HybridBlock, X: Array, padded: bool = False) -> Array | None:
+    """`net(X)` for a recorded training step, through the graph executor.
 
     Args:
         net: a hybridized memory-efficient network, or with `padded` one whose
@@ -221,7 +253,10 @@ def train_forward(net: nn.HybridBlock, X: Array, padded: bool = False) -> Array:
         padded: train through the padded trace.
 
     Returns:
-        The outputs, recorded by autograd as one operation.
+        The outputs, recorded by autograd as one operation; None where the executor
+        for this batch holds a recorded pass whose backward has not run, or a
+        parameter accumulates its gradient (``grad_req='add'``): the caller computes
+        those otherwise.
     """
     # Autograd records an operation only when an input takes part in the graph; the
     # batch does not, so a one-element anchor does (its gradient is dropped).
@@ -229,4 +264,8 @@ def train_forward(net: nn.HybridBlock, X: Array, padded: bool = False) -> Array:
     anchor.attach_grad()
     # The network's executors are made on first use (kept outside Gluon's child registry).
     executors = block_cache(net, '_graph_executors', lambda: GraphExecutors(net, padded))
-    return _GraphStep(executors, autograd.is_training())(X, anchor)
+    if executors.busy(X) or any(p.grad_req == 'add' for p in executors.params.values()):
+        return None
+    trained = executors.trained()
+    params = [executors.params[n].data(X.ctx) for n in trained]
+    return _GraphStep(executors, autograd.is_training(), trained)(*params, anchor, X)

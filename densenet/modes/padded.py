@@ -39,7 +39,7 @@ from densenet.system.mxcompat import activation_type, dense_flattens, layer_kwar
 WHOLE_BLOCKS = 16
 #: Layers that map a zero channel to zero and keep the channels where they are.
 _ZERO_KEEPING = (nn.Dropout, nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D,
-                 nn.GlobalMaxPool2D, nn.Flatten)
+                 nn.GlobalMaxPool2D)
 
 
 class Unpaddable(Exception):
@@ -215,7 +215,7 @@ class _Trace:
         """`param` spread over `ch` along `axis`, with `extra` zero entries appended along
         axis 0 (a convolution's zero filters)."""
         if self.frozen:
-            value = ch.spread_values(param.data().asnumpy(), axis, fill)
+            value = ch.spread_values(param.list_data()[0].asnumpy(), axis, fill)
             value = onp.concatenate([value, onp.zeros((extra, *value.shape[1:]), value.dtype)])
             return self.constant(f'{param.name}__padded', value)
         shape, dtype = param.shape, param.dtype
@@ -260,6 +260,8 @@ class _Trace:
             return self.batch_norm(blk, x, ch)
         if isinstance(blk, nn.Dense):
             return self.dense(blk, x, ch)
+        if isinstance(blk, nn.Flatten) and (self.pooled or not ch.has_zeros):
+            return blk(x), ch  # one value per channel: the channels stay where they are
         if isinstance(blk, nn.Activation) and activation_type(blk) == 'relu' or \
                 isinstance(blk, _ZERO_KEEPING):
             self.pooled = self.pooled or isinstance(blk, (nn.GlobalAvgPool2D,

@@ -209,21 +209,6 @@ def load_arrays(path: str) -> dict[str, Array] | list[Array]:
             return mx.nd.load(path)
 
 
-def mark_gradient_fresh(param: gluon.Parameter, ctx: mx.Context) -> None:
-    """Tell gluon.Trainer that `param`'s gradient on `ctx` was just written.
-
-    Written by a graph executor rather than autograd, so that `step` uses it
-    instead of refusing it as stale.
-
-    Args:
-        param: the parameter.
-        ctx: the context.
-    """
-    for arr in param.list_data():
-        if arr.ctx == ctx:
-            arr._fresh_grad = True
-
-
 def copy_into(array: mx.nd.NDArray, values: onp.ndarray) -> None:
     """Copy a numpy array into an existing MXNet array of the same size, synchronously.
 

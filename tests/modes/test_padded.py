@@ -48,7 +48,7 @@ def test_spread_puts_the_real_channels_where_positions_says():
     got = _evaluated(ch, w, 1, 0)
     assert got.shape == (5, ch.padded, 3, 3)
     assert (got[:, ch.positions()] == w).all() and got.sum() == pytest.approx(w.sum(), 1e-5)
-    assert _evaluated(Channels(7), v[:7], 0, 1) is not None  # nothing to spread: as it is
+    assert (_evaluated(Channels(7), v[:7], 0, 1) == v[:7]).all()  # nothing to spread
 
 
 def _trained(make, shape, fast, dtype='float32', noise=False):
@@ -157,3 +157,63 @@ def test_a_fresh_model_trains_padded_from_its_second_step():
     (padded, fast), (_, book), (_, noisy) = fresh(True), fresh(False), fresh(False, True)
     assert padded == [False, True]
     assert beyond_rounding(fast, book, noisy) == []
+
+
+def _bc_step(fast, dtype='float64', passes=('grad', 'plain', 'plain'), grad_req='write'):
+    """Gradients (the batch's first) after one recorded step of several passes: 'grad'
+    a batch that wants its gradient, 'plain' one that does not."""
+    mx.random.seed(6)
+    model = densenet_bc(depth=16, growth_rate=12)
+    shape = (4, 3, 16, 16)
+    model(np.zeros(shape))
+    model.net.cast(dtype)
+    for p in model.net.collect_params().values():
+        if p.grad_req != 'null':
+            p.grad_req = grad_req
+    if fast:
+        prepare_model(model, [mx.cpu()], hybridize=True)
+        with autograd.record():  # a first step: the shapes known, the padded trace chosen
+            model.loss(model(np.zeros(shape, dtype=dtype)), np.zeros(4)).backward()
+        model.net.collect_params().zero_grad()
+    Xs = [np.random.uniform(size=shape).astype(dtype) for _ in passes]
+    for X, kind in zip(Xs, passes, strict=True):
+        if kind == 'grad':
+            X.attach_grad()
+    y = np.arange(4) % 10
+    with autograd.record():
+        loss = sum(model.loss(model(X), y) for X in Xs)
+    loss.backward()
+    params = [p for p in model.net.collect_params().values() if p.grad_req != 'null']
+    first = [Xs[0].grad.asnumpy()] if passes[0] == 'grad' else []
+    return first + [p.grad().asnumpy() for p in params], model
+
+
+def test_what_the_executor_cannot_compute_runs_the_usual_graph():
+    """A batch that wants its gradient, and a pass while the executor holds one whose
+    backward has not run, take the hybridized graph: the book's gradients all the same."""
+    fast, model = _bc_step(True)
+    book, _ = _bc_step(False)
+    assert '_graph_executors' in model.net.__dict__  # the middle pass took the executor
+    assert float(abs(book[0]).max()) > 0
+    assert worst(fast, book) <= 1e-12
+
+
+def test_gradients_kept_with_add_take_the_usual_graph():
+    """MXNet's autograd.Function cannot add to a gradient: accumulating ones stay off the
+    executor, and add up as on the book's path."""
+    fast, _ = _bc_step(True, passes=('plain', 'plain'), grad_req='add')
+    book, _ = _bc_step(False, passes=('plain', 'plain'), grad_req='add')
+    assert worst(fast, book) <= 1e-12
+
+
+def test_a_cast_or_a_new_head_traces_the_padded_graph_again():
+    _, model = _bc_step(True, 'float32', passes=('plain',))
+    model.reset_classifier(5)
+    model.net.cast('float64')
+    X = np.random.uniform(size=(4, 3, 16, 16)).astype('float64')
+    with autograd.record():
+        out = model(X)
+        model.loss(out, np.arange(4) % 5).backward()
+    assert out.shape == (4, 5) and out.dtype == onp.float64
+    assert '_graph_executors' in model.net.__dict__
+    assert float(abs(model.net[-1].weight.grad()).max()) > 0  # the new head trained
