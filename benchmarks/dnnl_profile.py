@@ -38,7 +38,7 @@ def child(args):
     mx.random.seed(0)
     model = densenet.get_model(args.model, in_channels=args.channels, num_classes=10)
     model.net(np.zeros((1, args.channels, args.side, args.side)))
-    prepare_model(model, [mx.cpu()], hybridize=True)
+    prepare_model(model, [mx.cpu()], hybridize=True, padded=not args.unpadded)
     X = np.random.uniform(size=(args.batch_size, args.channels, args.side, args.side))
     y = np.zeros((args.batch_size,), dtype='int32')
     trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})
@@ -86,6 +86,9 @@ def main():
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--steps', type=int, default=3)
     p.add_argument('--top', type=int, default=15, help='rows printed')
+    p.add_argument('--unpadded', action='store_true',
+                   help='the hybridized graph at the model\'s channel counts, not the padded '
+                        'trace (densenet.modes.padded)')
     p.add_argument('--json', help='write every row here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -90,11 +90,14 @@ def concat_channels(F: OpNamespace, *arrays: ArrayOrSymbol, mode: str = 'numpy')
 
 @dataclasses.dataclass(frozen=True)
 class BlockMode:
-    """How a DenseBlock computes: its concatenation operator, whether it recomputes, and
-    the channel block its layers' new features are computed in (`PaddedConv2D`; 1: off)."""
+    """How a DenseBlock computes: its concatenation operator, whether it recomputes, the
+    channel block its layers' new features are computed in (`PaddedConv2D`; 1: off),
+    and whether a hybridized network of such blocks trains on its padded trace
+    (padded.py) where its channels need it."""
     concat: str = 'numpy'
     memory_efficient: bool = False
     channel_block: int = 1
+    padded: bool = False
 
     def __call__(self, block: DenseBlock, F: OpNamespace, X: ArrayOrSymbol) -> ArrayOrSymbol:
         """The block's forward pass in this mode (DenseBlock calls it).
@@ -256,9 +259,8 @@ class ExecutorSequential(nn.HybridSequential):
     """A model's network that, hybridized, may train through MXNet's graph executor
     (mirror.py; `set_memory_efficient` and `prepare_model` make one in place): a
     recorded training pass with memory-efficient dense blocks runs the recomputing
-    graph, and one on a CPU's fast path (every block's ``channel_block`` > 1) the
-    padded trace (padded.py) where the network's channels need it. Otherwise it
-    computes as a HybridSequential."""
+    graph, and one whose blocks are all ``padded`` the padded trace (padded.py) where
+    the network's channels need it. Otherwise it computes as a HybridSequential."""
 
     def forward(self, x: Array, *args: Array) -> Array:
         # Through the executor only what it computes: a recorded pass that needs no
@@ -269,7 +271,7 @@ class ExecutorSequential(nn.HybridSequential):
             out = None
             if any(m.memory_efficient for m in modes):
                 out = train_forward(self, x)
-            elif modes and all(m.channel_block > 1 for m in modes) and shapes_known(self) \
+            elif modes and all(m.padded for m in modes) and shapes_known(self) \
                     and block_cache(self, '_needs_padding', lambda: needs_padding(self)):
                 out = train_forward(self, x, padded=True)
             if out is not None:
@@ -454,7 +456,7 @@ def concat_mode(net: nn.HybridBlock, mode: str | None, hybridize: bool = False,
 
 
 def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
-                  hybridize: bool, memory_efficient: bool = False) -> C:
+                  hybridize: bool, memory_efficient: bool = False, padded: bool = True) -> C:
     """Move `model` to `ctxs` and put it on the fast or the book-literal path.
 
     The fast path hybridizes with the oneDNN-friendly concatenation, on a CPU
@@ -468,6 +470,8 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
         ctxs: the devices.
         hybridize: the fast path (True) or the book's imperative code.
         memory_efficient: recompute each dense layer in backward.
+        padded: on a CPU's fast path, train on the padded trace where the channels
+            need it (False: the hybridized graph at the model's channel counts).
 
     Returns:
         The model.
@@ -479,7 +483,7 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
         if type(model.net) is nn.HybridSequential:
             model.net.__class__ = ExecutorSequential
         concat, block = fast_concat_mode(model.net), channel_block(ctxs)
-        set_modes(model.net, lambda b: dataclasses.replace(mode_of(b), concat=concat,
-                                                           channel_block=block))
+        set_modes(model.net, lambda b: dataclasses.replace(
+            mode_of(b), concat=concat, channel_block=block, padded=padded and block > 1))
         model.net.hybridize(static_alloc=True, static_shape=True)
     return model

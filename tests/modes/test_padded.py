@@ -217,3 +217,17 @@ def test_a_cast_or_a_new_head_traces_the_padded_graph_again():
     assert out.shape == (4, 5) and out.dtype == onp.float64
     assert '_graph_executors' in model.net.__dict__
     assert float(abs(model.net[-1].weight.grad()).max()) > 0  # the new head trained
+
+
+def test_prepare_model_can_leave_the_padded_trace_off():
+    model = densenet_bc(depth=16, growth_rate=12)
+    X = np.random.uniform(size=(4, 3, 16, 16))
+    model(X)
+    prepare_model(model, [mx.cpu()], hybridize=True, padded=False)
+    with autograd.record():
+        model.loss(model(X), np.arange(4) % 10).backward()
+    assert '_graph_executors' not in model.net.__dict__
+    prepare_model(model, [mx.cpu()], hybridize=True)
+    with autograd.record():
+        model.loss(model(X), np.arange(4) % 10).backward()
+    assert '_graph_executors' in model.net.__dict__
