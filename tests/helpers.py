@@ -171,3 +171,20 @@ def write_folder(root, per_class=20, rgb=False, offset=0, classes=(0, 1, 2), dat
             (img.convert('RGB') if rgb else img).save(path)
             written[path] = int(i)
     return written
+
+
+def built(make, shape, dtype='float32', noise=False):
+    """A model made by `make()` and built on a uniform batch of `shape` (drawn after the
+    caller's seed), cast to `dtype`; and that batch, perturbed by rounding-sized noise
+    if `noise` (numerics.perturbed).
+    """
+    from mxnet import np
+
+    from numerics import perturbed
+    model = make()
+    X = np.random.uniform(size=shape)
+    model(X)
+    if dtype == 'float64':
+        model.net.cast('float64')
+        X = X.astype('float64')
+    return model, (perturbed(X) if noise else X)

@@ -11,6 +11,7 @@ from mxnet import autograd, gluon, np
 from densenet import DenseNet, densenet_bc, set_memory_efficient
 from densenet.system import runtime
 
+from helpers import built
 from numerics import beyond_rounding, perturbed, worst
 
 PATHS = ('imperative', 'fast')
@@ -24,14 +25,7 @@ def _step(make, memory_efficient, dtype, shape, noise=False, path='imperative'):
     `noise`: the input is perturbed by rounding-sized noise (numerics.perturbed).
     """
     mx.random.seed(1)
-    model = make()
-    X = np.random.uniform(size=shape)
-    model(X)
-    if dtype == 'float64':
-        model.net.cast('float64')
-        X = X.astype('float64')
-    if noise:
-        X = perturbed(X)
+    model, X = built(make, shape, dtype, noise)
     set_memory_efficient(model.net, memory_efficient)
     if path == 'fast' and memory_efficient:
         model.net.hybridize()

@@ -18,6 +18,7 @@ from densenet.modes.padded import (
     trace_padded,
 )
 
+from helpers import built, set_running_stats
 from numerics import beyond_rounding, perturbed, worst
 
 MODELS = {
@@ -56,19 +57,8 @@ def _trained(make, shape, fast, dtype='float32', noise=False):
     statistic after two SGD steps with momentum, from running statistics that are not
     the initial ones (the padded trace must read them, not start afresh)."""
     mx.random.seed(5)
-    model = make()
-    X = np.random.uniform(size=shape)
-    model(X)
-    if dtype == 'float64':
-        model.net.cast('float64')
-        X = X.astype('float64')
-    if noise:
-        X = perturbed(X)
-    rng = onp.random.RandomState(2)
-    for p in model.net.collect_params().values():
-        if p.name.endswith(('running_mean', 'running_var')):
-            low = 0.5 if p.name.endswith('var') else -0.5
-            p.set_data(np.array(rng.uniform(low, low + 1, p.shape), dtype=dtype))
+    model, X = built(make, shape, dtype, noise)
+    set_running_stats(model.net, seed=2)
     if fast:
         prepare_model(model, [mx.cpu()], hybridize=True)
     trainer = gluon.Trainer(model.net.collect_params(), 'sgd',
