@@ -2,7 +2,7 @@
 blocks, memory-efficient.
 
 A `DenseBlock` computes ``X = concat(X, layer(X))`` per layer with the
-book's ``np.concatenate``. Three modes change how, never what:
+book's ``np.concatenate``. Four modes change how, never what:
 
 - ``concat='legacy'`` joins through the legacy ``concat`` operator, which
   oneDNN implements on CPU (the numpy-mode one has no oneDNN kernel and forces
@@ -11,6 +11,10 @@ book's ``np.concatenate``. Three modes change how, never what:
   convolution's filters padded with zero filters to a multiple of B
   (`PaddedConv2D`); the fast path on a CPU uses `CHANNEL_BLOCK` (8), so that
   a growth rate of 12 runs oneDNN's blocked kernels.
+- ``padded=True`` (the fast path on a CPU) trains a hybridized network whose
+  channel counts are not multiples of 8 on its padded trace (padded.py), whose
+  zero channels make every tensor whole oneDNN channel blocks, through MXNet's
+  graph executor (mirror.py).
 - ``memory_efficient=True`` keeps only each layer's new features while
   training and recomputes the rest of the layer in backward: imperatively
   with an autograd.Function per layer (concatenation, BatchNorm, ReLU);
@@ -41,7 +45,7 @@ from mxnet.gluon import nn
 from densenet.core.blocks import DenseBlock
 from densenet.errors import UsageError
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
-from densenet.modes.padded import WHOLE_BLOCKS, needs_padding, shapes_known
+from densenet.modes.padded import needs_padding, shapes_known
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
 from densenet.system.machine import CHANNEL_BLOCK
 from densenet.system.mxcompat import (
@@ -357,7 +361,7 @@ def set_modes(net: nn.Block, mode: Callable[[DenseBlock], BlockMode]) -> None:
 # output; when the growth rate is not a multiple of its channel block (16 with
 # AVX-512, 8 with AVX2), training fails in backward with "could not construct a
 # sub-memory". A multiple of 16 suits both.
-SAFE_GROWTH_MULTIPLE = WHOLE_BLOCKS
+SAFE_GROWTH_MULTIPLE = 16
 
 
 def growth_rates(net: nn.Block) -> list[int]:
@@ -461,9 +465,10 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
 
     The fast path hybridizes with the oneDNN-friendly concatenation, on a CPU
     computes the dense layers' new features in whole channel blocks
-    (`PaddedConv2D`) and trains a network whose channels are not whole blocks
-    (a growth rate of 12) on its padded trace (padded.py), and, when
-    memory-efficient, trains through MXNet's recomputing executor (mirror.py).
+    (`PaddedConv2D`) and trains a network with channel counts that are not
+    multiples of 8 (a growth rate of 12) on its padded trace (padded.py), and,
+    when memory-efficient, trains through MXNet's recomputing executor
+    (mirror.py) instead.
 
     Args:
         model: the model.

@@ -104,13 +104,14 @@ class GraphExecutors:
                               tuple[mx.executor.Executor, list[object]]] = {}
         # (name, context, dtype) -> the padded trace's own running statistic there
         self._own: dict[tuple[str, mx.Context, onp.dtype], mx.nd.NDArray] = {}
-        # (context, shape, dtype) -> the recorded step whose backward has not run yet
-        self._pending: dict[tuple[mx.Context, tuple[int, ...], onp.dtype],
-                            weakref.ref[_GraphStep]] = {}
+        # context -> the recorded step whose backward has not run yet
+        self._pending: dict[mx.Context, weakref.ref[_GraphStep]] = {}
 
     def busy(self, X: Array) -> bool:
-        """Whether the executor for batch `X` holds a recorded forward pass whose backward
-        has not run: a second pass through it would overwrite what that backward needs.
+        """Whether an executor on `X`'s device holds a recorded forward pass whose backward
+        has not run: a second pass through it, or through another executor sharing its
+        memory (every batch shape on a device does), would overwrite what that backward
+        needs.
 
         Args:
             X: the batch.
@@ -118,12 +119,12 @@ class GraphExecutors:
         Returns:
             True while such a pass is alive.
         """
-        step = self._pending.get((X.ctx, X.shape, X.dtype))
+        step = self._pending.get(X.ctx)
         return step is not None and (s := step()) is not None and s.ex is not None
 
     def claim(self, X: Array, step: _GraphStep) -> None:
-        """Note that `step` holds the executor for batch `X` until its backward."""
-        self._pending[(X.ctx, X.shape, X.dtype)] = weakref.ref(step)
+        """Note that `step` holds the executors on `X`'s device until its backward."""
+        self._pending[X.ctx] = weakref.ref(step)
 
     def _stat_array(self, stat: PaddedStat, ctx: mx.Context) -> mx.nd.NDArray:
         """The executor's array of a padded running statistic on `ctx`."""
@@ -225,7 +226,10 @@ class _GraphStep(autograd.Function):
     def backward(self, dY: Array) -> tuple[Array, ...]:
         ex, self.ex = self.ex, None  # MXNet keeps this Function after backward
         assert ex is not None  # forward ran first
-        ex.backward([dY.as_nd_ndarray()])
+        # BatchNorm updates the running statistics in backward, from the values it reads
+        # there: the model's now, whatever other passes of this step did to them.
+        self.executors.load_stats(ex)
+        ex.backward([dY.as_nd_ndarray()], is_train=self.training)
         if self.training:
             self.executors.store_stats(ex)
         data = ex.arg_dict['data']

@@ -8,7 +8,7 @@ makes the layers after it plain too: BatchNorm runs its slow plain-layout kernel
 and the 1x1 convolutions run as im2col + GEMM.
 
 `trace_padded` traces the same network with zero channels inserted: each
-convolution gets zero filters up to a multiple of `WHOLE_BLOCKS`, so every
+convolution gets zero filters up to a multiple of `whole_blocks()`, so every
 layer's new features and every transition's output are whole blocks, and the
 layers that read such a tensor get their parameters spread out to match:
 BatchNorm's scale (1) and shift (0) and a convolution's or the classifier's
@@ -32,11 +32,21 @@ import numpy as onp
 from mxnet.gluon import Parameter, nn
 
 from densenet.core.blocks import DenseBlock
+from densenet.system.machine import CHANNEL_BLOCK
 from densenet.system.mxcompat import activation_type, dense_flattens, layer_kwargs
+from densenet.system.runtime import capabilities
 
-#: The channel multiple of the padded trace: oneDNN's channel block with AVX-512 (16),
-#: twice AVX2's (8), so that its concatenation joins whole blocks on both.
-WHOLE_BLOCKS = 16
+
+def whole_blocks() -> int:
+    """The channel multiple the padded trace pads to: oneDNN's channel block on this CPU,
+    16 where it may use AVX-512 and 8 otherwise (its concatenation joins blocked
+    tensors only at whole-block offsets).
+
+    Returns:
+        The multiple.
+    """
+    return 2 * CHANNEL_BLOCK if capabilities().get('avx512') else CHANNEL_BLOCK
+
 #: Layers that map a zero channel to zero and keep the channels where they are.
 _ZERO_KEEPING = (nn.Dropout, nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D,
                  nn.GlobalMaxPool2D)
@@ -204,8 +214,8 @@ class _Trace:
     the parameters in the graph, or with `frozen` as values of new graph variables
     (`values`), the running statistics included, for an inference graph."""
 
-    def __init__(self, frozen: bool = False) -> None:
-        self.frozen = frozen
+    def __init__(self, multiple: int, frozen: bool = False) -> None:
+        self.multiple, self.frozen = multiple, frozen
         self.stats: dict[str, PaddedStat] = {}
         self.values: dict[str, onp.ndarray] = {}
         self.pooled = False  # the spatial axes are 1x1 (after a global pooling)
@@ -273,7 +283,7 @@ class _Trace:
              ) -> tuple[mx.sym.Symbol, Channels]:
         kwargs = layer_kwargs(conv)
         filters = kwargs['num_filter']
-        extra = -filters % WHOLE_BLOCKS
+        extra = -filters % self.multiple
         if not (ch.has_zeros or extra):
             return conv(x), Channels(filters)
         if conv.act is not None or kwargs.get('num_group', 1) != 1 or \
@@ -319,13 +329,14 @@ class _Trace:
         return (dense.act(out) if dense.act is not None else out), Channels(units)
 
 
-def trace_padded(net: nn.HybridBlock, data: mx.sym.Symbol
+def trace_padded(net: nn.HybridBlock, data: mx.sym.Symbol, multiple: int | None = None
                  ) -> tuple[mx.sym.Symbol, dict[str, PaddedStat]]:
     """The padded training graph of `net` on input `data` (see the module).
 
     Args:
         net: a network whose parameters have their shapes.
         data: the input symbol (numpy-mode).
+        multiple: the channel multiple (default `whole_blocks()`).
 
     Returns:
         (the output symbol, the padded BatchNorms' statistics by graph name); no
@@ -334,12 +345,12 @@ def trace_padded(net: nn.HybridBlock, data: mx.sym.Symbol
     Raises:
         Unpaddable: a layer it cannot spread, or an output with zero channels.
     """
-    trace = _Trace()
+    trace = _Trace(multiple or whole_blocks())
     out = trace.walk(net, data)
     return out, trace.stats
 
 
-def trace_frozen(net: nn.HybridBlock, data: mx.sym.Symbol
+def trace_frozen(net: nn.HybridBlock, data: mx.sym.Symbol, multiple: int | None = None
                  ) -> tuple[mx.sym.Symbol, dict[str, onp.ndarray]]:
     """The padded inference graph of `net` on input `data`, its spread parameters and
     running statistics taken as they are now: new graph variables with their values.
@@ -347,6 +358,7 @@ def trace_frozen(net: nn.HybridBlock, data: mx.sym.Symbol
     Args:
         net: a network whose parameters have their shapes.
         data: the input symbol (numpy-mode).
+        multiple: the channel multiple (default `whole_blocks()`).
 
     Returns:
         (the output symbol, {graph variable: value} for the new variables; the graph's
@@ -355,22 +367,25 @@ def trace_frozen(net: nn.HybridBlock, data: mx.sym.Symbol
     Raises:
         Unpaddable: a layer it cannot spread, or an output with zero channels.
     """
-    trace = _Trace(frozen=True)
+    trace = _Trace(multiple or whole_blocks(), frozen=True)
     out = trace.walk(net, data)
     return out, trace.values
 
 
 def needs_padding(net: nn.HybridBlock) -> bool:
-    """Whether the padded trace applies to `net` and inserts any zero channel.
+    """Whether the padded trace applies to `net` and some channel count of `net` is not
+    a multiple of `CHANNEL_BLOCK`, oneDNN's block on every CPU (a growth rate of 12; the
+    book's model and the ImageNet ones have none, and are left as they are).
 
     Args:
         net: a network whose parameters have their shapes.
 
     Returns:
-        True where `trace_padded` succeeds with padded BatchNorms.
+        True where `trace_padded` succeeds and pads some BatchNorm's input.
     """
     try:
-        return bool(trace_padded(net, mx.sym.var('data').as_np_ndarray())[1])
+        data = mx.sym.var('data').as_np_ndarray()
+        return bool(trace_padded(net, data, CHANNEL_BLOCK)[1])
     except Unpaddable:
         return False
 
