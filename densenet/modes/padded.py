@@ -47,6 +47,7 @@ def whole_blocks() -> int:
     """
     return 2 * CHANNEL_BLOCK if capabilities().get('avx512') else CHANNEL_BLOCK
 
+
 #: Layers that map a zero channel to zero and keep the channels where they are.
 _ZERO_KEEPING = (nn.Dropout, nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D,
                  nn.GlobalMaxPool2D)
