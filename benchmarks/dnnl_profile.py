@@ -109,8 +109,9 @@ def main():
         print(f'| {r["primitive"]} | `{r["implementation"]}` | {r["pass"] or "-"} | '
               f'{r["ms"]:,.0f} | {r["share"]:.1%} | {r["calls"]:g} |')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=1)
+        sys.path.insert(0, os.path.dirname(HERE))
+        from densenet.system.files import atomic_text
+        atomic_text(args.json, json.dumps(rows, indent=1))
 
 
 if __name__ == '__main__':

@@ -52,7 +52,7 @@ def worker(variant, model_name, side, batch):
         mirror.KEEP_OPS = ()
     prepare_model(model, [mx.cpu()], hybridize=True, memory_efficient=variant != 'standard')
     # the graph the fast path trains: padded where the network's channels need it
-    padded = variant == 'standard' and needs_padding(model.net)
+    padded = variant == 'standard' and bool(needs_padding(model.net))
     executors = mirror.GraphExecutors(model.net, padded)
     X = np.zeros((batch, 1, side, side))
     text = executors.executor(X).debug_str()

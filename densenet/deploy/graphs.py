@@ -35,7 +35,7 @@ from mxnet import gluon
 from densenet.deploy.export import export_mxnet
 from densenet.models.classifier import CheckedClassifier
 from densenet.modes.block_mode import concat_mode
-from densenet.modes.padded import needs_padding, shapes_known, trace_frozen
+from densenet.modes.padded import needs_padding, trace_frozen
 from densenet.system.mxcompat import cached_graph, load_init
 
 #: Node attribute values that MXNet reads as true.
@@ -131,7 +131,7 @@ def padded_graph(model: CheckedClassifier) -> Graph | None:
     Returns:
         Its graph, or None where no channel needs padding or a layer cannot be spread.
     """
-    if not (shapes_known(model.net) and needs_padding(model.net)):
+    if not needs_padding(model.net):
         return None
     out, values = trace_frozen(model.net, mx.sym.var('data').as_np_ndarray())
     with legacy_mode():

@@ -45,12 +45,13 @@ from mxnet.gluon import nn
 from densenet.core.blocks import DenseBlock
 from densenet.errors import UsageError
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
-from densenet.modes.padded import needs_padding, shapes_known
+from densenet.modes.padded import needs_padding
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
 from densenet.system.machine import CHANNEL_BLOCK
 from densenet.system.mxcompat import (
     block_cache,
     drop_cached_graph,
+    forget_block_cache,
     is_hybridized,
     layer_kwargs,
     leaves,
@@ -275,12 +276,19 @@ class ExecutorSequential(nn.HybridSequential):
             out = None
             if any(m.memory_efficient for m in modes):
                 out = train_forward(self, x)
-            elif modes and all(m.padded for m in modes) and shapes_known(self) \
-                    and block_cache(self, '_needs_padding', lambda: needs_padding(self)):
+            elif modes and all(m.padded for m in modes) and self._padded_trace_applies():
                 out = train_forward(self, x, padded=True)
             if out is not None:
                 return out
         return super().forward(x, *args)
+
+    def _padded_trace_applies(self) -> bool:
+        """Whether the padded trace applies to this network: decided once its parameters
+        have their shapes, and kept until `forget_executors`."""
+        decided = block_cache(self, '_needs_padding', lambda: needs_padding(self))
+        if decided is None:  # shapes still deferred: decide on a later call
+            forget_block_cache(self, '_needs_padding')
+        return bool(decided)
 
     def cast(self, dtype: str) -> None:
         forget_executors(self)  # traced and bound for the old dtype

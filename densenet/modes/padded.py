@@ -373,7 +373,7 @@ def trace_frozen(net: nn.HybridBlock, data: mx.sym.Symbol, multiple: int | None 
     return out, trace.values
 
 
-def needs_padding(net: nn.HybridBlock) -> bool:
+def needs_padding(net: nn.HybridBlock) -> bool | None:
     """Whether the padded trace applies to `net` and some channel count of `net` is not
     a multiple of `CHANNEL_BLOCK`, oneDNN's block on every CPU (a growth rate of 12; the
     book's model and the ImageNet ones have none, and are left as they are).
@@ -382,8 +382,11 @@ def needs_padding(net: nn.HybridBlock) -> bool:
         net: a network whose parameters have their shapes.
 
     Returns:
-        True where `trace_padded` succeeds and pads some BatchNorm's input.
+        True where `trace_padded` succeeds and pads some BatchNorm's input; None while
+        a parameter's shape is unknown (deferred initialization).
     """
+    if not shapes_known(net):
+        return None
     try:
         data = mx.sym.var('data').as_np_ndarray()
         return bool(trace_padded(net, data, CHANNEL_BLOCK)[1])
