@@ -16,6 +16,11 @@ arithmetic, so the rewrites remove operators and copies:
   an extra pass over the data per input. The convolutions whose outputs feed
   only concatenations are given their concatenation chain's range, so those
   inputs are copied as they are.
+- `plain_concat_inputs`: for batch 1. oneDNN joins blocked-layout tensors of
+  one image along the channels element by element (its simple concatenation
+  finds no outer loop to split); with one input in the plain layout it takes
+  the reference concatenation, which copies with reorders, several times
+  faster there and slower for larger batches.
 
 A `Graph` is the symbol with its parameter values (legacy arrays), by input name.
 """
@@ -56,6 +61,7 @@ class Document(TypedDict, total=False):
     nodes: list[Node]
     arg_nodes: list[int]
     node_row_ptr: list[int]
+    heads: list[list[int]]
 
 
 @contextlib.contextmanager
@@ -336,3 +342,37 @@ def share_concat_ranges(graph: Graph) -> Graph:
             if readers.get(i) == {QUANTIZED_CONCAT}:
                 nodes[i]['attrs'].update(min_calib_range=low, max_calib_range=high)
     return Graph(_symbol(doc), graph.params)
+
+
+def plain_concat_inputs(graph: Graph, input_shape: Sequence[int]) -> Graph:
+    """The graph with the last input of every channel concatenation of 4-D features made
+    plain-layout, for batch 1 on oneDNN.
+
+    A reshape to the tensor's own shape (a copy into the plain layout, the newest
+    features of a dense layer: a few channels) precedes each such input. oneDNN's
+    concatenation then has inputs in two layouts, and copies them with reorders
+    instead of element by element, which it does for blocked tensors of one image.
+    The values are unchanged: only copies are added.
+
+    Args:
+        graph: an fp32 graph (oneDNN-fused or not).
+        input_shape: the data's shape (for the features' number of axes).
+
+    Returns:
+        The rewritten graph (the same parameters).
+    """
+    doc, ndims = _nodes(graph), _output_ndims(graph, input_shape)
+    nodes: list[Node] = []
+    where: list[int] = []
+    for node in doc['nodes']:
+        node = {**node, 'inputs': [[where[e[0]], *e[1:]] for e in node['inputs']]}
+        attrs = node.get('attrs', {})
+        if node['op'] == 'Concat' and attrs.get('dim', '1') == '1' and \
+                ndims.get(f"{node['name']}_output") == 4:
+            nodes.append({'op': 'Reshape', 'name': f"{node['name']}_plain",
+                          'attrs': {'shape': '(0, 0, 0, 0)'}, 'inputs': [node['inputs'][-1]]})
+            node['inputs'][-1] = [len(nodes) - 1, 0, 0]
+        where.append(len(nodes))
+        nodes.append(node)
+    heads = [[where[h[0]], *h[1:]] for h in doc['heads']]
+    return Graph(_symbol({**doc, 'nodes': nodes, 'heads': heads}), graph.params)

@@ -33,6 +33,7 @@ from densenet.deploy.graphs import (
     legacy_graph,
     legacy_mode,
     padded_graph,
+    plain_concat_inputs,
     share_concat_ranges,
 )
 from densenet.models.classifier import CheckedClassifier
@@ -107,12 +108,14 @@ class InferenceModel(Predictor):
         ctx: its device.
         precision: what the graph computes in: 'fp32', 'bf16' or 'int8'.
         max_shapes: how many input shapes keep their compiled op.
+        batch1: the symbol run for batch 1 instead of ``graph.symbol`` (the same
+            inputs and values; `fp32_model`'s `plain_concat_inputs`).
     """
 
     def __init__(self, graph: Graph, ctx: mx.Context, precision: str = 'fp32',
-                 max_shapes: int = 2) -> None:
+                 max_shapes: int = 2, batch1: mx.sym.Symbol | None = None) -> None:
         super().__init__('mxnet', precision, self._run_graph)
-        self.graph, self.ctx = graph, ctx
+        self.graph, self.ctx, self.batch1 = graph, ctx, batch1
         names = graph.symbol.list_inputs()
         data = names.index(graph.data_name)
         with legacy_mode():
@@ -123,7 +126,19 @@ class InferenceModel(Predictor):
         # A CachedOp and its input buffer per input shape, for the most recent shapes
         # (made in legacy mode, where `_run_graph` calls this).
         self._compiled = functools.lru_cache(maxsize=max_shapes)(
-            lambda shape: (mx.nd.CachedOp(graph.symbol, flags), mx.nd.empty(shape, ctx=ctx)))
+            lambda shape: (mx.nd.CachedOp(self.symbol_for(shape), flags),
+                           mx.nd.empty(shape, ctx=ctx)))
+
+    def symbol_for(self, shape: Sequence[int]) -> mx.sym.Symbol:
+        """The symbol that runs a batch of `shape`.
+
+        Args:
+            shape: the batch's shape (N, C, H, W).
+
+        Returns:
+            ``batch1`` where there is one and N is 1, else the graph's.
+        """
+        return self.batch1 if self.batch1 is not None and shape[0] == 1 else self.graph.symbol
 
     def _run_graph(self, X: onp.ndarray) -> onp.ndarray:
         """The logits of a float32 numpy batch (N, C, H, W), as numpy."""
@@ -366,8 +381,9 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
     On a CPU the BatchNorms over a multiple of `CHANNEL_BLOCK` channels become
     depthwise convolutions (`fold_batchnorm`), which oneDNN fuses with the ReLUs after
     them; over other channel counts a depthwise convolution falls to slower kernels
-    than the BatchNorm it replaces. The values are the model's up to float32
-    rounding. The caller's model is not changed.
+    than the BatchNorm it replaces. On a CPU, batches of one image run a copy of the
+    graph whose concatenations take a plain-layout input (`plain_concat_inputs`). The
+    values are the model's up to float32 rounding. The caller's model is not changed.
 
     Args:
         model: the trained model.
@@ -382,10 +398,11 @@ def fp32_model(model: CheckedClassifier, input_shape: Sequence[int] = (1, 1, 96,
     graph = (padded_graph(model) if block > 1 else None) or \
         legacy_graph(model, input_shape, fast_concat_mode(model.net), block)
     graph = fold_batchnorm(graph, input_shape, block)
-    if ctx.device_type == 'cpu':
-        with legacy_mode():  # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1
-            graph = Graph(graph.symbol.optimize_for('MKLDNN'), graph.params)
-    return InferenceModel(graph, ctx)
+    if ctx.device_type != 'cpu':
+        return InferenceModel(graph, ctx)
+    with legacy_mode():  # 'MKLDNN' is the oneDNN backend's name in MXNet 1.9.1
+        graph = Graph(graph.symbol.optimize_for('MKLDNN'), graph.params)
+    return InferenceModel(graph, ctx, batch1=plain_concat_inputs(graph, input_shape).symbol)
 
 
 def inference_model(model: CheckedClassifier, precision: str,

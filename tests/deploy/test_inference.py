@@ -304,6 +304,50 @@ def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
     assert beyond_rounding([fast(X).asnumpy()], [want], [want_perturbed]) == []
 
 
+_CONCAT_LAYOUTS = """
+import sys
+import densenet, numpy as onp
+from densenet.deploy.inference import fp32_model
+model = densenet.get_model('densenet_bc_100', depth=16, in_channels=3)
+fast = fp32_model(model, (1, 3, 32, 32))
+for n in (1, 2):
+    fast.predict(onp.zeros((n, 3, 32, 32), 'float32'))
+    print('batch', n, flush=True)
+"""
+
+
+def test_fp32_graph_runs_batch_1_with_plain_concat_inputs():
+    """Batches of one image run a copy of the fp32 graph in which a reshape (a copy into
+    the plain layout) feeds the last input of each concatenation: oneDNN then joins them
+    with its reference concatenation, not its element-by-element one. The values are
+    the same bits: only copies differ."""
+    import os
+    import subprocess
+    import sys
+    model = get_model('densenet_bc_100', depth=16, in_channels=3)
+    model.net(np.zeros((1, 3, 32, 32)))
+    set_running_stats(model.net, seed=2)
+    fast = fp32_model(model, (1, 3, 32, 32))
+    assert fast.symbol_for((1, 3, 32, 32)) is fast.batch1
+    assert fast.symbol_for((2, 3, 32, 32)) is fast.graph.symbol
+    nodes = json.loads(fast.batch1.tojson())['nodes']
+    concats = [n for n in nodes if n['op'] == 'Concat']
+    assert len(concats) == 6 and _ops(fast.graph).count('Concat') == 6  # 3 blocks of 2 layers
+    assert all(nodes[n['inputs'][-1][0]]['op'] == 'Reshape' for n in concats)
+    X = np.array(onp.random.RandomState(6).uniform(size=(1, 3, 32, 32)).astype('float32'))
+    got = fast.predict(X.asnumpy())
+    assert (got == InferenceModel(fast.graph, mx.cpu()).predict(X.asnumpy())).all()
+    want, want_perturbed = model(X).asnumpy(), model(perturbed(X)).asnumpy()
+    assert beyond_rounding([got], [want], [want_perturbed]) == []
+    # What oneDNN runs: every concatenation of batch 1 is its reference one.
+    run = subprocess.run([sys.executable, '-c', _CONCAT_LAYOUTS], capture_output=True,
+                         text=True, check=True, env=dict(os.environ, DNNL_VERBOSE='1'))
+    batch1 = run.stdout.split('batch 1')[0]
+    kinds = [line.split(',')[4] for line in batch1.splitlines()
+             if line.startswith('dnnl_verbose,exec,cpu,concat,')]
+    assert len(kinds) == 6 and all(k.startswith('ref') for k in kinds), kinds
+
+
 def test_inference_model_takes_every_array_kind_and_shape(shipped_and_images):
     """numpy in, numpy out; an MXNet array in (numpy-mode or legacy, any float), a
     numpy-mode array out, as the model returns."""
