@@ -1,14 +1,18 @@
-"""Where a fast-path training step spends oneDNN's time: one table of primitives.
+"""Where a fast-path training step, or a call of the fp32 inference graph, spends
+oneDNN's time: one table of primitives.
 
-Runs a few SGD steps of a model on the fast path in a child process with
-``DNNL_VERBOSE=1``, and sums oneDNN's own timing lines over the timed steps by
-primitive, implementation and pass (forward, backward data, backward weights).
-The shares are of oneDNN's time; the logging itself slows the steps, so the
-step time printed with it is not a speed figure (bench.py gives those).
+Runs a few SGD steps of a model on the fast path (or, with ``--infer``, calls of
+`fp32_model`'s graph) in a child process with ``DNNL_VERBOSE=1``, and sums
+oneDNN's own timing lines over the timed steps by primitive, implementation and
+pass (forward, backward data, backward weights). The shares are of oneDNN's
+time; the logging itself slows the steps, so the step time printed with it is
+not a speed figure (bench.py gives those).
 
     python benchmarks/dnnl_profile.py --model densenet_bc_100 --side 32 --channels 3 \\
         --batch-size 64
     python benchmarks/dnnl_profile.py --json profile.json     # the book's model, 96x96
+    python benchmarks/dnnl_profile.py --model densenet_bc_100 --side 32 --channels 3 \\
+        --batch-size 1 --infer usual --steps 10
 """
 import argparse
 import collections
@@ -38,6 +42,8 @@ def child(args):
     mx.random.seed(0)
     model = densenet.get_model(args.model, in_channels=args.channels, num_classes=10)
     model.net(np.zeros((1, args.channels, args.side, args.side)))
+    if args.infer:
+        return infer_child(args, model)
     prepare_model(model, [mx.cpu()], hybridize=True, padded=not args.unpadded)
     X = np.random.uniform(size=(args.batch_size, args.channels, args.side, args.side))
     y = np.zeros((args.batch_size,), dtype='int32')
@@ -57,6 +63,27 @@ def child(args):
         step()
     print(f'dnnl_profile: {(time.perf_counter() - tic) / args.steps:.2f} s a step with the '
           'logging on', flush=True)
+
+
+def infer_child(args, model):
+    """Calls of the fp32 graph (run with DNNL_VERBOSE=1): its batch-1 copy where
+    ``--infer batch1`` and the batch is one image, else its usual graph."""
+    import mxnet as mx
+    import numpy as onp
+
+    from densenet.deploy.inference import InferenceModel, fp32_model
+    shape = (args.batch_size, args.channels, args.side, args.side)
+    fast = fp32_model(model, (1, *shape[1:]))
+    run = fast if args.infer == 'batch1' else InferenceModel(fast.graph, mx.cpu())
+    X = onp.random.RandomState(0).uniform(size=shape).astype('float32')
+    for _ in range(2):  # create and cache the primitives
+        run.predict(X)
+    print(MARK, flush=True)
+    tic = time.perf_counter()
+    for _ in range(args.steps):
+        run.predict(X)
+    print(f'dnnl_profile: {(time.perf_counter() - tic) / args.steps * 1e3:.2f} ms a call with '
+          'the logging on', flush=True)
 
 
 def table(lines, steps):
@@ -89,6 +116,9 @@ def main():
     p.add_argument('--unpadded', action='store_true',
                    help='the hybridized graph at the model\'s channel counts, not the padded '
                         'trace (densenet.modes.padded)')
+    p.add_argument('--infer', choices=['batch1', 'usual'],
+                   help="calls of fp32_model's graph instead of training steps: the graph it "
+                        'runs for this batch (batch1), or its usual graph at any batch')
     p.add_argument('--json', help='write every row here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -103,11 +133,12 @@ def main():
     lines = proc.stdout.splitlines()
     rows = table(lines, args.steps)
     print(next((line for line in lines if line.endswith('with the logging on')), ''))
-    print('| oneDNN primitive | implementation | pass | ms a step | share | calls a step |')
+    step, digits = ('call', 2) if args.infer else ('step', 0)
+    print(f'| oneDNN primitive | implementation | pass | ms a {step} | share | calls a {step} |')
     print('|---|---|---|---|---|---|')
     for r in rows[:args.top]:
         print(f'| {r["primitive"]} | `{r["implementation"]}` | {r["pass"] or "-"} | '
-              f'{r["ms"]:,.0f} | {r["share"]:.1%} | {r["calls"]:g} |')
+              f'{r["ms"]:,.{digits}f} | {r["share"]:.1%} | {r["calls"]:g} |')
     if args.json:
         sys.path.insert(0, os.path.dirname(HERE))
         from densenet.system.files import atomic_text

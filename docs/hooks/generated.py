@@ -27,7 +27,7 @@ from typing import Any
 
 os.environ.setdefault('COLUMNS', '100')  # argparse's usage lines, the same on every machine
 
-MARKER = re.compile(r'^<!-- generated: ([a-z0-9:+-]+) -->$', re.MULTILINE)
+MARKER = re.compile(r'^<!-- generated: ([a-z0-9_:+-]+) -->$', re.MULTILINE)
 
 #: What each file of a run folder holds (densenet.train.extensions.run_folder_files()).
 RUN_FILE_DOCS = {
@@ -158,7 +158,7 @@ README = DOCS.parent / 'README.md'
 REQUIRED = ('machine', 'date', 'versions', 'command')
 
 #: README's generated sections: the marker, the rendered table, the end line.
-README_BLOCK = re.compile(r'^<!-- generated: (record:[a-z0-9:+-]+) -->\n.*?'
+README_BLOCK = re.compile(r'^<!-- generated: (record:[a-z0-9_:+-]+) -->\n.*?'
                           r'^<!-- end generated -->$', re.MULTILINE | re.DOTALL)
 
 #: The path from the page being rendered to the docs folder (links in the tables).
@@ -624,6 +624,9 @@ def render(markdown: str, root: str = '') -> str:
             raise ValueError(f'unknown generated table {name!r}; known: {sorted(GENERATORS)} '
                              'and record:NAME')
         return GENERATORS[name]()
+    for line in markdown.splitlines():
+        if line.startswith('<!-- generated:') and not MARKER.fullmatch(line):
+            raise ValueError(f'not a marker this hook reads: {line!r}')
     token = _ROOT.set(root)
     try:
         return MARKER.sub(replace, markdown)

@@ -97,6 +97,15 @@ def test_markers_name_existing_records() -> None:
     assert seen, 'no page draws a record'
 
 
+def test_a_marker_the_hook_cannot_read_fails() -> None:
+    """A marker line the hook's pattern does not take would stay an invisible HTML
+    comment: the build fails instead. Group names may have underscores."""
+    with pytest.raises(ValueError, match='not a marker'):
+        generated.render('<!-- generated: record:NO SUCH -->\n')
+    table = generated.render('<!-- generated: record:bench-families-avx2-epyc:densenet_bc_100 -->')
+    assert 'densenet_bc_100, 32x32' in table and 'book, 96x96' not in table
+
+
 def test_unknown_record_fails() -> None:
     """A marker naming no record fails the build, as an unknown table does."""
     with pytest.raises(ValueError, match='unknown record'):

@@ -1,0 +1,83 @@
+"""Batch-1 latency of MXNet's fp32 graph (`fp32_model`): the graph it runs for one image
+(`plain_concat_inputs`) against its usual graph, alternating in one process.
+
+Each round times both graphs on the same image, in turn, so that a machine whose
+speed drifts affects both alike; the table gives the median of each and of the
+per-round ratio. Freshly initialised models, as bench.py's families.
+
+    python benchmarks/latency.py                      # bench.py's three families
+    python benchmarks/latency.py --families book --rounds 50 --json latency.json
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: name: (registry name, input channels, side, classes), as bench.py's FAMILIES.
+FAMILIES = {'book': ('book', 1, 96, 10), 'densenet_bc_100': ('densenet_bc_100', 3, 32, 10),
+            'densenet121': ('densenet121', 3, 224, 1000)}
+
+
+def _ms(predict, X, calls):
+    """Milliseconds per call over `calls` calls."""
+    tic = time.perf_counter()
+    for _ in range(calls):
+        predict(X)
+    return (time.perf_counter() - tic) / calls * 1e3
+
+
+def measure(family, rounds, calls):
+    """One row: the family's median latencies (ms) of both graphs and their ratio."""
+    import mxnet as mx
+    import numpy as onp
+
+    import densenet
+    from densenet.deploy.inference import InferenceModel, fp32_model
+    name, channels, side, classes = FAMILIES[family]
+    model = densenet.get_model(name, in_channels=channels, num_classes=classes)
+    shape = (1, channels, side, side)
+    batch1 = fp32_model(model, shape)
+    usual = InferenceModel(batch1.graph, mx.cpu())
+    X = onp.random.RandomState(0).uniform(size=shape).astype('float32')
+    if not (batch1.predict(X) == usual.predict(X)).all():
+        raise SystemExit(f'{family}: the batch-1 graph computed other values')
+    for predict in (batch1.predict, usual.predict):  # warm-up
+        _ms(predict, X, 3)
+    times = [(_ms(batch1.predict, X, calls), _ms(usual.predict, X, calls))
+             for _ in range(rounds)]
+    return {'model': family, 'input': f'{side}x{side}', 'rounds': rounds, 'calls': calls,
+            'batch1_ms': statistics.median(t[0] for t in times),
+            'usual_ms': statistics.median(t[1] for t in times),
+            'speedup': statistics.median(t[1] / t[0] for t in times)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--families', nargs='+', choices=list(FAMILIES), default=list(FAMILIES))
+    p.add_argument('--rounds', type=int, default=20, help='alternations of the two graphs')
+    p.add_argument('--calls', type=int, default=5, help='calls per graph per round')
+    p.add_argument('--json', help='write the rows here')
+    args = p.parse_args()
+    sys.path.insert(0, os.path.dirname(HERE))
+    from densenet.system import runtime
+    from densenet.system.files import atomic_text
+    from densenet.system.machine import summary_line
+    machine = runtime.machine()
+    print(f'machine: {summary_line(machine)}')
+    print('| model | input | batch-1 graph ms | usual graph ms | speed-up (median of rounds) |')
+    print('|---|---|---|---|---|')
+    rows = []
+    for family in args.families:
+        r = measure(family, args.rounds, args.calls)
+        rows.append(r)
+        print(f"| {r['model']} | {r['input']} | {r['batch1_ms']:.2f} | {r['usual_ms']:.2f} "
+              f"| {r['speedup']:.2f}x |", flush=True)
+    if args.json:
+        atomic_text(args.json, json.dumps({'machine': machine, 'rows': rows}, indent=1))
+
+
+if __name__ == '__main__':
+    main()
