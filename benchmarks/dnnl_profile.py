@@ -118,7 +118,8 @@ def main():
                         'trace (densenet.modes.padded)')
     p.add_argument('--infer', choices=['batch1', 'usual'],
                    help="calls of fp32_model's graph instead of training steps: the graph it "
-                        'runs for this batch (batch1), or its usual graph at any batch')
+                        'runs for this batch (batch1), or its usual graph at any batch '
+                        '(--unpadded does not apply)')
     p.add_argument('--json', help='write every row here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -134,7 +135,8 @@ def main():
     rows = table(lines, args.steps)
     print(next((line for line in lines if line.endswith('with the logging on')), ''))
     step, digits = ('call', 2) if args.infer else ('step', 0)
-    print(f'| oneDNN primitive | implementation | pass | ms a {step} | share | calls a {step} |')
+    calls = 'calls' if args.infer else 'calls a step'
+    print(f'| oneDNN primitive | implementation | pass | ms a {step} | share | {calls} |')
     print('|---|---|---|---|---|---|')
     for r in rows[:args.top]:
         print(f'| {r["primitive"]} | `{r["implementation"]}` | {r["pass"] or "-"} | '

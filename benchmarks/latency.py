@@ -1,9 +1,10 @@
 """Batch-1 latency of MXNet's fp32 graph (`fp32_model`): the graph it runs for one image
 (`plain_concat_inputs`) against its usual graph, alternating in one process.
 
-Each round times both graphs on the same image, in turn, so that a machine whose
-speed drifts affects both alike; the table gives the median of each and of the
-per-round ratio. Freshly initialised models, as bench.py's families.
+Each round times both graphs on the same image, in turn (which goes first
+alternates), so that a machine whose speed drifts affects both alike; the table
+gives the median of each and of the per-round ratio. Freshly initialised models,
+as bench.py's families.
 
     python benchmarks/latency.py                      # bench.py's three families
     python benchmarks/latency.py --families book --rounds 50 --json latency.json
@@ -39,15 +40,20 @@ def measure(family, rounds, calls):
     name, channels, side, classes = FAMILIES[family]
     model = densenet.get_model(name, in_channels=channels, num_classes=classes)
     shape = (1, channels, side, side)
-    batch1 = fp32_model(model, shape)
-    usual = InferenceModel(batch1.graph, mx.cpu())
+    fast = fp32_model(model, shape)  # runs its batch-1 graph for one image
+    usual = InferenceModel(fast.graph, mx.cpu())
     X = onp.random.RandomState(0).uniform(size=shape).astype('float32')
-    if not (batch1.predict(X) == usual.predict(X)).all():
+    if not (fast.predict(X) == usual.predict(X)).all():
         raise SystemExit(f'{family}: the batch-1 graph computed other values')
-    for predict in (batch1.predict, usual.predict):  # warm-up
+    for predict in (fast.predict, usual.predict):  # warm-up
         _ms(predict, X, 3)
-    times = [(_ms(batch1.predict, X, calls), _ms(usual.predict, X, calls))
-             for _ in range(rounds)]
+    times = []
+    for r in range(rounds):  # which graph goes first alternates
+        if r % 2:
+            usual_ms, fast_ms = _ms(usual.predict, X, calls), _ms(fast.predict, X, calls)
+            times.append((fast_ms, usual_ms))
+        else:
+            times.append((_ms(fast.predict, X, calls), _ms(usual.predict, X, calls)))
     return {'model': family, 'input': f'{side}x{side}', 'rounds': rounds, 'calls': calls,
             'batch1_ms': statistics.median(t[0] for t in times),
             'usual_ms': statistics.median(t[1] for t in times),

@@ -20,7 +20,7 @@ arithmetic, so the rewrites remove operators and copies:
   one image along the channels element by element (its simple concatenation
   finds no outer loop to split); with one input in the plain layout it takes
   the reference concatenation, which copies with reorders, several times
-  faster there and slower for larger batches.
+  faster there (measured slower at batch 2).
 
 A `Graph` is the symbol with its parameter values (legacy arrays), by input name.
 """
@@ -352,7 +352,8 @@ def plain_concat_inputs(graph: Graph, input_shape: Sequence[int]) -> Graph:
     features of a dense layer: a few channels) precedes each such input. oneDNN's
     concatenation then has inputs in two layouts, and copies them with reorders
     instead of element by element, which it does for blocked tensors of one image.
-    The values are unchanged: only copies are added.
+    The values are unchanged: only copies are added. A concatenation over another
+    axis (also ``dim=-3``) or of other than 4-D features is left as it is.
 
     Args:
         graph: an fp32 graph (oneDNN-fused or not).

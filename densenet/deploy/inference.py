@@ -117,6 +117,8 @@ class InferenceModel(Predictor):
         super().__init__('mxnet', precision, self._run_graph)
         self.graph, self.ctx, self.batch1 = graph, ctx, batch1
         names = graph.symbol.list_inputs()
+        if batch1 is not None and batch1.list_inputs() != names:
+            raise ValueError('batch1 must take the inputs of graph.symbol, in its order')
         data = names.index(graph.data_name)
         with legacy_mode():
             self._args = [None if i == data else graph.params[n].as_in_context(ctx)

@@ -305,7 +305,6 @@ def test_fp32_graph_of_growth_12_folds_only_whole_channel_blocks():
 
 
 _CONCAT_LAYOUTS = """
-import sys
 import densenet, numpy as onp
 from densenet.deploy.inference import fp32_model
 model = densenet.get_model('densenet_bc_100', depth=16, in_channels=3)
@@ -342,10 +341,39 @@ def test_fp32_graph_runs_batch_1_with_plain_concat_inputs():
     # What oneDNN runs: every concatenation of batch 1 is its reference one.
     run = subprocess.run([sys.executable, '-c', _CONCAT_LAYOUTS], capture_output=True,
                          text=True, check=True, env=dict(os.environ, DNNL_VERBOSE='1'))
-    batch1 = run.stdout.split('batch 1')[0]
-    kinds = [line.split(',')[4] for line in batch1.splitlines()
-             if line.startswith('dnnl_verbose,exec,cpu,concat,')]
-    assert len(kinds) == 6 and all(k.startswith('ref') for k in kinds), kinds
+    batch1, batch2 = run.stdout.split('batch 1')
+    for log, kind in ((batch1, 'ref'), (batch2, 'simple')):  # batch 2: the usual graph
+        kinds = [line.split(',')[4] for line in log.splitlines()
+                 if line.startswith('dnnl_verbose,exec,cpu,concat,')]
+        assert len(kinds) == 6 and all(k.startswith(kind) for k in kinds), kinds
+
+
+def test_plain_concat_inputs_leaves_other_concatenations_and_outputs_alone():
+    """Only channel concatenations of 4-D features gain a reshape; a graph with two
+    outputs keeps both, its inputs in their order, and its values."""
+    from densenet.deploy.graphs import plain_concat_inputs
+    with legacy_mode():
+        data = mx.sym.var('data')
+        a = mx.sym.Convolution(data, num_filter=8, kernel=(1, 1), name='a')
+        joined = mx.sym.concat(data, a, dim=1, name='channels')
+        flat = mx.sym.concat(mx.sym.flatten(joined), mx.sym.flatten(a), dim=1, name='flat')
+        rows = mx.sym.concat(joined, joined, dim=2, name='rows')
+        graph = Graph(mx.sym.Group([flat, rows]), {
+            'a_weight': mx.nd.array(onp.random.RandomState(0).randn(8, 8, 1, 1)),
+            'a_bias': mx.nd.zeros(8)})
+    plain = plain_concat_inputs(graph, (1, 8, 4, 4))
+    nodes = json.loads(plain.symbol.tojson())['nodes']
+    reshaped = [n['name'] for n in nodes
+                if any(nodes[e[0]]['op'] == 'Reshape' for e in n['inputs'])]
+    assert reshaped == ['channels']
+    assert plain.symbol.list_inputs() == graph.symbol.list_inputs()
+    assert plain.symbol.list_outputs() == graph.symbol.list_outputs()
+    X = onp.random.RandomState(1).randn(1, 8, 4, 4).astype('float32')
+    with legacy_mode():
+        outs = [s.eval(ctx=mx.cpu(), data=mx.nd.array(X), **graph.params)
+                for s in (graph.symbol, plain.symbol)]
+    for want, got in zip(*outs, strict=True):
+        assert (want.asnumpy() == got.asnumpy()).all()
 
 
 def test_inference_model_takes_every_array_kind_and_shape(shipped_and_images):
