@@ -255,17 +255,19 @@ class _Trace:
               ) -> tuple[mx.sym.Symbol, Channels]:
         """`blk` applied to `x` whose channels are `ch`: the output and its channels."""
         if isinstance(blk, DenseBlock):
-            # Each layer's input joins the block's input and all new features so far in
-            # one concatenation (the book's chain joins the previous join and the newest
-            # features: the same tensor). Then, but for the block's input, no tensor a
-            # BatchNorm reads is joined again: the gradients that concatenations hand
-            # back (MXNet writes them in the plain layout) add up with one another, not
-            # with a BatchNorm's blocked gradient, which MXNet would first reorder (its
-            # sum of the two took a fifth of a DenseNet-BC-100 step).
+            # For training each layer's input joins the block's input and all new
+            # features so far in one concatenation (the book's chain joins the previous
+            # join and the newest features: the same tensor). Then, but for the block's
+            # input, no tensor a BatchNorm reads is joined again: the gradients that
+            # concatenations hand back (MXNet writes them in the plain layout) add up
+            # with one another, not with a BatchNorm's blocked gradient, which MXNet
+            # would first reorder (that sum took a fifth of a DenseNet-BC-100 step).
+            # Inference keeps the chain: fewer inputs per concatenation.
             pieces = [x.as_nd_ndarray()]
             for layer in blk.net:
                 y, new = self.layer(layer, x, ch)
-                pieces.append(y.as_nd_ndarray())
+                y = y.as_nd_ndarray()
+                pieces = [x.as_nd_ndarray(), y] if self.frozen else [*pieces, y]
                 x = mx.sym.concat(*pieces, dim=1).as_np_ndarray()
                 ch = ch.join(new)
             return x, ch

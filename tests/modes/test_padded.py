@@ -14,6 +14,7 @@ from densenet.modes.padded import (
     PaddedStat,
     Unpaddable,
     needs_padding,
+    trace_frozen,
     trace_padded,
 )
 
@@ -232,3 +233,17 @@ def test_prepare_model_can_leave_the_padded_trace_off():
     with autograd.record():
         model.loss(model(X), np.arange(4) % 10).backward()
     assert '_graph_executors' in model.net.__dict__
+
+
+def test_training_joins_each_layers_input_at_once_and_inference_chains():
+    """The training trace joins the block's input and every new feature so far in one
+    concatenation per layer, so that no tensor a BatchNorm reads but the block's input
+    is joined again; the inference trace chains two-input concatenations."""
+    import json
+    net = built(lambda: densenet_bc(depth=16, growth_rate=12), (1, 3, 16, 16))[0].net
+    data = mx.sym.var('data').as_np_ndarray()
+    for (out, _), arity in ((trace_padded(net, data, 8), [2, 3, 2, 3, 2, 3]),
+                            (trace_frozen(net, data, 8), [2] * 6)):
+        nodes = json.loads(out.as_nd_ndarray().tojson())['nodes']
+        concats = [n for n in nodes if n['op'] == 'Concat']
+        assert [int(n['attrs']['num_args']) for n in concats] == arity
