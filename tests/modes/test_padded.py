@@ -237,13 +237,19 @@ def test_prepare_model_can_leave_the_padded_trace_off():
 
 def test_training_joins_each_layers_input_at_once_and_inference_chains():
     """The training trace joins the block's input and every new feature so far in one
-    concatenation per layer, so that no tensor a BatchNorm reads but the block's input
-    is joined again; the inference trace chains two-input concatenations."""
+    concatenation per layer, so that no concatenation reads another; the inference
+    trace chains two-input concatenations, each reading the one before it."""
     import json
-    net = built(lambda: densenet_bc(depth=16, growth_rate=12), (1, 3, 16, 16))[0].net
+    net = built(lambda: densenet_bc(depth=22, growth_rate=12), (1, 3, 16, 16))[0].net
     data = mx.sym.var('data').as_np_ndarray()
-    for (out, _), arity in ((trace_padded(net, data, 8), [2, 3, 2, 3, 2, 3]),
-                            (trace_frozen(net, data, 8), [2] * 6)):
+    for (out, _), frozen in ((trace_padded(net, data, 8), False),
+                             (trace_frozen(net, data, 8), True)):
         nodes = json.loads(out.as_nd_ndarray().tojson())['nodes']
-        concats = [n for n in nodes if n['op'] == 'Concat']
-        assert [int(n['attrs']['num_args']) for n in concats] == arity
+        concats = [i for i, n in enumerate(nodes) if n['op'] == 'Concat']
+        arity = [int(nodes[i]['attrs']['num_args']) for i in concats]
+        assert arity == ([2] * 9 if frozen else [2, 3, 4] * 3)  # 3 blocks of 3 layers
+        fed = [[nodes[e[0]]['op'] == 'Concat' for e in nodes[i]['inputs']] for i in concats]
+        if frozen:  # each but a block's first reads the one before it, then new features
+            assert fed == [[False, False], [True, False], [True, False]] * 3
+        else:
+            assert not any(any(f) for f in fed)
