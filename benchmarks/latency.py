@@ -16,10 +16,13 @@ import statistics
 import sys
 import time
 
+from bench import FAMILIES as BENCH_FAMILIES  # this script's folder
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-#: name: (registry name, input channels, side, classes), as bench.py's FAMILIES.
-FAMILIES = {'book': ('book', 1, 96, 10), 'densenet_bc_100': ('densenet_bc_100', 3, 32, 10),
-            'densenet121': ('densenet121', 3, 224, 1000)}
+
+#: registry name: (side, input channels, classes), bench.py's families.
+FAMILIES = {name: (side, channels, classes)
+            for name, side, _, channels, classes in BENCH_FAMILIES}
 
 
 def _ms(predict, X, calls):
@@ -37,8 +40,8 @@ def measure(family, rounds, calls):
 
     import densenet
     from densenet.deploy.inference import InferenceModel, fp32_model
-    name, channels, side, classes = FAMILIES[family]
-    model = densenet.get_model(name, in_channels=channels, num_classes=classes)
+    side, channels, classes = FAMILIES[family]
+    model = densenet.get_model(family, in_channels=channels, num_classes=classes)
     shape = (1, channels, side, side)
     fast = fp32_model(model, shape)  # runs its batch-1 graph for one image
     usual = InferenceModel(fast.graph, mx.cpu())
@@ -47,13 +50,11 @@ def measure(family, rounds, calls):
         raise SystemExit(f'{family}: the batch-1 graph computed other values')
     for predict in (fast.predict, usual.predict):  # warm-up
         _ms(predict, X, 3)
-    times = []
-    for r in range(rounds):  # which graph goes first alternates
-        if r % 2:
-            usual_ms, fast_ms = _ms(usual.predict, X, calls), _ms(fast.predict, X, calls)
-            times.append((fast_ms, usual_ms))
-        else:
-            times.append((_ms(fast.predict, X, calls), _ms(usual.predict, X, calls)))
+    order, times = (('fast', fast), ('usual', usual)), []
+    for r in range(rounds):
+        ms = {name: _ms(run.predict, X, calls)  # which graph goes first alternates
+              for name, run in (order[::-1] if r % 2 else order)}
+        times.append((ms['fast'], ms['usual']))
     return {'model': family, 'input': f'{side}x{side}', 'rounds': rounds, 'calls': calls,
             'batch1_ms': statistics.median(t[0] for t in times),
             'usual_ms': statistics.median(t[1] for t in times),

@@ -98,10 +98,10 @@ class GraphExecutors:
                        if n not in self.params and n not in self.stats]:
             raise ValueError(f'the traced graph has inputs that are not parameters of the '
                              f'network: {missing[:3]}')
-        # (context, shape, dtype) -> (executor, the arrays and gradient requests it was
-        # bound to)
+        # (context, shape, dtype) -> (executor, the arrays and the gradient requests it
+        # was bound to)
         self._executors: dict[tuple[mx.Context, tuple[int, ...], onp.dtype],
-                              tuple[mx.executor.Executor, list[object]]] = {}
+                              tuple[mx.executor.Executor, list[Array], list[str]]] = {}
         # (name, context, dtype) -> the padded trace's own running statistic there
         self._own: dict[tuple[str, mx.Context, onp.dtype], mx.nd.NDArray] = {}
         # context -> the recorded step whose backward has not run yet
@@ -163,14 +163,15 @@ class GraphExecutors:
         reqs = {n: self.params[n].grad_req for n in self.arg_names}
         aux = {n: self.params[n].data(ctx) if n in self.params
                else self._stat_array(self.stats[n], ctx) for n in self.aux_names}
-        arrays = [*args.values(), *aux.values(), *reqs.values()]
+        arrays, requests = [*args.values(), *aux.values()], list(reqs.values())
         entry = self._executors.get(key)
-        if entry is not None and [id(a) for a in entry[1]] == [id(a) for a in arrays]:
-            return entry[0]  # bound to these very arrays (it holds them: no id is reused)
+        if entry is not None and entry[2] == requests and \
+                [id(a) for a in entry[1]] == [id(a) for a in arrays]:
+            return entry[0]  # bound to these very arrays (kept here: no id is reused)
         if entry is not None:  # new arrays: every executor on this device is stale
             self._executors = {k: v for k, v in self._executors.items() if k[0] != ctx}
         # Executors of other batch shapes on this device share one memory pool.
-        shared = next((ex for (c, _, _), (ex, _) in self._executors.items() if c == ctx), None)
+        shared = next((ex for (c, _, _), (ex, *_) in self._executors.items() if c == ctx), None)
         ex = self.sym.bind(ctx, args={**{k: v.as_nd_ndarray() for k, v in args.items()},
                                       'data': mx.nd.zeros(X.shape, ctx=ctx, dtype=X.dtype)},
                            args_grad={n: mx.nd.zeros_like(args[n].as_nd_ndarray())
@@ -178,7 +179,7 @@ class GraphExecutors:
                            grad_req={**reqs, 'data': 'null'},
                            aux_states={k: v.as_nd_ndarray() for k, v in aux.items()},
                            shared_exec=shared)
-        self._executors[key] = (ex, arrays)
+        self._executors[key] = (ex, arrays, requests)
         return ex
 
     def trained(self) -> list[str]:
