@@ -44,7 +44,8 @@ def child(args):
     model.net(np.zeros((1, args.channels, args.side, args.side)))
     if args.infer:
         return infer_child(args, model)
-    prepare_model(model, [mx.cpu()], hybridize=True, padded=not args.unpadded)
+    prepare_model(model, [mx.cpu()], hybridize=True, padded=not args.unpadded,
+                  fuse=not args.unfused)
     X = np.random.uniform(size=(args.batch_size, args.channels, args.side, args.side))
     y = np.zeros((args.batch_size,), dtype='int32')
     trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})
@@ -116,10 +117,13 @@ def main():
     p.add_argument('--unpadded', action='store_true',
                    help='the hybridized graph at the model\'s channel counts, not the padded '
                         'trace (densenet.modes.padded)')
+    p.add_argument('--unfused', action='store_true',
+                   help='BatchNorm and ReLU as two operators, not fused into one '
+                        '(densenet.modes.fused)')
     p.add_argument('--infer', choices=['batch1', 'usual'],
                    help="calls of fp32_model's graph instead of training steps: the graph it "
                         'runs for this batch (batch1), or its usual graph at any batch '
-                        '(--unpadded does not apply)')
+                        '(--unpadded and --unfused do not apply)')
     p.add_argument('--json', help='write every row here')
     p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = p.parse_args()

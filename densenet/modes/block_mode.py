@@ -44,8 +44,9 @@ from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock
 from densenet.errors import UsageError
+from densenet.modes.fused import is_fused, mark_onednn_inputs, set_fused_bn_relu
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
-from densenet.modes.padded import needs_padding
+from densenet.modes.padded import needs_padding, whole_blocks
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
 from densenet.system.machine import CHANNEL_BLOCK
 from densenet.system.mxcompat import (
@@ -361,8 +362,37 @@ def set_modes(net: nn.Block, mode: Callable[[DenseBlock], BlockMode]) -> None:
             else:
                 conv.__class__ = nn.Conv2D
                 conv.__dict__.pop('channel_block', None)
+    if is_fused(net):  # the layers that feed each fused BatchNorm may have changed
+        mark_onednn_inputs(net, _joins_onednn)
+    retrace(net)
+
+
+def retrace(net: nn.Block) -> None:
+    """Drop `net`'s traced graphs and executors, so that its next call traces it anew
+    (after a change of its blocks' modes or classes).
+
+    Args:
+        net: a model's network, or any Gluon block.
+    """
     net.apply(lambda b: drop_cached_graph(b) if isinstance(b, nn.HybridBlock) else None)
     forget_executors(net)
+
+
+def _joins_onednn(block: DenseBlock) -> bool:
+    """Whether a dense block joins its features through oneDNN's concatenation."""
+    return mode_of(block).concat == 'legacy'
+
+
+def fuse_bn_relu(net: nn.Block, flag: bool) -> None:
+    """Fuse every BatchNorm -> ReLU pair of `net` into one oneDNN operator, or unfuse
+    them (fused.py), and drop the graphs traced before.
+
+    Args:
+        net: a model's network.
+        flag: fuse (True) or unfuse.
+    """
+    if set_fused_bn_relu(net, flag, _joins_onednn):
+        retrace(net)
 
 
 # oneDNN's legacy concat writes each layer's new channels into a view of the joint
@@ -452,7 +482,8 @@ def concat_mode(net: nn.HybridBlock, mode: str | None, hybridize: bool = False,
         `net`.
     """
     before = {b: mode_of(b) for b in dense_blocks(net)}
-    was_hybridized = is_hybridized(net)
+    was_hybridized, was_fused = is_hybridized(net), is_fused(net)
+    fuse_bn_relu(net, False)  # what is traced here has the book's BatchNorm and ReLU
     if mode is not None:
         set_concat_mode(net, mode)
     if channel_block is not None:
@@ -465,17 +496,20 @@ def concat_mode(net: nn.HybridBlock, mode: str | None, hybridize: bool = False,
         if hybridize and not was_hybridized:
             net.hybridize(active=False)
         set_modes(net, before.__getitem__)
+        fuse_bn_relu(net, was_fused)
 
 
 def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
-                  hybridize: bool, memory_efficient: bool = False, padded: bool = True) -> C:
+                  hybridize: bool, memory_efficient: bool = False, padded: bool = True,
+                  fuse: bool = True) -> C:
     """Move `model` to `ctxs` and put it on the fast or the book-literal path.
 
     The fast path hybridizes with the oneDNN-friendly concatenation, on a CPU
     computes the dense layers' new features in whole channel blocks
-    (`PaddedConv2D`) and trains a network with channel counts that are not
-    multiples of 8 (a growth rate of 12) on its padded trace (padded.py), and,
-    when memory-efficient, trains through MXNet's recomputing executor
+    (`PaddedConv2D`), applies each BatchNorm and the ReLU after it as one
+    oneDNN operator (fused.py) and trains a network with channel counts that are
+    not multiples of 8 (a growth rate of 12) on its padded trace (padded.py),
+    and, when memory-efficient, trains through MXNet's recomputing executor
     (mirror.py) instead.
 
     Args:
@@ -485,6 +519,8 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
         memory_efficient: recompute each dense layer in backward.
         padded: on a CPU's fast path, train on the padded trace where the channels
             need it (False: the hybridized graph at the model's channel counts).
+        fuse: on a CPU's fast path, compute each BatchNorm and the ReLU after it as one
+            oneDNN operator (fused.py; False: as two).
 
     Returns:
         The model.
@@ -498,5 +534,9 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
         concat, block = fast_concat_mode(model.net), channel_block(ctxs)
         set_modes(model.net, lambda b: dataclasses.replace(
             mode_of(b), concat=concat, channel_block=block, padded=padded and block > 1))
+    # verified where oneDNN's channel block is CHANNEL_BLOCK (AVX2): fused.py
+    fuse_bn_relu(model.net, hybridize and fuse and channel_block(ctxs) > 1 and
+                 whole_blocks() == CHANNEL_BLOCK)
+    if hybridize:
         model.net.hybridize(static_alloc=True, static_shape=True)
     return model

@@ -32,6 +32,7 @@ import numpy as onp
 from mxnet.gluon import Parameter, nn
 
 from densenet.core.blocks import DenseBlock
+from densenet.modes.fused import BatchNormReLU, bn_relu, conv_blocks, feeds_convolution
 from densenet.system.machine import CHANNEL_BLOCK
 from densenet.system.mxcompat import activation_type, dense_flattens, layer_kwargs
 from densenet.system.runtime import capabilities
@@ -49,8 +50,8 @@ def whole_blocks() -> int:
 
 
 #: Layers that map a zero channel to zero and keep the channels where they are.
-_ZERO_KEEPING = (nn.Dropout, nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D,
-                 nn.GlobalMaxPool2D)
+_POOLS = (nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D, nn.GlobalMaxPool2D)
+_ZERO_KEEPING = (nn.Dropout, *_POOLS)
 
 
 class Unpaddable(Exception):
@@ -220,6 +221,10 @@ class _Trace:
         self.stats: dict[str, PaddedStat] = {}
         self.values: dict[str, onp.ndarray] = {}
         self.pooled = False  # the spatial axes are 1x1 (after a global pooling)
+        # the tensor at hand is in oneDNN's blocked layout (a fused BatchNorm needs its
+        # input so: fused.py); the network's input is not
+        self.blocked = False
+        self.feeds_convolution = False  # the layer at hand and the next feed one
 
     def spread(self, param: Parameter, ch: Channels, axis: int, fill: float,
                extra: int = 0) -> mx.sym.Symbol:
@@ -269,17 +274,21 @@ class _Trace:
                 y = y.as_nd_ndarray()
                 pieces = [x.as_nd_ndarray(), y] if self.frozen else [*pieces, y]
                 x = mx.sym.concat(*pieces, dim=1).as_np_ndarray()
-                ch = ch.join(new)
+                ch = ch.join(new)  # oneDNN joins blocked tensors into a blocked one
             return x, ch
         if isinstance(blk, (nn.HybridSequential, nn.Sequential)):
-            for child in blk:
+            children = list(blk)
+            for i, child in enumerate(children):
+                self.feeds_convolution = feeds_convolution(children, i)
                 x, ch = self.layer(child, x, ch)
             return x, ch
         if isinstance(blk, nn.Conv2D):
             self.pooled = False
+            self.blocked = conv_blocks(ch.padded or blk.weight.shape[1], self.blocked)
             return self.conv(blk, x, ch)
         if isinstance(blk, nn.BatchNorm):
             return self.batch_norm(blk, x, ch)
+        self.blocked = self.blocked and isinstance(blk, (nn.Activation, *_POOLS))
         if isinstance(blk, nn.Dense):
             return self.dense(blk, x, ch)
         if isinstance(blk, nn.Flatten) and (self.pooled or not ch.has_zeros):
@@ -310,20 +319,33 @@ class _Trace:
 
     def batch_norm(self, bn: nn.BatchNorm, x: mx.sym.Symbol, ch: Channels
                    ) -> tuple[mx.sym.Symbol, Channels]:
-        if not ch.has_zeros:
+        """A BatchNorm; a `BatchNormReLU` applies its ReLU too, in one operator where its
+        input is a oneDNN operator's output (fused.py)."""
+        fused = isinstance(bn, BatchNormReLU)
+        if not (ch.has_zeros or fused):
             return bn(x), ch
         if layer_kwargs(bn).get('axis', 1) != 1:
             raise Unpaddable('a BatchNorm over another axis than the channels')
-        gamma, beta = self.spread(bn.gamma, ch, 0, 1), self.spread(bn.beta, ch, 0, 0)
+        if ch.has_zeros:
+            gamma, beta = self.spread(bn.gamma, ch, 0, 1), self.spread(bn.beta, ch, 0, 0)
+        else:
+            gamma, beta = (p.var().as_np_ndarray() for p in (bn.gamma, bn.beta))
         stats = []
         for param, fill in ((bn.running_mean, 0.0), (bn.running_var, 1.0)):
-            if self.frozen:
+            if not ch.has_zeros:  # the model's own, which the operator updates
+                stats.append(param.var().as_np_ndarray())
+            elif self.frozen:
                 stats.append(self.spread(param, ch, 0, fill))
-                continue
-            stat = PaddedStat(f'{param.name}__padded', param, ch, fill)
-            self.stats[stat.name] = stat
-            stats.append(mx.sym.var(stat.name, shape=stat.shape,
-                                    dtype=param.dtype).as_np_ndarray())
+            else:
+                stat = PaddedStat(f'{param.name}__padded', param, ch, fill)
+                self.stats[stat.name] = stat
+                stats.append(mx.sym.var(stat.name, shape=stat.shape,
+                                        dtype=param.dtype).as_np_ndarray())
+        if fused:
+            blocked = self.blocked and self.feeds_convolution and \
+                (ch.padded or bn.gamma.shape[0]) % CHANNEL_BLOCK == 0
+            return bn_relu(mx.sym, x, gamma, beta, *stats, fused=blocked and bn.fusable(x),
+                           **layer_kwargs(bn)), ch
         return mx.sym.npx.batch_norm(x, gamma, beta, *stats, **layer_kwargs(bn)), ch
 
     def dense(self, dense: nn.Dense, x: mx.sym.Symbol, ch: Channels

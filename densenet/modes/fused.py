@@ -1,0 +1,252 @@
+"""BatchNorm and ReLU as one oneDNN operator, on the fast path of a CPU.
+
+Every BatchNorm of a DenseNet (its dense layers, transitions, stem and head)
+feeds a ReLU. MXNet's oneDNN build has the pair as one operator,
+``_contrib_BatchNormWithReLU``: oneDNN applies the ReLU as BatchNorm writes its
+output, and in backward masks the gradient inside BatchNorm's own kernel. The
+separate ReLU costs a pass over the tensor each way, and MXNet 1.9.1 writes the
+ReLU's in-place gradient through a temporary that it then copies back.
+
+`set_fused_bn_relu` switches each BatchNorm that a ReLU `nn.Activation` follows in
+the same sequential block to `BatchNormReLU`, and that ReLU to `FusedReLU`, in
+place: the parameters, their names and the saved files stay as they are. Only
+oneDNN has the fused operator, for float32 on 4-D NCHW tensors; a
+`BatchNormReLU` of another dtype, or called imperatively on another device,
+applies BatchNorm and then ReLU as the book's layers do. ``prepare_model`` fuses
+on the fast path of a CPU; `densenet.modes.concat_mode` unfuses for what it
+traces (exports, inference graphs), whose graph passes know the two operators.
+
+MXNet 1.9.1 computes the fused backward wrongly when BatchNorm's input was in
+the plain layout in the forward pass and its output's gradient arrives in a
+blocked one: it reorders the input to the gradient's layout but reads oneDNN's
+ReLU mask, saved in the forward pass's layout, as it is. So a `BatchNormReLU`
+runs the fused operator only on an input in oneDNN's blocked layout, whose
+channels are whole blocks: the network's input is plain; a convolution writes
+the blocked layout where it reads it, or reads an image (fewer channels than a
+block); pooling, BatchNorm and ReLU keep their input's; oneDNN's concatenation
+joins blocked tensors into a blocked one; a numpy operator (the numpy
+concatenation, a `PaddedConv2D`'s split), and any other layer, writes the plain
+one. The gradient must come back in the input's layout too, as a convolution's
+backward pass hands it back: a pooling's may use another blocked layout, and oneDNN
+has no fused backward for two layouts, so the pair must feed a convolution.
+`set_fused_bn_relu` follows that through the hybridized network
+(``onednn_input``), the padded trace (padded.py) through its own graph. Those
+rules are how oneDNN's AVX2 kernels lay tensors out (`tests/modes/test_fused.py`
+checks them with ``DNNL_VERBOSE``); ``prepare_model`` fuses where oneDNN's
+channel block is `CHANNEL_BLOCK`, AVX2 or ``DNNL_MAX_CPU_ISA=AVX2``, and not
+with AVX-512, where they are unchecked.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import mxnet as mx
+import numpy as onp
+from mxnet.gluon import nn
+
+from densenet.core.blocks import DenseBlock
+from densenet.system.hints import ArrayOrSymbol, OpNamespace
+from densenet.system.machine import CHANNEL_BLOCK
+from densenet.system.mxcompat import activation_type, layer_kwargs
+
+#: The dtypes oneDNN's fused operator takes (MXNet's float64 and float16 have no kernel).
+FUSED_DTYPES = ('float32',)
+
+
+def onednn_enabled() -> bool:
+    """Whether MXNet runs its oneDNN kernels here (its build has them, and
+    ``MXNET_MKLDNN_ENABLED`` does not turn them off).
+
+    Returns:
+        True where they run.
+    """
+    return mx.runtime.Features().is_enabled('MKLDNN') and \
+        os.environ.get('MXNET_MKLDNN_ENABLED', '1') != '0'
+
+
+def bn_relu(F: OpNamespace, x: ArrayOrSymbol, gamma: ArrayOrSymbol, beta: ArrayOrSymbol,
+            mean: ArrayOrSymbol, var: ArrayOrSymbol, *, fused: bool,
+            **kwargs: object) -> ArrayOrSymbol:
+    """``relu(batch_norm(x))`` on numpy-mode arrays or symbols.
+
+    Args:
+        F: the operator namespace (`mx.nd` or `mx.sym`).
+        x: the input, 4-D NCHW where `fused`.
+        gamma, beta, mean, var: BatchNorm's scale, shift and running statistics.
+        fused: as one oneDNN operator (float32 on a CPU), else as two.
+        **kwargs: BatchNorm's operator arguments (`layer_kwargs` of a BatchNorm), and
+            its node's name.
+
+    Returns:
+        The output, numpy-mode.
+    """
+    if fused:
+        inputs = [a.as_nd_ndarray() for a in (x, gamma, beta, mean, var)]
+        return F.contrib.BatchNormWithReLU(*inputs, **kwargs).as_np_ndarray()
+    return F.npx.activation(F.npx.batch_norm(x, gamma, beta, mean, var, **kwargs),
+                            act_type='relu')
+
+
+class BatchNormReLU(nn.BatchNorm):
+    """A BatchNorm with the ReLU after it applied too: `set_fused_bn_relu` makes one, in
+    place, of a BatchNorm whose ReLU it makes a `FusedReLU`, and sets ``onednn_input``:
+    whether, in the network's hybridized graph, the layer's input is made by a oneDNN
+    operator (see the module)."""
+
+    onednn_input: bool = False
+
+    def fusable(self, x: ArrayOrSymbol) -> bool:
+        """Whether oneDNN's fused operator can compute this layer on `x`, its input made by
+        a oneDNN operator.
+
+        Args:
+            x: the input (an array, or a symbol while tracing: its dtype is the
+                parameters').
+
+        Returns:
+            True for float32 over the channel axis of NCHW input, on a CPU.
+        """
+        if not isinstance(x, mx.sym.Symbol) and not (
+                x.ctx.device_type == 'cpu' and x.ndim == 4 and
+                onp.dtype(x.dtype).name in FUSED_DTYPES):
+            return False
+        return onp.dtype(self.gamma.dtype).name in FUSED_DTYPES and \
+            layer_kwargs(self).get('axis', 1) == 1 and onednn_enabled()
+
+    def hybrid_forward(self, F: OpNamespace, x: ArrayOrSymbol, gamma: ArrayOrSymbol,
+                       beta: ArrayOrSymbol, running_mean: ArrayOrSymbol,
+                       running_var: ArrayOrSymbol) -> ArrayOrSymbol:
+        fused = self.onednn_input and self.fusable(x)
+        return bn_relu(F, x, gamma, beta, running_mean, running_var, fused=fused,
+                       name='fwd', **layer_kwargs(self))
+
+
+class FusedReLU(nn.Activation):
+    """A ReLU that the `BatchNormReLU` before it applies already: passes its input on."""
+
+    def hybrid_forward(self, F: OpNamespace, x: ArrayOrSymbol) -> ArrayOrSymbol:
+        return x
+
+
+def _pairs(net: nn.Block) -> list[tuple[nn.Block, nn.Block]]:
+    """Every (layer, next layer) of the sequential blocks inside `net`."""
+    pairs: list[tuple[nn.Block, nn.Block]] = []
+
+    def visit(block: nn.Block) -> None:
+        if isinstance(block, (nn.Sequential, nn.HybridSequential)):
+            children = list(block)
+            pairs.extend(zip(children[:-1], children[1:], strict=True))
+    net.apply(visit)
+    return pairs
+
+
+#: Layers whose output is in oneDNN's blocked layout where their input is (the exact
+#: classes: a `PaddedConv2D` splits its output with a numpy operator).
+_LAYOUT_KEEPING = (nn.Conv2D, nn.MaxPool2D, nn.AvgPool2D, nn.BatchNorm, FusedReLU)
+
+
+def conv_blocks(in_channels: int, blocked: bool) -> bool:
+    """Whether oneDNN writes a convolution's output in its blocked layout: where the input
+    is blocked, or has fewer channels than a block (an image, which oneDNN's
+    first-layer kernels read as it is).
+
+    Args:
+        in_channels: the convolution's input channels (0: not known yet).
+        blocked: whether its input is in the blocked layout.
+
+    Returns:
+        True where the output is blocked.
+    """
+    return blocked or 0 < in_channels < CHANNEL_BLOCK
+
+
+def feeds_convolution(layers: list[nn.Block], i: int) -> bool:
+    """Whether the BatchNorm ``layers[i]`` and its ReLU feed a convolution, whose backward
+    pass hands the gradient back in the layout of its input (a pooling's may hand it back
+    in another blocked layout, for which oneDNN has no fused backward).
+
+    Args:
+        layers: a sequential block's layers.
+        i: the BatchNorm's index.
+
+    Returns:
+        True where ``layers[i + 2]`` is a `Conv2D`.
+    """
+    return i + 2 < len(layers) and isinstance(layers[i + 2], nn.Conv2D)
+
+
+def mark_onednn_inputs(net: nn.Block, joins_onednn: Callable[[nn.Block], bool]) -> None:
+    """Set ``onednn_input`` of every `BatchNormReLU` inside `net`: whether its input in
+    the hybridized graph is in oneDNN's blocked layout, its channels whole blocks, and
+    its ReLU feeds a convolution (see the module). The network's input is in the plain
+    layout.
+
+    Args:
+        net: a model's network.
+        joins_onednn: whether a `DenseBlock` joins its layers' features through oneDNN's
+            concatenation (its mode's).
+    """
+    def walk(block: nn.Block, blocked: bool) -> bool:
+        """Mark inside `block`, whose input is blocked or not; whether its output is."""
+        if isinstance(block, DenseBlock):
+            joins = joins_onednn(block)
+            for layer in block.net:  # oneDNN joins blocked tensors into a blocked one
+                blocked = walk(layer, blocked) and blocked and joins
+            return blocked
+        if isinstance(block, (nn.Sequential, nn.HybridSequential)):
+            children = list(block)
+            for i, child in enumerate(children):
+                if isinstance(child, BatchNormReLU):
+                    child.onednn_input = blocked and feeds_convolution(children, i) and \
+                        child.gamma.shape[0] % CHANNEL_BLOCK == 0
+                blocked = walk(child, blocked)
+            return blocked
+        if type(block) is nn.Conv2D:
+            return conv_blocks(block.weight.shape[1], blocked)
+        return blocked and (type(block) in (*_LAYOUT_KEEPING, BatchNormReLU) or
+                            type(block) is nn.Activation and activation_type(block) == 'relu')
+    walk(net, False)
+
+
+def set_fused_bn_relu(net: nn.Block, flag: bool = True,
+                      joins_onednn: Callable[[nn.Block], bool] = lambda block: False) -> int:
+    """Fuse (or unfuse) every BatchNorm -> ReLU pair of sequential blocks inside `net`.
+
+    The caller drops the traced graphs (`densenet.modes.block_mode.fuse_bn_relu` does).
+
+    Args:
+        net: a model's network.
+        flag: fuse (True) or switch fused pairs back to the book's layers.
+        joins_onednn: with `flag`: whether a `DenseBlock` joins its layers' features
+            through oneDNN's concatenation (`mark_onednn_inputs`).
+
+    Returns:
+        The number of pairs switched.
+    """
+    switched = 0
+    for bn, act in _pairs(net):
+        if flag and type(bn) is nn.BatchNorm and type(act) is nn.Activation and \
+                activation_type(act) == 'relu':
+            bn.__class__, act.__class__ = BatchNormReLU, FusedReLU
+        elif not flag and type(bn) is BatchNormReLU and type(act) is FusedReLU:
+            bn.__class__, act.__class__ = nn.BatchNorm, nn.Activation
+            bn.__dict__.pop('onednn_input', None)
+        else:
+            continue
+        switched += 1
+    if flag:
+        mark_onednn_inputs(net, joins_onednn)
+    return switched
+
+
+def is_fused(net: nn.Block) -> bool:
+    """Whether some BatchNorm -> ReLU pair inside `net` is fused.
+
+    Args:
+        net: a model's network.
+
+    Returns:
+        True where one is.
+    """
+    return any(type(bn) is BatchNormReLU for bn, _ in _pairs(net))
