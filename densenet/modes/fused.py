@@ -26,9 +26,10 @@ the blocked layout where it reads it, or reads an image (fewer channels than a
 block); pooling, BatchNorm and ReLU keep their input's; oneDNN's concatenation
 joins blocked tensors into a blocked one; a numpy operator (the numpy
 concatenation, a `PaddedConv2D`'s split), and any other layer, writes the plain
-one. The gradient must come back in the input's layout too, as a convolution's
-backward pass hands it back: a pooling's may use another blocked layout, and oneDNN
-has no fused backward for two layouts, so the pair must feed a convolution.
+one. The gradient must come back in the input's layout too, as the backward pass of
+a convolution or of a stem's 3x3 max pooling hands it back (`feeds_convolution`):
+a larger pooling's may use another blocked layout, and oneDNN has no fused backward
+for two layouts.
 `set_fused_bn_relu` follows that through the hybridized network
 (``onednn_input``), the padded trace (padded.py) through its own graph. Those
 rules are how oneDNN's AVX2 kernels lay tensors out (`tests/modes/test_fused.py`
@@ -162,18 +163,23 @@ def conv_blocks(in_channels: int, blocked: bool) -> bool:
 
 
 def feeds_convolution(layers: list[nn.Block], i: int) -> bool:
-    """Whether the BatchNorm ``layers[i]`` and its ReLU feed a convolution, whose backward
-    pass hands the gradient back in the layout of its input (a pooling's may hand it back
-    in another blocked layout, for which oneDNN has no fused backward).
+    """Whether the BatchNorm ``layers[i]`` and its ReLU feed a convolution or a small max
+    pooling (a stem's), whose backward passes hand the gradient back in the layout of
+    their input. oneDNN's reference pooling (a global pooling over 16x16) hands it back
+    in another blocked layout, for which oneDNN has no fused backward.
 
     Args:
         layers: a sequential block's layers.
         i: the BatchNorm's index.
 
     Returns:
-        True where ``layers[i + 2]`` is a `Conv2D`.
+        True where ``layers[i + 2]`` is a `Conv2D`, or a `MaxPool2D` of at most 3x3.
     """
-    return i + 2 < len(layers) and isinstance(layers[i + 2], nn.Conv2D)
+    if i + 2 >= len(layers):
+        return False
+    after = layers[i + 2]
+    return isinstance(after, nn.Conv2D) or type(after) is nn.MaxPool2D and \
+        not layer_kwargs(after)['global_pool'] and max(layer_kwargs(after)['kernel']) <= 3
 
 
 def mark_onednn_inputs(net: nn.Block, joins_onednn: Callable[[nn.Block], bool]) -> None:
