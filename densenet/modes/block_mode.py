@@ -44,7 +44,7 @@ from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock
 from densenet.errors import UsageError
-from densenet.modes.fused import is_fused, mark_onednn_inputs, set_fused_bn_relu
+from densenet.modes.fused import is_fused, mark_fusable, set_fused_bn_relu
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
 from densenet.modes.padded import needs_padding, whole_blocks
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
@@ -363,7 +363,7 @@ def set_modes(net: nn.Block, mode: Callable[[DenseBlock], BlockMode]) -> None:
                 conv.__class__ = nn.Conv2D
                 conv.__dict__.pop('channel_block', None)
     if is_fused(net):  # the layers that feed each fused BatchNorm may have changed
-        mark_onednn_inputs(net, _joins_onednn)
+        mark_fusable(net, _joins_onednn)
     retrace(net)
 
 
@@ -483,13 +483,13 @@ def concat_mode(net: nn.HybridBlock, mode: str | None, hybridize: bool = False,
     """
     before = {b: mode_of(b) for b in dense_blocks(net)}
     was_hybridized, was_fused = is_hybridized(net), is_fused(net)
-    fuse_bn_relu(net, False)  # what is traced here has the book's BatchNorm and ReLU
     if mode is not None:
         set_concat_mode(net, mode)
     if channel_block is not None:
         set_modes(net, lambda b: dataclasses.replace(mode_of(b), channel_block=channel_block))
     if hybridize and not was_hybridized:
         net.hybridize()
+    fuse_bn_relu(net, False)  # what is traced here has the book's BatchNorm and ReLU
     try:
         yield net
     finally:

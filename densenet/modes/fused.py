@@ -31,7 +31,7 @@ a convolution or of a stem's 3x3 max pooling hands it back (`feeds_convolution`)
 a larger pooling's may use another blocked layout, and oneDNN has no fused backward
 for two layouts.
 `set_fused_bn_relu` follows that through the hybridized network
-(``onednn_input``), the padded trace (padded.py) through its own graph. Those
+(``fuse_in_graph``), the padded trace (padded.py) through its own graph. Those
 rules are how oneDNN's AVX2 kernels lay tensors out (`tests/modes/test_fused.py`
 checks them with ``DNNL_VERBOSE``); ``prepare_model`` fuses where oneDNN's
 channel block is `CHANNEL_BLOCK`, AVX2 or ``DNNL_MAX_CPU_ISA=AVX2``, and not
@@ -91,15 +91,15 @@ def bn_relu(F: OpNamespace, x: ArrayOrSymbol, gamma: ArrayOrSymbol, beta: ArrayO
 
 class BatchNormReLU(nn.BatchNorm):
     """A BatchNorm with the ReLU after it applied too: `set_fused_bn_relu` makes one, in
-    place, of a BatchNorm whose ReLU it makes a `FusedReLU`, and sets ``onednn_input``:
-    whether, in the network's hybridized graph, the layer's input is made by a oneDNN
-    operator (see the module)."""
+    place, of a BatchNorm whose ReLU it makes a `FusedReLU`, and sets ``fuse_in_graph``:
+    whether the network's hybridized graph may run the pair as one operator there
+    (`mark_fusable`, see the module)."""
 
-    onednn_input: bool = False
+    fuse_in_graph: bool = False
 
     def fusable(self, x: ArrayOrSymbol) -> bool:
-        """Whether oneDNN's fused operator can compute this layer on `x`, its input made by
-        a oneDNN operator.
+        """Whether oneDNN's fused operator has a kernel for this layer on `x` (where it
+        computes right is the caller's to know: `mark_fusable`).
 
         Args:
             x: the input (an array, or a symbol while tracing: its dtype is the
@@ -118,7 +118,7 @@ class BatchNormReLU(nn.BatchNorm):
     def hybrid_forward(self, F: OpNamespace, x: ArrayOrSymbol, gamma: ArrayOrSymbol,
                        beta: ArrayOrSymbol, running_mean: ArrayOrSymbol,
                        running_var: ArrayOrSymbol) -> ArrayOrSymbol:
-        fused = self.onednn_input and self.fusable(x)
+        fused = self.fuse_in_graph and self.fusable(x)
         return bn_relu(F, x, gamma, beta, running_mean, running_var, fused=fused,
                        name='fwd', **layer_kwargs(self))
 
@@ -182,11 +182,11 @@ def feeds_convolution(layers: list[nn.Block], i: int) -> bool:
         not layer_kwargs(after)['global_pool'] and max(layer_kwargs(after)['kernel']) <= 3
 
 
-def mark_onednn_inputs(net: nn.Block, joins_onednn: Callable[[nn.Block], bool]) -> None:
-    """Set ``onednn_input`` of every `BatchNormReLU` inside `net`: whether its input in
+def mark_fusable(net: nn.Block, joins_onednn: Callable[[nn.Block], bool]) -> None:
+    """Set ``fuse_in_graph`` of every `BatchNormReLU` inside `net`: whether its input in
     the hybridized graph is in oneDNN's blocked layout, its channels whole blocks, and
-    its ReLU feeds a convolution (see the module). The network's input is in the plain
-    layout.
+    its ReLU feeds a convolution or a small max pooling (`feeds_convolution`; see the
+    module). The network's input is in the plain layout.
 
     Args:
         net: a model's network.
@@ -204,7 +204,7 @@ def mark_onednn_inputs(net: nn.Block, joins_onednn: Callable[[nn.Block], bool]) 
             children = list(block)
             for i, child in enumerate(children):
                 if isinstance(child, BatchNormReLU):
-                    child.onednn_input = blocked and feeds_convolution(children, i) and \
+                    child.fuse_in_graph = blocked and feeds_convolution(children, i) and \
                         child.gamma.shape[0] % CHANNEL_BLOCK == 0
                 blocked = walk(child, blocked)
             return blocked
@@ -225,7 +225,7 @@ def set_fused_bn_relu(net: nn.Block, flag: bool = True,
         net: a model's network.
         flag: fuse (True) or switch fused pairs back to the book's layers.
         joins_onednn: with `flag`: whether a `DenseBlock` joins its layers' features
-            through oneDNN's concatenation (`mark_onednn_inputs`).
+            through oneDNN's concatenation (`mark_fusable`).
 
     Returns:
         The number of pairs switched.
@@ -237,12 +237,12 @@ def set_fused_bn_relu(net: nn.Block, flag: bool = True,
             bn.__class__, act.__class__ = BatchNormReLU, FusedReLU
         elif not flag and type(bn) is BatchNormReLU and type(act) is FusedReLU:
             bn.__class__, act.__class__ = nn.BatchNorm, nn.Activation
-            bn.__dict__.pop('onednn_input', None)
+            bn.__dict__.pop('fuse_in_graph', None)
         else:
             continue
         switched += 1
     if flag:
-        mark_onednn_inputs(net, joins_onednn)
+        mark_fusable(net, joins_onednn)
     return switched
 
 

@@ -268,13 +268,15 @@ class _Trace:
             # with one another, not with a BatchNorm's blocked gradient, which MXNet
             # would first reorder (that sum took a fifth of a DenseNet-BC-100 step).
             # Inference keeps the chain, which measured faster at batch 1.
-            pieces = [x.as_nd_ndarray()]
+            pieces, blocked = [x.as_nd_ndarray()], self.blocked
             for layer in blk.net:
                 y, new = self.layer(layer, x, ch)
                 y = y.as_nd_ndarray()
                 pieces = [x.as_nd_ndarray(), y] if self.frozen else [*pieces, y]
                 x = mx.sym.concat(*pieces, dim=1).as_np_ndarray()
-                ch = ch.join(new)  # oneDNN joins blocked tensors into a blocked one
+                ch = ch.join(new)
+                # oneDNN joins blocked tensors into a blocked one
+                blocked = self.blocked = blocked and self.blocked
             return x, ch
         if isinstance(blk, (nn.HybridSequential, nn.Sequential)):
             children = list(blk)

@@ -50,7 +50,7 @@ def run(case, fuse):
         loss.backward()
         trainer.step(1)
     fused = []
-    model.net.apply(lambda b: fused.append(b.onednn_input)
+    model.net.apply(lambda b: fused.append(b.fuse_in_graph)
                     if isinstance(b, BatchNormReLU) else None)
     params = [p.data().asnumpy() for p in model.net.collect_params().values()]
     out = model(X).asnumpy()
@@ -139,8 +139,8 @@ def test_mxnet_misreads_the_relu_mask_of_a_plain_input():
         net(X)
         if force is not None:
             set_fused_bn_relu(net)
-            assert net[0].onednn_input is False  # the network's input is plain
-            net[0].onednn_input = force
+            assert net[0].fuse_in_graph is False  # the network's input is plain
+            net[0].fuse_in_graph = force
         net.hybridize(static_alloc=True, static_shape=True)
         X.attach_grad()
         with autograd.record():
@@ -190,7 +190,7 @@ def test_the_fast_path_fuses_where_verified_and_tracing_unfuses():
             assert FUSED_OP not in _ops(model.net, X)
         assert is_fused(model.net)
         set_concat_mode(model, 'numpy')
-        marks = [b.onednn_input for b in model.net[1].net[1] if isinstance(b, BatchNormReLU)]
+        marks = [b.fuse_in_graph for b in model.net[1].net[1] if isinstance(b, BatchNormReLU)]
         assert marks == [False]  # its input is now a numpy concatenation
         # as is the transition's, and the transition's convolution, reading the plain
         # layout, writes it: only the stem's and the first layer's stay
