@@ -73,6 +73,20 @@ EXTRAS = {'onnxruntime': 'onnx', 'openvino': 'openvino'}
 ENGINE_ROUTE = ('mxnet-fp32', 'mxnet-bf16', 'mxnet-int8')
 
 
+def alternating(runs, rounds, calls):
+    """Seconds per call of each of `runs` ({name: a call}), timed in turn for `calls` calls
+    each round, which goes first alternating, so that a machine whose speed drifts
+    affects all alike: {name: [one figure a round]}."""
+    order, times = list(runs.items()), {name: [] for name in runs}
+    for r in range(rounds):
+        for name, call in (order[::-1] if r % 2 else order):
+            tic = time.perf_counter()
+            for _ in range(calls):
+                call()
+            times[name].append((time.perf_counter() - tic) / calls)
+    return times
+
+
 def _rss_mb():
     """This process's resident memory now, in MB (Linux)."""
     with open('/proc/self/statm') as f:

@@ -46,6 +46,9 @@ def child(args):
         return infer_child(args, model)
     prepare_model(model, [mx.cpu()], hybridize=True, padded=not args.unpadded,
                   fuse=not args.unfused)
+    from densenet.modes.fused import is_fused
+    print(f'dnnl_profile: BatchNorm and ReLU '
+          f'{"fused" if is_fused(model.net) else "as two operators"}', flush=True)
     X = np.random.uniform(size=(args.batch_size, args.channels, args.side, args.side))
     y = np.zeros((args.batch_size,), dtype='int32')
     trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})
@@ -137,7 +140,9 @@ def main():
                  f'the steps failed (status {proc.returncode})')
     lines = proc.stdout.splitlines()
     rows = table(lines, args.steps)
-    print(next((line for line in lines if line.endswith('with the logging on')), ''))
+    for line in lines:
+        if line.startswith('dnnl_profile: BatchNorm') or line.endswith('with the logging on'):
+            print(line)
     step, digits = ('call', 2) if args.infer else ('step', 0)
     calls = 'calls' if args.infer else 'calls a step'
     print(f'| oneDNN primitive | implementation | pass | ms a {step} | share | {calls} |')

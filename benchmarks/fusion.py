@@ -1,12 +1,13 @@
 """Training steps of the fast path with each BatchNorm and its ReLU fused into one oneDNN
 operator (`densenet.modes.fused`) against the two operators, alternating in one process.
 
-Both models start from the same weights and take the same batch; the first
-step's losses must agree to float32 rounding. Each round times a few SGD steps
-of each (which goes first alternates), so that a machine whose speed drifts
-affects both alike; the table gives the median seconds per step of each and
-the median of the per-round ratio. Freshly initialised models, bench.py's
-families at their batch sizes.
+Both models start from the same weights and take the same batch; their second
+steps' losses (after one backward pass) must agree to float32 rounding. Each round
+times a few SGD steps of each (which goes first alternates), so that a machine
+whose speed drifts affects both alike; the table gives the median seconds per step
+of each and the median of the per-round ratio. Freshly initialised models,
+bench.py's families at their batch sizes. The fusion applies where oneDNN uses
+AVX2 (`densenet.modes.fused.fusion_applies`).
 
     python benchmarks/fusion.py                         # bench.py's three families
     python benchmarks/fusion.py --families book --rounds 12 --json fusion.json
@@ -16,9 +17,8 @@ import json
 import os
 import statistics
 import sys
-import time
 
-from bench import FAMILIES  # this script's folder
+from bench import FAMILIES, alternating  # this script's folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -31,16 +31,20 @@ def measure(family, rounds, steps):
 
     import densenet
     from densenet.modes import prepare_model
+    from densenet.modes.fused import is_fused
     side, batch, channels, classes = next(f[1:] for f in FAMILIES if f[0] == family)
     X = np.array(onp.random.RandomState(0).uniform(size=(batch, channels, side, side)),
                  dtype='float32')
     y = np.array(onp.arange(batch) % classes, dtype='int32')
-    runs = {}
+    runs, losses = {}, {}
     for fuse in (True, False):
         mx.random.seed(0)
         model = densenet.get_model(family, in_channels=channels, num_classes=classes)
         model.net(np.zeros((1, channels, side, side)))
         prepare_model(model, [mx.cpu()], hybridize=True, fuse=fuse)
+        if is_fused(model.net) is not fuse:
+            raise SystemExit('this CPU keeps BatchNorm and ReLU apart (the fusion applies '
+                             'where oneDNN uses AVX2: run with DNNL_MAX_CPU_ISA=AVX2)')
         trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})
 
         def step(model=model, trainer=trainer):
@@ -50,26 +54,18 @@ def measure(family, rounds, steps):
             trainer.step(1)
             npx.waitall()
             return float(loss)
-        runs['fused' if fuse else 'unfused'] = step
-    first = {name: step() for name, step in runs.items()}
-    if abs(first['fused'] - first['unfused']) > 1e-5 * abs(first['unfused']):
-        raise SystemExit(f'{family}: the fused step computed another loss: {first}')
-    for step in runs.values():  # warm-up
-        step()
-    order, times = list(runs.items()), []
-    for r in range(rounds):
-        s = {}
-        for name, step in (order[::-1] if r % 2 else order):
-            tic = time.perf_counter()
-            for _ in range(steps):
-                step()
-            s[name] = (time.perf_counter() - tic) / steps
-        times.append((s['fused'], s['unfused']))
+        name = 'fused' if fuse else 'unfused'
+        runs[name], losses[name] = step, [step(), step()]  # the warm-up
+    # the second loss follows the first backward pass
+    if abs(losses['fused'][1] - losses['unfused'][1]) > 1e-5 * abs(losses['unfused'][1]):
+        raise SystemExit(f'{family}: the fused steps computed other losses: {losses}')
+    s = alternating(runs, rounds, steps)
     return {'model': family, 'input': f'{side}x{side}', 'batch_size': batch,
             'rounds': rounds, 'steps': steps,
-            'fused_s': statistics.median(t[0] for t in times),
-            'unfused_s': statistics.median(t[1] for t in times),
-            'speedup': statistics.median(t[1] / t[0] for t in times)}
+            'fused_s': statistics.median(s['fused']),
+            'unfused_s': statistics.median(s['unfused']),
+            'speedup': statistics.median(u / f for f, u in zip(s['fused'], s['unfused'],
+                                                                strict=True))}
 
 
 def main():

@@ -14,23 +14,15 @@ import json
 import os
 import statistics
 import sys
-import time
 
 from bench import FAMILIES as BENCH_FAMILIES  # this script's folder
+from bench import alternating
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: registry name: (side, input channels, classes), bench.py's families.
 FAMILIES = {name: (side, channels, classes)
             for name, side, _, channels, classes in BENCH_FAMILIES}
-
-
-def _ms(predict, X, calls):
-    """Milliseconds per call over `calls` calls."""
-    tic = time.perf_counter()
-    for _ in range(calls):
-        predict(X)
-    return (time.perf_counter() - tic) / calls * 1e3
 
 
 def measure(family, rounds, calls):
@@ -48,17 +40,14 @@ def measure(family, rounds, calls):
     X = onp.random.RandomState(0).uniform(size=shape).astype('float32')
     if not (fast.predict(X) == usual.predict(X)).all():
         raise SystemExit(f'{family}: the batch-1 graph computed other values')
-    for predict in (fast.predict, usual.predict):  # warm-up
-        _ms(predict, X, 3)
-    order, times = (('fast', fast), ('usual', usual)), []
-    for r in range(rounds):
-        ms = {name: _ms(run.predict, X, calls)  # which graph goes first alternates
-              for name, run in (order[::-1] if r % 2 else order)}
-        times.append((ms['fast'], ms['usual']))
+    runs = {'fast': lambda: fast.predict(X), 'usual': lambda: usual.predict(X)}
+    alternating(runs, 1, 3)  # warm-up
+    s = alternating(runs, rounds, calls)
     return {'model': family, 'input': f'{side}x{side}', 'rounds': rounds, 'calls': calls,
-            'batch1_ms': statistics.median(t[0] for t in times),
-            'usual_ms': statistics.median(t[1] for t in times),
-            'speedup': statistics.median(t[1] / t[0] for t in times)}
+            'batch1_ms': statistics.median(s['fast']) * 1e3,
+            'usual_ms': statistics.median(s['usual']) * 1e3,
+            'speedup': statistics.median(u / f for f, u in zip(s['fast'], s['usual'],
+                                                                strict=True))}
 
 
 def main():

@@ -44,9 +44,9 @@ from mxnet.gluon import nn
 
 from densenet.core.blocks import DenseBlock
 from densenet.errors import UsageError
-from densenet.modes.fused import is_fused, mark_fusable, set_fused_bn_relu
+from densenet.modes.fused import fusion_applies, is_fused, mark_fusable, set_fused_bn_relu
 from densenet.modes.mirror import forget_executors, mark_recomputed, train_forward
-from densenet.modes.padded import needs_padding, whole_blocks
+from densenet.modes.padded import needs_padding
 from densenet.system.hints import Array, ArrayOrSymbol, OpNamespace
 from densenet.system.machine import CHANNEL_BLOCK
 from densenet.system.mxcompat import (
@@ -391,7 +391,7 @@ def fuse_bn_relu(net: nn.Block, flag: bool) -> None:
         net: a model's network.
         flag: fuse (True) or unfuse.
     """
-    if set_fused_bn_relu(net, flag, _joins_onednn):
+    if set_fused_bn_relu(net, flag, _joins_onednn) or flag:  # flag: marked anew
         retrace(net)
 
 
@@ -534,9 +534,8 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
         concat, block = fast_concat_mode(model.net), channel_block(ctxs)
         set_modes(model.net, lambda b: dataclasses.replace(
             mode_of(b), concat=concat, channel_block=block, padded=padded and block > 1))
-    # verified where oneDNN's channel block is CHANNEL_BLOCK (AVX2): fused.py
     fuse_bn_relu(model.net, hybridize and fuse and channel_block(ctxs) > 1 and
-                 whole_blocks() == CHANNEL_BLOCK)
+                 fusion_applies())
     if hybridize:
         model.net.hybridize(static_alloc=True, static_shape=True)
     return model

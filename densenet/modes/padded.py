@@ -32,7 +32,14 @@ import numpy as onp
 from mxnet.gluon import Parameter, nn
 
 from densenet.core.blocks import DenseBlock
-from densenet.modes.fused import BatchNormReLU, bn_relu, conv_blocks, feeds_convolution
+from densenet.modes.fused import (
+    FusedBatchNorm,
+    bn_relu,
+    conv_blocks,
+    feeds_convolution,
+    keeps_layout,
+    whole_blocks_of,
+)
 from densenet.system.machine import CHANNEL_BLOCK
 from densenet.system.mxcompat import activation_type, dense_flattens, layer_kwargs
 from densenet.system.runtime import capabilities
@@ -50,8 +57,8 @@ def whole_blocks() -> int:
 
 
 #: Layers that map a zero channel to zero and keep the channels where they are.
-_POOLS = (nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D, nn.GlobalMaxPool2D)
-_ZERO_KEEPING = (nn.Dropout, *_POOLS)
+_ZERO_KEEPING = (nn.Dropout, nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D,
+                 nn.GlobalMaxPool2D)
 
 
 class Unpaddable(Exception):
@@ -286,11 +293,11 @@ class _Trace:
             return x, ch
         if isinstance(blk, nn.Conv2D):
             self.pooled = False
-            self.blocked = conv_blocks(ch.padded or blk.weight.shape[1], self.blocked)
+            self.blocked = conv_blocks(blk, ch.padded or blk.weight.shape[1], self.blocked)
             return self.conv(blk, x, ch)
         if isinstance(blk, nn.BatchNorm):
             return self.batch_norm(blk, x, ch)
-        self.blocked = self.blocked and isinstance(blk, (nn.Activation, *_POOLS))
+        self.blocked = self.blocked and keeps_layout(blk)
         if isinstance(blk, nn.Dense):
             return self.dense(blk, x, ch)
         if isinstance(blk, nn.Flatten) and (self.pooled or not ch.has_zeros):
@@ -321,9 +328,9 @@ class _Trace:
 
     def batch_norm(self, bn: nn.BatchNorm, x: mx.sym.Symbol, ch: Channels
                    ) -> tuple[mx.sym.Symbol, Channels]:
-        """A BatchNorm; a `BatchNormReLU` applies its ReLU too, in one operator where its
+        """A BatchNorm; a `FusedBatchNorm` applies its ReLU too, in one operator where its
         input is a oneDNN operator's output (fused.py)."""
-        fused = isinstance(bn, BatchNormReLU)
+        fused = isinstance(bn, FusedBatchNorm)
         if not (ch.has_zeros or fused):
             return bn(x), ch
         if layer_kwargs(bn).get('axis', 1) != 1:
@@ -343,11 +350,10 @@ class _Trace:
                 self.stats[stat.name] = stat
                 stats.append(mx.sym.var(stat.name, shape=stat.shape,
                                         dtype=param.dtype).as_np_ndarray())
-        if fused:
-            blocked = self.blocked and self.feeds_convolution and \
-                (ch.padded or bn.gamma.shape[0]) % CHANNEL_BLOCK == 0
-            return bn_relu(mx.sym, x, gamma, beta, *stats, fused=blocked and bn.fusable(x),
-                           **layer_kwargs(bn)), ch
+        if fused:  # in one operator where MXNet computes it right, for training only
+            one = not self.frozen and self.blocked and self.feeds_convolution and \
+                whole_blocks_of(ch.padded or bn.gamma.shape[0]) and bn.fusable()
+            return bn_relu(mx.sym, x, gamma, beta, *stats, fused=one, **layer_kwargs(bn)), ch
         return mx.sym.npx.batch_norm(x, gamma, beta, *stats, **layer_kwargs(bn)), ch
 
     def dense(self, dense: nn.Dense, x: mx.sym.Symbol, ch: Channels

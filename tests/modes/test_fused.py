@@ -13,12 +13,19 @@ from mxnet.gluon import nn
 
 import densenet
 from densenet import set_concat_mode
+from densenet.deploy.inference import fp32_model
 from densenet.modes import concat_mode, prepare_model
 from densenet.modes.block_mode import retrace
-from densenet.modes.fused import BatchNormReLU, FusedReLU, is_fused, set_fused_bn_relu
-from densenet.modes.padded import whole_blocks
-from densenet.system.machine import CHANNEL_BLOCK
+from densenet.modes.fused import (
+    FusedBatchNorm,
+    FusedReLU,
+    fusion_applies,
+    is_fused,
+    set_fused_bn_relu,
+)
+from densenet.system.mxcompat import cached_graph, leaves
 
+from helpers import set_running_stats
 from numerics import EPS32
 
 FUSED_OP = '_contrib_BatchNormWithReLU'
@@ -32,14 +39,15 @@ import json, sys
 import densenet, mxnet as mx, numpy as onp
 from mxnet import autograd, gluon, np
 from densenet.modes import prepare_model
-from densenet.modes.fused import BatchNormReLU
+from densenet.modes.fused import FusedBatchNorm
 
 def run(case, fuse):
-    label, name, side, channels, batch, kwargs, padded = case
+    label, name, side, channels, batch, kwargs, padded, memory_efficient = case
     mx.random.seed(4)
     model = densenet.get_model(name, in_channels=channels, num_classes=10, **kwargs)
     model.net(np.zeros((1, channels, side, side)))
-    prepare_model(model, [mx.cpu()], hybridize=True, fuse=fuse, padded=padded)
+    prepare_model(model, [mx.cpu()], hybridize=True, fuse=fuse, padded=padded,
+                  memory_efficient=memory_efficient)
     trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})
     rng = onp.random.RandomState(0)
     X = np.array(rng.uniform(size=(batch, channels, side, side)).astype('float32'))
@@ -51,7 +59,7 @@ def run(case, fuse):
         trainer.step(1)
     fused = []
     model.net.apply(lambda b: fused.append(b.fuse_in_graph)
-                    if isinstance(b, BatchNormReLU) else None)
+                    if isinstance(b, FusedBatchNorm) else None)
     params = [p.data().asnumpy() for p in model.net.collect_params().values()]
     out = model(X).asnumpy()
     assert all(onp.isfinite(p).all() for p in params) and onp.isfinite(out).all(), name
@@ -68,15 +76,17 @@ for case in json.loads(sys.argv[1]):
         'out': float(abs(got_out - want_out).max() / abs(want_out).max())}), flush=True)
 """
 
-# (label, model, side, channels, batch, get_model arguments, padded): the book's model;
-# a DenseNet-BC on its padded trace, and on its hybridized graph, whose concatenations
-# are numpy ones; DenseNet-121; d2l's ResNet-18.
-_CASES = [('book', 'book', 96, 1, 4, {}, True),
-          ('bc', 'densenet_bc_100', 16, 3, 4, {'depth': 16}, True),
-          ('bc-unpadded', 'densenet_bc_100', 16, 3, 4, {'depth': 16}, False),
-          ('bc-64', 'densenet_bc_100', 64, 1, 4, {'depth': 16}, True),
-          ('densenet121', 'densenet121', 32, 3, 2, {}, True),
-          ('d2l_resnet18', 'd2l_resnet18', 32, 1, 4, {}, True)]
+# (label, model, side, channels, batch, get_model arguments, padded, memory-efficient):
+# the book's model, also memory-efficient (its BatchNorms run again in backward); a
+# DenseNet-BC on its padded trace, also at 64x64, and on its hybridized graph, whose
+# concatenations are numpy ones; DenseNet-121; d2l's ResNet-18.
+_CASES = [('book', 'book', 96, 1, 4, {}, True, False),
+          ('book-memory-efficient', 'book', 32, 1, 4, {}, True, True),
+          ('bc', 'densenet_bc_100', 16, 3, 4, {'depth': 16}, True, False),
+          ('bc-unpadded', 'densenet_bc_100', 16, 3, 4, {'depth': 16}, False, False),
+          ('bc-64', 'densenet_bc_100', 64, 1, 4, {'depth': 16}, True, False),
+          ('densenet121', 'densenet121', 32, 3, 2, {}, True, False),
+          ('d2l_resnet18', 'd2l_resnet18', 32, 1, 4, {}, True, False)]
 
 
 def _bnorm_calls(log):
@@ -108,24 +118,29 @@ def test_fused_fast_path_trains_as_the_unfused_one_and_reads_blocked_inputs():
     logs = run.stdout.split('\ncase ')[1:]
     assert len(logs) == len(_CASES)
     steps = 2
-    expected_calls = {'book': 20, 'bc': 14, 'bc-unpadded': 2, 'bc-64': 14,
-                      'densenet121': 120, 'd2l_resnet18': 0}
+    # (pairs, fused in the hybridized graph, fused BatchNorm calls a step, those run again
+    # before their backward: a memory-efficient model's dense layers')
+    expected = {'book': (21, 20, 20, 0), 'book-memory-efficient': (21, 20, 20, 16),
+                'bc': (15, 2, 14, 0), 'bc-unpadded': (15, 2, 2, 0), 'bc-64': (15, 2, 14, 0),
+                'densenet121': (121, 120, 120, 0), 'd2l_resnet18': (1, 0, 0, 0)}
     for log in logs:
         log, line = log.split('\n{', 1)  # the fused run's calls, then its differences
         result = json.loads('{' + line.splitlines()[0])
         name = result['case']
         # float32: a handful of roundings of each value (measured: equal bits)
         assert result['params'] <= 16 * EPS32 and result['out'] <= 16 * EPS32, result
-        calls = _bnorm_calls(log)
-        forward = [layout for p, layout in calls if p == 'forward_training']
-        backward = [layout for p, layout in calls if p == 'backward']
-        assert len(forward) == len(backward) == steps * expected_calls[name], (name, calls)
-        assert result['marked'] == (2 if name.startswith('bc') else expected_calls[name])
-        assert all(layout != 'abcd' for layout in forward + backward), (name, calls)
+        pairs, marked, calls, again = expected[name]
+        assert (result['pairs'], result['marked']) == (pairs, marked), result
+        bnorm = _bnorm_calls(log)
+        forward = [layout for p, layout in bnorm if p == 'forward_training']
+        backward = [layout for p, layout in bnorm if p == 'backward']
+        assert len(backward) == steps * calls and len(forward) == steps * (calls + again), \
+            (name, bnorm)
+        assert all(layout != 'abcd' for layout in forward + backward), (name, bnorm)
 
 
 def test_mxnet_misreads_the_relu_mask_of_a_plain_input():
-    """Why a BatchNormReLU fuses only a blocked input: fed the plain layout (a numpy
+    """Why a FusedBatchNorm fuses only a blocked input: fed the plain layout (a numpy
     operator's output; here the network's input) with a whole number of channel blocks,
     MXNet 1.9.1's fused backward reorders the input to its gradient's blocked layout
     but reads the ReLU mask of the forward pass as it is, and the gradients come out
@@ -166,21 +181,19 @@ def _book():
 def _ops(net, X):
     """The operators of `net`'s hybridized graph after a call on `X`."""
     net(X)
-    _, graph = net._cached_graph
-    return [n['op'] for n in json.loads(graph.tojson())['nodes']]
+    return [n['op'] for n in json.loads(cached_graph(net).tojson())['nodes']]
 
 
-def test_the_fast_path_fuses_where_verified_and_tracing_unfuses():
-    """prepare_model fuses every BatchNorm -> ReLU pair where oneDNN's block is 8 (and the
+def test_the_fast_path_fuses_where_it_applies_and_tracing_unfuses():
+    """prepare_model fuses every BatchNorm -> ReLU pair where oneDNN uses AVX2 (and the
     hybridized graph runs the fused operator where fused.py's rules allow), the book's
     path none; concat_mode (exports, inference graphs) traces the two operators and
     restores the fusion; a numpy concatenation set afterwards unmarks the BatchNorms
     it feeds."""
     X = np.zeros((2, 1, 32, 32))
     model = prepare_model(_book(), [mx.cpu()], hybridize=True)
-    verified = whole_blocks() == CHANNEL_BLOCK
-    assert is_fused(model.net) is verified
-    if verified:
+    assert is_fused(model.net) is fusion_applies()
+    if fusion_applies():
         # the stem, two layers a block and the transition; not the head's pair, which
         # feeds the global pooling
         assert _ops(model.net, X).count(FUSED_OP) == 6
@@ -188,37 +201,52 @@ def test_the_fast_path_fuses_where_verified_and_tracing_unfuses():
         with concat_mode(model.net, None, hybridize=True):
             assert not is_fused(model.net)
             assert FUSED_OP not in _ops(model.net, X)
-        assert is_fused(model.net)
+        assert _ops(model.net, X).count(FUSED_OP) == 6
         set_concat_mode(model, 'numpy')
-        marks = [b.fuse_in_graph for b in model.net[1].net[1] if isinstance(b, BatchNormReLU)]
+        marks = [b.fuse_in_graph for b in model.net[1].net[1] if isinstance(b, FusedBatchNorm)]
         assert marks == [False]  # its input is now a numpy concatenation
         # as is the transition's, and the transition's convolution, reading the plain
         # layout, writes it: only the stem's and the first layer's stay
         assert _ops(model.net, X).count(FUSED_OP) == 2
     book = prepare_model(_book(), [mx.cpu()], hybridize=False)
     assert not is_fused(book.net)
-    assert not any(type(b) in (BatchNormReLU, FusedReLU) for b in _leaves(book.net))
+    assert not any(type(b) in (FusedBatchNorm, FusedReLU) for b in leaves(book.net))
+
+
+def test_inference_graphs_of_a_fused_model_have_the_two_operators():
+    """The fp32 graph of a fused DenseNet-BC (its padded inference trace, built outside
+    concat_mode) folds every BatchNorm as it does unfused: no fused operator, the same
+    operators and values."""
+    model = densenet.get_model('densenet_bc_100', depth=16, in_channels=3)
+    model.net(np.zeros((1, 3, 32, 32)))
+    set_running_stats(model.net, seed=3)
+    X = onp.random.RandomState(2).uniform(size=(2, 3, 32, 32)).astype('float32')
+    graphs = []
+    for fuse in (False, True):
+        set_fused_bn_relu(model.net, fuse, lambda block: True)
+        graphs.append(fp32_model(model, (1, 3, 32, 32)))
+    ops = [[n['op'] for n in json.loads(g.graph.symbol.tojson())['nodes']] for g in graphs]
+    assert FUSED_OP not in ops[1] and ops[0] == ops[1]
+    assert onp.array_equal(graphs[0].predict(X), graphs[1].predict(X))
 
 
 def test_unfusing_restores_the_book_layers():
     """set_fused_bn_relu switches classes in place both ways: the same parameter names,
-    the book's classes back, and a float64 fused layer (no oneDNN kernel) computes as
-    the two."""
+    the book's classes back; cast to float64 (no oneDNN kernel), a fused layer is no
+    longer marked for one operator and computes as the two."""
     model = _book()
     names = list(model.net.collect_params())
-    assert set_fused_bn_relu(model.net) == 7
+    assert set_fused_bn_relu(model.net, True, lambda block: True) == 7
     assert list(model.net.collect_params()) == names
+    assert any(b.fuse_in_graph for b in leaves(model.net) if isinstance(b, FusedBatchNorm))
     model.net.cast('float64')
+    assert not any(b.fuse_in_graph for b in leaves(model.net)
+                   if isinstance(b, FusedBatchNorm))
     retrace(model.net)
+    model.net.hybridize()
     X = np.array(onp.random.RandomState(1).uniform(size=(2, 1, 32, 32)), dtype='float64')
     with autograd.predict_mode():
         fused = model(X).asnumpy()
     assert set_fused_bn_relu(model.net, False) == 7
-    assert not any(type(b) in (BatchNormReLU, FusedReLU) for b in _leaves(model.net))
+    assert not any(type(b) in (FusedBatchNorm, FusedReLU) for b in leaves(model.net))
     assert onp.array_equal(model(X).asnumpy(), fused)
-
-
-def _leaves(net):
-    found = []
-    net.apply(lambda b: found.append(b) if not b._children else None)
-    return found
