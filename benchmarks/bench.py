@@ -87,6 +87,28 @@ def alternating(runs, rounds, calls):
     return times
 
 
+def family_table(families, measure, columns, json_path=None):
+    """Print the machine and a markdown table with one row per family: `measure(family)`
+    gives a row (a dict), `columns` its cells as (header, cell(row)); write the machine
+    and the rows as JSON to `json_path` where given. For the scripts that time two
+    versions of a thing side by side (`alternating`)."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    from densenet.system import runtime
+    from densenet.system.files import atomic_text
+    from densenet.system.machine import summary_line
+    machine = runtime.machine()
+    print(f'machine: {summary_line(machine)}')
+    print('| ' + ' | '.join(header for header, _ in columns) + ' |')
+    print('|' + '---|' * len(columns))
+    rows = []
+    for family in families:
+        row = measure(family)
+        rows.append(row)
+        print('| ' + ' | '.join(cell(row) for _, cell in columns) + ' |', flush=True)
+    if json_path:
+        atomic_text(json_path, json.dumps({'machine': machine, 'rows': rows}, indent=1))
+
+
 def _rss_mb():
     """This process's resident memory now, in MB (Linux)."""
     with open('/proc/self/statm') as f:

@@ -13,14 +13,9 @@ AVX2 (`densenet.modes.fused.fusion_applies`).
     python benchmarks/fusion.py --families book --rounds 12 --json fusion.json
 """
 import argparse
-import json
-import os
 import statistics
-import sys
 
-from bench import FAMILIES, alternating  # this script's folder
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from bench import FAMILIES, alternating, family_table  # this script's folder
 
 
 def measure(family, rounds, steps):
@@ -76,23 +71,12 @@ def main():
     p.add_argument('--steps', type=int, default=2, help='steps per model per round')
     p.add_argument('--json', help='write the rows here')
     args = p.parse_args()
-    sys.path.insert(0, os.path.dirname(HERE))
-    from densenet.system import runtime
-    from densenet.system.files import atomic_text
-    from densenet.system.machine import summary_line
-    machine = runtime.machine()
-    print(f'machine: {summary_line(machine)}')
-    print('| model | input | batch | fused s/step | unfused s/step | speed-up (median of '
-          'rounds) |')
-    print('|---|---|---|---|---|---|')
-    rows = []
-    for family in args.families:
-        r = measure(family, args.rounds, args.steps)
-        rows.append(r)
-        print(f"| {r['model']} | {r['input']} | {r['batch_size']} | {r['fused_s']:.3f} "
-              f"| {r['unfused_s']:.3f} | {r['speedup']:.2f}x |", flush=True)
-    if args.json:
-        atomic_text(args.json, json.dumps({'machine': machine, 'rows': rows}, indent=1))
+    family_table(args.families, lambda family: measure(family, args.rounds, args.steps), [
+        ('model', lambda r: r['model']), ('input', lambda r: r['input']),
+        ('batch', lambda r: str(r['batch_size'])),
+        ('fused s/step', lambda r: f"{r['fused_s']:.3f}"),
+        ('unfused s/step', lambda r: f"{r['unfused_s']:.3f}"),
+        ('speed-up (median of rounds)', lambda r: f"{r['speedup']:.2f}x")], args.json)
 
 
 if __name__ == '__main__':

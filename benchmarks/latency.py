@@ -10,15 +10,10 @@ as bench.py's families.
     python benchmarks/latency.py --families book --rounds 50 --json latency.json
 """
 import argparse
-import json
-import os
 import statistics
-import sys
 
 from bench import FAMILIES as BENCH_FAMILIES  # this script's folder
-from bench import alternating
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from bench import alternating, family_table
 
 #: registry name: (side, input channels, classes), bench.py's families.
 FAMILIES = {name: (side, channels, classes)
@@ -57,22 +52,11 @@ def main():
     p.add_argument('--calls', type=int, default=5, help='calls per graph per round')
     p.add_argument('--json', help='write the rows here')
     args = p.parse_args()
-    sys.path.insert(0, os.path.dirname(HERE))
-    from densenet.system import runtime
-    from densenet.system.files import atomic_text
-    from densenet.system.machine import summary_line
-    machine = runtime.machine()
-    print(f'machine: {summary_line(machine)}')
-    print('| model | input | batch-1 graph ms | usual graph ms | speed-up (median of rounds) |')
-    print('|---|---|---|---|---|')
-    rows = []
-    for family in args.families:
-        r = measure(family, args.rounds, args.calls)
-        rows.append(r)
-        print(f"| {r['model']} | {r['input']} | {r['batch1_ms']:.2f} | {r['usual_ms']:.2f} "
-              f"| {r['speedup']:.2f}x |", flush=True)
-    if args.json:
-        atomic_text(args.json, json.dumps({'machine': machine, 'rows': rows}, indent=1))
+    family_table(args.families, lambda family: measure(family, args.rounds, args.calls), [
+        ('model', lambda r: r['model']), ('input', lambda r: r['input']),
+        ('batch-1 graph ms', lambda r: f"{r['batch1_ms']:.2f}"),
+        ('usual graph ms', lambda r: f"{r['usual_ms']:.2f}"),
+        ('speed-up (median of rounds)', lambda r: f"{r['speedup']:.2f}x")], args.json)
 
 
 if __name__ == '__main__':
