@@ -49,6 +49,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {
     'mxnet-book-imperative': ('mxnet', 'fp32', ('train',)),
     'mxnet-fast': ('mxnet', 'fp32', ('train', 'infer')),
+    # the fast path with BatchNorm and ReLU as two operators (densenet.modes.fused)
+    'mxnet-fast-unfused': ('mxnet', 'fp32', ('train',)),
     'mxnet-memory-efficient': ('mxnet', 'fp32', ('train',)),
     'mxnet-memory-efficient-fast': ('mxnet', 'fp32', ('train',)),
     'mxnet-fp32': ('mxnet', 'fp32', ('infer',)),  # inference_model(m, 'fp32'): the rewritten graph
@@ -147,7 +149,8 @@ def _mxnet_worker(name, task, batch, side, iters, warmup, model_name='book', cha
     if name == 'mxnet-memory-efficient':  # imperative, like the book path it saves on
         prepare_model(model, [mx.cpu()], hybridize=False, memory_efficient=True)
     elif name != 'mxnet-book-imperative':
-        prepare_model(model, [mx.cpu()], hybridize=True, memory_efficient=memory_efficient)
+        prepare_model(model, [mx.cpu()], hybridize=True, memory_efficient=memory_efficient,
+                      fuse=name != 'mxnet-fast-unfused')
     y = np.array(onp.random.randint(0, classes, batch).astype('int32'))
     if task == 'train':
         trainer = gluon.Trainer(model.net.collect_params(), 'sgd', {'learning_rate': 0.01})

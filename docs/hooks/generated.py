@@ -168,6 +168,7 @@ _ROOT: contextvars.ContextVar[str] = contextvars.ContextVar('root', default='')
 BENCH_LABELS = {
     'mxnet-book-imperative': 'this library, book-literal imperative',
     'mxnet-fast': 'this library, fast path (fp32)',
+    'mxnet-fast-unfused': 'this library, fast path, BatchNorm and ReLU apart',
     'mxnet-memory-efficient': 'this library, memory-efficient (imperative)',
     'mxnet-memory-efficient-fast': 'this library, memory-efficient fast path',
     'mxnet-fp32': 'this library (MXNet), fp32',
