@@ -526,16 +526,16 @@ def prepare_model(model: C, ctxs: mx.Context | Sequence[mx.Context],
         The model.
     """
     model.net.collect_params().reset_ctx(ctxs)
+    block = channel_block(ctxs)  # > 1: every device a CPU
     if memory_efficient:
         set_memory_efficient(model.net, True)
     if hybridize:
         if type(model.net) is nn.HybridSequential:
             model.net.__class__ = ExecutorSequential
-        concat, block = fast_concat_mode(model.net), channel_block(ctxs)
+        concat = fast_concat_mode(model.net)
         set_modes(model.net, lambda b: dataclasses.replace(
             mode_of(b), concat=concat, channel_block=block, padded=padded and block > 1))
-    fuse_bn_relu(model.net, hybridize and fuse and channel_block(ctxs) > 1 and
-                 fusion_applies())
+    fuse_bn_relu(model.net, hybridize and fuse and block > 1 and fusion_applies())
     if hybridize:
         model.net.hybridize(static_alloc=True, static_shape=True)
     return model

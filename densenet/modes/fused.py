@@ -39,6 +39,7 @@ widest instruction set oneDNN uses (`fusion_applies`), and not with AVX-512.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -56,9 +57,10 @@ from densenet.system.runtime import capabilities
 FUSED_DTYPES = ('float32',)
 
 
+@functools.cache
 def onednn_enabled() -> bool:
     """Whether MXNet runs its oneDNN kernels here (its build has them, and
-    ``MXNET_MKLDNN_ENABLED`` does not turn them off).
+    ``MXNET_MKLDNN_ENABLED``, which MXNet reads as it starts, does not turn them off).
 
     Returns:
         True where they run.

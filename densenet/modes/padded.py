@@ -335,26 +335,27 @@ class _Trace:
             return bn(x), ch
         if layer_kwargs(bn).get('axis', 1) != 1:
             raise Unpaddable('a BatchNorm over another axis than the channels')
-        if ch.has_zeros:
-            gamma, beta = self.spread(bn.gamma, ch, 0, 1), self.spread(bn.beta, ch, 0, 0)
+        if not ch.has_zeros:  # the model's own parameters and statistics
+            gamma, beta, *stats = (p.var().as_np_ndarray() for p in (
+                bn.gamma, bn.beta, bn.running_mean, bn.running_var))
         else:
-            gamma, beta = (p.var().as_np_ndarray() for p in (bn.gamma, bn.beta))
-        stats = []
-        for param, fill in ((bn.running_mean, 0.0), (bn.running_var, 1.0)):
-            if not ch.has_zeros:  # the model's own, which the operator updates
-                stats.append(param.var().as_np_ndarray())
-            elif self.frozen:
-                stats.append(self.spread(param, ch, 0, fill))
-            else:
-                stat = PaddedStat(f'{param.name}__padded', param, ch, fill)
-                self.stats[stat.name] = stat
-                stats.append(mx.sym.var(stat.name, shape=stat.shape,
-                                        dtype=param.dtype).as_np_ndarray())
+            gamma, beta = self.spread(bn.gamma, ch, 0, 1), self.spread(bn.beta, ch, 0, 0)
+            stats = [self.padded_stat(param, ch, fill)
+                     for param, fill in ((bn.running_mean, 0.0), (bn.running_var, 1.0))]
         if fused:  # in one operator where MXNet computes it right, for training only
             one = not self.frozen and self.blocked and self.feeds_convolution and \
                 whole_blocks_of(ch.padded or bn.gamma.shape[0]) and bn.fusable()
             return bn_relu(mx.sym, x, gamma, beta, *stats, fused=one, **layer_kwargs(bn)), ch
         return mx.sym.npx.batch_norm(x, gamma, beta, *stats, **layer_kwargs(bn)), ch
+
+    def padded_stat(self, param: Parameter, ch: Channels, fill: float) -> mx.sym.Symbol:
+        """A running statistic spread over `ch`: its values, frozen; else a graph variable
+        of its own (`PaddedStat`)."""
+        if self.frozen:
+            return self.spread(param, ch, 0, fill)
+        stat = PaddedStat(f'{param.name}__padded', param, ch, fill)
+        self.stats[stat.name] = stat
+        return mx.sym.var(stat.name, shape=stat.shape, dtype=param.dtype).as_np_ndarray()
 
     def dense(self, dense: nn.Dense, x: mx.sym.Symbol, ch: Channels
               ) -> tuple[mx.sym.Symbol, Channels]:

@@ -30,8 +30,8 @@ from numerics import EPS32
 
 FUSED_OP = '_contrib_BatchNormWithReLU'
 
-# One child process, with oneDNN's AVX2 kernels on any CPU (fusion is on where oneDNN's
-# channel block is 8): for each case, the fused and the unfused fast path take the same
+# One child process, with oneDNN's AVX2 kernels on any CPU (where the fusion applies:
+# fusion_applies): for each case, the fused and the unfused fast path take the same
 # two SGD steps from the same weights; it prints their largest differences and, with
 # DNNL_VERBOSE=1, oneDNN's calls of each case's fused run after a marker line.
 _CHILD = r"""
@@ -42,7 +42,7 @@ from densenet.modes import prepare_model
 from densenet.modes.fused import FusedBatchNorm
 
 def run(case, fuse):
-    label, name, side, channels, batch, kwargs, padded, memory_efficient = case
+    _, name, side, channels, batch, kwargs, padded, memory_efficient = case
     mx.random.seed(4)
     model = densenet.get_model(name, in_channels=channels, num_classes=10, **kwargs)
     model.net(np.zeros((1, channels, side, side)))
